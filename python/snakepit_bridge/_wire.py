@@ -1,0 +1,201 @@
+"""Hand-written protobuf encoder for TelemetryBatch (hot path of the drain).
+
+Building TelemetryEvent messages through the protobuf runtime costs ~6 µs per
+event here; encoding the wire format directly, with caches for the parts that
+repeat (event names, metadata pairs, correlation ids, span context), costs a
+fraction of that. The output is a valid serialized ``TelemetryBatch``; tests
+check it against the generated classes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_pack_double = struct.Struct("<d").pack
+_SMALL = [bytes((i,)) for i in range(128)]
+_U64 = 1 << 64
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+def varint(v: int) -> bytes:
+    """Encode a non-negative int (< 2**64) as a protobuf varint."""
+    if v < 0x80:
+        return _SMALL[v]
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _ld(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (tag byte + length + payload)."""
+    return _SMALL[tag] + varint(len(payload)) + payload
+
+
+def string_field(tag: int, s: str) -> bytes:
+    return _ld(tag, s.encode("utf-8", "replace"))
+
+
+class EncodeError(Exception):
+    pass
+
+
+def encode_value(v) -> bytes:
+    """Encode a TelemetryValue message body."""
+    t = type(v)
+    if t is int or t is bool:
+        v = int(v)
+        if v < 0:
+            if v < _I64_MIN:
+                raise EncodeError("measurement out of int64 range")
+            return b"\x08" + varint(v + _U64)
+        if v > _I64_MAX:
+            raise EncodeError("measurement out of int64 range")
+        return b"\x08" + varint(v)
+    if t is float:
+        return b"\x11" + _pack_double(v)
+    if t is str:
+        return string_field(0x1A, v)
+    if isinstance(v, int):
+        return encode_value(int(v))
+    if isinstance(v, float):
+        return encode_value(float(v))
+    raise EncodeError(f"unsupported measurement type {t.__name__}")
+
+
+class BatchEncoder:
+    """Encodes drained event tuples and log tuples into TelemetryBatch bytes.
+
+    Event tuple layout (see telemetry.py):
+    (timestamp_ns, name, measurements, metadata, correlation_id, ctx, is_span_event)
+    where ctx is None or (span_id, parent_span_id, trace_id, span_name, traceparent).
+    """
+
+    _CACHE_MAX = 4096
+
+    def __init__(self) -> None:
+        self._names: dict = {}
+        self._mkeys: dict = {}
+        self._meta: dict = {}
+        self._cids: dict = {}
+        self._ts_hi = -1
+        self._ts_hi_bytes = b""
+
+    def _name(self, name: str) -> bytes:
+        b = self._names.get(name)
+        if b is None:
+            if len(self._names) > self._CACHE_MAX:
+                self._names.clear()
+            b = b"".join(string_field(0x0A, p) for p in name.split("."))
+            self._names[name] = b
+        return b
+
+    def _ts(self, ts: int) -> bytes:
+        # varint(ts) for ts >= 2**28: 4 low groups (continuation bit set) plus
+        # varint(ts >> 28), which changes only every ~0.27 s and is cached.
+        hi = ts >> 28
+        if hi == 0:
+            return b"\x20" + varint(ts)
+        if hi != self._ts_hi:
+            self._ts_hi = hi
+            self._ts_hi_bytes = varint(hi)
+        return b"\x20" + bytes(
+            (
+                (ts & 0x7F) | 0x80,
+                ((ts >> 7) & 0x7F) | 0x80,
+                ((ts >> 14) & 0x7F) | 0x80,
+                ((ts >> 21) & 0x7F) | 0x80,
+            )
+        ) + self._ts_hi_bytes
+
+    def event_body(self, ev, ctx_cache: dict) -> bytes:
+        """One serialized TelemetryEvent message."""
+        ts, name, meas, meta, cid, ctx, is_span = ev
+        parts = [self._name(name)]
+        if meas:
+            mkeys = self._mkeys
+            for k, v in meas.items():
+                kb = mkeys.get(k)
+                if kb is None:
+                    if len(mkeys) > self._CACHE_MAX:
+                        mkeys.clear()
+                    kb = string_field(0x0A, str(k))
+                    mkeys[k] = kb
+                vb = encode_value(v)
+                entry = kb + b"\x12" + varint(len(vb)) + vb
+                parts.append(b"\x12" + varint(len(entry)) + entry)
+        if meta:
+            mcache = self._meta
+            for k, v in meta.items():
+                if type(v) is not str:
+                    v = str(v)
+                key = (k, v)
+                eb = mcache.get(key)
+                if eb is None:
+                    if len(mcache) > self._CACHE_MAX:
+                        mcache.clear()
+                    eb = _ld(0x1A, string_field(0x0A, str(k)) + string_field(0x12, v))
+                    mcache[key] = eb
+                parts.append(eb)
+        parts.append(self._ts(ts))
+        if cid:
+            cb = self._cids.get(cid)
+            if cb is None:
+                if len(self._cids) > self._CACHE_MAX:
+                    self._cids.clear()
+                cb = string_field(0x2A, str(cid))
+                self._cids[cid] = cb
+            parts.append(cb)
+        if ctx is not None:
+            key = (ctx, is_span)
+            sb = ctx_cache.get(key)
+            if sb is None:
+                sid, psid, trace_id, span_name = ctx[0], ctx[1], ctx[2], ctx[3]
+                chunks = []
+                if sid:
+                    chunks.append(b"\x30" + varint(sid))
+                if psid:
+                    chunks.append(b"\x38" + varint(psid))
+                if trace_id:
+                    chunks.append(string_field(0x42, trace_id))
+                if is_span and span_name:
+                    chunks.append(string_field(0x4A, span_name))
+                sb = b"".join(chunks)
+                ctx_cache[key] = sb
+            parts.append(sb)
+        return b"".join(parts)
+
+    def batch(self, events, drops, logs, policy_version: int, worker_id: str, seq: int):
+        """Return (bytes, encode_errors)."""
+        out = []
+        errors = 0
+        ctx_cache: dict = {}
+        enc = self.event_body
+        for ev in events:
+            try:
+                body = enc(ev, ctx_cache)
+                out.append(b"\x0a" + varint(len(body)) + body)
+            except Exception:  # noqa: BLE001 - anything unencodable is counted
+                errors += 1
+        dcounts = drops(errors) if callable(drops) else drops
+        dbody = b"".join(
+            _SMALL[(i + 1) << 3] + varint(n) for i, n in enumerate(dcounts) if n
+        )
+        out.append(_ld(0x12, dbody))
+        for ts, level, logger, message, cid in logs:
+            lb = b"\x08" + varint(ts) + string_field(0x12, level) + string_field(
+                0x1A, logger
+            ) + string_field(0x22, message)
+            if cid:
+                lb += string_field(0x2A, cid)
+            out.append(_ld(0x1A, lb))
+        if policy_version:
+            out.append(b"\x20" + varint(policy_version))
+        if worker_id:
+            out.append(string_field(0x2A, worker_id))
+        if seq:
+            out.append(b"\x30" + varint(seq))
+        return b"".join(out), errors

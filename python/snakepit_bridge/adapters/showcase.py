@@ -1,0 +1,142 @@
+"""ShowcaseAdapter: the sample adapter used by tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, Iterator
+
+from .. import telemetry
+from ..base_adapter import BaseAdapter, tool
+
+log = logging.getLogger("snakepit_bridge.adapters.showcase")
+
+
+class _LinearModel:
+    """A fixed linear model y = w . x + b (stands in for a loaded ML model)."""
+
+    def __init__(self) -> None:
+        self.weights = [0.5, -1.25, 2.0]
+        self.bias = 0.1
+
+    def predict(self, x) -> float:
+        xs = [float(v) for v in x]
+        if len(xs) != len(self.weights):
+            raise ValueError(f"expected {len(self.weights)} features, got {len(xs)}")
+        return sum(w * v for w, v in zip(self.weights, xs)) + self.bias
+
+
+class ShowcaseAdapter(BaseAdapter):
+    def __init__(self) -> None:
+        # One instance per worker: the "model" is loaded once and reused.
+        self.model = _LinearModel()
+        self.calls = 0
+
+    @tool(description="Liveness check; returns {'ok': true}", inline=True)
+    def ping(self) -> Dict[str, Any]:
+        return {"ok": True}
+
+    @tool(description="Returns its arguments unchanged", inline=True)
+    def echo(self, **kwargs: Any) -> Dict[str, Any]:
+        return kwargs
+
+    @tool(description="Adds two numbers", inline=True)
+    def add(self, a: float, b: float) -> float:
+        return a + b
+
+    @tool(description="Sleeps ms milliseconds (in the thread pool)")
+    def sleep(self, ms: float = 10) -> Dict[str, Any]:
+        time.sleep(float(ms) / 1000.0)
+        return {"slept_ms": ms}
+
+    @tool(description="Sleeps ms milliseconds on the event loop (async tool)")
+    async def async_sleep(self, ms: float = 10) -> Dict[str, Any]:
+        await asyncio.sleep(float(ms) / 1000.0)
+        return {"slept_ms": ms}
+
+    @tool(description="Raises ValueError(message)")
+    def fail(self, message: str = "boom") -> None:
+        raise ValueError(message)
+
+    @tool(description="Yields n chunks {'i': k}", supports_streaming=True)
+    def stream(self, n: int = 3, delay_ms: float = 0) -> Iterator[Dict[str, int]]:
+        for k in range(int(n)):
+            if delay_ms:
+                time.sleep(delay_ms / 1000.0)
+            yield {"i": k}
+
+    @tool(description="Async generator yielding n chunks {'i': k}", supports_streaming=True)
+    async def astream(self, n: int = 3):
+        for k in range(int(n)):
+            await asyncio.sleep(0)
+            yield {"i": k}
+
+    @tool(description="Yields fail_after chunks, then raises RuntimeError",
+          supports_streaming=True)
+    def stream_fail(self, fail_after: int = 2):
+        for k in range(int(fail_after)):
+            yield {"i": k}
+        raise RuntimeError(f"stream failed after {fail_after} chunks")
+
+    @tool(description="Emits count telemetry events as fast as possible")
+    def emit_events(self, count: int = 1000, name: str = "tool.execution.stop") -> int:
+        emit = telemetry.emit
+        meas = {"duration": 1}
+        meta = {"tool": "emit_events"}
+        for _ in range(int(count)):
+            emit(name, meas, meta)
+        return int(count)
+
+    @tool(description="The guide's nested span example")
+    def nested_spans(self, data: str = "abc") -> Dict[str, Any]:
+        with telemetry.span("complex_operation"):
+            with telemetry.span("preprocessing"):
+                processed = data.strip().lower()
+            with telemetry.span("inference"):
+                result = self.model.predict([len(processed), 1, 0])
+        return {"processed": processed, "result": result}
+
+    @tool(description="Correlation and trace context seen inside the tool", inline=True)
+    def whoami(self) -> Dict[str, Any]:
+        sp = telemetry.current_span() or {}
+        return {
+            "correlation_id": telemetry.get_correlation_id(),
+            "traceparent": sp.get("incoming_traceparent"),
+            "current_traceparent": telemetry.current_traceparent(),
+            "trace_id": sp.get("trace_id"),
+            "span_id": f"{sp['span_id']:016x}" if sp.get("span_id") else None,
+            "parent_span_id": (
+                f"{sp['parent_span_id']:016x}" if sp.get("parent_span_id") else None
+            ),
+            "outgoing_metadata": [list(p) for p in telemetry.outgoing_metadata()],
+        }
+
+    @tool(description="Logs message at level via the logging module")
+    def log(self, level: str = "info", message: str = "hello") -> Dict[str, Any]:
+        lvl = logging.getLevelName(level.upper())
+        if not isinstance(lvl, int):
+            raise ValueError(f"unknown level {level!r}")
+        log.log(lvl, message)
+        return {"logged": True, "level": level}
+
+    @tool(description="Character, word and line counts of a text")
+    def text_stats(self, text: str = "") -> Dict[str, Any]:
+        words = text.split()
+        return {
+            "chars": len(text),
+            "words": len(words),
+            "lines": len(text.splitlines()) if text else 0,
+            "unique_words": len({w.lower() for w in words}),
+            "longest_word": max(words, key=len) if words else "",
+        }
+
+    @tool(description="Fixed linear model: y = 0.5*x0 - 1.25*x1 + 2*x2 + 0.1")
+    def predict(self, x) -> Dict[str, Any]:
+        with telemetry.span("inference", {"model": "linear-3"}):
+            y = self.model.predict(x)
+        return {"y": y, "model": "linear-3"}
+
+    @tool(description="Returns the size of a binary parameter and echoes it back as binary")
+    def bytes_echo(self, data: bytes = b"") -> Dict[str, Any]:
+        return {"size": len(data), "data": bytes(data)}

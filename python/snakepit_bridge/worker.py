@@ -1,0 +1,995 @@
+"""The worker process: ``python -m snakepit_bridge.worker --adapter mod:Class ...``.
+
+Protocol with the host (see python/README.md):
+* After the gRPC server has bound and started, exactly one line is written to
+  stdout: ``SNAKEPIT_READY {"worker_id": ..., "pid": ..., "listen": ...,
+  "protocol": 1}``. Nothing else is ever written to stdout (Python-level and
+  fd-level stdout are redirected to stderr before the adapter is imported).
+* SIGTERM/SIGINT: graceful stop; calls in flight finish (up to --grace-s),
+  the telemetry stream is flushed, exit code 0.
+* --watch-stdin: exit when stdin reaches EOF; --parent-pid: exit when that
+  process is gone.
+* Adapter load failure: ``SNAKEPIT_ADAPTER_ERROR: <message>`` and the traceback
+  on stderr, exit code 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import hmac
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Optional
+
+from . import PROTOCOL_VERSION, telemetry
+from . import logs as worker_logs
+from .base_adapter import BaseAdapter, BoundTool
+
+EXIT_ADAPTER_ERROR = 3
+EXIT_USAGE = 2
+TOKEN_HEADER = "x-snakepit-token"
+
+log = logging.getLogger("snakepit_bridge.worker")
+
+
+# --------------------------------------------------------------------------
+# Adapter loading
+# --------------------------------------------------------------------------
+
+
+class AdapterError(Exception):
+    pass
+
+
+def load_adapter(path: str):
+    """Import ``package.module:Class`` and instantiate it (one instance per worker)."""
+    if ":" not in path:
+        raise AdapterError(f"adapter path {path!r} must look like 'package.module:Class'")
+    mod_name, _, cls_name = path.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:
+        raise AdapterError(f"cannot import adapter module {mod_name!r}: {e!r}") from e
+    cls = module
+    for part in cls_name.split("."):
+        cls = getattr(cls, part, None)
+        if cls is None:
+            raise AdapterError(f"module {mod_name!r} has no attribute {cls_name!r}")
+    if not isinstance(cls, type):
+        raise AdapterError(f"{path!r} is not a class")
+    try:
+        instance = cls()
+    except Exception as e:
+        raise AdapterError(f"creating adapter {path!r} raised {e!r}") from e
+    tools = BaseAdapter.tools(instance)
+    if not tools:
+        raise AdapterError(f"adapter {path!r} defines no @tool methods")
+    return instance, tools
+
+
+# --------------------------------------------------------------------------
+# Call execution
+# --------------------------------------------------------------------------
+
+
+class ToolFailure(Exception):
+    def __init__(self, type_: str, message: str, tb: str = "") -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+        self.tb = tb
+
+
+def _json_default(o: Any):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, frozenset)):
+        return list(o)
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
+def encode_result(value: Any):
+    """Return (result_json bytes, binary_results dict)."""
+    binaries: Dict[str, bytes] = {}
+    if isinstance(value, dict):
+        if any(isinstance(v, (bytes, bytearray, memoryview)) for v in value.values()):
+            value = dict(value)
+            for k in [k for k, v in value.items() if isinstance(v, (bytes, bytearray,
+                                                                    memoryview))]:
+                binaries[str(k)] = bytes(value.pop(k))
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        return b"null", {"result": bytes(value)}
+    try:
+        return _dumps(value).encode("utf-8"), binaries
+    except (TypeError, ValueError) as e:
+        raise ToolFailure("EncodeError", f"tool result is not JSON-encodable: {e}") from e
+
+
+def decode_args(args_json: bytes, binary: Optional[Dict[str, bytes]]) -> Dict[str, Any]:
+    if args_json:
+        try:
+            args = json.loads(args_json)
+        except ValueError as e:
+            raise ToolFailure("InvalidArguments", f"args_json is not valid JSON: {e}") from e
+        if not isinstance(args, dict):
+            raise ToolFailure("InvalidArguments", "args_json must be a JSON object")
+    else:
+        args = {}
+    if binary:
+        for k, v in binary.items():
+            args[k] = bytes(v)
+    return args
+
+
+def _tool_md(name: str) -> dict:
+    return {"tool": name}
+
+
+def _run_sync_tool(fn, kwargs, md):
+    with telemetry.span("tool.execution", md):
+        return fn(**kwargs)
+
+
+async def _run_async_tool(fn, kwargs, md):
+    with telemetry.span("tool.execution", md):
+        return await fn(**kwargs)
+
+
+_SENTINEL_END = object()
+
+
+class Dispatcher:
+    """Runs tools with call telemetry, context, timeouts and error capture."""
+
+    def __init__(self, tools: Dict[str, BoundTool], worker_id: str, threads: int) -> None:
+        self.tools = tools
+        self.worker_id = worker_id
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="snakepit-tool")
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.draining = False
+        self._names = ", ".join(sorted(tools))
+
+    def lookup(self, name: str) -> BoundTool:
+        t = self.tools.get(name)
+        if t is None:
+            raise ToolFailure(
+                "UnknownTool", f"unknown tool {name!r}; available tools: {self._names}"
+            )
+        return t
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.idle.set()
+
+    def _call_start(self, name, cid, traceparent):
+        tokens = telemetry.enter_call_context(cid, traceparent)
+        md = {"command": name, "worker_id": self.worker_id}
+        telemetry._emit_span_event(
+            "call.start", {"system_time": time.time_ns()}, md, cid or None, tokens[2]
+        )
+        return tokens, md, time.monotonic_ns()
+
+    def _call_end(self, tokens, md, t0, failure: Optional[ToolFailure]) -> None:
+        dur = time.monotonic_ns() - t0
+        ctx = tokens[2]
+        cid = telemetry.get_correlation_id()
+        if failure is None:
+            telemetry._emit_span_event("call.stop", {"duration": dur}, md, cid, ctx)
+        else:
+            md2 = dict(md)
+            md2["error_type"] = failure.type
+            telemetry._emit_span_event("call.exception", {"duration": dur}, md2, cid, ctx)
+        telemetry.exit_call_context(tokens)
+
+    def check_accepting(self) -> None:
+        if self.draining:
+            raise ToolFailure("Unavailable", "worker is shutting down")
+
+    def is_inline(self, name: str) -> bool:
+        t = self.tools.get(name)
+        return t is not None and t.spec.inline and not t.spec.supports_streaming
+
+    def call_inline(self, name, args_json, binary, cid, traceparent):
+        """Run an inline (trivial, sync) tool right here. Returns (ok, payload)."""
+        self._begin()
+        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        failure = None
+        try:
+            t = self.lookup(name)
+            kwargs = decode_args(args_json, binary)
+            try:
+                value = _run_sync_tool(t.fn, kwargs, _tool_md(name))
+            except Exception as e:  # noqa: BLE001
+                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            return True, encode_result(value)
+        except ToolFailure as f:
+            failure = f
+            return False, f
+        finally:
+            self._call_end(tokens, md, t0, failure)
+            self._end()
+
+    async def call(self, name, args_json, binary, cid, traceparent, timeout_ms):
+        """Run a non-streaming tool. Returns (True, (json, binaries)) or (False, ToolFailure)."""
+        self._begin()
+        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        failure = None
+        try:
+            self.check_accepting()
+            t = self.lookup(name)
+            kwargs = decode_args(args_json, binary)
+            tmd = _tool_md(name)
+            try:
+                if t.is_async:
+                    coro = _run_async_tool(t.fn, kwargs, tmd)
+                elif t.is_gen or t.is_async_gen:
+                    raise ToolFailure(
+                        "InvalidArguments", f"tool {name!r} is a streaming tool; call it "
+                        "with stream=true")
+                else:
+                    ctx = contextvars.copy_context()
+                    loop = asyncio.get_running_loop()
+                    coro = loop.run_in_executor(self.pool, ctx.run, _run_sync_tool, t.fn,
+                                                kwargs, tmd)
+                if timeout_ms:
+                    try:
+                        value = await asyncio.wait_for(coro, timeout_ms / 1000.0)
+                    except asyncio.TimeoutError:
+                        raise ToolFailure(
+                            "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
+                else:
+                    value = await coro
+            except ToolFailure:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            return True, encode_result(value)
+        except ToolFailure as f:
+            failure = f
+            return False, f
+        finally:
+            self._call_end(tokens, md, t0, failure)
+            self._end()
+
+    async def stream(self, name, args_json, binary, cid, traceparent, timeout_ms, sink):
+        """Run a streaming tool; ``await sink(seq, json_bytes)`` per chunk.
+
+        Returns (True, chunk_count) or (False, ToolFailure).
+        """
+        self._begin()
+        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        failure = None
+        seq = 0
+        deadline = time.monotonic() + timeout_ms / 1000.0 if timeout_ms else None
+        try:
+            self.check_accepting()
+            t = self.lookup(name)
+            kwargs = decode_args(args_json, binary)
+            tmd = _tool_md(name)
+            try:
+                if t.is_async_gen:
+                    with telemetry.span("tool.execution", tmd):
+                        agen = t.fn(**kwargs)
+                        try:
+                            async for item in agen:
+                                await sink(seq, encode_result(item)[0])
+                                seq += 1
+                                if deadline and time.monotonic() > deadline:
+                                    raise ToolFailure(
+                                        "Timeout", f"tool {name!r} exceeded {timeout_ms} ms")
+                        finally:
+                            await agen.aclose()
+                elif t.is_gen:
+                    seq = await self._pump_sync_gen(t, kwargs, tmd, sink, deadline, name,
+                                                    timeout_ms)
+                else:
+                    # A non-generator tool called as a stream: one chunk.
+                    ok, payload = await self.call_plain(t, kwargs, tmd)
+                    await sink(0, encode_result(payload)[0])
+                    seq = 1
+            except ToolFailure:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            return True, seq
+        except ToolFailure as f:
+            failure = f
+            return False, f
+        finally:
+            self._call_end(tokens, md, t0, failure)
+            self._end()
+
+    async def call_plain(self, t: BoundTool, kwargs, tmd):
+        if t.is_async:
+            return True, await _run_async_tool(t.fn, kwargs, tmd)
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return True, await loop.run_in_executor(self.pool, ctx.run, _run_sync_tool, t.fn,
+                                                kwargs, tmd)
+
+    async def _pump_sync_gen(self, t, kwargs, tmd, sink, deadline, name, timeout_ms):
+        """Iterate a sync generator in the thread pool; chunks reach the loop in order."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def produce():
+            try:
+                with telemetry.span("tool.execution", tmd):
+                    gen = t.fn(**kwargs)
+                    try:
+                        for item in gen:
+                            if stop.is_set():
+                                break
+                            loop.call_soon_threadsafe(q.put_nowait, ("item", item))
+                    finally:
+                        gen.close()
+                loop.call_soon_threadsafe(q.put_nowait, ("end", None))
+            except BaseException as e:  # noqa: BLE001
+                f = ToolFailure(type(e).__name__, str(e), traceback.format_exc())
+                loop.call_soon_threadsafe(q.put_nowait, ("error", f))
+
+        ctx = contextvars.copy_context()
+        fut = loop.run_in_executor(self.pool, ctx.run, produce)
+        seq = 0
+        try:
+            while True:
+                if deadline:
+                    remaining = deadline - time.monotonic()
+                    try:
+                        kind, val = await asyncio.wait_for(q.get(), max(remaining, 0.0))
+                    except asyncio.TimeoutError:
+                        raise ToolFailure(
+                            "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
+                else:
+                    kind, val = await q.get()
+                if kind == "item":
+                    await sink(seq, encode_result(val)[0])
+                    seq += 1
+                elif kind == "end":
+                    return seq
+                else:
+                    raise val
+        finally:
+            stop.set()
+            if not fut.done():
+                fut.add_done_callback(lambda f: f.exception())
+
+
+# --------------------------------------------------------------------------
+# gRPC servicer
+# --------------------------------------------------------------------------
+
+
+class _CallStreamState:
+    __slots__ = ("queue", "pending", "reader_done", "closed")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending = 0
+        self.reader_done = False
+        self.closed = False
+
+    def maybe_finish(self) -> None:
+        if self.reader_done and self.pending == 0 and not self.closed:
+            self.closed = True
+            self.queue.put_nowait(_SENTINEL_END)
+
+
+class Servicer:
+    def __init__(self, pb, dispatcher: Dispatcher, opts, adapter_path: str) -> None:
+        from ._wire import BatchEncoder
+
+        self.pb = pb
+        self.d = dispatcher
+        self.opts = opts
+        self.adapter_path = adapter_path
+        self.token = opts.token or ""
+        self.worker_id = opts.worker_id
+        self.call_streams: set = set()
+        self.tasks: set = set()
+        self.telemetry_gen = 0
+        self.telemetry_stop = asyncio.Event()
+        self.telemetry_done = asyncio.Event()
+        self.telemetry_done.set()
+        self.encoder = BatchEncoder()
+        self.batch_seq = 0
+
+    # --- helpers ---------------------------------------------------------
+
+    async def _auth(self, context) -> bool:
+        if not self.token:
+            return True
+        got = ""
+        for k, v in context.invocation_metadata() or ():
+            if k == TOKEN_HEADER:
+                got = v if isinstance(v, str) else v.decode("utf-8", "replace")
+                break
+        if got and hmac.compare_digest(got.encode(), self.token.encode()):
+            return True
+        import grpc
+
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            f"missing or invalid {TOKEN_HEADER} metadata")
+        return False
+
+    @staticmethod
+    def _md_value(context, key: str) -> str:
+        for k, v in context.invocation_metadata() or ():
+            if k == key:
+                return v if isinstance(v, str) else v.decode("utf-8", "replace")
+        return ""
+
+    def _error_pb(self, f: ToolFailure):
+        return self.pb.ToolError(type=f.type, message=f.message, traceback=f.tb)
+
+    def _track(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- health ------------------------------------------------------------
+
+    async def Ping(self, request, context):
+        if not await self._auth(context):
+            return None
+        r = self.pb.PingResponse(message="pong: " + request.message)
+        r.server_time.GetCurrentTime()
+        return r
+
+    async def Heartbeat(self, request, context):
+        if not await self._auth(context):
+            return None
+        r = self.pb.HeartbeatResponse(session_valid=True)
+        r.server_time.GetCurrentTime()
+        return r
+
+    async def Describe(self, request, context):
+        if not await self._auth(context):
+            return None
+        tools = [
+            self.pb.ToolInfo(name=t.spec.name, description=t.spec.description,
+                             supports_streaming=t.spec.supports_streaming)
+            for t in sorted(self.d.tools.values(), key=lambda t: t.spec.name)
+        ]
+        return self.pb.DescribeReply(
+            worker_id=self.worker_id, pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
+            tools=tools, pool_name=self.opts.pool_name or "", adapter=self.adapter_path)
+
+    # --- unary tool calls --------------------------------------------------
+
+    def _legacy_args(self, request) -> bytes:
+        if request.args_json or not request.parameters:
+            return request.args_json
+        args = {}
+        for k, anyv in request.parameters.items():
+            raw = anyv.value
+            try:
+                args[k] = json.loads(raw)
+            except ValueError:
+                args[k] = raw.decode("utf-8", "replace")
+        return json.dumps(args).encode()
+
+    def _unary_ctx(self, request, context):
+        cid = request.correlation_id or self._md_value(context, telemetry.CORRELATION_HEADER)
+        tp = request.traceparent or self._md_value(context, telemetry.TRACEPARENT_HEADER)
+        return cid, tp
+
+    async def ExecuteTool(self, request, context):
+        if not await self._auth(context):
+            return None
+        cid, tp = self._unary_ctx(request, context)
+        t0 = time.monotonic()
+        ok, payload = await self.d.call(
+            request.tool_name, self._legacy_args(request), request.binary_parameters, cid, tp,
+            request.timeout_ms)
+        ms = int((time.monotonic() - t0) * 1000)
+        md = {"worker_id": self.worker_id}
+        if ok:
+            rj, bins = payload
+            return self.pb.ExecuteToolResponse(
+                success=True, result_json=rj, binary_results=bins, execution_time_ms=ms,
+                metadata=md)
+        return self.pb.ExecuteToolResponse(
+            success=False, error_message=payload.message, error=self._error_pb(payload),
+            execution_time_ms=ms, metadata=md)
+
+    async def ExecuteStreamingTool(self, request, context):
+        if not await self._auth(context):
+            return
+        cid, tp = self._unary_ctx(request, context)
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def sink(seq, data):
+            await q.put(self.pb.ToolChunk(chunk_id=str(seq), data=data, seq=seq))
+
+        async def run():
+            ok, payload = await self.d.stream(
+                request.tool_name, self._legacy_args(request), request.binary_parameters, cid,
+                tp, request.timeout_ms, sink)
+            if ok:
+                await q.put(self.pb.ToolChunk(chunk_id=str(payload), is_final=True,
+                                              seq=payload))
+            else:
+                await q.put(self.pb.ToolChunk(is_final=True, error=self._error_pb(payload),
+                                              metadata={"error": payload.message}))
+            await q.put(_SENTINEL_END)
+
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                item = await q.get()
+                if item is _SENTINEL_END:
+                    break
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+
+    # --- CallStream ----------------------------------------------------------
+
+    async def CallStream(self, request_iterator, context):
+        if not await self._auth(context):
+            return
+        st = _CallStreamState()
+        self.call_streams.add(st)
+        pb = self.pb
+
+        async def reader():
+            try:
+                async for req in request_iterator:
+                    self._dispatch(req, st)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client went away
+                log.debug("call stream reader ended: %r", e)
+            finally:
+                st.reader_done = True
+                st.maybe_finish()
+
+        rt = asyncio.ensure_future(reader())
+        try:
+            q = st.queue
+            while True:
+                item = await q.get()
+                if item is _SENTINEL_END:
+                    break
+                yield item
+        finally:
+            self.call_streams.discard(st)
+            if not rt.done():
+                rt.cancel()
+        del pb
+
+    def _dispatch(self, req, st: _CallStreamState) -> None:
+        pb = self.pb
+        rid = req.request_id
+        if self.d.draining:
+            st.queue.put_nowait(pb.CallReply(request_id=rid, error=pb.ToolError(
+                type="Unavailable", message="worker is shutting down")))
+            return
+        if not req.stream and self.d.is_inline(req.tool_name):
+            ok, payload = self.d.call_inline(req.tool_name, req.args_json,
+                                             req.binary_parameters, req.correlation_id,
+                                             req.traceparent)
+            st.queue.put_nowait(self._reply(rid, ok, payload))
+            return
+        st.pending += 1
+        self._track(self._run_call(req, st))
+
+    def _reply(self, rid, ok, payload):
+        pb = self.pb
+        if ok:
+            rj, bins = payload
+            return pb.CallReply(request_id=rid, result=pb.ToolResult(
+                result_json=rj, binary_results=bins))
+        return pb.CallReply(request_id=rid, error=self._error_pb(payload))
+
+    async def _run_call(self, req, st: _CallStreamState) -> None:
+        pb = self.pb
+        rid = req.request_id
+        try:
+            if req.stream:
+                put = st.queue.put_nowait
+
+                async def sink(seq, data):
+                    put(pb.CallReply(request_id=rid, chunk=pb.CallChunk(data_json=data,
+                                                                         seq=seq)))
+
+                ok, payload = await self.d.stream(
+                    req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
+                    req.traceparent, req.timeout_ms, sink)
+                if ok:
+                    put(pb.CallReply(request_id=rid, end=pb.StreamEnd(chunks=payload)))
+                else:
+                    put(pb.CallReply(request_id=rid, error=self._error_pb(payload)))
+            else:
+                ok, payload = await self.d.call(
+                    req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
+                    req.traceparent, req.timeout_ms)
+                st.queue.put_nowait(self._reply(rid, ok, payload))
+        except Exception as e:  # noqa: BLE001 - must always answer
+            log.exception("internal error running %s", req.tool_name)
+            st.queue.put_nowait(pb.CallReply(request_id=rid, error=pb.ToolError(
+                type="InternalError", message=repr(e), traceback=traceback.format_exc())))
+        finally:
+            st.pending -= 1
+            st.maybe_finish()
+
+    def close_call_streams(self) -> None:
+        for st in list(self.call_streams):
+            if not st.closed:
+                st.closed = True
+                st.queue.put_nowait(_SENTINEL_END)
+
+    # --- telemetry -----------------------------------------------------------
+
+    def _drops(self, encode_errors: int):
+        if encode_errors:
+            telemetry.add_encode_errors(encode_errors)
+        return telemetry.drop_counts()
+
+    async def _telemetry_common(self, request_iterator, context):
+        """Attach as the one telemetry stream; returns (generation, reader task)."""
+        self.telemetry_gen += 1
+        gen = self.telemetry_gen
+
+        async def reader():
+            try:
+                async for ctl in request_iterator:
+                    telemetry.apply_control(ctl)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                log.debug("telemetry control reader ended: %r", e)
+
+        return gen, asyncio.ensure_future(reader())
+
+    async def TelemetryStream(self, request_iterator, context):
+        if not await self._auth(context):
+            return
+        gen, rt = await self._telemetry_common(request_iterator, context)
+        self.telemetry_done.clear()
+        handler = worker_logs.handler()
+        sleep = 0.0
+        last_sent = 0.0
+        last_version = -1
+        try:
+            while gen == self.telemetry_gen:
+                stopping = self.telemetry_stop.is_set()
+                events = telemetry.drain(1000)
+                logs = handler.drain(1000) if handler else []
+                version = telemetry.policy().version
+                now = time.monotonic()
+                if events or logs or now - last_sent >= 1.0 or version != last_version:
+                    self.batch_seq += 1
+                    data, _ = self.encoder.batch(events, self._drops, logs, version,
+                                                 self.worker_id, self.batch_seq)
+                    last_sent = now
+                    last_version = version
+                    yield data
+                if stopping and not events and not logs:
+                    break
+                if len(events) >= 1000:
+                    sleep = 0.0
+                elif events or logs:
+                    sleep = 0.001
+                else:
+                    sleep = min(max(sleep * 2, 0.001), 0.02)
+                if stopping:
+                    sleep = 0.0
+                await asyncio.sleep(sleep)
+        finally:
+            rt.cancel()
+            if gen == self.telemetry_gen:
+                self.telemetry_done.set()
+
+    async def StreamTelemetry(self, request_iterator, context):
+        if not await self._auth(context):
+            return
+        gen, rt = await self._telemetry_common(request_iterator, context)
+        self.telemetry_done.clear()
+        enc = self.encoder
+        sleep = 0.0
+        try:
+            while gen == self.telemetry_gen:
+                stopping = self.telemetry_stop.is_set()
+                events = telemetry.drain(1000)
+                ctx_cache: dict = {}
+                errors = 0
+                for ev in events:
+                    try:
+                        body = enc.event_body(ev, ctx_cache)
+                    except Exception:  # noqa: BLE001
+                        errors += 1
+                        continue
+                    yield body
+                if errors:
+                    telemetry.add_encode_errors(errors)
+                if stopping and not events:
+                    break
+                sleep = 0.0 if len(events) >= 1000 else (
+                    0.001 if events else min(max(sleep * 2, 0.001), 0.02))
+                await asyncio.sleep(0.0 if stopping else sleep)
+        finally:
+            rt.cancel()
+            if gen == self.telemetry_gen:
+                self.telemetry_done.set()
+
+
+def _ser(msg) -> bytes:
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+def build_handler(servicer: Servicer, pb):
+    import grpc
+
+    def uu(fn, req):
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=req.FromString, response_serializer=_ser)
+
+    def us(fn, req):
+        return grpc.unary_stream_rpc_method_handler(
+            fn, request_deserializer=req.FromString, response_serializer=_ser)
+
+    def ss(fn, req):
+        return grpc.stream_stream_rpc_method_handler(
+            fn, request_deserializer=req.FromString, response_serializer=_ser)
+
+    s = servicer
+    handlers = {
+        "Ping": uu(s.Ping, pb.PingRequest),
+        "Heartbeat": uu(s.Heartbeat, pb.HeartbeatRequest),
+        "Describe": uu(s.Describe, pb.DescribeRequest),
+        "ExecuteTool": uu(s.ExecuteTool, pb.ExecuteToolRequest),
+        "ExecuteStreamingTool": us(s.ExecuteStreamingTool, pb.ExecuteToolRequest),
+        "CallStream": ss(s.CallStream, pb.CallRequest),
+        "TelemetryStream": ss(s.TelemetryStream, pb.TelemetryControl),
+        "StreamTelemetry": ss(s.StreamTelemetry, pb.TelemetryControl),
+    }
+    return grpc.method_handlers_generic_handler("snakepit.bridge.BridgeService", handlers)
+
+
+# --------------------------------------------------------------------------
+# Resource sampling
+# --------------------------------------------------------------------------
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def read_memory() -> Optional[Dict[str, int]]:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            size, resident = f.read().split()[:2]
+        return {"rss_bytes": int(resident) * _PAGE, "vms_bytes": int(size) * _PAGE}
+    except (OSError, ValueError):
+        return None
+
+
+def read_cpu_ticks() -> Optional[int]:
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def resource_sampler(interval: float, worker_id: str) -> None:
+    md = {"worker_id": worker_id}
+    last_ticks = read_cpu_ticks()
+    last_t = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        mem = read_memory()
+        if mem is not None:
+            telemetry.emit("memory.sampled", mem, md)
+        ticks = read_cpu_ticks()
+        now = time.monotonic()
+        if ticks is not None and last_ticks is not None and now > last_t:
+            pct = (ticks - last_ticks) / _TICKS / (now - last_t) * 100.0
+            telemetry.emit("cpu.sampled", {"cpu_percent": round(pct, 3)}, md)
+        last_ticks, last_t = ticks, now
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m snakepit_bridge.worker",
+                                description="snakepit-rs Python worker")
+    p.add_argument("--adapter", required=True, help="package.module:Class")
+    p.add_argument("--listen", required=True, help="unix:PATH or HOST:PORT (port 0: any)")
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--token", default=os.environ.get("SNAKEPIT_TOKEN") or None,
+                   help="require metadata x-snakepit-token on every RPC "
+                        "(default: $SNAKEPIT_TOKEN)")
+    p.add_argument("--pool-name", default="")
+    p.add_argument("--telemetry-interval-s", type=float, default=5.0,
+                   help="resource sampling interval (0 disables)")
+    p.add_argument("--telemetry-buffer", type=int,
+                   default=int(os.environ.get("SNAKEPIT_TELEMETRY_BUFFER", "10000")),
+                   help="max buffered events before drops (default 10000 or "
+                        "$SNAKEPIT_TELEMETRY_BUFFER)")
+    p.add_argument("--log-buffer", type=int, default=10_000)
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "none"],
+                   help="initial root log level (the host's policy may change it)")
+    p.add_argument("--stderr-log-level", default="warning",
+                   choices=["debug", "info", "warning", "error", "none"])
+    p.add_argument("--grace-s", type=float, default=5.0,
+                   help="on SIGTERM, time calls in flight get to finish")
+    p.add_argument("--threads", type=int, default=min(32, (os.cpu_count() or 1) + 4),
+                   help="thread pool size for sync tools")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin hits EOF")
+    p.add_argument("--parent-pid", type=int, default=0, help="exit when this pid is gone")
+    return p.parse_args(argv)
+
+
+def _redirect_stdout():
+    """Keep the real stdout for the readiness line; send everything else to stderr."""
+    sys.stdout.flush()
+    ready_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(ready_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _parent_alive(pid: int) -> bool:
+    if os.getppid() != pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def serve(opts, ready_out) -> int:
+    import grpc
+
+    from .generated import snakepit_bridge_pb2 as pb
+
+    try:
+        adapter, tools = load_adapter(opts.adapter)
+    except AdapterError as e:
+        sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        return EXIT_ADAPTER_ERROR
+
+    dispatcher = Dispatcher(tools, opts.worker_id, opts.threads)
+    servicer = Servicer(pb, dispatcher, opts, opts.adapter)
+    options = [
+        ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((build_handler(servicer, pb),))
+    listen = opts.listen
+    try:
+        port = server.add_insecure_port(listen)
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: cannot listen on {listen!r}: {e}\n")
+        return 1
+    if not listen.startswith("unix:") and listen.rsplit(":", 1)[-1] == "0":
+        listen = f"{listen.rsplit(':', 1)[0]}:{port}"
+    await server.start()
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason = {"why": ""}
+
+    def request_stop(why: str) -> None:
+        if not stop.is_set():
+            reason["why"] = why
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, request_stop, signal.Signals(sig).name)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    if opts.watch_stdin:
+        def watch_stdin():
+            try:
+                while True:
+                    data = os.read(0, 65536)
+                    if not data:
+                        break
+            except OSError:
+                pass
+            loop.call_soon_threadsafe(request_stop, "stdin EOF")
+
+        threading.Thread(target=watch_stdin, name="snakepit-stdin", daemon=True).start()
+
+    bg = []
+    if opts.parent_pid:
+        async def watch_parent():
+            while _parent_alive(opts.parent_pid):
+                await asyncio.sleep(0.25)
+            request_stop(f"parent {opts.parent_pid} gone")
+
+        bg.append(asyncio.ensure_future(watch_parent()))
+    if opts.telemetry_interval_s and opts.telemetry_interval_s > 0:
+        bg.append(asyncio.ensure_future(
+            resource_sampler(opts.telemetry_interval_s, opts.worker_id)))
+
+    ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
+             "protocol": PROTOCOL_VERSION}
+    ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
+    ready_out.flush()
+    log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
+             opts.adapter, len(tools))
+
+    await stop.wait()
+    log.info("worker %s stopping: %s", opts.worker_id, reason["why"])
+    # Graceful stop: refuse new calls, let calls in flight finish within the grace
+    # period, flush telemetry, then close the streams and the server.
+    dispatcher.draining = True
+    try:
+        await asyncio.wait_for(dispatcher.idle.wait(), opts.grace_s)
+    except asyncio.TimeoutError:
+        log.warning("%d calls still running after %.1fs grace", dispatcher.inflight,
+                    opts.grace_s)
+    servicer.close_call_streams()
+    servicer.telemetry_stop.set()
+    try:
+        await asyncio.wait_for(servicer.telemetry_done.wait(), 1.0)
+    except asyncio.TimeoutError:
+        pass
+    for t in bg:
+        t.cancel()
+    await server.stop(0.5)
+    dispatcher.pool.shutdown(wait=False, cancel_futures=True)
+    del adapter
+    return 0
+
+
+def main(argv=None) -> int:
+    opts = parse_args(argv)
+    ready_out = _redirect_stdout()
+    telemetry.set_buffer_capacity(opts.telemetry_buffer)
+    worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
+                        root_level=opts.log_level)
+    try:
+        rc = asyncio.run(serve(opts, ready_out))
+    except KeyboardInterrupt:
+        rc = 0
+    sys.stderr.flush()
+    # Tool threads may still be running after the grace period: do not wait for them.
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()

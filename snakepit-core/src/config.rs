@@ -1,0 +1,455 @@
+//! Configuration types, read from one TOML file plus environment overrides.
+//!
+//! ```toml
+//! [telemetry]
+//! log_level = "info"                 # debug | info | warning | error | none
+//! log_categories = { pool = "debug", worker = "info", grpc = "warning" }
+//!
+//! [[sinks]]
+//! kind = "prometheus"                # log | prometheus | otel | plugin
+//! listen = "127.0.0.1:9568"
+//! ```
+//!
+//! Unknown keys are rejected. Every error names the file, the key and what is
+//! allowed, see [`ConfigError`].
+//!
+//! Environment overrides (applied by [`Config::apply_env`]):
+//!
+//! | variable | key |
+//! |---|---|
+//! | `SNAKEPIT_TELEMETRY_ENABLED` | `telemetry.enabled` (`true`/`false`) |
+//! | `SNAKEPIT_LOG_LEVEL` | `telemetry.log_level` |
+//! | `SNAKEPIT_SAMPLING_RATE` | `telemetry.sampling_rate` |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::pattern::Pattern;
+use crate::policy::{PatternRate, Policy};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[telemetry]`: levels, toggle, sampling and filters.
+    pub telemetry: TelemetryConfig,
+    /// `[[sinks]]`: where events go.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Deliver events at all (default true).
+    pub enabled: bool,
+    /// Level for snakepit's own log records (default `info`).
+    pub log_level: LogLevel,
+    /// Per-category levels, e.g. `{ pool = "debug", grpc = "warning" }`.
+    pub log_categories: BTreeMap<LogCategory, LogLevel>,
+    /// Per-worker levels, e.g. `{ worker_1 = "debug" }`.
+    pub worker_log_levels: BTreeMap<String, LogLevel>,
+    /// Fraction of events kept (default 1.0).
+    pub sampling_rate: f64,
+    /// Per-pattern rates, first match wins: `[{ pattern = "python.*", rate = 0.1 }]`.
+    pub sampling: Vec<PatternRate>,
+    /// Only these events pass, when non-empty.
+    pub allow: Vec<Pattern>,
+    /// These events never pass.
+    pub deny: Vec<Pattern>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: true,
+            log_level: LogLevel::Info,
+            log_categories: BTreeMap::new(),
+            worker_log_levels: BTreeMap::new(),
+            sampling_rate: 1.0,
+            sampling: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The runtime policy this section describes.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            enabled: self.enabled,
+            sampling_rate: self.sampling_rate,
+            pattern_rates: self.sampling.clone(),
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            version: 0,
+        }
+    }
+}
+
+/// A log level, as the guide writes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something looks wrong.
+    #[serde(alias = "warn")]
+    Warning,
+    /// Something failed.
+    Error,
+    /// Nothing.
+    None,
+}
+
+impl LogLevel {
+    /// The allowed spellings, for error messages.
+    pub const ALLOWED: &'static str = "debug, info, warning, error, none";
+
+    /// The level's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warning" | "warn" => Ok(LogLevel::Warning),
+            "error" => Ok(LogLevel::Error),
+            "none" => Ok(LogLevel::None),
+            _ => Err(format!(
+                "unknown log level `{s}`, allowed: {}",
+                LogLevel::ALLOWED
+            )),
+        }
+    }
+}
+
+/// A log category: which part of snakepit a record comes from. Records are
+/// `tracing` events whose target is `snakepit::<category>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogCategory {
+    /// The pool: queueing, scheduling, status.
+    Pool,
+    /// Worker processes: spawn, restart, termination.
+    Worker,
+    /// The gRPC client and its connections.
+    Grpc,
+    /// The telemetry system itself: handlers, sinks, drops.
+    Telemetry,
+    /// Log records forwarded from Python workers.
+    Python,
+}
+
+impl LogCategory {
+    /// Every category.
+    pub const ALL: [LogCategory; 5] = [
+        LogCategory::Pool,
+        LogCategory::Worker,
+        LogCategory::Grpc,
+        LogCategory::Telemetry,
+        LogCategory::Python,
+    ];
+
+    /// The category's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogCategory::Pool => "pool",
+            LogCategory::Worker => "worker",
+            LogCategory::Grpc => "grpc",
+            LogCategory::Telemetry => "telemetry",
+            LogCategory::Python => "python",
+        }
+    }
+
+    /// The `tracing` target snakepit uses for this category.
+    pub fn target(self) -> &'static str {
+        match self {
+            LogCategory::Pool => "snakepit::pool",
+            LogCategory::Worker => "snakepit::worker",
+            LogCategory::Grpc => "snakepit::grpc",
+            LogCategory::Telemetry => "snakepit::telemetry",
+            LogCategory::Python => "snakepit::python",
+        }
+    }
+
+    /// The category of a `tracing` target, if it is one of snakepit's.
+    pub fn from_target(target: &str) -> Option<LogCategory> {
+        let rest = target.strip_prefix("snakepit::")?;
+        let head = rest.split("::").next().unwrap_or(rest);
+        LogCategory::ALL.into_iter().find(|c| c.as_str() == head)
+    }
+}
+
+/// `[[sinks]]`: one sink, chosen by `kind`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// `kind = "log"`: events as `tracing` records.
+    Log(LogSinkConfig),
+    /// `kind = "prometheus"`: metrics on an HTTP endpoint.
+    Prometheus(PrometheusSinkConfig),
+    /// `kind = "otel"`: spans exported over OTLP/HTTP.
+    Otel(OtelSinkConfig),
+    /// `kind = "plugin"`: a sink from a dynamic library.
+    Plugin(PluginSinkConfig),
+}
+
+impl SinkConfig {
+    /// The allowed kinds, for error messages.
+    pub const KINDS: &'static str = "log, prometheus, otel, plugin";
+}
+
+/// `kind = "log"`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSinkConfig {
+    /// Which events; empty means all.
+    pub events: Vec<Pattern>,
+}
+
+/// `kind = "prometheus"`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusSinkConfig {
+    /// Address of the `/metrics` listener (default `127.0.0.1:9568`).
+    pub listen: SocketAddr,
+    /// Which events; empty means all.
+    pub events: Vec<Pattern>,
+    /// Distinct label sets per metric before overflow goes to `other`.
+    pub max_series_per_metric: usize,
+}
+
+impl Default for PrometheusSinkConfig {
+    fn default() -> Self {
+        PrometheusSinkConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9568)),
+            events: Vec::new(),
+            max_series_per_metric: 1000,
+        }
+    }
+}
+
+/// `kind = "otel"`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtelSinkConfig {
+    /// OTLP/HTTP base URL, e.g. `http://collector:4318`.
+    pub endpoint: String,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// Which events; empty means all.
+    pub events: Vec<Pattern>,
+    /// Spans queued before drops begin.
+    pub queue_capacity: usize,
+}
+
+impl Default for OtelSinkConfig {
+    fn default() -> Self {
+        OtelSinkConfig {
+            endpoint: "http://127.0.0.1:4318".to_string(),
+            service_name: "snakepit".to_string(),
+            events: Vec::new(),
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// `kind = "plugin"`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSinkConfig {
+    /// Path of the dynamic library.
+    pub path: PathBuf,
+    /// Table handed to the plugin's `create` as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Which events; empty means all.
+    #[serde(default)]
+    pub events: Vec<Pattern>,
+    /// Events queued before drops begin.
+    #[serde(default = "default_plugin_queue")]
+    pub queue_capacity: usize,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+fn default_plugin_queue() -> usize {
+    8192
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let file = file.as_ref().to_path_buf();
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_string();
+            if message.contains("kind") && message.contains("missing field") {
+                message = format!("{message}; allowed kinds: {}", SinkConfig::KINDS);
+            }
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                message = format!("{message} (line {line})");
+            }
+            ConfigError::Invalid {
+                file: file.clone(),
+                key: if key == "." { "<root>".into() } else { key },
+                message,
+            }
+        })?;
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        let t = &self.telemetry;
+        if !rate_ok(t.sampling_rate) {
+            return Err(invalid(
+                "telemetry.sampling_rate".into(),
+                format!("{} is out of range; allowed 0.0 to 1.0", t.sampling_rate),
+            ));
+        }
+        for (i, pr) in t.sampling.iter().enumerate() {
+            if !rate_ok(pr.rate) {
+                return Err(invalid(
+                    format!("telemetry.sampling[{i}].rate"),
+                    format!("{} is out of range; allowed 0.0 to 1.0", pr.rate),
+                ));
+            }
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            match sink {
+                SinkConfig::Otel(o) => {
+                    if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
+                        return Err(invalid(
+                            format!("sinks[{i}].endpoint"),
+                            format!(
+                                "`{}` is not an http(s) URL; allowed: http://host:port or https://host:port",
+                                o.endpoint
+                            ),
+                        ));
+                    }
+                    if o.queue_capacity == 0 {
+                        return Err(invalid(
+                            format!("sinks[{i}].queue_capacity"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                }
+                SinkConfig::Plugin(p) => {
+                    if !p.config.is_object() {
+                        return Err(invalid(
+                            format!("sinks[{i}].config"),
+                            "must be a table".into(),
+                        ));
+                    }
+                    if p.queue_capacity == 0 {
+                        return Err(invalid(
+                            format!("sinks[{i}].queue_capacity"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                }
+                SinkConfig::Prometheus(p) if p.max_series_per_metric == 0 => {
+                    return Err(invalid(
+                        format!("sinks[{i}].max_series_per_metric"),
+                        "must be at least 1".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `SNAKEPIT_*` overrides from the given variables (pass
+    /// `std::env::vars()` in an application; tests pass their own).
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (k, v) in vars {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let env_err = |message: String| ConfigError::Env {
+                var: k.to_string(),
+                value: v.to_string(),
+                message,
+            };
+            match k {
+                "SNAKEPIT_TELEMETRY_ENABLED" => {
+                    self.telemetry.enabled = match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(env_err("allowed: true, false, 1, 0".into())),
+                    }
+                }
+                "SNAKEPIT_LOG_LEVEL" => self.telemetry.log_level = v.parse().map_err(env_err)?,
+                "SNAKEPIT_SAMPLING_RATE" => {
+                    let rate: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))?;
+                    self.telemetry.sampling_rate = rate;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name used for TOML text that did not come from a file.
+pub fn inline_source() -> PathBuf {
+    PathBuf::from("<string>")
+}

@@ -1,0 +1,187 @@
+//! `cargo xtask`: the project's automation.
+//!
+//! * `setup`   create the Python venv (`.venv`) and install `python/` into it
+//! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest, tidy
+//! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
+//! * `tidy`    fail when generated docs are stale
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod codegen;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    let result = match cmd {
+        "setup" => setup(),
+        "test" => test(rest),
+        "codegen" => codegen::write(&root()),
+        "tidy" => tidy(),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {cmd}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <command>\n\n\
+         setup     create the Python venv (.venv) and install python/ into it\n\
+         test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
+         codegen   regenerate docs/EVENTS.md from the event catalog\n\
+         tidy      fail when generated files are stale"
+    );
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn run(cmd: &mut Command) -> Result {
+    let shown = format!("{cmd:?}");
+    let started = Instant::now();
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() {
+        println!("    ({:.1}s)", started.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn venv_python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+fn has_python_package() -> bool {
+    root().join("python/pyproject.toml").exists()
+}
+
+fn setup() -> Result {
+    if !has_python_package() {
+        println!("no python/ package yet: nothing to set up");
+        return Ok(());
+    }
+    let root = root();
+    let py = venv_python();
+    if !py.exists() {
+        step("creating the Python venv in .venv");
+        let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(system).args(["-m", "venv", ".venv"]))?;
+    }
+    // Reinstall only when the package metadata changed.
+    let pyproject = std::fs::read(root.join("python/pyproject.toml"))
+        .map_err(|e| format!("cannot read python/pyproject.toml: {e}"))?;
+    let stamp = root.join(".venv/.snakepit-installed");
+    let digest = format!("{:x}", fnv1a(&pyproject));
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
+        step("installing python/ and its dev tools into .venv");
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--upgrade",
+            "pip",
+        ]))?;
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            "-e",
+            "./python[dev]",
+        ]))?;
+        std::fs::write(&stamp, digest).map_err(|e| format!("cannot write {stamp:?}: {e}"))?;
+    }
+    if root.join("python/tools/gen_proto.py").exists() {
+        step("generating Python gRPC stubs from proto/");
+        run(Command::new(&py).arg("python/tools/gen_proto.py"))?;
+    }
+    println!("Python ready: {}", py.display());
+    Ok(())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn test(args: &[String]) -> Result {
+    let started = Instant::now();
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("cargo clippy --all-targets -D warnings");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let python = has_python_package();
+    if python {
+        step("Python setup");
+        setup()?;
+        step("ruff check python/");
+        run(Command::new(root().join(".venv/bin/ruff")).args(["check", "python"]))?;
+    }
+    step("cargo test --workspace");
+    let mut t = cargo();
+    t.args(["test", "--workspace"]).args(args);
+    if python {
+        t.env("SNAKEPIT_PYTHON", venv_python());
+    }
+    run(&mut t)?;
+    if python && root().join("python/tests").exists() {
+        step("pytest python/tests");
+        run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
+    }
+    step("tidy");
+    tidy()?;
+    println!(
+        "\nxtask test: everything passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn tidy() -> Result {
+    codegen::check(&root())?;
+    println!("tidy: generated docs are fresh");
+    Ok(())
+}
