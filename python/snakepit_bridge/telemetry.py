@@ -392,7 +392,7 @@ _getrandbits = random.getrandbits
 _policy_listeners: list = []
 # Root spans (outside any call) get trace id = per-process random 64-bit prefix +
 # the span's own random id: unique, and much cheaper than 128 fresh random bits.
-_TRACE_PREFIX = "%016x" % (random.SystemRandom().getrandbits(64) or 1)
+_TRACE_PREFIX = f"{random.SystemRandom().getrandbits(64) or 1:016x}"
 
 
 def _decide(name: str) -> int:
@@ -507,7 +507,7 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
         parent = _span_get()
         sid = _getrandbits(64) or 1
         if parent is None:
-            ctx = (sid, 0, _TRACE_PREFIX + "%016x" % sid, name, None)
+            ctx = (sid, 0, f"{_TRACE_PREFIX}{sid:016x}", name, None)
         else:
             ctx = (sid, parent[0], parent[2], name, parent[4])
         self._ctx = ctx

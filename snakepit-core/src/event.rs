@@ -1,6 +1,8 @@
 //! The event view handlers receive, and its owned form for queues.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{EventId, EventSpec};
 use crate::value::{find, Field, Value};
@@ -8,7 +10,8 @@ use crate::value::{find, Field, Value};
 /// Where an event sits in time and in a trace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventContext<'a> {
-    /// Unix-epoch nanoseconds when the event happened.
+    /// Unix-epoch nanoseconds when the event happened; 0 means "now", read
+    /// from the clock the first time a handler asks for it.
     pub timestamp_ns: u64,
     /// The correlation id current when it was emitted, if any.
     pub correlation_id: Option<&'a str>,
@@ -23,14 +26,26 @@ pub struct EventContext<'a> {
 /// One event, as handlers see it: a borrowed view valid during the call.
 ///
 /// Building one costs no heap allocation when keys are `&'static str` and
-/// values are numbers or borrowed strings.
-#[derive(Clone, Copy, Debug)]
+/// values are numbers or borrowed strings. The timestamp of an event emitted
+/// "now" is read from the clock once, the first time a handler asks for it
+/// (during dispatch, on the emitting thread), so handlers that never look at
+/// it do not pay for a clock read.
+#[derive(Clone, Debug)]
 pub struct Event<'a> {
     id: EventId,
     spec: &'a EventSpec,
     measurements: &'a [Field<'a>],
     metadata: &'a [Field<'a>],
     context: EventContext<'a>,
+    timestamp: Cell<u64>,
+}
+
+/// Unix-epoch nanoseconds from the system clock.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl<'a> Event<'a> {
@@ -47,6 +62,7 @@ impl<'a> Event<'a> {
             spec,
             measurements,
             metadata,
+            timestamp: Cell::new(context.timestamp_ns),
             context,
         }
     }
@@ -85,15 +101,37 @@ impl<'a> Event<'a> {
     }
     /// Unix-epoch nanoseconds.
     pub fn timestamp_ns(&self) -> u64 {
-        self.context.timestamp_ns
+        match self.timestamp.get() {
+            0 => {
+                let now = unix_now_ns();
+                self.timestamp.set(now);
+                now
+            }
+            t => t,
+        }
     }
     /// The correlation id, if any.
     pub fn correlation_id(&self) -> Option<&'a str> {
         self.context.correlation_id
     }
     /// Time, correlation and trace position.
-    pub fn context(&self) -> &EventContext<'a> {
-        &self.context
+    pub fn context(&self) -> EventContext<'a> {
+        EventContext {
+            timestamp_ns: self.timestamp_ns(),
+            ..self.context
+        }
+    }
+    /// The span this event belongs to (0 = none).
+    pub fn span_id(&self) -> u64 {
+        self.context.span_id
+    }
+    /// The parent of that span (0 = none).
+    pub fn parent_span_id(&self) -> u64 {
+        self.context.parent_span_id
+    }
+    /// The W3C trace id (0 = none).
+    pub fn trace_id(&self) -> u128 {
+        self.context.trace_id
     }
 
     /// Copies the event so it can outlive the call (for queues).
@@ -109,7 +147,7 @@ impl<'a> Event<'a> {
             name: self.spec.name.clone(),
             measurements: own(self.measurements),
             metadata: own(self.metadata),
-            timestamp_ns: self.context.timestamp_ns,
+            timestamp_ns: self.timestamp_ns(),
             correlation_id: self.context.correlation_id.map(str::to_string),
             span_id: self.context.span_id,
             parent_span_id: self.context.parent_span_id,

@@ -7,10 +7,10 @@
 //! costs one atomic load and a length check.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use snakepit_core::policy::sampling_key;
@@ -49,6 +49,10 @@ struct Registry {
 }
 
 pub(crate) struct Inner {
+    /// Unique per instance, for the per-thread table cache.
+    instance: u64,
+    /// Bumped after every table store.
+    generation: AtomicU64,
     catalog: Arc<Catalog>,
     table: ArcSwap<Table>,
     registry: Mutex<Registry>,
@@ -146,6 +150,8 @@ impl TelemetryBuilder {
         let policy = Arc::new(self.policy);
         let (policy_tx, _) = watch::channel(policy.clone());
         let inner = Inner {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             table: ArcSwap::from_pointee(Table {
                 slots: Box::new([]),
             }),
@@ -166,12 +172,26 @@ impl TelemetryBuilder {
 }
 
 static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// A per-thread copy of the last table this thread used, so the hot path
+/// reads one shared atomic (the generation) instead of touching the
+/// `ArcSwap`. It is taken out while in use, so a handler that emits (nested
+/// dispatch) falls back to the shared table.
+struct CachedTable {
+    instance: u64,
+    generation: u64,
+    table: Option<Arc<Table>>,
+}
+
+thread_local! {
+    static CACHED: RefCell<CachedTable> = const {
+        RefCell::new(CachedTable { instance: 0, generation: 0, table: None })
+    };
+}
 
 pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    snakepit_core::event::unix_now_ns()
 }
 
 impl Telemetry {
@@ -256,6 +276,42 @@ impl Telemetry {
         self.inner.table.store(Arc::new(Table {
             slots: slots.into_boxed_slice(),
         }));
+        // Readers that see the new generation see the new table.
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` with the current table, from this thread's cache when it is
+    /// fresh.
+    #[inline]
+    fn with_table<R>(&self, f: impl FnOnce(&Table) -> R) -> R {
+        let inner = &*self.inner;
+        let generation = inner.generation.load(Ordering::Acquire);
+        let cached = CACHED
+            .try_with(|c| {
+                let mut c = c.try_borrow_mut().ok()?;
+                if c.instance == inner.instance && c.generation == generation {
+                    c.table.take()
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten();
+        let table = match cached {
+            Some(t) => t,
+            None => inner.table.load_full(),
+        };
+        let out = f(&table);
+        let _ = CACHED.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = CachedTable {
+                    instance: inner.instance,
+                    generation,
+                    table: Some(table),
+                };
+            }
+        });
+        out
     }
 
     fn resolve(&self, events: &[&str]) -> Result<Vec<EventId>, AttachError> {
@@ -425,11 +481,12 @@ impl Telemetry {
     /// Emitters may use this to skip building expensive metadata.
     #[inline]
     pub fn is_enabled(&self, id: EventId) -> bool {
-        let table = self.inner.table.load();
-        table
-            .slots
-            .get(id.index())
-            .is_some_and(|s| s.gate.pass && !s.handlers.is_empty())
+        self.with_table(|table| {
+            table
+                .slots
+                .get(id.index())
+                .is_some_and(|s| s.gate.pass && !s.handlers.is_empty())
+        })
     }
 
     /// Emits an event now, with the current correlation id.
@@ -439,21 +496,22 @@ impl Telemetry {
     /// and reported.
     #[inline]
     pub fn execute(&self, id: EventId, measurements: &[Field<'_>], metadata: &[Field<'_>]) {
-        let table = self.inner.table.load();
-        let Some(slot) = table.slots.get(id.index()) else {
-            return;
-        };
-        if slot.handlers.is_empty() || !slot.gate.pass {
-            return;
-        }
-        correlation::with_current(|correlation_id| {
-            let context = EventContext {
-                timestamp_ns: now_ns(),
-                correlation_id,
-                ..EventContext::default()
+        self.with_table(|table| {
+            let Some(slot) = table.slots.get(id.index()) else {
+                return;
             };
-            self.dispatch(slot, id, measurements, metadata, context);
-        });
+            if slot.handlers.is_empty() || !slot.gate.pass {
+                return;
+            }
+            correlation::with_current(|correlation_id| {
+                // timestamp 0: read lazily by the first handler that asks.
+                let context = EventContext {
+                    correlation_id,
+                    ..EventContext::default()
+                };
+                self.dispatch(slot, id, measurements, metadata, context);
+            });
+        })
     }
 
     /// Emits an event with an explicit context: a timestamp (0 = now), a
@@ -465,19 +523,17 @@ impl Telemetry {
         id: EventId,
         measurements: &[Field<'_>],
         metadata: &[Field<'_>],
-        mut context: EventContext<'_>,
+        context: EventContext<'_>,
     ) {
-        let table = self.inner.table.load();
-        let Some(slot) = table.slots.get(id.index()) else {
-            return;
-        };
-        if slot.handlers.is_empty() || !slot.gate.pass {
-            return;
-        }
-        if context.timestamp_ns == 0 {
-            context.timestamp_ns = now_ns();
-        }
-        self.dispatch(slot, id, measurements, metadata, context);
+        self.with_table(|table| {
+            let Some(slot) = table.slots.get(id.index()) else {
+                return;
+            };
+            if slot.handlers.is_empty() || !slot.gate.pass {
+                return;
+            }
+            self.dispatch(slot, id, measurements, metadata, context);
+        })
     }
 
     /// Emits an event by full name. Fails on a name not in the catalog.

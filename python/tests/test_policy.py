@@ -1,0 +1,225 @@
+"""Runtime control: policy, legacy parts, malformed controls, sampling rule, buffering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from pathlib import Path
+
+import pytest
+
+from snakepit_bridge import telemetry as t
+from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+
+VECTORS = Path(__file__).with_name("sampling_vectors.json")
+
+
+def names():
+    return [e[1] for e in t.drain(10**6)]
+
+
+def policy_msg(**kw):
+    prs = kw.pop("pattern_rates", [])
+    msg = pb.TelemetryControl(policy=pb.TelemetryPolicy(**kw))
+    for p, r in prs:
+        msg.policy.pattern_rates.add(pattern=p, rate=r)
+    return msg
+
+
+def test_default_policy_keeps_everything():
+    t.emit("call.start", {"system_time": 1})
+    assert names() == ["call.start"]
+
+
+def test_policy_disable_and_enable_counts_disabled():
+    assert t.apply_control(policy_msg(enabled=False, sampling_rate=1.0, version=3))
+    assert t.policy().version == 3
+    for _ in range(5):
+        t.emit("call.start", {})
+    with t.span("s"):
+        pass
+    assert names() == []
+    assert t.drop_counts_dict()["disabled"] == 7
+    assert t.apply_control(pb.TelemetryControl(toggle=pb.TelemetryToggle(enabled=True)))
+    t.emit("call.start", {})
+    assert names() == ["call.start"]
+
+
+def test_filter_allow_deny():
+    assert t.apply_control(policy_msg(enabled=True, sampling_rate=1.0,
+                                      allow=["python.call.*", "python.tool.*"],
+                                      deny=["python.tool.execution.exception"]))
+    for n in ["call.start", "tool.execution.stop", "tool.execution.exception",
+              "memory.sampled"]:
+        t.emit(n, {})
+    assert names() == ["call.start", "tool.execution.stop"]
+    assert t.drop_counts_dict()["filtered"] == 2
+    # legacy filter part replaces both lists
+    assert t.apply_control(pb.TelemetryControl(
+        filter=pb.TelemetryEventFilter(allow=[], deny=["python.memory.*"])))
+    t.emit("memory.sampled", {})
+    t.emit("cpu.sampled", {})
+    assert names() == ["cpu.sampled"]
+
+
+def test_full_name_patterns_and_globs():
+    assert t.pattern_matches("python.*", "call.start")
+    assert t.pattern_matches("snakepit.python.call.*", "call.start")
+    assert not t.pattern_matches("call.*", "call.start")  # relative to snakepit.
+    assert t.pattern_matches("python.call.st?rt", "call.start")
+    assert not t.pattern_matches("python.call.st?rt", "call.staart")
+    assert t.pattern_matches("*", "a.b.c")
+    assert t.pattern_matches("python.*.stop", "tool.execution.stop")
+    assert not t.pattern_matches("python.call.[ab]", "call.a")  # no classes: literal
+    assert t.pattern_matches("python.call.[ab]", "call.[ab]")
+
+
+def test_rate_zero_and_pattern_rates_first_match_wins():
+    assert t.apply_control(policy_msg(
+        enabled=True, sampling_rate=1.0,
+        pattern_rates=[("python.memory.*", 0.0), ("python.*", 1.0), ("python.cpu.*", 0.0)]))
+    t.emit("memory.sampled", {})
+    t.emit("cpu.sampled", {})
+    assert names() == ["cpu.sampled"]
+    assert t.drop_counts_dict()["sampled_out"] == 1
+
+
+def test_stop_and_exception_use_start_rate():
+    p = t.Policy(pattern_rates=[("python.call.start", 0.0), ("python.call.stop", 1.0)])
+    assert p.rate_for("call.stop") == 0.0
+    assert p.rate_for("call.exception") == 0.0
+    assert p.rate_for("call.start") == 0.0
+    assert p.rate_for("other.stop") == 1.0
+
+
+def test_sampling_keeps_spans_whole_and_follows_correlation_id():
+    t.set_policy(t.Policy(sampling_rate=0.5))
+    kept_cids = set()
+    for i in range(400):
+        cid = f"req-{i}"
+        tok = t.set_correlation_id(cid)
+        t.emit("call.start", {})
+        t.emit("tool.execution.start", {})
+        t.emit("tool.execution.stop", {})
+        t.emit("call.stop", {})
+        t.reset_correlation_id(tok)
+        if t.sampling_keep(zlib.crc32(cid.encode()), 0.5):
+            kept_cids.add(cid)
+    evs = t.drain(10**6)
+    by_cid = {}
+    for e in evs:
+        by_cid.setdefault(e[4], []).append(e[1])
+    assert set(by_cid) == kept_cids
+    assert all(len(v) == 4 for v in by_cid.values())
+    assert 120 < len(kept_cids) < 280
+    assert t.drop_counts_dict()["sampled_out"] == 4 * (400 - len(kept_cids))
+    # spans without correlation id: kept or dropped as a whole
+    for _ in range(300):
+        with t.span("work"):
+            t.emit("inside", {})
+    evs = t.drain(10**6)
+    per_span = {}
+    for e in evs:
+        per_span.setdefault(e[5][0], []).append(e[1])
+    assert all(v == ["work.start", "inside", "work.stop"] for v in per_span.values())
+    assert 60 < len(per_span) < 240
+
+
+def test_legacy_sampling_update():
+    assert t.apply_control(pb.TelemetryControl(
+        sampling=pb.TelemetrySamplingUpdate(sampling_rate=0.25)))
+    assert t.policy().sampling_rate == 0.25 and t.policy().pattern_rates == []
+    assert t.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
+        sampling_rate=0.0, event_patterns=["python.memory.*", "python.cpu.*"])))
+    assert t.policy().pattern_rates == [("python.memory.*", 0.0), ("python.cpu.*", 0.0)]
+    assert t.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
+        sampling_rate=1.0, event_patterns=["python.memory.*"])))
+    assert t.policy().pattern_rates == [("python.memory.*", 1.0), ("python.cpu.*", 0.0)]
+    assert t.policy().sampling_rate == 0.25
+
+
+@pytest.mark.parametrize("bad", [
+    pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(sampling_rate=1.5)),
+    pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(sampling_rate=-0.1)),
+    pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(sampling_rate=float("nan"))),
+    pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(sampling_rate=0.5,
+                                                            event_patterns=[""])),
+    pb.TelemetryControl(filter=pb.TelemetryEventFilter(deny=["bad pattern"])),
+    pb.TelemetryControl(policy=pb.TelemetryPolicy(enabled=True, sampling_rate=2.0)),
+    pb.TelemetryControl(policy=pb.TelemetryPolicy(enabled=True, sampling_rate=1.0,
+                                                  log_level="verbose")),
+    pb.TelemetryControl(),
+])
+def test_malformed_control_is_ignored_and_logged(bad, caplog):
+    t.set_policy(t.Policy(sampling_rate=0.75, version=9))
+    with caplog.at_level(logging.WARNING, logger="snakepit_bridge.telemetry"):
+        assert t.apply_control(bad) is False
+    assert "ignoring malformed telemetry control" in caplog.text
+    assert t.policy().sampling_rate == 0.75 and t.policy().version == 9
+
+
+def test_policy_log_level_listener():
+    from snakepit_bridge import logs
+
+    root = logging.getLogger()
+    old = root.level
+    t.add_policy_listener(logs._follow_policy)
+    try:
+        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="error"))
+        assert root.level == logging.ERROR
+        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="none"))
+        assert root.level > logging.CRITICAL
+        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="debug"))
+        assert root.level == logging.DEBUG
+    finally:
+        t.remove_policy_listener(logs._follow_policy)
+        root.setLevel(old)
+
+
+def test_buffering_before_attach_is_bounded_and_counted():
+    t.set_buffer_capacity(100)
+    for i in range(150):
+        t.emit("call.start", {"i": i})
+    assert t.buffered() == 100
+    assert t.drop_counts_dict()["buffer_full"] == 50
+    evs = t.drain(10**6)
+    assert [e[2]["i"] for e in evs] == list(range(100))  # the oldest are kept, in order
+
+
+def test_sampling_rule_edges():
+    assert t.sampling_threshold(1.0) is None
+    assert t.sampling_threshold(0.0) == 0
+    assert t.sampling_threshold(0.5) == 1 << 63
+    assert t.sampling_keep(0, 0.5) and t.sampling_keep(12345, 1.0)
+    assert not t.sampling_keep(0, 0.0)
+
+
+def test_sampling_vectors_file_matches_implementation():
+    vs = json.loads(VECTORS.read_text())
+    assert len(vs) >= 50
+    kinds = {v["key_kind"] for v in vs}
+    assert kinds == {"correlation_id", "span_id"}
+    assert any(v["keep"] for v in vs) and any(not v["keep"] for v in vs)
+    for v in vs:
+        key = (zlib.crc32(v["key"].encode()) if v["key_kind"] == "correlation_id"
+               else v["key"])
+        assert v["key_u64"] == key
+        assert t.sampling_keep(key, v["rate"]) == v["keep"], v
+        assert t.mix(key) == v["mixed"]
+        assert t.sampling_threshold(v["rate"]) == v["threshold"]
+
+
+def test_emit_decision_agrees_with_rule_for_vectors():
+    """The hot path (cached decisions) must agree with the reference rule."""
+    for v in json.loads(VECTORS.read_text()):
+        t._reset_for_tests()
+        t.set_policy(t.Policy(sampling_rate=v["rate"]))
+        if v["key_kind"] == "correlation_id":
+            if not v["key"]:
+                continue
+            t.emit("x.start", {}, correlation_id=v["key"])
+        else:
+            ctx = (v["key"], 0, "0" * 31 + "1", "x", None)
+            t._emit_span_event("x.start", {}, None, None, ctx)
+        assert (t.buffered() == 1) == v["keep"], v

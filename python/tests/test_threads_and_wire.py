@@ -1,0 +1,126 @@
+"""Emits from many threads with exact drop accounting; the hand encoder vs protobuf."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from snakepit_bridge import telemetry as t
+from snakepit_bridge._wire import BatchEncoder, varint
+from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+
+
+def test_many_threads_no_drain_exact_accounting():
+    t.set_buffer_capacity(5_000)
+    n_threads, per = 8, 2_000
+    barrier = threading.Barrier(n_threads)
+
+    def work():
+        barrier.wait()
+        for i in range(per):
+            t.emit("tool.execution.stop", {"i": i})
+
+    ths = [threading.Thread(target=work) for _ in range(n_threads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(timeout=30)
+    delivered = len(t.drain(10**9))
+    drops = t.drop_counts_dict()
+    assert delivered + drops["buffer_full"] == n_threads * per
+    assert delivered >= 5_000 and drops["buffer_full"] > 0
+
+
+def test_many_threads_with_background_drain_and_encoding():
+    t.set_buffer_capacity(2_000)
+    n_threads, per = 6, 5_000
+    stop = threading.Event()
+    delivered = [0]
+    enc = BatchEncoder()
+
+    def drainer():
+        while True:
+            evs = t.drain(1000)
+            if evs:
+                data, errs = enc.batch(evs, lambda e: t.drop_counts(), [], 1, "w", 1)
+                assert errs == 0
+                delivered[0] += len(pb.TelemetryBatch.FromString(data).events)
+            elif stop.is_set():
+                return
+            else:
+                time.sleep(0.0005)
+
+    d = threading.Thread(target=drainer)
+    d.start()
+
+    def work(k):
+        tok = t.set_correlation_id(f"thread-{k}")
+        for i in range(per):
+            t.emit("call.start", {"i": i}, {"thread": k})
+        t.reset_correlation_id(tok)
+
+    ths = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(timeout=60)
+    stop.set()
+    d.join(timeout=30)
+    drops = t.drop_counts_dict()
+    assert delivered[0] + drops["buffer_full"] == n_threads * per
+    assert sum(v for k, v in drops.items() if k != "buffer_full") == 0
+
+
+def test_encoder_matches_protobuf():
+    tok = t.set_correlation_id("abc-123")
+    with t.span("outer", {"model": "m"}):
+        t.emit("tool.execution.stop",
+               {"duration": 1234, "neg": -5, "f": 1.5, "flag": True, "s": "str",
+                "big": (1 << 63) - 1},
+               {"tool": "predict", "n": 3})
+    t.reset_correlation_id(tok)
+    t.emit("plain", None, None)
+    evs = t.drain()
+    logs = [(123, "info", "lg", "hello ü", "cid"), (456, "error", "lg", "x", "")]
+    data, errs = BatchEncoder().batch(evs, (1, 2, 3, 4, 5, 6), logs, 7, "w1", 9)
+    assert errs == 0
+    b = pb.TelemetryBatch.FromString(data)
+    assert b.policy_version == 7 and b.worker_id == "w1" and b.seq == 9
+    d = b.drops
+    assert (d.buffer_full, d.sampled_out, d.filtered, d.disabled, d.encode_error,
+            d.logs_dropped) == (1, 2, 3, 4, 5, 6)
+    assert [list(e.event_parts) for e in b.events] == [
+        ["outer", "start"], ["tool", "execution", "stop"], ["outer", "stop"], ["plain"]]
+    start, ev, stop, plain = b.events
+    assert start.span_name == "outer" and stop.span_name == "outer" and ev.span_name == ""
+    assert ev.span_id == start.span_id != 0 and ev.trace_id == start.trace_id
+    m = ev.measurements
+    assert m["duration"].int_value == 1234 and m["neg"].int_value == -5
+    assert m["f"].float_value == 1.5 and m["flag"].int_value == 1
+    assert m["s"].string_value == "str" and m["big"].int_value == (1 << 63) - 1
+    assert dict(ev.metadata) == {"tool": "predict", "n": "3"}
+    assert ev.correlation_id == "abc-123" and plain.correlation_id == ""
+    assert ev.timestamp_ns == evs[1][0]
+    assert [(lg.timestamp_ns, lg.level, lg.logger, lg.message, lg.correlation_id)
+            for lg in b.logs] == logs
+
+
+def test_encoder_counts_unencodable_events():
+    t.emit("ok", {"a": 1})
+    t.emit("bad", {"a": object()})
+    t.emit("toobig", {"a": 1 << 64})
+    data, errs = BatchEncoder().batch(t.drain(), lambda e: (0, 0, 0, 0, e, 0), [], 0, "", 0)
+    assert errs == 2
+    b = pb.TelemetryBatch.FromString(data)
+    assert [list(e.event_parts) for e in b.events] == [["ok"]]
+    assert b.drops.encode_error == 2
+
+
+def test_varint_and_timestamps():
+    for v in [1, 127, 128, 300, 2**28, 2**35 + 5, 2**63, 2**64 - 1]:
+        e = pb.TelemetryEvent(span_id=v).SerializeToString()
+        assert e == b"\x30" + varint(v)
+    enc = BatchEncoder()
+    for ts in [1, 2**28 - 1, 2**28, 1_700_000_000_123_456_789, 2**63 - 1]:
+        body = enc.event_body((ts, "a", None, None, None, None, False), {})
+        assert pb.TelemetryEvent.FromString(body).timestamp_ns == ts
