@@ -86,7 +86,10 @@ impl Sampling {
             Sampling::Nothing
         } else {
             // 2^64 as f64 is exact; the product is < 2^64 for rate < 1.
-            Sampling::Below((rate * 18_446_744_073_709_551_616.0) as u64)
+            match (rate * 18_446_744_073_709_551_616.0) as u64 {
+                0 => Sampling::Nothing,
+                t => Sampling::Below(t),
+            }
         }
     }
 

@@ -1,0 +1,1 @@
+//! gRPC client for one snakepit Python worker.

@@ -1,0 +1,1 @@
+//! A supervised pool of snakepit Python workers.

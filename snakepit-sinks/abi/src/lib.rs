@@ -1,0 +1,1 @@
+//! The stable C ABI between snakepit and sink plugins.

@@ -1,0 +1,1 @@
+//! SDK for writing snakepit sink plugins in Rust.

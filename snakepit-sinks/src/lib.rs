@@ -1,0 +1,9 @@
+//! Sinks for snakepit telemetry: log, Prometheus, OpenTelemetry and plugins
+//! loaded from dynamic libraries, chosen by config.
+
+#![warn(missing_docs)]
+
+pub mod log;
+pub mod otel;
+pub mod plugin;
+pub mod prometheus;
