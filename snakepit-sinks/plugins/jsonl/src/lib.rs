@@ -1,0 +1,1 @@
+//! Sample sink plugin: events as JSON lines.
