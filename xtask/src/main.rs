@@ -86,7 +86,46 @@ fn has_python_package() -> bool {
     root().join("python/pyproject.toml").exists()
 }
 
+/// Debian packages the tests need, with a binary each provides.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool")];
+
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
+    })
+}
+
+fn ensure_debian_packages() -> Result {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, bin)| !on_path(bin))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    if !on_path("apt-get") {
+        return Err(format!(
+            "the tests need the Debian packages {missing:?} and apt-get is not available; install them by hand"
+        ));
+    }
+    let install = |update: bool| -> Result {
+        if update {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    install(false).or_else(|_| install(true)).map_err(|e| {
+        format!("{e}; the tests need {missing:?} (run as root, or install them by hand)")
+    })
+}
+
 fn setup() -> Result {
+    ensure_debian_packages()?;
     if !has_python_package() {
         println!("no python/ package yet: nothing to set up");
         return Ok(());
