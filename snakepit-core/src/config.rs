@@ -20,6 +20,9 @@
 //! | `SNAKEPIT_TELEMETRY_ENABLED` | `telemetry.enabled` (`true`/`false`) |
 //! | `SNAKEPIT_LOG_LEVEL` | `telemetry.log_level` |
 //! | `SNAKEPIT_SAMPLING_RATE` | `telemetry.sampling_rate` |
+//! | `SNAKEPIT_PROMETHEUS_LISTEN` | `listen` of every `prometheus` sink (`host:port`) |
+//! | `SNAKEPIT_OTEL_ENDPOINT` | `endpoint` of every `otel` sink (`http://host:port`) |
+//! | `SNAKEPIT_OTEL_SERVICE_NAME` | `service_name` of every `otel` sink |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -244,6 +247,11 @@ pub struct PrometheusSinkConfig {
     pub events: Vec<Pattern>,
     /// Distinct label sets per metric before overflow goes to `other`.
     pub max_series_per_metric: usize,
+    /// Export in Prometheus base units (default true): durations in seconds
+    /// (`_seconds`), sizes in bytes (`_bytes`), whatever unit a metric
+    /// definition converts to. With `false` the definition's unit is kept
+    /// (e.g. `_milliseconds`), which `promtool check metrics` flags.
+    pub base_units: bool,
 }
 
 impl Default for PrometheusSinkConfig {
@@ -252,6 +260,7 @@ impl Default for PrometheusSinkConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9568)),
             events: Vec::new(),
             max_series_per_metric: 1000,
+            base_units: true,
         }
     }
 }
@@ -268,6 +277,16 @@ pub struct OtelSinkConfig {
     pub events: Vec<Pattern>,
     /// Spans queued before drops begin.
     pub queue_capacity: usize,
+    /// Spans per export request (default 512).
+    pub batch_size: usize,
+    /// Longest time a finished span waits before export, in milliseconds
+    /// (default 1000).
+    pub export_interval_ms: u64,
+    /// Timeout of one export request, in milliseconds (default 5000).
+    pub export_timeout_ms: u64,
+    /// Started spans waiting for their stop event before the oldest are
+    /// evicted (and counted as dropped); default 10000.
+    pub max_open_spans: usize,
 }
 
 impl Default for OtelSinkConfig {
@@ -277,6 +296,10 @@ impl Default for OtelSinkConfig {
             service_name: "snakepit".to_string(),
             events: Vec::new(),
             queue_capacity: 8192,
+            batch_size: 512,
+            export_interval_ms: 1000,
+            export_timeout_ms: 5000,
+            max_open_spans: 10_000,
         }
     }
 }
@@ -377,11 +400,20 @@ impl Config {
                             ),
                         ));
                     }
-                    if o.queue_capacity == 0 {
-                        return Err(invalid(
-                            format!("sinks[{i}].queue_capacity"),
-                            "must be at least 1".into(),
-                        ));
+                    let at_least_one = [
+                        ("queue_capacity", o.queue_capacity as u64),
+                        ("batch_size", o.batch_size as u64),
+                        ("export_interval_ms", o.export_interval_ms),
+                        ("export_timeout_ms", o.export_timeout_ms),
+                        ("max_open_spans", o.max_open_spans as u64),
+                    ];
+                    for (key, value) in at_least_one {
+                        if value == 0 {
+                            return Err(invalid(
+                                format!("sinks[{i}].{key}"),
+                                "must be at least 1".into(),
+                            ));
+                        }
                     }
                 }
                 SinkConfig::Plugin(p) => {
@@ -441,6 +473,38 @@ impl Config {
                         .filter(|r| (0.0..=1.0).contains(r))
                         .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))?;
                     self.telemetry.sampling_rate = rate;
+                }
+                "SNAKEPIT_PROMETHEUS_LISTEN" => {
+                    let listen: SocketAddr = v.parse().map_err(|_| {
+                        env_err("allowed: a socket address such as 127.0.0.1:9568".into())
+                    })?;
+                    for sink in &mut self.sinks {
+                        if let SinkConfig::Prometheus(p) = sink {
+                            p.listen = listen;
+                        }
+                    }
+                }
+                "SNAKEPIT_OTEL_ENDPOINT" => {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(env_err(
+                            "allowed: an http(s) URL such as http://127.0.0.1:4318".into(),
+                        ));
+                    }
+                    for sink in &mut self.sinks {
+                        if let SinkConfig::Otel(o) = sink {
+                            o.endpoint = v.to_string();
+                        }
+                    }
+                }
+                "SNAKEPIT_OTEL_SERVICE_NAME" => {
+                    if v.is_empty() {
+                        return Err(env_err("allowed: a non-empty service name".into()));
+                    }
+                    for sink in &mut self.sinks {
+                        if let SinkConfig::Otel(o) = sink {
+                            o.service_name = v.to_string();
+                        }
+                    }
                 }
                 _ => {}
             }

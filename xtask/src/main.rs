@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench;
 mod codegen;
+mod coverage;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
+        "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -43,7 +46,8 @@ fn print_help() {
          setup     create the Python venv (.venv) and install python/ into it\n\
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
-         tidy      fail when generated files are stale"
+         tidy      fail when generated files are stale\n\
+         bench     run every benchmark and print one table (--quick for a short run)"
     );
 }
 
@@ -55,11 +59,11 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn step(name: &str) {
+pub(crate) fn step(name: &str) {
     println!("\n==> {name}");
 }
 
-fn run(cmd: &mut Command) -> Result {
+pub(crate) fn run(cmd: &mut Command) -> Result {
     let shown = format!("{cmd:?}");
     let started = Instant::now();
     let status = cmd
@@ -74,11 +78,11 @@ fn run(cmd: &mut Command) -> Result {
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn venv_python() -> PathBuf {
+pub(crate) fn venv_python() -> PathBuf {
     root().join(".venv/bin/python")
 }
 
@@ -90,9 +94,8 @@ fn has_python_package() -> bool {
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool")];
 
 fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
 fn ensure_debian_packages() -> Result {
@@ -104,7 +107,10 @@ fn ensure_debian_packages() -> Result {
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     if !on_path("apt-get") {
         return Err(format!(
             "the tests need the Debian packages {missing:?} and apt-get is not available; install them by hand"
@@ -124,7 +130,7 @@ fn ensure_debian_packages() -> Result {
     })
 }
 
-fn setup() -> Result {
+pub(crate) fn setup() -> Result {
     ensure_debian_packages()?;
     if !has_python_package() {
         println!("no python/ package yet: nothing to set up");
@@ -222,5 +228,7 @@ fn test(args: &[String]) -> Result {
 fn tidy() -> Result {
     codegen::check(&root())?;
     println!("tidy: generated docs are fresh");
+    coverage::check(&root())?;
+    println!("tidy: every catalog event is emitted by code and observed by a test");
     Ok(())
 }

@@ -1,0 +1,2 @@
+//! Host `execute` cost with the Prometheus sink attached (placeholder).
+fn main() {}
