@@ -35,3 +35,8 @@ pub use rand::{new_span_id, new_trace_id};
 pub use span::{SpanGuard, SpanOptions};
 
 pub use snakepit_core as core;
+
+/// The README's Rust snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
