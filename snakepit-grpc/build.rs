@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)
-        .btree_map(["."])
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

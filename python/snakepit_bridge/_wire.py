@@ -75,6 +75,14 @@ class BatchEncoder:
     """
 
     _CACHE_MAX = 4096
+    # Only short strings are cached, so a worker emitting huge or endlessly
+    # distinct values cannot grow the caches beyond ~4096 small entries each.
+    _CACHE_STR_MAX = 256
+    # A batch stops growing at this size (the rest waits for the next batch),
+    # and an event whose encoding alone exceeds MAX_EVENT_BYTES is dropped as
+    # an encode error: the host refuses messages over 64 MB.
+    MAX_BATCH_BYTES = 4 * 1024 * 1024
+    MAX_EVENT_BYTES = 8 * 1024 * 1024
 
     def __init__(self) -> None:
         self._names: dict = {}
@@ -83,6 +91,8 @@ class BatchEncoder:
         self._cids: dict = {}
         self._ts_hi = -1
         self._ts_hi_bytes = b""
+        # Events left over by the last batch() because it reached max_bytes.
+        self.leftover: list = []
 
     def _name(self, name: str) -> bytes:
         b = self._names.get(name)
@@ -135,19 +145,21 @@ class BatchEncoder:
                 key = (k, v)
                 eb = mcache.get(key)
                 if eb is None:
-                    if len(mcache) > self._CACHE_MAX:
-                        mcache.clear()
                     eb = _ld(0x1A, string_field(0x0A, str(k)) + string_field(0x12, v))
-                    mcache[key] = eb
+                    if len(v) <= self._CACHE_STR_MAX:
+                        if len(mcache) > self._CACHE_MAX:
+                            mcache.clear()
+                        mcache[key] = eb
                 parts.append(eb)
         parts.append(self._ts(ts))
         if cid:
             cb = self._cids.get(cid)
             if cb is None:
-                if len(self._cids) > self._CACHE_MAX:
-                    self._cids.clear()
                 cb = string_field(0x2A, str(cid))
-                self._cids[cid] = cb
+                if len(cid) <= self._CACHE_STR_MAX:
+                    if len(self._cids) > self._CACHE_MAX:
+                        self._cids.clear()
+                    self._cids[cid] = cb
             parts.append(cb)
         if ctx is not None:
             key = (ctx, is_span)
@@ -168,18 +180,35 @@ class BatchEncoder:
             parts.append(sb)
         return b"".join(parts)
 
-    def batch(self, events, drops, logs, policy_version: int, worker_id: str, seq: int):
-        """Return (bytes, encode_errors)."""
+    def batch(self, events, drops, logs, policy_version: int, worker_id: str, seq: int,
+              max_bytes: int = 0):
+        """Return (bytes, encode_errors).
+
+        With ``max_bytes``, events stop being added once the batch holds that
+        many bytes; the events not encoded are left in ``self.leftover``.
+        """
         out = []
         errors = 0
         ctx_cache: dict = {}
         enc = self.event_body
-        for ev in events:
+        self.leftover = []
+        size = 0
+        max_event = self.MAX_EVENT_BYTES
+        for i, ev in enumerate(events):
             try:
                 body = enc(ev, ctx_cache)
-                out.append(b"\x0a" + varint(len(body)) + body)
             except Exception:  # noqa: BLE001 - anything unencodable is counted
                 errors += 1
+                continue
+            if len(body) > max_event:
+                errors += 1
+                continue
+            out.append(b"\x0a" + varint(len(body)) + body)
+            if max_bytes:
+                size += len(body)
+                if size >= max_bytes:
+                    self.leftover = events[i + 1:]
+                    break
         dcounts = drops(errors) if callable(drops) else drops
         dbody = b"".join(
             _SMALL[(i + 1) << 3] + varint(n) for i, n in enumerate(dcounts) if n

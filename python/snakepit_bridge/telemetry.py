@@ -684,6 +684,12 @@ def drain(max_events: int = 1000) -> list:
     return out
 
 
+def requeue(events: list) -> None:
+    """Put drained but unsent events back at the front of the buffer, in order."""
+    if events:
+        _buf.extendleft(reversed(events))
+
+
 def add_encode_errors(n: int) -> None:
     c = _counters[4]
     for _ in range(n):

@@ -673,26 +673,33 @@ class Servicer:
         gen, rt = await self._telemetry_common(request_iterator, context)
         self.telemetry_done.clear()
         handler = worker_logs.handler()
+        enc = self.encoder
         sleep = 0.0
         last_sent = 0.0
         last_version = -1
+        leftover: list = []
         try:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
-                events = telemetry.drain(1000)
+                if leftover:
+                    events = leftover + telemetry.drain(1000 - len(leftover))
+                else:
+                    events = telemetry.drain(1000)
                 logs = handler.drain(1000) if handler else []
                 version = telemetry.policy().version
                 now = time.monotonic()
                 if events or logs or now - last_sent >= 1.0 or version != last_version:
                     self.batch_seq += 1
-                    data, _ = self.encoder.batch(events, self._drops, logs, version,
-                                                 self.worker_id, self.batch_seq)
+                    data, _ = enc.batch(events, self._drops, logs, version,
+                                        self.worker_id, self.batch_seq,
+                                        max_bytes=enc.MAX_BATCH_BYTES)
+                    leftover = enc.leftover
                     last_sent = now
                     last_version = version
                     yield data
-                if stopping and not events and not logs:
+                if stopping and not events and not logs and not leftover:
                     break
-                if len(events) >= 1000:
+                if len(events) >= 1000 or leftover:
                     sleep = 0.0
                 elif events or logs:
                     sleep = 0.001
@@ -702,6 +709,8 @@ class Servicer:
                     sleep = 0.0
                 await asyncio.sleep(sleep)
         finally:
+            # Events drained for a batch that was never sent wait for the next stream.
+            telemetry.requeue(leftover)
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()

@@ -345,6 +345,14 @@ catalog! {
             m!("capacity", Count, "the queue's capacity"),
         ],
         metadata: [md!("sink", "the sink's name")];
+    /// A sink failed for good (a plugin panicked) and was disabled; its
+    /// events are dropped from now on and reported as dropped.
+    TELEMETRY_SINK_FAILED = "snakepit.telemetry.sink.failed", Host,
+        measurements: [],
+        metadata: [
+            md!("sink", "the sink's name"),
+            md!("reason", "what happened, e.g. the panic message"),
+        ];
 }
 
 /// Every built-in event id, in catalog order.

@@ -345,9 +345,14 @@ impl Config {
         let file = file.as_ref().to_path_buf();
         let de = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let mut key = e.path().to_string();
             let inner = e.into_inner();
             let mut message = inner.message().to_string();
+            // `kind` selects the sink type, which hides the field path of an
+            // error inside a sink table: find it by reading that table alone.
+            if let Some((k, m)) = sink_field_error(text, &key) {
+                (key, message) = (k, m);
+            }
             if message.contains("kind") && message.contains("missing field") {
                 message = format!("{message}; allowed kinds: {}", SinkConfig::KINDS);
             }
@@ -511,6 +516,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// For an error reported at `sinks[i]`, deserializes that table alone as
+/// its kind's struct to name the field at fault: `(sinks[i].field, message)`.
+fn sink_field_error(text: &str, key: &str) -> Option<(String, String)> {
+    fn field<T: serde::de::DeserializeOwned>(table: toml::Value) -> Option<(String, String)> {
+        let e = serde_path_to_error::deserialize::<_, T>(table).err()?;
+        let path = e.path().to_string();
+        Some((path, e.into_inner().message().to_string()))
+    }
+    let index: usize = key.strip_prefix("sinks[")?.strip_suffix(']')?.parse().ok()?;
+    let root: toml::Table = text.parse().ok()?;
+    let mut table = root.get("sinks")?.as_array()?.get(index)?.as_table()?.clone();
+    let kind = table.remove("kind")?;
+    let table = toml::Value::Table(table);
+    let (path, message) = match kind.as_str()? {
+        "log" => field::<LogSinkConfig>(table),
+        "prometheus" => field::<PrometheusSinkConfig>(table),
+        "otel" => field::<OtelSinkConfig>(table),
+        "plugin" => field::<PluginSinkConfig>(table),
+        _ => None,
+    }?;
+    let path = if path == "." { String::new() } else { format!(".{path}") };
+    Some((format!("{key}{path}"), message))
 }
 
 /// The name used for TOML text that did not come from a file.

@@ -1,5 +1,50 @@
-//! gRPC client for one snakepit Python worker.
-#[allow(missing_docs, clippy::all)]
+//! # snakepit-grpc
+//!
+//! The gRPC client for one snakepit Python worker
+//! (`proto/snakepit_bridge.proto`, package `snakepit.bridge`):
+//!
+//! * [`WorkerClient::execute`] / [`WorkerClient::execute_stream`]: tool
+//!   calls on one persistent, multiplexed `CallStream` (the fast path);
+//!   [`WorkerClient::execute_unary`] / [`WorkerClient::execute_stream_unary`]
+//!   use one RPC per call. Arguments and results are JSON values plus
+//!   optional binary payloads (see the proto for the encoding).
+//! * Typed errors ([`CallError`]): tool error, timeout, unavailable, protocol.
+//! * Every call carries `x-snakepit-correlation-id` and a W3C `traceparent`,
+//!   and emits `snakepit.grpc.call.*` (streams also `snakepit.grpc.stream.*`).
+//! * A background task consumes the worker's batched telemetry stream,
+//!   validates every event against the catalog, enriches it with
+//!   `worker_id`, `pool_name`, `python_pid` and `node`, and re-emits it
+//!   through [`Telemetry`](snakepit_telemetry::Telemetry) keeping the
+//!   Python timestamp, correlation id and span ids (see [`fold`] for the
+//!   rules and bounds). It pushes the host's policy (and the worker's log
+//!   level) first and on every change, and reopens the stream with backoff
+//!   (`snakepit.grpc.connection.lost` / `.reconnected`).
+//!
+//! Only this crate sees protobuf types; its public API has none.
+
+#![warn(missing_docs)]
+
+mod address;
+mod call_span;
+mod calls;
+mod channel;
+mod chunks;
+mod client;
+mod error;
+pub mod fold;
+mod link;
+mod options;
+mod telemetry_stream;
+mod trace;
+
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 mod proto {
     tonic::include_proto!("snakepit.bridge");
 }
+
+pub use address::{AddressError, WorkerAddress};
+pub use chunks::ChunkStream;
+pub use client::WorkerClient;
+pub use error::CallError;
+pub use fold::TelemetryStats;
+pub use options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};

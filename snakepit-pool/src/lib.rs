@@ -1,1 +1,54 @@
-//! A supervised pool of snakepit Python workers.
+//! # snakepit-pool
+//!
+//! A supervised pool of snakepit Python workers:
+//!
+//! * [`Pool::start`] spawns the workers of a [`PoolConfig`] (interpreter,
+//!   adapter, env, working dir), waits for each `SNAKEPIT_READY` line and
+//!   connects to it over a Unix socket in a private (0700) directory.
+//! * [`Pool::execute`] / [`Pool::execute_stream`] run tools on a free worker;
+//!   when every worker is busy the call waits in a bounded queue
+//!   ([`PoolError::QueueTimeout`], [`PoolError::Saturated`]).
+//! * Crashed workers are restarted with exponential backoff; a call in flight
+//!   on a worker that dies fails with [`PoolError::WorkerCrashed`].
+//! * [`Pool::shutdown`] drains, then SIGTERM, then SIGKILL; dropping a pool
+//!   does the same synchronously. Workers also exit by themselves when the
+//!   host dies (they watch their stdin).
+//! * A pool can connect to external workers instead (TCP plus token).
+//!
+//! Every `snakepit.pool.*` event carries `pool_name`, worker events also
+//! `worker_id` (`<pool_name>_<n>`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), snakepit_pool::PoolError> {
+//! use snakepit_pool::{CallOptions, Pool, PoolConfig};
+//! use snakepit_telemetry::Telemetry;
+//!
+//! let config = PoolConfig::new("snakepit_bridge.adapters.showcase:ShowcaseAdapter")
+//!     .pool_name("ml")
+//!     .workers(2);
+//! let pool = Pool::start(Telemetry::new(), config).await?;
+//! let out = pool
+//!     .execute("add", serde_json::json!({"a": 1, "b": 2}), CallOptions::default())
+//!     .await?;
+//! println!("{}", out.value);
+//! pool.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod dispatch;
+pub mod error;
+mod events;
+mod pool;
+mod process;
+mod stream;
+mod supervisor;
+
+
+pub use config::{ExternalWorker, PoolConfig};
+pub use error::PoolError;
+pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress};
+pub use pool::{Pool, PoolStatus};
+pub use stream::PoolStream;

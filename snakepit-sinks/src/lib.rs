@@ -7,3 +7,6 @@ pub mod log;
 pub mod otel;
 pub mod plugin;
 pub mod prometheus;
+pub mod set;
+
+pub use set::{telemetry_from_config, SinkSet, SinkSetError};

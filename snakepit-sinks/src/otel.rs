@@ -1,1 +1,344 @@
-//! The otel sink.
+//! The OpenTelemetry sink: spans from start/stop/exception event pairs,
+//! exported as OTLP/HTTP protobuf in batches from the sink's own thread.
+//!
+//! * Every complete span family of the catalog is a span: `grpc.call`
+//!   (kind client), `python.call` (kind server), `tool.execution`, and user
+//!   spans opened in Python with `telemetry.span(name)` (named `name`; the
+//!   generic `python.span` events carry it as `span_name`). Names drop the
+//!   `snakepit.` prefix, and the `python.` prefix except for `python.call`.
+//! * Events are paired by span id. The span's parent is the event's
+//!   `parent_span_id` and its trace the event's `trace_id`, so a host call
+//!   span, the Python call span inside it and the user spans inside that
+//!   form one trace. A span whose trace id is 0 takes its open parent's, or
+//!   one derived from its own id.
+//! * An exception sets status `ERROR` (message: `error_message`, else
+//!   `error_type`) and adds an `exception` span event. Metadata become
+//!   attributes, plus `snakepit.correlation_id`; stop measurements other
+//!   than `duration` too.
+//! * `handle` copies the event into a bounded queue (`queue_capacity`); a
+//!   full queue drops the event and counts it. Pairing state is bounded too
+//!   (`max_open_spans`): the oldest unmatched starts are evicted and
+//!   counted. A stop whose start is unknown still yields a span (start time
+//!   from its `duration`). Drops are reported from the sink's thread as
+//!   `snakepit.telemetry.sink.overflow` and `snakepit.telemetry.events.dropped`
+//!   (`where = sink`, `sink = otel`, reason `queue_full`, `unmatched_span`
+//!   or `export_failed`).
+//! * The thread needs no async runtime: `flush` and `shutdown` wait on plain
+//!   condition variables with a deadline, so calling them from a
+//!   current-thread Tokio runtime cannot deadlock.
+
+mod assemble;
+mod export;
+pub mod proto;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use snakepit_core::config::OtelSinkConfig;
+use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, SpanRole, Value};
+use snakepit_telemetry::Telemetry;
+
+pub use self::assemble::span_name_of;
+
+/// The OTel sink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OtelError {
+    /// The endpoint is not a usable URL.
+    #[error("otel endpoint `{endpoint}`: {message}")]
+    Endpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The export thread could not start.
+    #[error("cannot start the otel export thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Counters of what the sink did, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OtelStats {
+    /// Spans accepted by the collector.
+    pub exported: u64,
+    /// Events dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Started spans evicted before their stop arrived (or left open at shutdown).
+    pub evicted: u64,
+    /// Spans lost because an export request failed.
+    pub export_failed: u64,
+}
+
+/// What the handler hands to the thread.
+pub(crate) enum Msg {
+    Event(SpanEvent),
+    Wake,
+}
+
+/// A copy of one span event.
+pub(crate) struct SpanEvent {
+    pub role: SpanRole,
+    pub family: Arc<SpanInfo>,
+    pub span_id: u64,
+    pub parent_span_id: u64,
+    pub trace_id: u128,
+    pub timestamp_ns: u64,
+    pub duration_ns: Option<u64>,
+    pub correlation_id: Option<String>,
+    pub measurements: Vec<(String, Value<'static>)>,
+    pub metadata: Vec<(String, Value<'static>)>,
+}
+
+/// A span family: its name and kind.
+#[derive(Debug)]
+pub(crate) struct SpanInfo {
+    pub name: String,
+    pub kind: i32,
+    /// User spans take their name from `span_name` metadata.
+    pub named_by_metadata: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Events in the queue (sent, not yet received).
+    pub queued: AtomicU64,
+    pub exported: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub evicted: AtomicU64,
+    pub export_failed: AtomicU64,
+}
+
+/// Flush and stop requests, answered by the thread.
+#[derive(Default)]
+pub(crate) struct Control {
+    pub state: Mutex<ControlState>,
+    pub changed: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct ControlState {
+    pub flush_requested: u64,
+    pub flush_done: u64,
+    pub stop_deadline: Option<Instant>,
+    pub stopped: bool,
+}
+
+/// The OpenTelemetry sink. Build it with [`OtelSink::new`]; attach it with
+/// `telemetry.attach_sink`; call [`Sink::shutdown`] to flush and stop.
+pub struct OtelSink {
+    tx: SyncSender<Msg>,
+    families: Box<[Option<(SpanRole, Arc<SpanInfo>)>]>,
+    counters: Arc<Counters>,
+    control: Arc<Control>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for OtelSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtelSink")
+            .field("capacity", &self.capacity)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl OtelSink {
+    /// Starts the export thread for a `kind = "otel"` config table. Drop
+    /// reports are emitted on `telemetry`.
+    pub fn new(config: &OtelSinkConfig, telemetry: &Telemetry) -> Result<OtelSink, OtelError> {
+        let url = export::traces_url(&config.endpoint)?;
+        let families = families(telemetry.catalog());
+        let (tx, rx) = sync_channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let control = Arc::new(Control::default());
+        let exporter = export::Exporter::new(config, url, telemetry.clone(), counters.clone());
+        let ctl = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("snakepit-otel".into())
+            .spawn(move || exporter.run(rx, &ctl))
+            .map_err(OtelError::Thread)?;
+        Ok(OtelSink {
+            tx,
+            families,
+            counters,
+            control,
+            thread: Mutex::new(Some(thread)),
+            capacity: config.queue_capacity.max(1),
+        })
+    }
+
+    /// What the sink did so far.
+    pub fn stats(&self) -> OtelStats {
+        let c = &*self.counters;
+        OtelStats {
+            exported: c.exported.load(Ordering::Relaxed),
+            dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            export_failed: c.export_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.tx.try_send(Msg::Wake);
+    }
+
+    /// Waits until `done(state)` or the deadline; true if done.
+    fn wait(&self, deadline: Instant, done: impl Fn(&ControlState) -> bool) -> bool {
+        let mut state = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done(&state) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Wake the thread periodically in case the Wake message was lost
+            // to a full queue.
+            let step = (deadline - now).min(Duration::from_millis(50));
+            state = self
+                .control
+                .changed
+                .wait_timeout(state, step)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            drop(state);
+            self.wake();
+            state = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn timeout(&self, timeout: Duration) -> SinkError {
+        SinkError::Timeout {
+            sink: "otel".into(),
+            timeout,
+            pending: self.counters.queued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The span family of every event in the catalog, by id.
+fn families(catalog: &Catalog) -> Box<[Option<(SpanRole, Arc<SpanInfo>)>]> {
+    let mut out: Vec<Option<(SpanRole, Arc<SpanInfo>)>> = vec![None; catalog.len()];
+    for (id, spec) in catalog.iter() {
+        let Some((SpanRole::Start, family)) = catalog.span_of(id) else {
+            continue;
+        };
+        let prefix = spec.name.strip_suffix(".start").unwrap_or(&spec.name);
+        let info = Arc::new(assemble::span_info(prefix));
+        for (role, member) in [
+            (SpanRole::Start, family.start),
+            (SpanRole::Stop, family.stop),
+            (SpanRole::Exception, family.exception),
+        ] {
+            out[member.index()] = Some((role, info.clone()));
+        }
+    }
+    out.into_boxed_slice()
+}
+
+fn owned_fields(fields: &[snakepit_core::Field<'_>]) -> Vec<(String, Value<'static>)> {
+    fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.reborrow().into_owned()))
+        .collect()
+}
+
+impl Sink for OtelSink {
+    fn name(&self) -> &str {
+        "otel"
+    }
+
+    fn handle(&self, event: &Event<'_>) {
+        let Some(Some((role, family))) = self.families.get(event.id().index()) else {
+            return;
+        };
+        let duration_ns = event
+            .measurement("duration")
+            .and_then(Value::as_i64)
+            .and_then(|d| u64::try_from(d).ok());
+        let msg = Msg::Event(SpanEvent {
+            role: *role,
+            family: family.clone(),
+            span_id: event.span_id(),
+            parent_span_id: event.parent_span_id(),
+            trace_id: event.trace_id(),
+            timestamp_ns: event.timestamp_ns(),
+            duration_ns,
+            correlation_id: event.correlation_id().map(str::to_string),
+            measurements: owned_fields(event.measurements()),
+            metadata: owned_fields(event.metadata()),
+        });
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        let deadline = Instant::now() + timeout;
+        let ticket = {
+            let mut s = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.stopped {
+                return Ok(());
+            }
+            s.flush_requested += 1;
+            s.flush_requested
+        };
+        self.wake();
+        if self.wait(deadline, |s| s.flush_done >= ticket || s.stopped) {
+            Ok(())
+        } else {
+            Err(self.timeout(timeout))
+        }
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), SinkError> {
+        let deadline = Instant::now() + timeout;
+        {
+            let mut s = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.stop_deadline.is_none() {
+                s.stop_deadline = Some(deadline);
+            }
+        }
+        self.wake();
+        if !self.wait(deadline, |s| s.stopped) {
+            return Err(self.timeout(timeout));
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OtelSink {
+    fn drop(&mut self) {
+        // Ask the thread to stop soon; do not wait for it.
+        let mut s = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.stop_deadline.is_none() {
+            s.stop_deadline = Some(Instant::now() + Duration::from_secs(1));
+        }
+        drop(s);
+        self.wake();
+    }
+}
+
+/// The event ids that carry spans (for attaching only to those).
+pub fn span_events(catalog: &Catalog) -> Vec<EventId> {
+    catalog
+        .iter()
+        .filter(|(id, _)| catalog.span_of(*id).is_some())
+        .map(|(id, _)| id)
+        .collect()
+}

@@ -247,6 +247,10 @@ impl MetricDef {
     pub fn bucket_bounds(&self) -> &[f64] {
         &self.buckets
     }
+    /// The tag value transform, if one was set with [`MetricDef::tag_values`].
+    pub fn tag_transform(&self) -> Option<&TagTransform> {
+        self.tag_transform.as_ref()
+    }
 
     /// Checks the definition against a catalog: the event exists, the
     /// measurement is one of its measurements (except for counters), and the

@@ -1,0 +1,228 @@
+//! The host side of one call: its correlation id, its `grpc.call` span and
+//! traceparent, and the `grpc.call.*` / `grpc.stream.*` events.
+
+use std::time::Instant;
+
+use snakepit_core::{builtin, EventContext, EventId, Value};
+use snakepit_telemetry::{
+    get_correlation_id, new_correlation_id, new_span_id, new_trace_id, CorrelationId, Telemetry,
+};
+
+use crate::error::CallError;
+use crate::options::CallOptions;
+use crate::trace::{format_traceparent, parse_traceparent};
+
+/// One call as the host sees it.
+pub(crate) struct CallSpan {
+    pub(crate) correlation: CorrelationId,
+    pub(crate) traceparent: String,
+    span_id: u64,
+    parent_span_id: u64,
+    trace_id: u128,
+    started: Instant,
+    rpc_method: &'static str,
+    pub(crate) tool: String,
+}
+
+impl CallSpan {
+    /// Opens the span and emits `grpc.call.start`.
+    pub(crate) fn begin(
+        telemetry: &Telemetry,
+        worker_id: &str,
+        rpc_method: &'static str,
+        tool: &str,
+        opts: &CallOptions,
+    ) -> CallSpan {
+        let correlation = opts
+            .correlation_id
+            .clone()
+            .or_else(get_correlation_id)
+            .unwrap_or_else(new_correlation_id);
+        let span_id = new_span_id();
+        let (trace_id, parent_span_id, traceparent) = match &opts.traceparent {
+            Some(tp) => match parse_traceparent(tp) {
+                Some((trace_id, parent)) => (trace_id, parent, tp.clone()),
+                None => {
+                    tracing::warn!(
+                        target: "snakepit::grpc",
+                        traceparent = %tp,
+                        "ignoring a malformed traceparent (expected 00-<32 hex>-<16 hex>-<2 hex>); using a new trace"
+                    );
+                    let t = new_trace_id();
+                    (t, 0, format_traceparent(t, span_id))
+                }
+            },
+            None => {
+                let t = new_trace_id();
+                (t, 0, format_traceparent(t, span_id))
+            }
+        };
+        let span = CallSpan {
+            correlation,
+            traceparent,
+            span_id,
+            parent_span_id,
+            trace_id,
+            started: Instant::now(),
+            rpc_method,
+            tool: tool.to_string(),
+        };
+        if telemetry.is_enabled(builtin::GRPC_CALL_START) {
+            let now = snakepit_core::event::unix_now_ns();
+            span.emit(
+                telemetry,
+                builtin::GRPC_CALL_START,
+                &[("system_time", Value::Int(now as i64))],
+                &[
+                    ("rpc_method", Value::from(rpc_method)),
+                    ("tool", Value::from(span.tool.as_str())),
+                    ("worker_id", Value::from(worker_id)),
+                ],
+                now,
+            );
+        }
+        span
+    }
+
+    fn emit(
+        &self,
+        telemetry: &Telemetry,
+        id: EventId,
+        measurements: &[snakepit_core::Field<'_>],
+        metadata: &[snakepit_core::Field<'_>],
+        timestamp_ns: u64,
+    ) {
+        telemetry.execute_with(
+            id,
+            measurements,
+            metadata,
+            EventContext {
+                timestamp_ns,
+                correlation_id: Some(self.correlation.as_str()),
+                span_id: self.span_id,
+                parent_span_id: self.parent_span_id,
+                trace_id: self.trace_id,
+            },
+        );
+    }
+
+    pub(crate) fn elapsed_ns(&self) -> i64 {
+        self.started.elapsed().as_nanos() as i64
+    }
+
+    /// Emits `grpc.call.stop` (success, or `status` such as `CANCELLED`) or
+    /// `grpc.call.exception`.
+    pub(crate) fn finish(
+        &self,
+        telemetry: &Telemetry,
+        worker_id: &str,
+        outcome: Result<&'static str, &CallError>,
+    ) {
+        let duration = Value::Int(self.elapsed_ns());
+        match outcome {
+            Ok(status) => {
+                if telemetry.is_enabled(builtin::GRPC_CALL_STOP) {
+                    self.emit(
+                        telemetry,
+                        builtin::GRPC_CALL_STOP,
+                        &[("duration", duration)],
+                        &[
+                            ("rpc_method", Value::from(self.rpc_method)),
+                            ("tool", Value::from(self.tool.as_str())),
+                            ("worker_id", Value::from(worker_id)),
+                            ("grpc_status", Value::from(status)),
+                        ],
+                        0,
+                    );
+                }
+            }
+            Err(e) => {
+                if telemetry.is_enabled(builtin::GRPC_CALL_EXCEPTION) {
+                    let message = e.to_string();
+                    self.emit(
+                        telemetry,
+                        builtin::GRPC_CALL_EXCEPTION,
+                        &[("duration", duration)],
+                        &[
+                            ("rpc_method", Value::from(self.rpc_method)),
+                            ("tool", Value::from(self.tool.as_str())),
+                            ("worker_id", Value::from(worker_id)),
+                            ("grpc_status", Value::from(e.grpc_status())),
+                            ("error_type", Value::from(e.kind())),
+                            ("error_message", Value::from(message.as_str())),
+                        ],
+                        0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// `grpc.stream.opened`.
+    pub(crate) fn stream_opened(&self, telemetry: &Telemetry, worker_id: &str) {
+        if telemetry.is_enabled(builtin::GRPC_STREAM_OPENED) {
+            self.emit(
+                telemetry,
+                builtin::GRPC_STREAM_OPENED,
+                &[],
+                &[
+                    ("rpc_method", Value::from(self.rpc_method)),
+                    ("tool", Value::from(self.tool.as_str())),
+                    ("worker_id", Value::from(worker_id)),
+                ],
+                0,
+            );
+        }
+    }
+
+    /// `grpc.stream.message` for one chunk.
+    pub(crate) fn stream_message(
+        &self,
+        telemetry: &Telemetry,
+        worker_id: &str,
+        size: usize,
+        sequence: u64,
+    ) {
+        if telemetry.is_enabled(builtin::GRPC_STREAM_MESSAGE) {
+            self.emit(
+                telemetry,
+                builtin::GRPC_STREAM_MESSAGE,
+                &[
+                    ("size", Value::Int(size as i64)),
+                    ("sequence", Value::Int(sequence as i64)),
+                ],
+                &[
+                    ("tool", Value::from(self.tool.as_str())),
+                    ("worker_id", Value::from(worker_id)),
+                ],
+                0,
+            );
+        }
+    }
+
+    /// `grpc.stream.closed`.
+    pub(crate) fn stream_closed(
+        &self,
+        telemetry: &Telemetry,
+        worker_id: &str,
+        message_count: u64,
+        reason: &'static str,
+    ) {
+        if telemetry.is_enabled(builtin::GRPC_STREAM_CLOSED) {
+            self.emit(
+                telemetry,
+                builtin::GRPC_STREAM_CLOSED,
+                &[
+                    ("duration", Value::Int(self.elapsed_ns())),
+                    ("message_count", Value::Int(message_count as i64)),
+                ],
+                &[
+                    ("tool", Value::from(self.tool.as_str())),
+                    ("worker_id", Value::from(worker_id)),
+                    ("reason", Value::from(reason)),
+                ],
+                0,
+            );
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The persistent, multiplexed call stream (`CallStream` RPC): many calls in
+//! flight on one HTTP/2 stream, matched to their replies by request id.
+//!
+//! A reader task owns the response side. When the stream breaks (worker
+//! killed, connection reset) every pending call fails at once with
+//! `Unavailable`, and the stream refuses new calls; the client opens a new
+//! one on the next call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::channel::{RecvStream, Rpc};
+use crate::error::{from_status, CallError};
+use crate::proto::{self, call_reply::Body};
+
+/// What the reader hands to a waiting streaming call.
+pub(crate) enum StreamItem {
+    /// One chunk: JSON bytes and sequence number.
+    Chunk(Vec<u8>, u64),
+    /// The stream finished successfully.
+    End,
+    /// The stream failed.
+    Error(CallError),
+}
+
+pub(crate) enum Pending {
+    Unary(oneshot::Sender<Result<proto::ToolResult, CallError>>),
+    Stream(mpsc::UnboundedSender<StreamItem>),
+}
+
+impl Pending {
+    fn fail(self, e: CallError) {
+        match self {
+            Pending::Unary(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Pending::Stream(tx) => {
+                let _ = tx.send(StreamItem::Error(e));
+            }
+        }
+    }
+}
+
+struct State {
+    /// `Some(reason)` once the stream is broken.
+    broken: Option<String>,
+    pending: HashMap<u64, Pending>,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    alive: AtomicBool,
+    /// Set when the client let go of this stream on purpose (replaced,
+    /// closed): its end is then not a lost connection.
+    retired: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().pending.remove(&id);
+    }
+
+    fn fail_all(&self, reason: String) {
+        let pending = {
+            let mut st = self.lock();
+            self.alive.store(false, Ordering::Release);
+            st.broken.get_or_insert(reason.clone());
+            std::mem::take(&mut st.pending)
+        };
+        for (_, p) in pending {
+            p.fail(CallError::unavailable(reason.clone()));
+        }
+    }
+
+    fn deliver(&self, reply: proto::CallReply) {
+        let id = reply.request_id;
+        match reply.body {
+            Some(Body::Result(r)) => {
+                if let Some(p) = self.lock().pending.remove(&id) {
+                    match p {
+                        Pending::Unary(tx) => {
+                            let _ = tx.send(Ok(r));
+                        }
+                        Pending::Stream(tx) => {
+                            let _ = tx.send(StreamItem::Error(CallError::protocol(
+                                "worker sent a unary result to a streaming call",
+                            )));
+                        }
+                    }
+                }
+            }
+            Some(Body::Error(e)) => {
+                if let Some(p) = self.lock().pending.remove(&id) {
+                    p.fail(tool_error(e));
+                }
+            }
+            Some(Body::Chunk(c)) => {
+                let st = self.lock();
+                if let Some(Pending::Stream(tx)) = st.pending.get(&id) {
+                    let _ = tx.send(StreamItem::Chunk(c.data_json, c.seq));
+                }
+            }
+            Some(Body::End(_)) => {
+                if let Some(p) = self.lock().pending.remove(&id) {
+                    match p {
+                        Pending::Stream(tx) => {
+                            let _ = tx.send(StreamItem::End);
+                        }
+                        Pending::Unary(tx) => {
+                            let _ = tx.send(Err(CallError::protocol(
+                                "worker ended a unary call as a stream",
+                            )));
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(p) = self.lock().pending.remove(&id) {
+                    p.fail(CallError::protocol("worker sent a reply with no body"));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn tool_error(e: proto::ToolError) -> CallError {
+    CallError::Tool {
+        error_type: e.r#type,
+        message: e.message,
+        traceback: e.traceback,
+    }
+}
+
+/// Removes a pending call when the caller stops waiting (timeout, dropped
+/// future), so abandoned calls leave nothing behind.
+pub(crate) struct PendingGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.shared.forget(self.id);
+    }
+}
+
+/// One open call stream.
+pub(crate) struct CallStream {
+    tx: mpsc::Sender<proto::CallRequest>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+}
+
+impl CallStream {
+    /// Opens a stream; `on_open` runs when the worker's response headers
+    /// arrive, `on_break` when the stream breaks while not closed.
+    pub(crate) fn open(
+        mut rpc: Rpc,
+        on_open: impl FnOnce() + Send + 'static,
+        on_break: impl FnOnce(&str) + Send + 'static,
+    ) -> CallStream {
+        let (tx, rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                broken: None,
+                pending: HashMap::new(),
+            }),
+            alive: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
+        });
+        let reader = shared.clone();
+        tokio::spawn(async move {
+            let reason = match rpc.call_stream(RecvStream(rx)).await {
+                Ok(response) => {
+                    on_open();
+                    let mut replies = response.into_inner();
+                    loop {
+                        match replies.message().await {
+                            Ok(Some(reply)) => reader.deliver(reply),
+                            Ok(None) => break "the worker closed the call stream".to_string(),
+                            Err(status) => break from_status(&status, None).to_string(),
+                        }
+                    }
+                }
+                Err(status) => from_status(&status, None).to_string(),
+            };
+            reader.fail_all(reason.clone());
+            if !reader.retired.load(Ordering::Acquire) {
+                on_break(&reason);
+            }
+        });
+        CallStream {
+            tx,
+            shared,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Can it take calls?
+    pub(crate) fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Marks it broken (client closing): pending calls fail with `reason`.
+    pub(crate) fn shut(&self, reason: &str) {
+        self.shared.retired.store(true, Ordering::Release);
+        self.shared.fail_all(reason.to_string());
+    }
+
+    /// Registers `pending` and sends the request. The guard removes the
+    /// registration when dropped.
+    pub(crate) async fn send(
+        &self,
+        mut request: proto::CallRequest,
+        pending: Pending,
+    ) -> Result<PendingGuard, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.shared.lock();
+            if let Some(reason) = &st.broken {
+                return Err(CallError::unavailable(reason.clone()));
+            }
+            st.pending.insert(id, pending);
+        }
+        let guard = PendingGuard {
+            shared: self.shared.clone(),
+            id,
+        };
+        request.request_id = id;
+        if self.tx.send(request).await.is_err() {
+            let reason = self
+                .shared
+                .lock()
+                .broken
+                .clone()
+                .unwrap_or_else(|| "the call stream is closed".to_string());
+            return Err(CallError::unavailable(reason));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for CallStream {
+    fn drop(&mut self) {
+        // Dropping `tx` half-closes the request side; the worker finishes
+        // what is in flight and ends the stream.
+        self.shared.retired.store(true, Ordering::Release);
+        self.shared.alive.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,176 @@
+//! [`ChunkStream`]: the chunks of one streaming call, in order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use snakepit_telemetry::Telemetry;
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tonic::Streaming;
+
+use crate::call_span::CallSpan;
+use crate::calls::{tool_error, PendingGuard, StreamItem};
+use crate::error::{from_status, CallError};
+use crate::proto;
+
+/// Where the chunks come from.
+pub(crate) enum Source {
+    /// A call on the persistent call stream.
+    Mux {
+        rx: mpsc::UnboundedReceiver<StreamItem>,
+        _guard: PendingGuard,
+    },
+    /// An `ExecuteStreamingTool` RPC.
+    Rpc(Pin<Box<Streaming<proto::ToolChunk>>>),
+}
+
+impl Source {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<StreamItem> {
+        match self {
+            Source::Mux { rx, .. } => rx.poll_recv(cx).map(|item| {
+                item.unwrap_or_else(|| {
+                    StreamItem::Error(CallError::unavailable(
+                        "the call stream closed before the streaming call ended",
+                    ))
+                })
+            }),
+            Source::Rpc(s) => s.as_mut().poll_next(cx).map(|item| match item {
+                Some(Ok(chunk)) if chunk.is_final => match chunk.error {
+                    Some(e) => StreamItem::Error(tool_error(e)),
+                    None => StreamItem::End,
+                },
+                Some(Ok(chunk)) => StreamItem::Chunk(chunk.data, chunk.seq),
+                Some(Err(status)) => StreamItem::Error(from_status(&status, None)),
+                None => StreamItem::Error(CallError::protocol(
+                    "the worker ended the stream without a final chunk",
+                )),
+            }),
+        }
+    }
+}
+
+/// The chunks of a streaming call: each item is one JSON chunk, in order;
+/// the stream ends after the last chunk, and an error item ends it too.
+/// Dropping it early cancels the call on the host side (the
+/// `grpc.stream.closed` event then has reason `cancelled`).
+pub struct ChunkStream {
+    source: Source,
+    span: CallSpan,
+    telemetry: Telemetry,
+    worker_id: Arc<str>,
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+    count: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for ChunkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("tool", &self.span.tool)
+            .field("worker_id", &self.worker_id)
+            .field("chunks", &self.count)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl ChunkStream {
+    pub(crate) fn new(
+        source: Source,
+        span: CallSpan,
+        telemetry: Telemetry,
+        worker_id: Arc<str>,
+        timeout: Option<Duration>,
+    ) -> Self {
+        span.stream_opened(&telemetry, &worker_id);
+        ChunkStream {
+            source,
+            span,
+            telemetry,
+            worker_id,
+            deadline: timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t)),
+            count: 0,
+            done: false,
+        }
+    }
+
+    /// Chunks delivered so far.
+    pub fn chunks(&self) -> u64 {
+        self.count
+    }
+
+    fn end(&mut self, outcome: Result<(), &CallError>) {
+        self.done = true;
+        let reason = if outcome.is_ok() { "completed" } else { "error" };
+        self.span
+            .stream_closed(&self.telemetry, &self.worker_id, self.count, reason);
+        self.span
+            .finish(&self.telemetry, &self.worker_id, outcome.map(|_| "OK"));
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<serde_json::Value, CallError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match this.source.poll_item(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                if let Some((sleep, after)) = &mut this.deadline {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        let e = CallError::Timeout { after: *after };
+                        this.end(Err(&e));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
+        match item {
+            StreamItem::Chunk(data, seq) => match serde_json::from_slice(&data) {
+                Ok(value) => {
+                    this.count += 1;
+                    this.span
+                        .stream_message(&this.telemetry, &this.worker_id, data.len(), seq);
+                    Poll::Ready(Some(Ok(value)))
+                }
+                Err(e) => {
+                    let e = CallError::protocol(format!(
+                        "chunk {seq} of tool {:?} is not valid JSON: {e}",
+                        this.span.tool
+                    ));
+                    this.end(Err(&e));
+                    Poll::Ready(Some(Err(e)))
+                }
+            },
+            StreamItem::End => {
+                this.end(Ok(()));
+                Poll::Ready(None)
+            }
+            StreamItem::Error(e) => {
+                this.end(Err(&e));
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl Drop for ChunkStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.span
+                .stream_closed(&self.telemetry, &self.worker_id, self.count, "cancelled");
+            self.span
+                .finish(&self.telemetry, &self.worker_id, Ok("CANCELLED"));
+        }
+    }
+}

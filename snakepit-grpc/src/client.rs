@@ -1,0 +1,585 @@
+//! [`WorkerClient`]: one connection to one worker.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use snakepit_telemetry::Telemetry;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::Request;
+
+use crate::call_span::CallSpan;
+use crate::calls::{tool_error, CallStream, Pending};
+use crate::channel::{self, Rpc};
+use crate::chunks::{ChunkStream, Source};
+use crate::error::{from_status, CallError};
+use crate::fold::{Folder, StatCounters, TelemetryStats};
+use crate::link::Link;
+use crate::options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
+use crate::proto;
+use crate::telemetry_stream::TelemetryTask;
+
+const CLOSED: &str = "the client was closed";
+
+struct Inner {
+    telemetry: Telemetry,
+    options: ConnectOptions,
+    worker_id: Arc<str>,
+    python_pid: Option<u32>,
+    rpc: Rpc,
+    link: Arc<Link>,
+    streams: Box<[Mutex<Option<Arc<CallStream>>>]>,
+    next_stream: AtomicUsize,
+    stats: Arc<StatCounters>,
+    close_tx: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.link.close();
+        let _ = self.close_tx.send(true);
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A client for one worker: tool calls over a persistent multiplexed call
+/// stream (or unary RPCs), health checks, and a background task that folds
+/// the worker's telemetry into the host's [`Telemetry`] and pushes the
+/// host's policy to the worker.
+///
+/// Cheap to clone (an `Arc`); clones share the connection. The background
+/// task stops on [`WorkerClient::close`] or when the last clone is dropped.
+#[derive(Clone)]
+pub struct WorkerClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WorkerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerClient")
+            .field("worker_id", &self.inner.worker_id)
+            .field("address", &self.inner.options.address)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
+    match args {
+        serde_json::Value::Null => Ok(b"{}".to_vec()),
+        serde_json::Value::Object(_) => serde_json::to_vec(args)
+            .map_err(|e| CallError::protocol(format!("cannot encode arguments of {tool:?}: {e}"))),
+        other => Err(CallError::Tool {
+            error_type: "InvalidArguments".to_string(),
+            message: format!(
+                "arguments of tool {tool:?} must be a JSON object (or null), got {}",
+                kind_of(other)
+            ),
+            traceback: String::new(),
+        }),
+    }
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn decode_result(
+    tool: &str,
+    json: &[u8],
+    binary: std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<ToolOutput, CallError> {
+    let value = if json.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(json).map_err(|e| {
+            CallError::protocol(format!("result of tool {tool:?} is not valid JSON: {e}"))
+        })?
+    };
+    Ok(ToolOutput {
+        value,
+        binary: binary.into_iter().collect(),
+    })
+}
+
+fn timeout_ms(t: Option<Duration>) -> u64 {
+    t.map_or(0, |t| (t.as_millis() as u64).max(1))
+}
+
+impl WorkerClient {
+    /// Connects, checks the worker with `Describe`, opens the persistent
+    /// call stream(s) and the telemetry stream (its task folds events into
+    /// `telemetry` and pushes the current policy first, then every change),
+    /// and emits `grpc.connection.established`.
+    ///
+    /// Fails with `Unavailable` when the worker cannot be reached within
+    /// `connect_timeout` or refuses the token.
+    pub async fn connect(
+        telemetry: Telemetry,
+        options: ConnectOptions,
+    ) -> Result<WorkerClient, CallError> {
+        let started = Instant::now();
+        let rpc = channel::connect(&options).await?;
+        let info = describe_rpc(&rpc, options.connect_timeout).await?;
+        if info.worker_id != options.worker_id {
+            tracing::warn!(
+                target: "snakepit::grpc",
+                expected = %options.worker_id,
+                reported = %info.worker_id,
+                address = %options.address,
+                "worker reports a different id than the one it was connected as"
+            );
+        }
+        let python_pid = options.python_pid.or(Some(info.pid));
+        let worker_id: Arc<str> = Arc::from(options.worker_id.as_str());
+        let link = Arc::new(Link::new(
+            telemetry.clone(),
+            worker_id.clone(),
+            options.address.to_string(),
+        ));
+        let stats = Arc::new(StatCounters::default());
+        let folder = Folder::new(
+            telemetry.clone(),
+            worker_id.clone(),
+            Arc::from(options.pool_name.as_str()),
+            python_pid,
+            stats.clone(),
+        );
+        let mut task = TelemetryTask {
+            rpc: rpc.clone(),
+            link: link.clone(),
+            stats: stats.clone(),
+            folder,
+            policy_rx: telemetry.control().subscribe(),
+            log_rx: telemetry.log().subscribe(),
+            open_timeout: options.connect_timeout,
+        };
+        let first = task.open().await?;
+        let (close_tx, close_rx) = watch::channel(false);
+        let handle = tokio::spawn(task.run(first, close_rx));
+        let streams = (0..options.call_streams.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
+        let client = WorkerClient {
+            inner: Arc::new(Inner {
+                telemetry,
+                worker_id,
+                python_pid,
+                rpc,
+                link: link.clone(),
+                streams,
+                next_stream: AtomicUsize::new(0),
+                stats,
+                close_tx,
+                task: Mutex::new(Some(handle)),
+                options,
+            }),
+        };
+        for slot in client.inner.streams.iter() {
+            *lock(slot) = Some(Arc::new(client.open_call_stream(false)));
+        }
+        link.established(started.elapsed().as_nanos() as u64);
+        Ok(client)
+    }
+
+    fn open_call_stream(&self, reopen: bool) -> CallStream {
+        let on_open = self.inner.link.clone();
+        let on_break = self.inner.link.clone();
+        CallStream::open(
+            self.inner.rpc.clone(),
+            move || {
+                if reopen {
+                    on_open.restored(1);
+                }
+            },
+            move |reason| on_break.lost(reason),
+        )
+    }
+
+    /// A live call stream (reopened if it broke).
+    fn call_stream(&self) -> Result<Arc<CallStream>, CallError> {
+        if self.inner.link.is_closed() {
+            return Err(CallError::unavailable(CLOSED));
+        }
+        let streams = &self.inner.streams;
+        let i = self.inner.next_stream.fetch_add(1, Ordering::Relaxed) % streams.len();
+        let mut slot = lock(&streams[i]);
+        if let Some(s) = slot.as_ref() {
+            if s.is_alive() {
+                return Ok(s.clone());
+            }
+        }
+        let stream = Arc::new(self.open_call_stream(slot.is_some()));
+        *slot = Some(stream.clone());
+        Ok(stream)
+    }
+
+    fn request(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        opts: &CallOptions,
+        span: &CallSpan,
+        stream: bool,
+    ) -> Result<proto::CallRequest, CallError> {
+        Ok(proto::CallRequest {
+            request_id: 0,
+            tool_name: tool.to_string(),
+            args_json: encode_args(tool, args)?,
+            binary_parameters: opts
+                .binary
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            correlation_id: span.correlation.as_str().to_string(),
+            traceparent: span.traceparent.clone(),
+            timeout_ms: timeout_ms(opts.timeout),
+            stream,
+        })
+    }
+
+    /// Runs a tool on the persistent call stream and returns its result.
+    ///
+    /// The call carries a correlation id (`opts`, else the current one, else
+    /// a new one) and a W3C traceparent, and emits `grpc.call.start`, then
+    /// `grpc.call.stop` or `grpc.call.exception`. A worker killed during the
+    /// call fails it promptly with `Unavailable`.
+    pub async fn execute(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, CallError> {
+        let span = CallSpan::begin(
+            &self.inner.telemetry,
+            &self.inner.worker_id,
+            "CallStream",
+            tool,
+            &opts,
+        );
+        let result = self.execute_on_stream(tool, &args, &opts, &span).await;
+        span.finish(
+            &self.inner.telemetry,
+            &self.inner.worker_id,
+            result.as_ref().map(|_| "OK"),
+        );
+        result
+    }
+
+    async fn execute_on_stream(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        opts: &CallOptions,
+        span: &CallSpan,
+    ) -> Result<ToolOutput, CallError> {
+        let request = self.request(tool, args, opts, span, false)?;
+        let stream = self.call_stream()?;
+        let (tx, rx) = oneshot::channel();
+        let call = async {
+            let guard = stream.send(request, Pending::Unary(tx)).await?;
+            let reply = rx
+                .await
+                .map_err(|_| CallError::unavailable("the call stream went away"))?;
+            drop(guard);
+            reply
+        };
+        let reply = match opts.timeout {
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .map_err(|_| CallError::Timeout { after })??,
+            None => call.await?,
+        };
+        decode_result(tool, &reply.result_json, reply.binary_results)
+    }
+
+    /// Runs a streaming tool on the persistent call stream. The stream
+    /// yields chunks in order and ends after the last one; an error item
+    /// ends it. `opts.timeout` bounds the whole stream.
+    pub async fn execute_stream(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        opts: CallOptions,
+    ) -> Result<ChunkStream, CallError> {
+        let telemetry = &self.inner.telemetry;
+        let span = CallSpan::begin(telemetry, &self.inner.worker_id, "CallStream", tool, &opts);
+        let started = async {
+            let request = self.request(tool, &args, &opts, &span, true)?;
+            let stream = self.call_stream()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let guard = stream.send(request, Pending::Stream(tx)).await?;
+            Ok::<_, CallError>(Source::Mux { rx, _guard: guard })
+        }
+        .await;
+        match started {
+            Ok(source) => Ok(ChunkStream::new(
+                source,
+                span,
+                telemetry.clone(),
+                self.inner.worker_id.clone(),
+                opts.timeout,
+            )),
+            Err(e) => {
+                span.finish(telemetry, &self.inner.worker_id, Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// A request with the correlation id and traceparent as metadata. The
+    /// deadline travels as `timeout_ms` and is enforced by the caller
+    /// (tonic's own `grpc-timeout` would surface as a transport error).
+    fn unary_request<T>(&self, message: T, span: &CallSpan) -> Request<T> {
+        let mut request = Request::new(message);
+        let md = request.metadata_mut();
+        if let Ok(v) = MetadataValue::try_from(span.correlation.as_str()) {
+            md.insert(snakepit_telemetry::CORRELATION_HEADER, v);
+        }
+        if let Ok(v) = MetadataValue::try_from(span.traceparent.as_str()) {
+            md.insert("traceparent", v);
+        }
+        request
+    }
+
+    fn tool_request(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        opts: &CallOptions,
+        span: &CallSpan,
+        stream: bool,
+    ) -> Result<Request<proto::ExecuteToolRequest>, CallError> {
+        let message = proto::ExecuteToolRequest {
+            tool_name: tool.to_string(),
+            args_json: encode_args(tool, args)?,
+            binary_parameters: opts
+                .binary
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            correlation_id: span.correlation.as_str().to_string(),
+            traceparent: span.traceparent.clone(),
+            timeout_ms: timeout_ms(opts.timeout),
+            stream,
+            ..Default::default()
+        };
+        Ok(self.unary_request(message, span))
+    }
+
+    /// Fails with `Unavailable` as soon as the client is closed.
+    async fn unless_closed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        if self.inner.link.is_closed() {
+            return Err(CallError::unavailable(CLOSED));
+        }
+        let mut closed = self.inner.close_tx.subscribe();
+        tokio::select! {
+            r = fut => r,
+            _ = closed.wait_for(|c| *c) => Err(CallError::unavailable(CLOSED)),
+        }
+    }
+
+    /// Runs a tool with one unary `ExecuteTool` RPC (the slower path, kept
+    /// as the baseline and for simple servers). Same contract as
+    /// [`WorkerClient::execute`].
+    pub async fn execute_unary(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, CallError> {
+        let telemetry = &self.inner.telemetry;
+        let span = CallSpan::begin(telemetry, &self.inner.worker_id, "ExecuteTool", tool, &opts);
+        let result = self
+            .unless_closed(async {
+                let request = self.tool_request(tool, &args, &opts, &span, false)?;
+                let mut rpc = self.inner.rpc.clone();
+                let call = rpc.execute_tool(request);
+                let response = match opts.timeout {
+                    Some(after) => tokio::time::timeout(after, call)
+                        .await
+                        .map_err(|_| CallError::Timeout { after })?,
+                    None => call.await,
+                }
+                .map_err(|s| from_status(&s, opts.timeout))?
+                .into_inner();
+                if !response.success {
+                    return Err(tool_error(response.error.unwrap_or(proto::ToolError {
+                        r#type: "Unknown".to_string(),
+                        message: response.error_message,
+                        traceback: String::new(),
+                    })));
+                }
+                decode_result(tool, &response.result_json, response.binary_results)
+            })
+            .await;
+        span.finish(telemetry, &self.inner.worker_id, result.as_ref().map(|_| "OK"));
+        result
+    }
+
+    /// Runs a streaming tool with one `ExecuteStreamingTool` RPC. Same
+    /// contract as [`WorkerClient::execute_stream`].
+    pub async fn execute_stream_unary(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        opts: CallOptions,
+    ) -> Result<ChunkStream, CallError> {
+        let telemetry = &self.inner.telemetry;
+        let span = CallSpan::begin(
+            telemetry,
+            &self.inner.worker_id,
+            "ExecuteStreamingTool",
+            tool,
+            &opts,
+        );
+        let opened = self
+            .unless_closed(async {
+                let request = self.tool_request(tool, &args, &opts, &span, true)?;
+                let response = self
+                    .inner
+                    .rpc
+                    .clone()
+                    .execute_streaming_tool(request)
+                    .await
+                    .map_err(|s| from_status(&s, opts.timeout))?;
+                Ok(response.into_inner())
+            })
+            .await;
+        match opened {
+            Ok(streaming) => Ok(ChunkStream::new(
+                Source::Rpc(Box::pin(streaming)),
+                span,
+                telemetry.clone(),
+                self.inner.worker_id.clone(),
+                opts.timeout,
+            )),
+            Err(e) => {
+                span.finish(telemetry, &self.inner.worker_id, Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Round trip of a `Ping` RPC (bounded by the connect timeout).
+    pub async fn ping(&self) -> Result<Duration, CallError> {
+        let started = Instant::now();
+        let after = self.inner.options.connect_timeout;
+        self.unless_closed(async {
+            let mut rpc = self.inner.rpc.clone();
+            let call = rpc.ping(proto::PingRequest {
+                message: "snakepit".to_string(),
+            });
+            tokio::time::timeout(after, call)
+                .await
+                .map_err(|_| CallError::Timeout { after })?
+                .map_err(|s| from_status(&s, Some(after)))?;
+            Ok(started.elapsed())
+        })
+        .await
+    }
+
+    /// The worker's id, pid, protocol version and tools.
+    pub async fn describe(&self) -> Result<WorkerInfo, CallError> {
+        let after = self.inner.options.connect_timeout;
+        self.unless_closed(describe_rpc(&self.inner.rpc, after)).await
+    }
+
+    /// The worker id this client was connected as.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// The worker's process id (given, or reported by `Describe`).
+    pub fn python_pid(&self) -> Option<u32> {
+        self.inner.python_pid
+    }
+
+    /// The options it was connected with.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.inner.options
+    }
+
+    /// Not closed, and no stream broken since the last (re)connect.
+    pub fn is_connected(&self) -> bool {
+        self.inner.link.is_connected()
+    }
+
+    /// What the telemetry stream delivered and refused so far.
+    pub fn telemetry_stats(&self) -> TelemetryStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Stops the telemetry task; calls in flight fail with `Unavailable`;
+    /// later calls fail fast. Idempotent.
+    pub async fn close(&self) {
+        let first = self.inner.link.close();
+        let _ = self.inner.close_tx.send(true);
+        for slot in self.inner.streams.iter() {
+            if let Some(s) = lock(slot).take() {
+                s.shut(CLOSED);
+            }
+        }
+        let task = lock(&self.inner.task).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+        if first {
+            tracing::debug!(
+                target: "snakepit::grpc",
+                worker_id = &*self.inner.worker_id,
+                "worker client closed"
+            );
+        }
+    }
+}
+
+async fn describe_rpc(rpc: &Rpc, after: Duration) -> Result<WorkerInfo, CallError> {
+    let mut rpc = rpc.clone();
+    let call = rpc.describe(proto::DescribeRequest {});
+    let reply = tokio::time::timeout(after, call)
+        .await
+        .map_err(|_| CallError::Timeout { after })?
+        .map_err(|s| from_status(&s, Some(after)))?
+        .into_inner();
+    Ok(WorkerInfo {
+        worker_id: reply.worker_id,
+        pid: reply.pid,
+        protocol_version: reply.protocol_version,
+        tools: reply
+            .tools
+            .into_iter()
+            .map(|t| ToolInfo {
+                name: t.name,
+                description: t.description,
+                supports_streaming: t.supports_streaming,
+            })
+            .collect(),
+        pool_name: reply.pool_name,
+        adapter: reply.adapter,
+    })
+}

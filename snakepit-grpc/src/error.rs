@@ -1,0 +1,111 @@
+//! Typed call errors and how gRPC statuses map onto them.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+/// Why a call to a worker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The tool raised (or the worker refused the call: `UnknownTool`,
+    /// `InvalidArguments`, `Timeout` from the worker's own deadline, ...).
+    #[error("{error_type}: {message}")]
+    Tool {
+        /// Python exception class name, or one of the worker's error types.
+        error_type: String,
+        /// `str(exception)`.
+        message: String,
+        /// The formatted Python traceback ("" for worker errors).
+        traceback: String,
+    },
+    /// No answer within the call's timeout.
+    #[error("call timed out after {after:?}")]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// Could not connect, the connection was lost, the worker went away in
+    /// the middle of the call, or the client was closed.
+    #[error("worker unavailable: {message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+    },
+    /// The worker answered something malformed or unexpected.
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl CallError {
+    /// The `error_type` used in `snakepit.grpc.call.exception`:
+    /// `tool_error`, `timeout`, `unavailable` or `protocol`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Tool { .. } => "tool_error",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Unavailable { .. } => "unavailable",
+            CallError::Protocol { .. } => "protocol",
+        }
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        CallError::Unavailable {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        CallError::Protocol {
+            message: message.into(),
+        }
+    }
+
+    /// The gRPC status name reported in call events for this error.
+    pub(crate) fn grpc_status(&self) -> &'static str {
+        match self {
+            CallError::Tool { .. } | CallError::Protocol { .. } => "OK",
+            CallError::Timeout { .. } => "DEADLINE_EXCEEDED",
+            CallError::Unavailable { .. } => "UNAVAILABLE",
+        }
+    }
+}
+
+/// Maps a gRPC status from a worker RPC onto a [`CallError`].
+///
+/// A status caused by the transport (connection refused, reset, EOF) is
+/// `Unavailable` whatever its code, so a worker killed mid-call shows up as
+/// `Unavailable`.
+pub(crate) fn from_status(status: &Status, timeout: Option<Duration>) -> CallError {
+    let message = status_message(status);
+    if status.source().is_some() {
+        return CallError::Unavailable { message };
+    }
+    match status.code() {
+        Code::DeadlineExceeded => CallError::Timeout {
+            after: timeout.unwrap_or_default(),
+        },
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::Aborted
+        | Code::Unknown
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::ResourceExhausted => CallError::Unavailable { message },
+        _ => CallError::Protocol { message },
+    }
+}
+
+fn status_message(status: &Status) -> String {
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    let mut source = status.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

@@ -1,0 +1,483 @@
+//! Folding a worker's telemetry batches into host events.
+//!
+//! Nothing from the worker is trusted. For every event:
+//!
+//! * the name must be dot-separated segments of `[A-Za-z0-9_-]`, at most
+//!   [`MAX_NAME_BYTES`] long, and a Python event of the catalog
+//!   (`catalog.python_id`). A span event (`<name>.start/.stop/.exception`
+//!   with a span id) whose name is not in the catalog folds into
+//!   `snakepit.python.span.*` with `span_name` metadata. Anything else is
+//!   rejected: `snakepit.telemetry.event.rejected` (reason `invalid_name` or
+//!   `unknown_event`), never a new series.
+//! * a measurement key not in the event's catalog entry is dropped
+//!   (`unknown_measurement`); a NaN or infinite number is dropped
+//!   (`non_finite`), a string that is not a finite number too
+//!   (`not_a_number`); an event left with no measurement because every value
+//!   was bad is rejected (`malformed`). Drops are reported with
+//!   `snakepit.telemetry.field.dropped`.
+//! * metadata keys beyond [`MAX_METADATA_FIELDS`] are dropped
+//!   (`too_many_fields`); keys are cut at [`MAX_METADATA_KEY_BYTES`] and
+//!   values at [`MAX_METADATA_VALUE_BYTES`] (on a character boundary,
+//!   `metadata_truncated`). Keys the host adds (`worker_id`, `pool_name`,
+//!   `python_pid`, `node`) are the host's, whatever the worker sent.
+//!
+//! Nothing here keeps state per name or per value, so a hostile worker
+//! cannot grow the host's memory.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
+use snakepit_telemetry::Telemetry;
+
+use crate::proto::{self, telemetry_value};
+use crate::trace::parse_trace_id;
+
+/// Longest accepted event name (wire name, dots included), in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Metadata fields kept per event (the host's enrichment not counted).
+pub const MAX_METADATA_FIELDS: usize = 32;
+/// Longest metadata key kept, in bytes.
+pub const MAX_METADATA_KEY_BYTES: usize = 64;
+/// Longest metadata value kept, in bytes; longer values are truncated.
+pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
+/// Longest span name kept (`span_name` of generic span events), in bytes.
+pub const MAX_SPAN_NAME_BYTES: usize = 128;
+/// Longest correlation id kept, in bytes.
+pub const MAX_CORRELATION_ID_BYTES: usize = 128;
+/// Longest offending name reported in `event.rejected`, in bytes.
+pub const MAX_REJECTED_NAME_BYTES: usize = 64;
+/// Longest forwarded Python log message, in bytes.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 16 * 1024;
+
+const ENRICHMENT_KEYS: [&str; 4] = ["worker_id", "pool_name", "python_pid", "node"];
+const DROP_REASONS: [&str; 6] = [
+    "buffer_full",
+    "sampled_out",
+    "filtered",
+    "disabled",
+    "encode_error",
+    "logs_dropped",
+];
+
+/// Counters of what one client's telemetry stream delivered and refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TelemetryStats {
+    /// Batches received.
+    pub batches: u64,
+    /// Events handed to the dispatcher (the host's policy may still drop them).
+    pub events_folded: u64,
+    /// Events rejected (unknown or invalid name, malformed).
+    pub events_rejected: u64,
+    /// Measurement or metadata fields dropped or truncated.
+    pub fields_dropped: u64,
+    /// Log records forwarded to `tracing`.
+    pub logs_forwarded: u64,
+    /// The worker's cumulative drop counters, as last reported:
+    /// `buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped`.
+    pub worker_drops: [u64; 6],
+    /// The policy version the worker last reported applying.
+    pub policy_version: u64,
+    /// Times the telemetry stream was reopened after breaking.
+    pub reconnects: u64,
+}
+
+/// Shared atomic counters behind [`TelemetryStats`].
+#[derive(Default, Debug)]
+pub(crate) struct StatCounters {
+    batches: AtomicU64,
+    folded: AtomicU64,
+    rejected: AtomicU64,
+    fields_dropped: AtomicU64,
+    logs: AtomicU64,
+    worker_drops: [AtomicU64; 6],
+    policy_version: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+impl StatCounters {
+    pub(crate) fn snapshot(&self) -> TelemetryStats {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TelemetryStats {
+            batches: r(&self.batches),
+            events_folded: r(&self.folded),
+            events_rejected: r(&self.rejected),
+            fields_dropped: r(&self.fields_dropped),
+            logs_forwarded: r(&self.logs),
+            worker_drops: std::array::from_fn(|i| r(&self.worker_drops[i])),
+            policy_version: r(&self.policy_version),
+            reconnects: r(&self.reconnects),
+        }
+    }
+}
+
+/// The host's name, read once (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
+pub(crate) fn node_name() -> &'static str {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn valid_segment(p: &str) -> bool {
+    !p.is_empty()
+        && p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Folds the batches of one worker.
+pub(crate) struct Folder {
+    telemetry: Telemetry,
+    catalog: Arc<Catalog>,
+    worker_id: Arc<str>,
+    pool_name: Arc<str>,
+    python_pid: i64,
+    stats: Arc<StatCounters>,
+    last_drops: [u64; 6],
+    name: String,
+}
+
+#[derive(Default)]
+struct Dropped {
+    unknown_measurement: i64,
+    non_finite: i64,
+    not_a_number: i64,
+    truncated: i64,
+    too_many: i64,
+}
+
+impl Folder {
+    pub(crate) fn new(
+        telemetry: Telemetry,
+        worker_id: Arc<str>,
+        pool_name: Arc<str>,
+        python_pid: Option<u32>,
+        stats: Arc<StatCounters>,
+    ) -> Self {
+        Folder {
+            catalog: telemetry.catalog().clone(),
+            telemetry,
+            worker_id,
+            pool_name,
+            python_pid: python_pid.map_or(-1, i64::from),
+            stats,
+            last_drops: [0; 6],
+            name: String::with_capacity(MAX_NAME_BYTES),
+        }
+    }
+
+    /// Folds one batch: events, drop counters, logs.
+    pub(crate) fn fold(&mut self, batch: proto::TelemetryBatch) {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .policy_version
+            .store(batch.policy_version, Ordering::Relaxed);
+        for ev in &batch.events {
+            self.fold_event(ev);
+        }
+        if let Some(d) = &batch.drops {
+            self.drops(d);
+        }
+        for log in &batch.logs {
+            self.forward_log(log);
+        }
+    }
+
+    fn reject(&self, name: &str, reason: &'static str) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if !self.telemetry.is_enabled(builtin::TELEMETRY_EVENT_REJECTED) {
+            return;
+        }
+        self.telemetry.execute_with(
+            builtin::TELEMETRY_EVENT_REJECTED,
+            &[("count", Value::Int(1))],
+            &[
+                ("worker_id", Value::from(&*self.worker_id)),
+                (
+                    "event_name",
+                    Value::from(truncate(name, MAX_REJECTED_NAME_BYTES)),
+                ),
+                ("reason", Value::from(reason)),
+            ],
+            EventContext::default(),
+        );
+    }
+
+    /// Resolves the event id (and the span name for generic spans), or
+    /// rejects the event.
+    fn resolve<'e>(&mut self, ev: &'e proto::TelemetryEvent) -> Option<(EventId, Option<&'e str>)> {
+        self.name.clear();
+        let mut valid = !ev.event_parts.is_empty();
+        for (i, part) in ev.event_parts.iter().enumerate() {
+            if self.name.len() + part.len() + 1 > MAX_NAME_BYTES {
+                valid = false;
+                break;
+            }
+            if i > 0 {
+                self.name.push('.');
+            }
+            self.name.push_str(part);
+            valid &= valid_segment(part);
+        }
+        if !valid {
+            let shown = if self.name.is_empty() {
+                ev.event_parts.first().map_or("", String::as_str)
+            } else {
+                self.name.as_str()
+            };
+            let shown = shown.to_string();
+            self.reject(&shown, "invalid_name");
+            return None;
+        }
+        if let Some(id) = self.catalog.python_id(&self.name) {
+            return Some((id, None));
+        }
+        // A user span with a name the catalog does not know.
+        if ev.span_id != 0 {
+            let role = if self.name.ends_with(".start") {
+                Some(builtin::PYTHON_SPAN_START)
+            } else if self.name.ends_with(".stop") {
+                Some(builtin::PYTHON_SPAN_STOP)
+            } else if self.name.ends_with(".exception") {
+                Some(builtin::PYTHON_SPAN_EXCEPTION)
+            } else {
+                None
+            };
+            if let Some(id) = role {
+                let span_name = if ev.span_name.is_empty() {
+                    None
+                } else {
+                    Some(truncate(&ev.span_name, MAX_SPAN_NAME_BYTES))
+                };
+                return Some((id, span_name.or(Some(""))));
+            }
+        }
+        let name = self.name.clone();
+        self.reject(&name, "unknown_event");
+        None
+    }
+
+    fn fold_event(&mut self, ev: &proto::TelemetryEvent) {
+        let Some((id, span_name)) = self.resolve(ev) else {
+            return;
+        };
+        let spec = self.catalog.spec(id);
+        let mut dropped = Dropped::default();
+        let mut measurements: Vec<Field<'_>> = Vec::with_capacity(ev.measurements.len());
+        let mut bad_values = 0;
+        for (key, value) in &ev.measurements {
+            let Some(index) = spec.measurement_index(key) else {
+                dropped.unknown_measurement += 1;
+                continue;
+            };
+            let key: &str = &spec.measurements[index].key;
+            let v = match &value.value {
+                Some(telemetry_value::Value::IntValue(i)) => Value::Int(*i),
+                Some(telemetry_value::Value::FloatValue(f)) if f.is_finite() => Value::Float(*f),
+                Some(telemetry_value::Value::FloatValue(_)) => {
+                    dropped.non_finite += 1;
+                    bad_values += 1;
+                    continue;
+                }
+                Some(telemetry_value::Value::StringValue(s)) => {
+                    match s.trim().parse::<f64>() {
+                        Ok(f) if f.is_finite() => Value::Float(f),
+                        Ok(_) => {
+                            dropped.non_finite += 1;
+                            bad_values += 1;
+                            continue;
+                        }
+                        Err(_) => {
+                            dropped.not_a_number += 1;
+                            bad_values += 1;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    dropped.not_a_number += 1;
+                    bad_values += 1;
+                    continue;
+                }
+            };
+            measurements.push((key, v));
+        }
+        let name: &str = &spec.name;
+        if measurements.is_empty() && bad_values > 0 {
+            self.report_dropped(name, &dropped);
+            self.reject(name, "malformed");
+            return;
+        }
+        self.stats.folded.fetch_add(1, Ordering::Relaxed);
+        let enabled = self.telemetry.is_enabled(id);
+        let mut metadata: Vec<Field<'_>> = Vec::new();
+        if enabled {
+            metadata.reserve(ev.metadata.len().min(MAX_METADATA_FIELDS) + 5);
+        }
+        let mut kept = 0;
+        for (key, value) in &ev.metadata {
+            if ENRICHMENT_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            if kept == MAX_METADATA_FIELDS {
+                dropped.too_many += 1;
+                continue;
+            }
+            kept += 1;
+            let k = truncate(key, MAX_METADATA_KEY_BYTES);
+            let v = truncate(value, MAX_METADATA_VALUE_BYTES);
+            if k.len() < key.len() || v.len() < value.len() {
+                dropped.truncated += 1;
+            }
+            if enabled {
+                metadata.push((k, Value::Str(Cow::Borrowed(v))));
+            }
+        }
+        self.report_dropped(name, &dropped);
+        if !enabled {
+            return;
+        }
+        if let Some(span_name) = span_name {
+            metadata.push(("span_name", Value::Str(Cow::Borrowed(span_name))));
+        }
+        metadata.push(("worker_id", Value::Str(Cow::Borrowed(&self.worker_id))));
+        metadata.push(("pool_name", Value::Str(Cow::Borrowed(&self.pool_name))));
+        if self.python_pid >= 0 {
+            metadata.push(("python_pid", Value::Int(self.python_pid)));
+        }
+        metadata.push(("node", Value::Str(Cow::Borrowed(node_name()))));
+        let correlation_id = (!ev.correlation_id.is_empty())
+            .then(|| truncate(&ev.correlation_id, MAX_CORRELATION_ID_BYTES));
+        let context = EventContext {
+            timestamp_ns: u64::try_from(ev.timestamp_ns).unwrap_or(0),
+            correlation_id,
+            span_id: ev.span_id,
+            parent_span_id: ev.parent_span_id,
+            trace_id: parse_trace_id(&ev.trace_id),
+        };
+        self.telemetry
+            .execute_with(id, &measurements, &metadata, context);
+    }
+
+    fn report_dropped(&self, event_name: &str, d: &Dropped) {
+        let reasons = [
+            ("unknown_measurement", d.unknown_measurement),
+            ("non_finite", d.non_finite),
+            ("not_a_number", d.not_a_number),
+            ("metadata_truncated", d.truncated),
+            ("too_many_fields", d.too_many),
+        ];
+        for (reason, count) in reasons {
+            if count == 0 {
+                continue;
+            }
+            self.stats
+                .fields_dropped
+                .fetch_add(count as u64, Ordering::Relaxed);
+            self.telemetry.execute_with(
+                builtin::TELEMETRY_FIELD_DROPPED,
+                &[("count", Value::Int(count))],
+                &[
+                    ("worker_id", Value::from(&*self.worker_id)),
+                    ("event_name", Value::from(event_name)),
+                    ("reason", Value::from(reason)),
+                ],
+                EventContext::default(),
+            );
+        }
+    }
+
+    /// Turns the worker's cumulative counters into deltas and reports them.
+    fn drops(&mut self, d: &proto::DropCounts) {
+        let now = [
+            d.buffer_full,
+            d.sampled_out,
+            d.filtered,
+            d.disabled,
+            d.encode_error,
+            d.logs_dropped,
+        ];
+        for (i, reason) in DROP_REASONS.iter().enumerate() {
+            self.stats.worker_drops[i].store(now[i], Ordering::Relaxed);
+            // Counters only grow; a smaller value means a new worker process.
+            let delta = if now[i] >= self.last_drops[i] {
+                now[i] - self.last_drops[i]
+            } else {
+                now[i]
+            };
+            if delta == 0 {
+                continue;
+            }
+            self.telemetry.execute_with(
+                builtin::TELEMETRY_EVENTS_DROPPED,
+                &[("count", Value::Int(i64::try_from(delta).unwrap_or(i64::MAX)))],
+                &[
+                    ("where", Value::from("worker")),
+                    ("reason", Value::from(*reason)),
+                    ("worker_id", Value::from(&*self.worker_id)),
+                ],
+                EventContext::default(),
+            );
+        }
+        self.last_drops = now;
+    }
+
+    /// A Python log record becomes a `tracing` event, target
+    /// `snakepit::python`, with a `worker_id` field, at its level.
+    fn forward_log(&self, log: &proto::LogRecord) {
+        self.stats.logs.fetch_add(1, Ordering::Relaxed);
+        let worker_id: &str = &self.worker_id;
+        let message = truncate(&log.message, MAX_LOG_MESSAGE_BYTES);
+        let logger = truncate(&log.logger, MAX_METADATA_VALUE_BYTES);
+        let correlation_id = truncate(&log.correlation_id, MAX_CORRELATION_ID_BYTES);
+        macro_rules! forward {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "snakepit::python",
+                    worker_id,
+                    logger,
+                    correlation_id,
+                    timestamp_ns = log.timestamp_ns,
+                    "{message}"
+                )
+            };
+        }
+        match log.level.as_str() {
+            "debug" => forward!(debug),
+            "info" => forward!(info),
+            "warning" | "warn" => forward!(warn),
+            _ => forward!(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+    }
+}

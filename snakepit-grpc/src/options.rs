@@ -1,0 +1,113 @@
+//! What a client is told (connect and call options) and what it hands back
+//! (tool output, worker description).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use snakepit_telemetry::CorrelationId;
+
+use crate::address::WorkerAddress;
+
+/// How to reach one worker and how to label what comes from it.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Where the worker listens.
+    pub address: WorkerAddress,
+    /// The worker's id (`--worker-id`), added to every event folded from it.
+    pub worker_id: String,
+    /// The pool the worker belongs to, added to folded events. Default `default`.
+    pub pool_name: String,
+    /// The worker's process id, added to folded events as `python_pid`.
+    /// `None`: taken from the worker's `Describe` answer at connect.
+    pub python_pid: Option<u32>,
+    /// Shared secret sent as metadata `x-snakepit-token` on every RPC
+    /// (TCP external workers started with `--token`).
+    pub token: Option<String>,
+    /// Bound on connecting and on opening the streams. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Persistent call streams opened to the worker; calls are spread over
+    /// them round robin. Default 1 (see the `worker_calls` benchmark).
+    pub call_streams: usize,
+}
+
+impl ConnectOptions {
+    /// Options with the defaults: pool `default`, no token, 5 s connect
+    /// timeout, pid from `Describe`.
+    pub fn new(address: WorkerAddress, worker_id: impl Into<String>) -> Self {
+        ConnectOptions {
+            address,
+            worker_id: worker_id.into(),
+            pool_name: "default".to_string(),
+            python_pid: None,
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            call_streams: 1,
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Fail with [`CallError::Timeout`](crate::CallError::Timeout) after this
+    /// long (the worker is told too and abandons the call). `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// The call's correlation id. `None`: the id current on this thread, else
+    /// a new one.
+    pub correlation_id: Option<CorrelationId>,
+    /// Binary arguments, passed to the tool as `bytes` keyword arguments
+    /// (a binary key overrides a JSON key of the same name).
+    pub binary: HashMap<String, Vec<u8>>,
+    /// W3C traceparent sent to the worker, whose call span becomes its child.
+    /// `None`: generated from the host's `grpc.call` span of this call, so
+    /// Python spans are children of it.
+    pub traceparent: Option<String>,
+}
+
+impl CallOptions {
+    /// Options with a timeout.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        CallOptions {
+            timeout: Some(timeout),
+            ..CallOptions::default()
+        }
+    }
+}
+
+/// What a tool returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutput {
+    /// The JSON result (`null` when the tool returned `None`).
+    pub value: serde_json::Value,
+    /// `bytes` values the tool returned at the top level of a dict, moved out
+    /// of `value`.
+    pub binary: HashMap<String, Vec<u8>>,
+}
+
+/// One tool a worker offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolInfo {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Does it stream chunks (use `execute_stream`)?
+    pub supports_streaming: bool,
+}
+
+/// A worker's description of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The id it was started with.
+    pub worker_id: String,
+    /// Its OS process id.
+    pub pid: u32,
+    /// Wire protocol version (1).
+    pub protocol_version: u32,
+    /// Its tools, sorted by name.
+    pub tools: Vec<ToolInfo>,
+    /// The pool name it was started with ("" if none).
+    pub pool_name: String,
+    /// The adapter, `package.module:Class`.
+    pub adapter: String,
+}

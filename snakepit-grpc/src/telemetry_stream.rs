@@ -1,0 +1,193 @@
+//! The telemetry stream task: opens `TelemetryStream`, pushes the current
+//! policy first and then every change (policy or log level), folds the
+//! batches, and reopens the stream with backoff when it breaks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use snakepit_core::Policy;
+use snakepit_telemetry::{LogLevels, PolicyWatch};
+use tokio::sync::{mpsc, watch};
+use tonic::Streaming;
+
+use crate::channel::{RecvStream, Rpc};
+use crate::error::{from_status, CallError};
+use crate::fold::{Folder, StatCounters};
+use crate::link::Link;
+use crate::proto::{self, telemetry_control};
+
+/// First and longest wait between reopen attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The full policy message for one worker.
+pub(crate) fn policy_control(
+    policy: &Policy,
+    levels: &LogLevels,
+    worker_id: &str,
+) -> proto::TelemetryControl {
+    proto::TelemetryControl {
+        control: Some(telemetry_control::Control::Policy(proto::TelemetryPolicy {
+            enabled: policy.enabled,
+            sampling_rate: policy.sampling_rate,
+            pattern_rates: policy
+                .pattern_rates
+                .iter()
+                .map(|p| proto::PatternRate {
+                    pattern: p.pattern.as_str().to_string(),
+                    rate: p.rate,
+                })
+                .collect(),
+            allow: policy.allow.iter().map(|p| p.as_str().to_string()).collect(),
+            deny: policy.deny.iter().map(|p| p.as_str().to_string()).collect(),
+            log_level: levels.worker_level(worker_id).as_str().to_string(),
+            version: policy.version,
+        })),
+    }
+}
+
+/// An open telemetry stream: the control sender and the batch receiver.
+pub(crate) struct OpenStream {
+    controls: mpsc::Sender<proto::TelemetryControl>,
+    batches: Streaming<proto::TelemetryBatch>,
+}
+
+pub(crate) struct TelemetryTask {
+    pub(crate) rpc: Rpc,
+    pub(crate) link: Arc<Link>,
+    pub(crate) stats: Arc<StatCounters>,
+    pub(crate) folder: Folder,
+    pub(crate) policy_rx: PolicyWatch,
+    pub(crate) log_rx: watch::Receiver<Arc<LogLevels>>,
+    pub(crate) open_timeout: Duration,
+}
+
+impl TelemetryTask {
+    fn current_policy(&mut self) -> proto::TelemetryControl {
+        let policy = self.policy_rx.borrow_and_update().clone();
+        let levels = self.log_rx.borrow_and_update().clone();
+        policy_control(&policy, &levels, &self.link.worker_id)
+    }
+
+    /// Opens the stream with the current policy as its first message.
+    pub(crate) async fn open(&mut self) -> Result<OpenStream, CallError> {
+        let (controls, rx) = mpsc::channel(64);
+        let first = self.current_policy();
+        // The channel is empty: this cannot fail.
+        let _ = controls.try_send(first);
+        let mut rpc = self.rpc.clone();
+        let response = tokio::time::timeout(self.open_timeout, rpc.telemetry_stream(RecvStream(rx)))
+            .await
+            .map_err(|_| {
+                CallError::unavailable(format!(
+                    "opening the telemetry stream timed out after {:?}",
+                    self.open_timeout
+                ))
+            })?
+            .map_err(|s| from_status(&s, None))?;
+        Ok(OpenStream {
+            controls,
+            batches: response.into_inner(),
+        })
+    }
+
+    /// Runs until `close` fires.
+    pub(crate) async fn run(mut self, first: OpenStream, mut close: watch::Receiver<bool>) {
+        let mut stream = Some(first);
+        loop {
+            let Some(open) = stream.take() else {
+                match self.reopen(&mut close).await {
+                    Some(open) => stream = Some(open),
+                    None => return,
+                }
+                continue;
+            };
+            let reason = tokio::select! {
+                _ = close.changed() => return,
+                reason = self.serve(open) => reason,
+            };
+            if self.link.is_closed() {
+                return;
+            }
+            self.link.lost(&reason);
+        }
+    }
+
+    /// Folds batches and pushes policy changes until the stream breaks;
+    /// returns why it broke.
+    async fn serve(&mut self, open: OpenStream) -> String {
+        let OpenStream {
+            controls,
+            mut batches,
+        } = open;
+        let mut watch_policy = true;
+        let mut watch_log = true;
+        loop {
+            tokio::select! {
+                message = batches.message() => match message {
+                    Ok(Some(batch)) => self.folder.fold(batch),
+                    Ok(None) => return "the worker ended the telemetry stream".to_string(),
+                    Err(status) => return from_status(&status, None).to_string(),
+                },
+                changed = self.policy_rx.changed(), if watch_policy => {
+                    if changed.is_err() {
+                        watch_policy = false;
+                        continue;
+                    }
+                    let control = self.current_policy();
+                    if controls.send(control).await.is_err() {
+                        return "the telemetry control stream closed".to_string();
+                    }
+                }
+                changed = self.log_rx.changed(), if watch_log => {
+                    if changed.is_err() {
+                        watch_log = false;
+                        continue;
+                    }
+                    let control = self.current_policy();
+                    if controls.send(control).await.is_err() {
+                        return "the telemetry control stream closed".to_string();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reopens with exponential backoff; `None` when closed meanwhile.
+    async fn reopen(&mut self, close: &mut watch::Receiver<bool>) -> Option<OpenStream> {
+        let mut backoff = BACKOFF_MIN;
+        let mut attempts = 0u64;
+        loop {
+            tokio::select! {
+                _ = close.changed() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            if self.link.is_closed() {
+                return None;
+            }
+            attempts += 1;
+            let opened = tokio::select! {
+                _ = close.changed() => return None,
+                opened = self.open() => opened,
+            };
+            match opened {
+                Ok(open) => {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.link.restored(attempts);
+                    return Some(open);
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        target: "snakepit::grpc",
+                        worker_id = &*self.link.worker_id,
+                        attempts,
+                        error = %e,
+                        "reopening the telemetry stream failed"
+                    );
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Every call carries x-snakepit-correlation-id and a W3C traceparent; the
+//! tool sees both, and its span is a child of the host's grpc.call span.
+
+mod common;
+
+use common::{Recorder, Worker, SHOWCASE};
+use serde_json::json;
+use snakepit_grpc::{CallOptions, WorkerClient};
+use snakepit_telemetry::{set_correlation_id, CorrelationId, Telemetry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_id_and_traceparent_reach_the_tool() {
+    let worker = Worker::start(SHOWCASE, "w-corr");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.call.start"]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+
+    for unary in [false, true] {
+        let run = |opts: CallOptions| {
+            let c = client.clone();
+            async move {
+                if unary {
+                    c.execute_unary("whoami", json!({}), opts).await
+                } else {
+                    c.execute("whoami", json!({}), opts).await
+                }
+                .unwrap()
+                .value
+            }
+        };
+
+        // An explicit id; the traceparent is generated from the host span.
+        let before = rec.count("snakepit.grpc.call.start");
+        let seen = run(CallOptions {
+            correlation_id: Some(CorrelationId::new("corr-explicit-1")),
+            ..CallOptions::default()
+        })
+        .await;
+        assert_eq!(seen["correlation_id"], json!("corr-explicit-1"));
+        let start = rec.named("snakepit.grpc.call.start")[before].clone();
+        assert_eq!(start.correlation_id.as_deref(), Some("corr-explicit-1"));
+        let host_span = format!("{:016x}", start.span_id);
+        let host_trace = format!("{:032x}", start.trace_id);
+        assert_eq!(
+            seen["traceparent"],
+            json!(format!("00-{host_trace}-{host_span}-01"))
+        );
+        assert_eq!(seen["trace_id"], json!(host_trace));
+
+        // The id current on this thread.
+        {
+            let _g = set_correlation_id("corr-current-2");
+            let seen = run(CallOptions::default()).await;
+            assert_eq!(seen["correlation_id"], json!("corr-current-2"));
+        }
+
+        // None at all: a fresh one is generated.
+        let seen = run(CallOptions::default()).await;
+        let generated = seen["correlation_id"].as_str().unwrap();
+        assert_eq!(generated.len(), 36, "{generated}");
+
+        // A caller's traceparent is sent as given.
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let seen = run(CallOptions {
+            traceparent: Some(tp.to_string()),
+            ..CallOptions::default()
+        })
+        .await;
+        assert_eq!(seen["traceparent"], json!(tp));
+        assert_eq!(seen["trace_id"], json!("0af7651916cd43dd8448eb211c80319c"));
+    }
+    client.close().await;
+}

@@ -1,0 +1,191 @@
+//! Tool calls against a real Python worker: unary and streaming, over the
+//! persistent call stream and over one RPC per call, with typed errors and
+//! the grpc.call / grpc.stream events.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Recorder, Worker, SHOWCASE};
+use futures_core::Stream;
+use serde_json::json;
+use snakepit_grpc::{CallError, CallOptions, ChunkStream, WorkerClient};
+use snakepit_telemetry::Telemetry;
+
+async fn collect(mut s: ChunkStream) -> Vec<Result<serde_json::Value, CallError>> {
+    let mut out = Vec::new();
+    while let Some(item) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx)).await {
+        out.push(item);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_and_streaming_calls_round_trip_on_both_paths() {
+    let worker = Worker::start(SHOWCASE, "w-calls");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.*"]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    assert_eq!(rec.count("snakepit.grpc.connection.established"), 1);
+
+    // Unary tool, both paths.
+    let out = client
+        .execute("add", json!({"a": 2, "b": 3}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(5));
+    let out = client
+        .execute_unary("add", json!({"a": 2.5, "b": 3}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(5.5));
+
+    // Streaming tool, both paths.
+    for stream in [
+        client
+            .execute_stream("stream", json!({"n": 4}), CallOptions::default())
+            .await
+            .unwrap(),
+        client
+            .execute_stream_unary("astream", json!({"n": 4}), CallOptions::default())
+            .await
+            .unwrap(),
+    ] {
+        let chunks: Vec<_> = collect(stream).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks, (0..4).map(|i| json!({"i": i})).collect::<Vec<_>>());
+    }
+
+    // A failing stream yields its chunks, then the tool error, then ends.
+    let items = collect(
+        client
+            .execute_stream("stream_fail", json!({"fail_after": 2}), CallOptions::default())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(items.len(), 3);
+    match &items[2] {
+        Err(CallError::Tool { error_type, message, .. }) => {
+            assert_eq!(error_type, "RuntimeError");
+            assert!(message.contains("after 2 chunks"), "{message}");
+        }
+        other => panic!("expected a tool error, got {other:?}"),
+    }
+
+    // Binary payloads both ways.
+    let mut binary = HashMap::new();
+    binary.insert("data".to_string(), vec![0u8, 1, 2, 255]);
+    let out = client
+        .execute(
+            "bytes_echo",
+            json!({}),
+            CallOptions { binary, ..CallOptions::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!({"size": 4}));
+    assert_eq!(out.binary["data"], vec![0u8, 1, 2, 255]);
+
+    // Many calls in flight on the one stream.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.execute("add", json!({"a": i, "b": 1}), CallOptions::default()).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap().value, json!(i + 1));
+    }
+
+    // Events: start/stop for every call, stream open/message/close.
+    let stops = rec.named("snakepit.grpc.call.stop");
+    assert!(stops.len() >= 205, "{}", stops.len());
+    let first = &stops[0];
+    assert_eq!(first.meta("rpc_method"), Some("CallStream"));
+    assert_eq!(first.meta("tool"), Some("add"));
+    assert_eq!(first.meta("worker_id"), Some("w-calls"));
+    assert_eq!(first.meta("grpc_status"), Some("OK"));
+    assert!(first.measurement("duration").unwrap().parse::<i64>().unwrap() > 0);
+    assert!(stops.iter().any(|s| s.meta("rpc_method") == Some("ExecuteTool")));
+    assert_eq!(rec.count("snakepit.grpc.stream.opened"), 3);
+    assert_eq!(rec.count("snakepit.grpc.stream.message"), 10);
+    let closed = rec.named("snakepit.grpc.stream.closed");
+    assert_eq!(closed.len(), 3);
+    assert_eq!(closed[0].meta("reason"), Some("completed"));
+    assert_eq!(closed[0].measurement("message_count"), Some("4"));
+    assert_eq!(closed[2].meta("reason"), Some("error"));
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed() {
+    let worker = Worker::start(SHOWCASE, "w-errors");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.call.exception"]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+
+    for unary in [false, true] {
+        let call = |tool: &'static str, args: serde_json::Value, opts: CallOptions| {
+            let c = client.clone();
+            async move {
+                if unary {
+                    c.execute_unary(tool, args, opts).await
+                } else {
+                    c.execute(tool, args, opts).await
+                }
+            }
+        };
+        match call("fail", json!({"message": "nope"}), CallOptions::default()).await {
+            Err(CallError::Tool { error_type, message, traceback }) => {
+                assert_eq!(error_type, "ValueError");
+                assert_eq!(message, "nope");
+                assert!(traceback.contains("Traceback"), "{traceback}");
+            }
+            other => panic!("expected a tool error, got {other:?}"),
+        }
+        match call("no_such_tool", json!({}), CallOptions::default()).await {
+            Err(CallError::Tool { error_type, message, .. }) => {
+                assert_eq!(error_type, "UnknownTool");
+                assert!(message.contains("no_such_tool"), "{message}");
+            }
+            other => panic!("expected UnknownTool, got {other:?}"),
+        }
+        let started = std::time::Instant::now();
+        match call(
+            "sleep",
+            json!({"ms": 3000}),
+            CallOptions::with_timeout(Duration::from_millis(100)),
+        )
+        .await
+        {
+            Err(CallError::Timeout { .. }) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    match client.execute("add", json!([1, 2]), CallOptions::default()).await {
+        Err(CallError::Tool { error_type, message, .. }) => {
+            assert_eq!(error_type, "InvalidArguments");
+            assert!(message.contains("\"add\""), "{message}");
+        }
+        other => panic!("expected InvalidArguments, got {other:?}"),
+    }
+    let exceptions = rec.named("snakepit.grpc.call.exception");
+    assert!(exceptions.iter().any(|e| e.meta("error_type") == Some("tool_error")));
+    assert!(exceptions.iter().any(|e| e.meta("error_type") == Some("timeout")));
+
+    // Health and identity.
+    assert!(client.ping().await.unwrap() < Duration::from_secs(1));
+    let info = client.describe().await.unwrap();
+    assert_eq!(info.worker_id, "w-errors");
+    assert_eq!(info.pid, worker.pid);
+    assert_eq!(client.python_pid(), Some(worker.pid));
+    assert!(info.tools.iter().any(|t| t.name == "stream" && t.supports_streaming));
+    client.close().await;
+}

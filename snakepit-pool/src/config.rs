@@ -1,0 +1,347 @@
+//! Pool configuration: a serde struct (TOML or JSON) with builder methods for
+//! Rust users, and validation whose errors name the bad key and value.
+//!
+//! Durations are written the human way (`"250ms"`, `"5s"`, `"1m"`).
+//!
+//! ```toml
+//! pool_name = "ml"
+//! adapter = "my_app.adapters:Model"
+//! workers = 4
+//! concurrency_per_worker = 32
+//! max_queue = 1000
+//! queue_timeout = "5s"
+//! env = { OMP_NUM_THREADS = "1" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use snakepit_grpc::WorkerAddress;
+
+use crate::error::PoolError;
+
+/// The longest pool name accepted: names end up in socket paths and worker ids.
+pub const MAX_POOL_NAME_LEN: usize = 48;
+
+/// Everything a [`Pool`](crate::Pool) needs to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Tags every event and names the workers (`<pool_name>_<n>`).
+    /// Letters, digits, `_` and `-`, at most [`MAX_POOL_NAME_LEN`] bytes.
+    pub pool_name: String,
+    /// The Python interpreter (default: env `SNAKEPIT_PYTHON`, else `python3`).
+    pub python: PathBuf,
+    /// The adapter class, `package.module:Class`. Required for local workers.
+    pub adapter: String,
+    /// How many local worker processes to run (ignored with external workers).
+    pub workers: usize,
+    /// Calls one worker runs at the same time.
+    pub concurrency_per_worker: usize,
+    /// Calls that may wait for a worker; one more is rejected as `Saturated`.
+    pub max_queue: usize,
+    /// How long a call may wait in the queue.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Timeout applied to a call whose options set none.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How long a worker may take to print its ready line and accept a
+    /// connection.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Period of `snakepit.pool.status` snapshots.
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// Wait before the first restart of a crashed worker; doubles each time.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_base: Duration,
+    /// Longest wait between restarts.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    /// Restarts in a row (without a worker staying up for
+    /// [`PoolConfig::restart_stable_after`]) before a worker slot is given up.
+    pub max_restarts: u32,
+    /// A worker up this long has its restart count in a row reset.
+    #[serde(with = "humantime_serde")]
+    pub restart_stable_after: Duration,
+    /// Extra environment variables for the workers.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the workers (default: the host's).
+    pub working_dir: Option<PathBuf>,
+    /// Shutdown: how long calls in flight may finish, and how long a worker
+    /// has between SIGTERM and SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Extra command-line arguments for `snakepit_bridge.worker`.
+    pub worker_args: Vec<String>,
+    /// Workers already running elsewhere. When non-empty, the pool spawns no
+    /// process and connects to these instead.
+    pub external_workers: Vec<ExternalWorker>,
+}
+
+/// A worker running elsewhere (TCP plus token, or a Unix socket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalWorker {
+    /// `host:port` or `unix:/path`.
+    pub address: String,
+    /// Shared secret sent with every call (`--token` of the worker).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The interpreter used when the config names none: env `SNAKEPIT_PYTHON`,
+/// else `python3`.
+pub fn default_python() -> PathBuf {
+    std::env::var_os("SNAKEPIT_PYTHON")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            pool_name: "default".to_string(),
+            python: default_python(),
+            adapter: String::new(),
+            workers: 2,
+            concurrency_per_worker: 32,
+            max_queue: 1000,
+            queue_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(15),
+            status_interval: Duration::from_secs(5),
+            restart_backoff_base: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(5),
+            max_restarts: 10,
+            restart_stable_after: Duration::from_secs(60),
+            env: BTreeMap::new(),
+            working_dir: None,
+            grace_period: Duration::from_secs(5),
+            worker_args: Vec::new(),
+            external_workers: Vec::new(),
+        }
+    }
+}
+
+fn bad(key: &str, message: impl Into<String>) -> PoolError {
+    PoolError::Config {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+impl PoolConfig {
+    /// A config for `adapter` with every other value at its default.
+    pub fn new(adapter: impl Into<String>) -> Self {
+        PoolConfig {
+            adapter: adapter.into(),
+            ..PoolConfig::default()
+        }
+    }
+
+    /// A config connecting to external workers instead of spawning any.
+    pub fn external(workers: impl IntoIterator<Item = ExternalWorker>) -> Self {
+        PoolConfig {
+            external_workers: workers.into_iter().collect(),
+            ..PoolConfig::default()
+        }
+    }
+
+    /// Parses a TOML document; errors name the key.
+    pub fn from_toml_str(text: &str) -> Result<Self, PoolError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            bad(&key, e.into_inner().message().to_string())
+        })
+    }
+
+    /// Sets [`PoolConfig::pool_name`].
+    pub fn pool_name(mut self, name: impl Into<String>) -> Self {
+        self.pool_name = name.into();
+        self
+    }
+    /// Sets [`PoolConfig::adapter`].
+    pub fn adapter(mut self, adapter: impl Into<String>) -> Self {
+        self.adapter = adapter.into();
+        self
+    }
+    /// Sets [`PoolConfig::python`].
+    pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
+        self.python = python.into();
+        self
+    }
+    /// Sets [`PoolConfig::workers`].
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Sets [`PoolConfig::concurrency_per_worker`].
+    pub fn concurrency_per_worker(mut self, n: usize) -> Self {
+        self.concurrency_per_worker = n;
+        self
+    }
+    /// Sets [`PoolConfig::max_queue`].
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+    /// Sets [`PoolConfig::queue_timeout`].
+    pub fn queue_timeout(mut self, d: Duration) -> Self {
+        self.queue_timeout = d;
+        self
+    }
+    /// Sets [`PoolConfig::call_timeout`].
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.call_timeout = d;
+        self
+    }
+    /// Sets [`PoolConfig::startup_timeout`].
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.startup_timeout = d;
+        self
+    }
+    /// Sets [`PoolConfig::status_interval`].
+    pub fn status_interval(mut self, d: Duration) -> Self {
+        self.status_interval = d;
+        self
+    }
+    /// Sets the restart backoff: first wait `base`, doubling up to `max`, at
+    /// most `max_restarts` restarts in a row.
+    pub fn restart_backoff(mut self, base: Duration, max: Duration, max_restarts: u32) -> Self {
+        self.restart_backoff_base = base;
+        self.restart_backoff_max = max;
+        self.max_restarts = max_restarts;
+        self
+    }
+    /// Adds an environment variable for the workers.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+    /// Sets [`PoolConfig::working_dir`].
+    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+    /// Sets [`PoolConfig::grace_period`].
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.grace_period = d;
+        self
+    }
+    /// Adds a command-line argument for `snakepit_bridge.worker`.
+    pub fn worker_arg(mut self, arg: impl Into<String>) -> Self {
+        self.worker_args.push(arg.into());
+        self
+    }
+    /// Adds an external worker.
+    pub fn external_worker(mut self, address: impl Into<String>, token: Option<String>) -> Self {
+        self.external_workers.push(ExternalWorker {
+            address: address.into(),
+            token,
+        });
+        self
+    }
+
+    /// Is this a pool of external workers?
+    pub fn is_external(&self) -> bool {
+        !self.external_workers.is_empty()
+    }
+
+    /// Checks every value; the error names the first bad key and says what
+    /// is allowed.
+    pub fn validate(&self) -> Result<(), PoolError> {
+        let name = &self.pool_name;
+        if name.is_empty() || name.len() > MAX_POOL_NAME_LEN {
+            return Err(bad(
+                "pool_name",
+                format!("{name:?} must be 1 to {MAX_POOL_NAME_LEN} bytes long"),
+            ));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(
+                "pool_name",
+                format!("{name:?} may contain only letters, digits, '_' and '-'"),
+            ));
+        }
+        if self.is_external() {
+            for (i, w) in self.external_workers.iter().enumerate() {
+                WorkerAddress::from_str(&w.address).map_err(|e| {
+                    bad(
+                        &format!("external_workers[{i}].address"),
+                        format!("{:?} is not `host:port` or `unix:/path`: {e}", w.address),
+                    )
+                })?;
+            }
+        } else {
+            if self.workers == 0 {
+                return Err(bad("workers", "0 workers: at least 1 is needed"));
+            }
+            let (module, class) = self.adapter.split_once(':').unwrap_or(("", ""));
+            if module.is_empty() || class.is_empty() {
+                return Err(bad(
+                    "adapter",
+                    format!(
+                        "{:?} must be `package.module:Class`, e.g. \
+                         `snakepit_bridge.adapters.showcase:ShowcaseAdapter`",
+                        self.adapter
+                    ),
+                ));
+            }
+            if self.python.as_os_str().is_empty() {
+                return Err(bad("python", "empty path to the Python interpreter"));
+            }
+            if let Some(dir) = &self.working_dir {
+                if !dir.is_dir() {
+                    return Err(bad(
+                        "working_dir",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+            }
+        }
+        if self.concurrency_per_worker == 0 {
+            return Err(bad("concurrency_per_worker", "must be at least 1"));
+        }
+        let positive = [
+            ("queue_timeout", self.queue_timeout),
+            ("call_timeout", self.call_timeout),
+            ("startup_timeout", self.startup_timeout),
+            ("status_interval", self.status_interval),
+            ("restart_backoff_base", self.restart_backoff_base),
+            ("restart_backoff_max", self.restart_backoff_max),
+        ];
+        for (key, d) in positive {
+            if d.is_zero() {
+                return Err(bad(key, "must be longer than 0 (e.g. \"100ms\", \"5s\")"));
+            }
+        }
+        if self.restart_backoff_base > self.restart_backoff_max {
+            return Err(bad(
+                "restart_backoff_base",
+                format!(
+                    "{:?} is longer than restart_backoff_max ({:?})",
+                    self.restart_backoff_base, self.restart_backoff_max
+                ),
+            ));
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(bad(
+                    &format!("env.{key}"),
+                    "an environment variable name must be non-empty, without '=' or NUL",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! Which worker takes a call: per-worker call slots, the bounded wait queue,
+//! and leases that give a slot back when dropped.
+//!
+//! One mutex guards the table; it is held for a few hundred nanoseconds per
+//! call and never while an event handler runs.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use snakepit_grpc::WorkerClient;
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::error::PoolError;
+use crate::events::PoolEvents;
+use crate::PoolStatus;
+
+/// One connected worker, as calls see it.
+pub(crate) struct LiveWorker {
+    pub client: WorkerClient,
+    pub worker_id: Arc<str>,
+    pub slot: usize,
+    /// `Some(reason)` once the process (or connection) is gone.
+    pub exit: watch::Receiver<Option<String>>,
+    /// Calls it served.
+    pub total_commands: AtomicU64,
+    /// An external worker (no process of ours).
+    pub external: bool,
+}
+
+struct Slot {
+    worker: Option<Arc<LiveWorker>>,
+    in_flight: usize,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Lease>,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<Waiter>,
+    next_waiter: u64,
+    closed: bool,
+    cursor: usize,
+}
+
+/// The call-routing table of one pool.
+pub(crate) struct Dispatch {
+    state: Mutex<State>,
+    concurrency: usize,
+    max_queue: usize,
+    queue_timeout: Duration,
+    events: PoolEvents,
+    /// Mirrors `state.queue.len()` for readers outside the lock.
+    queue_len: AtomicUsize,
+    /// Calls holding a lease, pool-wide (for draining).
+    in_flight: AtomicUsize,
+    drained: Notify,
+}
+
+/// The right to run one call on one worker; gives the slot back on drop.
+pub(crate) struct Lease {
+    dispatch: Arc<Dispatch>,
+    pub worker: Arc<LiveWorker>,
+    armed: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.armed {
+            self.dispatch.release(&self.worker);
+        }
+    }
+}
+
+/// Removes a queued waiter when the waiting call is dropped or times out.
+struct QueuedGuard<'a> {
+    dispatch: &'a Dispatch,
+    id: u64,
+    active: bool,
+}
+
+impl QueuedGuard<'_> {
+    /// True when the waiter was still queued (and is now removed).
+    fn remove(&mut self) -> bool {
+        self.active = false;
+        let mut st = self.dispatch.lock();
+        let before = st.queue.len();
+        st.queue.retain(|w| w.id != self.id);
+        let removed = st.queue.len() != before;
+        self.dispatch.queue_len.store(st.queue.len(), Ordering::Relaxed);
+        removed
+    }
+}
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.remove();
+        }
+    }
+}
+
+impl Dispatch {
+    pub fn new(
+        slots: usize,
+        concurrency: usize,
+        max_queue: usize,
+        queue_timeout: Duration,
+        events: PoolEvents,
+    ) -> Self {
+        Dispatch {
+            state: Mutex::new(State {
+                slots: (0..slots)
+                    .map(|_| Slot {
+                        worker: None,
+                        in_flight: 0,
+                    })
+                    .collect(),
+                queue: VecDeque::new(),
+                next_waiter: 0,
+                closed: false,
+                cursor: 0,
+            }),
+            concurrency,
+            max_queue,
+            queue_timeout,
+            events,
+            queue_len: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the table consistent (every
+        // update is a single assignment), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The least loaded worker with a free call slot, from a rotating start.
+    fn pick(&self, st: &mut State) -> Option<usize> {
+        let n = st.slots.len();
+        let mut best: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (st.cursor + k) % n;
+            let s = &st.slots[i];
+            if s.worker.is_some() && s.in_flight < self.concurrency {
+                if best.map_or(true, |(_, load)| s.in_flight < load) {
+                    best = Some((i, s.in_flight));
+                    if s.in_flight == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        let (i, _) = best?;
+        st.cursor = (i + 1) % n;
+        Some(i)
+    }
+
+    fn grant(self: &Arc<Self>, st: &mut State, i: usize) -> Lease {
+        let slot = &mut st.slots[i];
+        slot.in_flight += 1;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            dispatch: self.clone(),
+            worker: slot.worker.clone().expect("picked slots have a worker"),
+            armed: true,
+        }
+    }
+
+    /// Hands free slots to queued calls, oldest first.
+    fn pump(self: &Arc<Self>, st: &mut State) {
+        while !st.queue.is_empty() {
+            let Some(i) = self.pick(st) else { break };
+            let Some(waiter) = st.queue.pop_front() else { break };
+            let lease = self.grant(st, i);
+            if let Err(mut lease) = waiter.tx.send(lease) {
+                // The caller is gone: undo without re-entering the lock.
+                lease.armed = false;
+                st.slots[i].in_flight -= 1;
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.queue_len.store(st.queue.len(), Ordering::Relaxed);
+    }
+
+    fn release(self: &Arc<Self>, worker: &Arc<LiveWorker>) {
+        let mut st = self.lock();
+        let slot = &mut st.slots[worker.slot];
+        if slot
+            .worker
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, worker))
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+        if !st.queue.is_empty() {
+            self.pump(&mut st);
+        }
+        drop(st);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Takes a call slot, waiting in the queue when every worker is busy.
+    pub async fn acquire(self: &Arc<Self>, command: &str) -> Result<Lease, PoolError> {
+        let (id, mut rx, depth) = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(PoolError::ShuttingDown);
+            }
+            if st.queue.is_empty() {
+                if let Some(i) = self.pick(&mut st) {
+                    return Ok(self.grant(&mut st, i));
+                }
+            }
+            let depth = st.queue.len();
+            if depth >= self.max_queue {
+                drop(st);
+                self.events.saturated(command, depth, self.max_queue);
+                return Err(PoolError::Saturated {
+                    queue_depth: depth,
+                    max_queue: self.max_queue,
+                });
+            }
+            let id = st.next_waiter;
+            st.next_waiter += 1;
+            let (tx, rx) = oneshot::channel();
+            st.queue.push_back(Waiter { id, tx });
+            self.queue_len.store(st.queue.len(), Ordering::Relaxed);
+            (id, rx, st.queue.len())
+        };
+        self.events.enqueued(command, depth);
+        let entered = Instant::now();
+        let mut guard = QueuedGuard {
+            dispatch: self,
+            id,
+            active: true,
+        };
+        let got = tokio::select! {
+            got = &mut rx => got,
+            _ = tokio::time::sleep(self.queue_timeout) => {
+                if guard.remove() {
+                    let waited = entered.elapsed();
+                    self.events.queue_timeout(command, waited);
+                    return Err(PoolError::QueueTimeout { waited });
+                }
+                // Granted while the timer fired: take it.
+                rx.await
+            }
+        };
+        guard.active = false;
+        match got {
+            Ok(lease) => {
+                self.events.dequeued(
+                    command,
+                    entered.elapsed(),
+                    self.queue_len.load(Ordering::Relaxed),
+                );
+                Ok(lease)
+            }
+            Err(_) => Err(PoolError::ShuttingDown),
+        }
+    }
+
+    /// A worker is ready in `slot`: calls may go to it.
+    pub fn worker_up(self: &Arc<Self>, worker: Arc<LiveWorker>) {
+        let mut st = self.lock();
+        let slot = &mut st.slots[worker.slot];
+        slot.worker = Some(worker);
+        slot.in_flight = 0;
+        self.pump(&mut st);
+    }
+
+    /// The worker in `slot` is gone: no new calls go to it.
+    pub fn worker_down(&self, worker: &Arc<LiveWorker>) {
+        let mut st = self.lock();
+        let slot = &mut st.slots[worker.slot];
+        if slot.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, worker)) {
+            slot.worker = None;
+            slot.in_flight = 0;
+        }
+    }
+
+    /// Takes no more calls; queued calls fail with `ShuttingDown`.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue.clear();
+        self.queue_len.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until no call holds a lease, at most `limit`. True when drained.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.drained.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// A snapshot of the table.
+    pub fn status(&self) -> PoolStatus {
+        let st = self.lock();
+        let mut status = PoolStatus {
+            pool_name: self.events.pool_name.to_string(),
+            queue_depth: st.queue.len(),
+            ..PoolStatus::default()
+        };
+        for s in st.slots.iter().filter(|s| s.worker.is_some()) {
+            status.total_workers += 1;
+            status.in_flight += s.in_flight;
+            if s.in_flight < self.concurrency {
+                status.available_workers += 1;
+            } else {
+                status.busy_workers += 1;
+            }
+        }
+        status
+    }
+
+    /// The live workers, by slot.
+    pub fn workers(&self) -> Vec<Arc<LiveWorker>> {
+        self.lock()
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.clone())
+            .collect()
+    }
+}

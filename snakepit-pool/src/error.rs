@@ -1,0 +1,61 @@
+//! The pool's errors.
+
+use std::time::Duration;
+
+use snakepit_grpc::CallError;
+
+/// What can go wrong starting a pool or making a call through it.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The worker answered with an error, or the call failed on the wire
+    /// (tool error, call timeout, unavailable external worker, protocol).
+    #[error("call failed: {0}")]
+    Call(CallError),
+    /// The call waited in the queue longer than the queue timeout.
+    #[error("no worker became free within {waited:?} (queue_timeout); add workers or raise concurrency_per_worker")]
+    QueueTimeout {
+        /// Time spent in the queue.
+        waited: Duration,
+    },
+    /// Every worker was busy and the queue was full.
+    #[error("pool saturated: every worker is busy and the queue is full ({queue_depth} of {max_queue}); retry later or raise max_queue")]
+    Saturated {
+        /// Calls waiting when this one was rejected.
+        queue_depth: usize,
+        /// The queue's capacity.
+        max_queue: usize,
+    },
+    /// The worker process running the call died.
+    #[error("worker {worker_id} crashed during the call: {reason}")]
+    WorkerCrashed {
+        /// The worker that died.
+        worker_id: String,
+        /// Exit status or signal, and the last lines of its stderr.
+        reason: String,
+    },
+    /// A worker could not be started (bad adapter, bad interpreter, timeout).
+    #[error("worker {worker_id} failed to start: {reason}")]
+    Startup {
+        /// The worker that failed.
+        worker_id: String,
+        /// Why, with the Python traceback when there is one.
+        reason: String,
+    },
+    /// The pool is shutting down and takes no more calls.
+    #[error("the pool is shutting down")]
+    ShuttingDown,
+    /// A config value is wrong.
+    #[error("invalid pool config `{key}`: {message}")]
+    Config {
+        /// The offending key, e.g. `workers` or `external_workers[1].address`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl From<CallError> for PoolError {
+    fn from(e: CallError) -> Self {
+        PoolError::Call(e)
+    }
+}

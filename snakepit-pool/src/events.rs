@@ -1,0 +1,141 @@
+//! Emitting the `snakepit.pool.*` events. Every event carries `pool_name`,
+//! worker events also `worker_id`. Durations are nanoseconds.
+
+use std::time::Duration;
+
+use snakepit_core::{builtin, event::unix_now_ns, Value};
+use snakepit_telemetry::Telemetry;
+
+/// Nanoseconds as an event measurement (saturating).
+pub(crate) fn ns(d: Duration) -> Value<'static> {
+    Value::Int(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Emits pool events for one pool.
+#[derive(Clone)]
+pub(crate) struct PoolEvents {
+    pub telemetry: Telemetry,
+    pub pool_name: std::sync::Arc<str>,
+}
+
+impl PoolEvents {
+    pub fn initialized(&self, duration: Duration, worker_count: usize) {
+        self.telemetry.execute(
+            builtin::POOL_INITIALIZED,
+            &[("duration", ns(duration)), ("worker_count", worker_count.into())],
+            &[("pool_name", (&*self.pool_name).into())],
+        );
+    }
+
+    pub fn status(&self, s: &crate::PoolStatus) {
+        if !self.telemetry.is_enabled(builtin::POOL_STATUS) {
+            return;
+        }
+        self.telemetry.execute(
+            builtin::POOL_STATUS,
+            &[
+                ("queue_depth", s.queue_depth.into()),
+                ("available_workers", s.available_workers.into()),
+                ("busy_workers", s.busy_workers.into()),
+                ("total_workers", s.total_workers.into()),
+            ],
+            &[("pool_name", (&*self.pool_name).into())],
+        );
+    }
+
+    pub fn enqueued(&self, command: &str, queue_depth: usize) {
+        self.telemetry.execute(
+            builtin::POOL_QUEUE_ENQUEUED,
+            &[("queue_depth", queue_depth.into())],
+            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+        );
+    }
+
+    pub fn dequeued(&self, command: &str, queue_time: Duration, queue_depth: usize) {
+        self.telemetry.execute(
+            builtin::POOL_QUEUE_DEQUEUED,
+            &[("queue_time", ns(queue_time)), ("queue_depth", queue_depth.into())],
+            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+        );
+    }
+
+    pub fn queue_timeout(&self, command: &str, queue_time: Duration) {
+        self.telemetry.execute(
+            builtin::POOL_QUEUE_TIMEOUT,
+            &[("queue_time", ns(queue_time))],
+            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+        );
+    }
+
+    pub fn saturated(&self, command: &str, queue_depth: usize, max_queue: usize) {
+        self.telemetry.execute(
+            builtin::POOL_SATURATED,
+            &[("queue_depth", queue_depth.into()), ("max_queue", max_queue.into())],
+            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+        );
+    }
+
+    pub fn spawn_started(&self, worker_id: &str) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_SPAWN_STARTED,
+            &[("system_time", unix_now_ns().into())],
+            &[("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())],
+        );
+    }
+
+    /// `python_pid` is `None` for external workers (their pid is unknown).
+    pub fn spawned(&self, worker_id: &str, duration: Duration, python_pid: Option<u32>) {
+        let d = ("duration", ns(duration));
+        let meta = [("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())];
+        match python_pid {
+            Some(pid) => self.telemetry.execute(
+                builtin::POOL_WORKER_SPAWNED,
+                &[d, ("python_pid", pid.into())],
+                &meta,
+            ),
+            None => self
+                .telemetry
+                .execute(builtin::POOL_WORKER_SPAWNED, &[d], &meta),
+        }
+    }
+
+    pub fn spawn_failed(&self, worker_id: &str, duration: Duration, reason: &str) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_SPAWN_FAILED,
+            &[("duration", ns(duration))],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("reason", reason.into()),
+            ],
+        );
+    }
+
+    pub fn terminated(
+        &self,
+        worker_id: &str,
+        reason: &str,
+        planned: bool,
+        lifetime: Duration,
+        total_commands: u64,
+    ) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_TERMINATED,
+            &[("lifetime", ns(lifetime)), ("total_commands", total_commands.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("reason", reason.into()),
+                ("planned", planned.into()),
+            ],
+        );
+    }
+
+    pub fn restarted(&self, worker_id: &str, restart_count: u64, downtime: Duration) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_RESTARTED,
+            &[("restart_count", restart_count.into()), ("downtime", ns(downtime))],
+            &[("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())],
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The [`Pool`]: start, calls, status, shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snakepit_telemetry::Telemetry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::PoolConfig;
+use crate::dispatch::{Dispatch, LiveWorker};
+use crate::error::PoolError;
+use crate::events::PoolEvents;
+use snakepit_grpc::{CallError, CallOptions, ToolOutput};
+use crate::process;
+use crate::stream::PoolStream;
+use crate::supervisor::{register, run_slot, Shared, Started};
+
+/// How long a failed call waits to learn whether its worker process died.
+const CRASH_CONFIRM: Duration = Duration::from_secs(2);
+
+/// A snapshot of a pool, as in the `snakepit.pool.status` event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The pool.
+    pub pool_name: String,
+    /// Calls waiting for a worker.
+    pub queue_depth: usize,
+    /// Workers with a free call slot.
+    pub available_workers: usize,
+    /// Workers with every call slot taken.
+    pub busy_workers: usize,
+    /// Workers alive and connected.
+    pub total_workers: usize,
+    /// Calls running on workers.
+    pub in_flight: usize,
+}
+
+/// A supervised pool of Python workers (local processes or external
+/// workers).
+///
+/// Dropping a pool without [`Pool::shutdown`] stops its workers anyway: a
+/// best-effort, blocking SIGTERM, then SIGKILL after the grace period.
+pub struct Pool {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Removed (with the sockets in it) when the pool goes.
+    _socket_dir: Option<tempfile::TempDir>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("pool_name", &self.shared.config.pool_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Starts every worker and waits until each is ready (within the
+    /// startup timeout), then emits `snakepit.pool.initialized`.
+    ///
+    /// Fails with [`PoolError::Config`] on a bad config and with
+    /// [`PoolError::Startup`] when a worker does not start (the reason has
+    /// the Python traceback of a bad adapter); the workers that did start
+    /// are stopped again. Must run inside a Tokio runtime.
+    pub async fn start(telemetry: Telemetry, config: PoolConfig) -> Result<Pool, PoolError> {
+        config.validate()?;
+        let t0 = Instant::now();
+        let socket_dir = if config.is_external() {
+            None
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("snakepit-{}-", config.pool_name))
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| PoolError::Startup {
+                    worker_id: format!("{}_*", config.pool_name),
+                    reason: format!("cannot create a private socket directory: {e}"),
+                })?;
+            Some(dir)
+        };
+        let slots = if config.is_external() {
+            config.external_workers.len()
+        } else {
+            config.workers
+        };
+        let events = PoolEvents {
+            telemetry: telemetry.clone(),
+            pool_name: config.pool_name.as_str().into(),
+        };
+        let dispatch = Arc::new(Dispatch::new(
+            slots,
+            config.concurrency_per_worker,
+            config.max_queue,
+            config.queue_timeout,
+            events.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            socket_dir: socket_dir
+                .as_ref()
+                .map(|d| d.path().to_path_buf())
+                .unwrap_or_default(),
+            config,
+            telemetry,
+            events,
+            dispatch,
+            pids: Mutex::new(vec![None; slots]),
+        });
+
+        let starts: Vec<_> = (0..slots)
+            .map(|slot| {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.start(slot).await })
+            })
+            .collect();
+        let mut started = Vec::with_capacity(slots);
+        let mut failure = None;
+        for (slot, handle) in starts.into_iter().enumerate() {
+            match handle.await {
+                Ok(Ok(s)) => started.push((slot, s)),
+                Ok(Err(reason)) => {
+                    failure.get_or_insert((slot, reason));
+                }
+                Err(e) => {
+                    failure.get_or_insert((slot, format!("start task failed: {e}")));
+                }
+            }
+        }
+        if let Some((slot, reason)) = failure {
+            for (_, s) in started {
+                stop_now(&shared, s).await;
+            }
+            return Err(PoolError::Startup {
+                worker_id: shared.worker_id(slot),
+                reason,
+            });
+        }
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks: Vec<JoinHandle<()>> = started
+            .into_iter()
+            .map(|(slot, s)| {
+                let serving = register(&shared, slot, s);
+                tokio::spawn(run_slot(shared.clone(), slot, serving, stop_rx.clone()))
+            })
+            .collect();
+        tasks.push(tokio::spawn(status_ticker(shared.clone(), stop_rx)));
+        shared.events.initialized(t0.elapsed(), slots);
+        Ok(Pool {
+            shared,
+            stop,
+            tasks: Mutex::new(tasks),
+            _socket_dir: socket_dir,
+            finished: false,
+        })
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.pool_name
+    }
+
+    /// The config the pool runs with.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Runs `tool` on a free worker, waiting in the queue when all are busy.
+    ///
+    /// Without a timeout in `opts`, the config's `call_timeout` applies.
+    /// Errors: [`PoolError::Saturated`] when the queue is full,
+    /// [`PoolError::QueueTimeout`], [`PoolError::WorkerCrashed`] when the
+    /// worker process dies during the call, [`PoolError::Call`] for tool and
+    /// transport errors, [`PoolError::ShuttingDown`].
+    pub async fn execute(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<ToolOutput, PoolError> {
+        let lease = self.shared.dispatch.acquire(tool).await?;
+        opts.timeout.get_or_insert(self.shared.config.call_timeout);
+        let worker = &lease.worker;
+        let result = worker.client.execute(tool, args, opts).await;
+        worker.total_commands.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(out) => Ok(out),
+            Err(e) => Err(classify(worker, e).await),
+        }
+    }
+
+    /// Runs a streaming tool on a free worker. The worker's call slot stays
+    /// taken until the stream ends or is dropped. Errors as for
+    /// [`Pool::execute`], before and during the stream.
+    pub async fn execute_stream(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<PoolStream, PoolError> {
+        let lease = self.shared.dispatch.acquire(tool).await?;
+        opts.timeout.get_or_insert(self.shared.config.call_timeout);
+        let worker = lease.worker.clone();
+        worker.total_commands.fetch_add(1, Ordering::Relaxed);
+        match worker.client.execute_stream(tool, args, opts).await {
+            Ok(chunks) => Ok(PoolStream::new(chunks, lease)),
+            Err(e) => Err(classify(&worker, e).await),
+        }
+    }
+
+    /// A snapshot: queue depth and workers available, busy and alive.
+    pub fn status(&self) -> PoolStatus {
+        self.shared.dispatch.status()
+    }
+
+    /// The process ids of the live local workers (empty for external ones).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .pids
+            .lock()
+            .map(|p| p.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The ids of the live workers.
+    pub fn worker_ids(&self) -> Vec<String> {
+        self.shared
+            .dispatch
+            .workers()
+            .iter()
+            .map(|w| w.worker_id.to_string())
+            .collect()
+    }
+
+    /// Stops gracefully: new and queued calls fail with
+    /// [`PoolError::ShuttingDown`], calls in flight may finish within the
+    /// grace period, then each worker gets SIGTERM and, after the grace
+    /// period, SIGKILL. Emits `terminated` (planned) for each worker.
+    pub async fn shutdown(mut self) {
+        self.shared.dispatch.close();
+        if !self.shared.dispatch.drain(self.shared.config.grace_period).await {
+            tracing::warn!(
+                target: "snakepit::pool",
+                pool_name = %self.shared.config.pool_name,
+                "calls still running after the grace period; stopping the workers anyway"
+            );
+        }
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.finished = true;
+    }
+}
+
+/// Turns a failed call into `WorkerCrashed` when the worker process died.
+async fn classify(worker: &LiveWorker, error: CallError) -> PoolError {
+    if worker.external || !matches!(error, CallError::Unavailable { .. }) {
+        return PoolError::Call(error);
+    }
+    let mut exit = worker.exit.clone();
+    let reason = tokio::time::timeout(CRASH_CONFIRM, async {
+        exit.wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone())
+    })
+    .await;
+    match reason {
+        Ok(Some(reason)) => PoolError::WorkerCrashed {
+            worker_id: worker.worker_id.to_string(),
+            reason,
+        },
+        _ => PoolError::Call(error),
+    }
+}
+
+async fn stop_now(shared: &Shared, started: Started) {
+    if let Some(mut p) = started.process {
+        p.terminate(shared.config.grace_period).await;
+    }
+    started.client.close().await;
+}
+
+async fn status_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let period = shared.config.status_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => shared.events.status(&shared.dispatch.status()),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.shared.dispatch.close();
+        let _ = self.stop.send(true);
+        let pids: Vec<u32> = self
+            .shared
+            .pids
+            .lock()
+            .map(|p| p.iter().flatten().copied().collect())
+            .unwrap_or_default();
+        for &pid in &pids {
+            process::signal(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + self.shared.config.grace_period;
+        while Instant::now() < deadline && !pids.iter().all(|&p| process::has_exited(p)) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for &pid in &pids {
+            if !process::has_exited(pid) {
+                process::signal(pid, libc::SIGKILL);
+            }
+        }
+        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}

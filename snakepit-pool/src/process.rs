@@ -1,0 +1,367 @@
+//! One local worker process: spawn, the `SNAKEPIT_READY` handshake, stderr
+//! into `tracing` plus a bounded tail, SIGTERM then SIGKILL.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+
+/// The line prefix a worker prints on stdout once it listens.
+pub(crate) const READY_PREFIX: &str = "SNAKEPIT_READY ";
+/// The stderr marker of an adapter that failed to load.
+const ADAPTER_ERROR: &str = "SNAKEPIT_ADAPTER_ERROR:";
+/// stderr lines kept for failure reasons.
+const TAIL_LINES: usize = 60;
+/// Lines kept after an adapter error marker (the traceback).
+const MARKER_LINES: usize = 200;
+/// Longest stderr line kept (bytes).
+const MAX_LINE: usize = 4096;
+
+/// How to start one worker.
+#[derive(Clone, Debug)]
+pub(crate) struct SpawnSpec {
+    pub python: PathBuf,
+    pub adapter: String,
+    pub socket: PathBuf,
+    pub worker_id: String,
+    pub pool_name: String,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    pub grace: Duration,
+    pub extra_args: Vec<String>,
+    pub startup_timeout: Duration,
+}
+
+/// The last lines a worker wrote on stderr, and an adapter error block.
+#[derive(Debug, Default)]
+pub(crate) struct StderrTail {
+    lines: VecDeque<String>,
+    marker: Option<Vec<String>>,
+}
+
+impl StderrTail {
+    fn push(&mut self, mut line: String) {
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        match &mut self.marker {
+            Some(block) if block.len() < MARKER_LINES => block.push(line.clone()),
+            Some(_) => {}
+            None if line.contains(ADAPTER_ERROR) => self.marker = Some(vec![line.clone()]),
+            None => {}
+        }
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The adapter error block (marker line and traceback) when there is
+    /// one, else the last `n` lines.
+    pub(crate) fn summary(&self, n: usize) -> String {
+        if let Some(block) = &self.marker {
+            return block.join("\n");
+        }
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A running worker process that printed its ready line.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    pub child: Child,
+    /// Held open: the worker runs with `--watch-stdin` and exits on EOF.
+    stdin: Option<ChildStdin>,
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub tail: Arc<Mutex<StderrTail>>,
+    stderr_task: JoinHandle<()>,
+    pub ready_at: Instant,
+}
+
+/// Describes an exit status: `exit status 3` or `killed by signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
+        None => "exited".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+/// Sends `sig` to `pid`. Returns false when the process does not exist.
+pub(crate) fn signal(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Has `pid` exited (gone, or a zombie not yet reaped)?
+pub(crate) fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the last ')' (the command name may contain one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .map(|state| state == 'Z' || state == 'X')
+            .unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+fn spawn_stderr_reader<R>(reader: R, worker_id: String, tail: Arc<Mutex<StderrTail>>) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    tracing::warn!(target: "snakepit::worker", worker_id = %worker_id, "{line}");
+                    if let Ok(mut t) = tail.lock() {
+                        t.push(line);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(target: "snakepit::worker", worker_id = %worker_id, "stderr unreadable: {e}");
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// Why a worker did not become ready.
+#[derive(Debug)]
+pub(crate) struct SpawnFailure {
+    pub reason: String,
+}
+
+impl WorkerProcess {
+    /// Starts the worker and waits for its ready line, at most
+    /// `spec.startup_timeout`.
+    pub(crate) async fn spawn(spec: &SpawnSpec) -> Result<WorkerProcess, SpawnFailure> {
+        let _ = std::fs::remove_file(&spec.socket);
+        let mut cmd = Command::new(&spec.python);
+        cmd.arg("-m")
+            .arg("snakepit_bridge.worker")
+            .arg("--adapter")
+            .arg(&spec.adapter)
+            .arg("--listen")
+            .arg(format!("unix:{}", spec.socket.display()))
+            .arg("--worker-id")
+            .arg(&spec.worker_id)
+            .arg("--pool-name")
+            .arg(&spec.pool_name)
+            .arg("--grace-s")
+            .arg(format!("{}", spec.grace.as_secs_f64()))
+            .arg("--watch-stdin")
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .args(&spec.extra_args)
+            .envs(&spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C meant for the host does not
+            // reach the workers behind the pool's back.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| SpawnFailure {
+            reason: format!("cannot run {}: {e}", spec.python.display()),
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr_task = match child.stderr.take() {
+            Some(err) => spawn_stderr_reader(err, spec.worker_id.clone(), tail.clone()),
+            None => tokio::spawn(async {}),
+        };
+        let Some(stdout) = stdout else {
+            return Err(SpawnFailure {
+                reason: "stdout of the worker was not captured".to_string(),
+            });
+        };
+        let mut process = WorkerProcess {
+            child,
+            stdin,
+            pid,
+            socket: spec.socket.clone(),
+            tail,
+            stderr_task,
+            ready_at: Instant::now(),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let handshake = async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => match line.strip_prefix(READY_PREFIX) {
+                        Some(json) => return Ok(json.to_string()),
+                        None => tracing::warn!(
+                            target: "snakepit::worker",
+                            worker_id = %spec.worker_id,
+                            "unexpected line on stdout before the ready line: {line}"
+                        ),
+                    },
+                    Ok(None) => return Err(None),
+                    Err(e) => return Err(Some(format!("stdout unreadable: {e}"))),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(spec.startup_timeout, handshake).await;
+        match outcome {
+            Ok(Ok(json)) => {
+                if let Err(reason) = check_ready(&json, pid) {
+                    process.kill_now().await;
+                    return Err(SpawnFailure { reason });
+                }
+                let worker_id = spec.worker_id.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::warn!(target: "snakepit::worker", worker_id = %worker_id, "unexpected line on stdout: {line}");
+                    }
+                });
+                process.ready_at = Instant::now();
+                Ok(process)
+            }
+            Ok(Err(err)) => {
+                // stdout closed: the worker is exiting. Collect its status
+                // and the rest of stderr.
+                let status = tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut process.stderr_task).await;
+                let how = match status {
+                    Ok(Ok(s)) => describe_exit(&s),
+                    _ => {
+                        process.kill_now().await;
+                        "closed its stdout".to_string()
+                    }
+                };
+                let mut reason = format!("the worker exited before it was ready ({how})");
+                if let Some(e) = err {
+                    reason.push_str(&format!("; {e}"));
+                }
+                Err(SpawnFailure {
+                    reason: process.with_stderr(reason),
+                })
+            }
+            Err(_) => {
+                process.kill_now().await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut process.stderr_task).await;
+                let reason = format!(
+                    "no ready line within the startup timeout ({:?})",
+                    spec.startup_timeout
+                );
+                Err(SpawnFailure {
+                    reason: process.with_stderr(reason),
+                })
+            }
+        }
+    }
+
+    /// `reason` followed by the adapter error block or the stderr tail.
+    pub(crate) fn with_stderr(&self, reason: String) -> String {
+        let tail = self.tail.lock().map(|t| t.summary(20)).unwrap_or_default();
+        if tail.is_empty() {
+            reason
+        } else {
+            format!("{reason}; stderr:\n{tail}")
+        }
+    }
+
+    /// Waits (briefly) for stderr to reach EOF, then the tail summary.
+    pub(crate) async fn stderr_after_exit(&mut self, lines: usize) -> String {
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.stderr_task).await;
+        self.tail.lock().map(|t| t.summary(lines)).unwrap_or_default()
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) async fn kill_now(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
+    pub(crate) async fn terminate(&mut self, grace: Duration) -> String {
+        // Closing stdin alone would also stop it; SIGTERM is immediate.
+        signal(self.pid, libc::SIGTERM);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => describe_exit(&status),
+            _ => {
+                self.stdin.take();
+                let _ = self.child.start_kill();
+                match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+                    Ok(Ok(status)) => format!("{} after the grace period", describe_exit(&status)),
+                    _ => "did not exit after SIGKILL".to_string(),
+                }
+            }
+        }
+    }
+
+    /// The socket path it listens on.
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+fn check_ready(json: &str, pid: u32) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("malformed ready line {json:?}: {e}"))?;
+    let reported = v.get("pid").and_then(serde_json::Value::as_u64);
+    if reported != Some(u64::from(pid)) {
+        return Err(format!(
+            "ready line names pid {reported:?}, but the process is {pid}: {json}"
+        ));
+    }
+    Ok(())
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.stdin.take();
+        self.stderr_task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

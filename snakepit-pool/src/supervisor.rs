@@ -1,0 +1,301 @@
+//! The life of one worker slot: start, serve, notice a crash (or a lost
+//! connection), restart with exponential backoff, stop on shutdown.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snakepit_telemetry::Telemetry;
+use tokio::sync::watch;
+
+use crate::config::PoolConfig;
+use crate::dispatch::{Dispatch, LiveWorker};
+use crate::events::PoolEvents;
+use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
+use crate::process::{describe_exit, SpawnSpec, WorkerProcess};
+
+/// How often an external worker's connection is checked.
+const CONNECTION_CHECK: Duration = Duration::from_millis(200);
+
+/// What every slot task of one pool shares.
+pub(crate) struct Shared {
+    pub config: PoolConfig,
+    pub telemetry: Telemetry,
+    pub events: PoolEvents,
+    pub dispatch: Arc<Dispatch>,
+    pub socket_dir: PathBuf,
+    /// The live process id of each local slot.
+    pub pids: Mutex<Vec<Option<u32>>>,
+}
+
+/// A started slot: a process (local) and a connected client.
+pub(crate) struct Started {
+    pub process: Option<WorkerProcess>,
+    pub client: WorkerClient,
+}
+
+impl Shared {
+    /// `<pool_name>_<n>`, n from 1.
+    pub fn worker_id(&self, slot: usize) -> String {
+        format!("{}_{}", self.config.pool_name, slot + 1)
+    }
+
+    fn set_pid(&self, slot: usize, pid: Option<u32>) {
+        if let Ok(mut pids) = self.pids.lock() {
+            pids[slot] = pid;
+        }
+    }
+
+    /// Starts the worker of `slot`: emits `spawn_started`, then `spawned` or
+    /// `spawn_failed`. The error is the reason.
+    pub async fn start(&self, slot: usize) -> Result<Started, String> {
+        let worker_id = self.worker_id(slot);
+        self.events.spawn_started(&worker_id);
+        let t0 = Instant::now();
+        let result = if self.config.is_external() {
+            self.start_external(slot, &worker_id).await
+        } else {
+            self.start_local(slot, &worker_id).await
+        };
+        match &result {
+            Ok(started) => {
+                let pid = started.process.as_ref().map(|p| p.pid);
+                self.set_pid(slot, pid);
+                self.events.spawned(&worker_id, t0.elapsed(), pid);
+            }
+            Err(reason) => self.events.spawn_failed(&worker_id, t0.elapsed(), reason),
+        }
+        result
+    }
+
+    async fn start_local(&self, slot: usize, worker_id: &str) -> Result<Started, String> {
+        let c = &self.config;
+        let spec = SpawnSpec {
+            python: c.python.clone(),
+            adapter: c.adapter.clone(),
+            socket: self.socket_dir.join(format!("w{}.sock", slot + 1)),
+            worker_id: worker_id.to_string(),
+            pool_name: c.pool_name.clone(),
+            env: c.env.clone(),
+            working_dir: c.working_dir.clone(),
+            grace: c.grace_period,
+            extra_args: c.worker_args.clone(),
+            startup_timeout: c.startup_timeout,
+        };
+        let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
+        let mut options =
+            ConnectOptions::new(WorkerAddress::Unix(process.socket().to_path_buf()), worker_id);
+        options.pool_name = c.pool_name.clone();
+        options.python_pid = Some(process.pid);
+        options.connect_timeout = c.startup_timeout;
+        match WorkerClient::connect(self.telemetry.clone(), options).await {
+            Ok(client) => Ok(Started {
+                process: Some(process),
+                client,
+            }),
+            Err(e) => {
+                process.kill_now().await;
+                Err(process.with_stderr(format!("cannot connect to the worker: {e}")))
+            }
+        }
+    }
+
+    async fn start_external(&self, slot: usize, worker_id: &str) -> Result<Started, String> {
+        let external = &self.config.external_workers[slot];
+        let address = WorkerAddress::from_str(&external.address)
+            .map_err(|e| format!("bad address {:?}: {e}", external.address))?;
+        let mut options = ConnectOptions::new(address, worker_id);
+        options.pool_name = self.config.pool_name.clone();
+        options.token = external.token.clone();
+        options.connect_timeout = self.config.startup_timeout;
+        WorkerClient::connect(self.telemetry.clone(), options)
+            .await
+            .map(|client| Started {
+                process: None,
+                client,
+            })
+            .map_err(|e| format!("cannot connect to {}: {e}", external.address))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.config.restart_backoff_base;
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        base.checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.config.restart_backoff_max)
+    }
+}
+
+/// How a serving worker stopped.
+enum Ended {
+    /// Process exit or connection loss: a short reason, and the reason with
+    /// the worker's last stderr lines.
+    Crashed(String, String),
+    /// The pool is shutting down.
+    Stop,
+}
+
+/// A started worker registered with the dispatch table: calls may go to it.
+pub(crate) struct Serving {
+    process: Option<WorkerProcess>,
+    client: WorkerClient,
+    live: Arc<LiveWorker>,
+    exit_tx: watch::Sender<Option<String>>,
+}
+
+/// Makes a started worker available for calls.
+pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Serving {
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let live = Arc::new(LiveWorker {
+        client: started.client.clone(),
+        worker_id: shared.worker_id(slot).into(),
+        slot,
+        exit: exit_rx,
+        total_commands: AtomicU64::new(0),
+        external: started.process.is_none(),
+    });
+    shared.dispatch.worker_up(live.clone());
+    Serving {
+        process: started.process,
+        client: started.client,
+        live,
+        exit_tx,
+    }
+}
+
+/// Runs slot `slot` from its first start until shutdown or until restarts
+/// are exhausted.
+pub(crate) async fn run_slot(
+    shared: Arc<Shared>,
+    slot: usize,
+    first: Serving,
+    mut stop: watch::Receiver<bool>,
+) {
+    let worker_id: Arc<str> = shared.worker_id(slot).into();
+    let mut current = first;
+    let mut restart_count = 0u64;
+    let mut in_a_row = 0u32;
+    loop {
+        let Serving {
+            mut process,
+            client,
+            live,
+            exit_tx,
+        } = current;
+        let up_at = process.as_ref().map_or_else(Instant::now, |p| p.ready_at);
+
+        let ended = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => Ended::Stop,
+            (reason, detail) = serve(&mut process, &client) => Ended::Crashed(reason, detail),
+        };
+        let lifetime = up_at.elapsed();
+        let total = live.total_commands.load(Ordering::Relaxed);
+        shared.dispatch.worker_down(&live);
+        match ended {
+            Ended::Stop => {
+                let how = match process.as_mut() {
+                    Some(p) => p.terminate(shared.config.grace_period).await,
+                    None => "disconnected".to_string(),
+                };
+                client.close().await;
+                shared.set_pid(slot, None);
+                let _ = exit_tx.send(Some(format!("shutdown ({how})")));
+                tracing::debug!(target: "snakepit::pool", worker_id = %worker_id, "stopped: {how}");
+                shared
+                    .events
+                    .terminated(&worker_id, "shutdown", true, lifetime, total);
+                return;
+            }
+            Ended::Crashed(reason, detail) => {
+                let crashed_at = Instant::now();
+                let _ = exit_tx.send(Some(detail.clone()));
+                shared.set_pid(slot, None);
+                client.close().await;
+                drop(process);
+                tracing::warn!(target: "snakepit::pool", worker_id = %worker_id, "worker lost: {detail}");
+                shared
+                    .events
+                    .terminated(&worker_id, &reason, false, lifetime, total);
+                if lifetime >= shared.config.restart_stable_after {
+                    in_a_row = 0;
+                }
+                // Restart with backoff until it works, the limit is hit, or
+                // the pool stops.
+                loop {
+                    in_a_row += 1;
+                    if in_a_row > shared.config.max_restarts {
+                        tracing::error!(
+                            target: "snakepit::pool",
+                            worker_id = %worker_id,
+                            "giving up after {} restarts in a row", shared.config.max_restarts
+                        );
+                        return;
+                    }
+                    let wait = shared.backoff(in_a_row);
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    let attempt = tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => return,
+                        r = shared.start(slot) => r,
+                    };
+                    if let Ok(started) = attempt {
+                        if *stop.borrow() {
+                            stop_started(&shared, slot, started).await;
+                            return;
+                        }
+                        restart_count += 1;
+                        shared
+                            .events
+                            .restarted(&worker_id, restart_count, crashed_at.elapsed());
+                        current = register(&shared, slot, started);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A worker started while the pool was stopping: stop it again.
+async fn stop_started(shared: &Shared, slot: usize, started: Started) {
+    if let Some(mut p) = started.process {
+        p.terminate(shared.config.grace_period).await;
+    }
+    started.client.close().await;
+    shared.set_pid(slot, None);
+}
+
+/// Serves until the process exits or the connection is lost; the reason,
+/// short and with stderr.
+async fn serve(process: &mut Option<WorkerProcess>, client: &WorkerClient) -> (String, String) {
+    match process {
+        Some(p) => {
+            let status = p.child.wait().await;
+            let how = match status {
+                Ok(s) => describe_exit(&s),
+                Err(e) => format!("lost track of the process: {e}"),
+            };
+            let reason = format!("crashed: {how}");
+            let tail = p.stderr_after_exit(5).await;
+            if tail.is_empty() {
+                (reason.clone(), reason)
+            } else {
+                (reason.clone(), format!("{reason}; stderr:\n{tail}"))
+            }
+        }
+        None => loop {
+            tokio::time::sleep(CONNECTION_CHECK).await;
+            if !client.is_connected() {
+                let reason = "connection_lost".to_string();
+                return (reason.clone(), reason);
+            }
+        },
+    }
+}

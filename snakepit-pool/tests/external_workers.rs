@@ -1,0 +1,119 @@
+//! A pool of external workers (TCP plus token): the same telemetry, calls,
+//! connection loss and recovery.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use snakepit_pool::{CallOptions, Pool, PoolConfig, PoolError};
+use snakepit_telemetry::Telemetry;
+
+/// A worker listening on TCP with a token, as someone else would run it.
+struct External {
+    child: Child,
+    address: String,
+}
+
+impl External {
+    fn start(listen: &str, worker_id: &str) -> External {
+        let mut child = Command::new(python())
+            .args(["-m", "snakepit_bridge.worker", "--adapter", SHOWCASE, "--listen", listen])
+            .args(["--worker-id", worker_id, "--token", "s3cret", "--watch-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let json = line.strip_prefix("SNAKEPIT_READY ").unwrap_or_else(|| panic!("{line}"));
+        let ready: serde_json::Value = serde_json::from_str(json).unwrap();
+        let address = ready["listen"].as_str().unwrap().to_string();
+        External { child, address }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn external_config(name: &str, address: &str, token: &str) -> PoolConfig {
+    PoolConfig::external([])
+        .pool_name(name)
+        .external_worker(address, Some(token.to_string()))
+        .startup_timeout(Duration::from_secs(5))
+        .restart_backoff(Duration::from_millis(50), Duration::from_millis(200), 50)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_worker_serves_calls_and_recovers_after_connection_loss() {
+    let mut worker = External::start("127.0.0.1:0", "ext_1");
+    let address = worker.address.clone();
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
+    let pool = Pool::start(telemetry.clone(), external_config("ext", &address, "s3cret"))
+        .await
+        .unwrap();
+    assert!(pool.worker_pids().is_empty());
+
+    let spawned = rec.named("snakepit.pool.worker.spawned");
+    assert_eq!(spawned.len(), 1);
+    assert_eq!(meta(&spawned[0], "worker_id"), "ext_1");
+    assert_eq!(meta(&spawned[0], "pool_name"), "ext");
+    assert_eq!(int(&rec.named("snakepit.pool.initialized")[0], "worker_count"), 1);
+
+    let out = pool.execute("add", json!({"a": 20, "b": 22}), CallOptions::default()).await.unwrap();
+    assert_eq!(out.value, json!(42));
+
+    // The worker goes away: the pool notices, then a new one on the same
+    // address is picked up again.
+    worker.kill();
+    let terminated = rec
+        .wait_for("snakepit.pool.worker.terminated", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(terminated.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&terminated[0], "reason"), "connection_lost");
+    assert_eq!(meta(&terminated[0], "planned"), "false");
+    assert_eq!(int(&terminated[0], "total_commands"), 1);
+    assert_eq!(pool.status().total_workers, 0);
+
+    let _again = External::start(&address, "ext_1");
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(15))
+        .await;
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&restarted[0], "worker_id"), "ext_1");
+    assert!(int(&restarted[0], "downtime") > 0);
+    let out = pool.execute("add", json!({"a": 1, "b": 1}), CallOptions::default()).await.unwrap();
+    assert_eq!(out.value, json!(2));
+    pool.shutdown().await;
+    let terminated = rec.named("snakepit.pool.worker.terminated");
+    assert_eq!(meta(terminated.last().unwrap(), "planned"), "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_fails_startup_with_spawn_failed() {
+    let worker = External::start("127.0.0.1:0", "ext_1");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.spawn_failed");
+    let err = Pool::start(telemetry, external_config("badtoken", &worker.address, "wrong"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PoolError::Startup { .. }), "{err:?}");
+    assert!(err.to_string().contains(&worker.address), "{err}");
+    let failed = rec.named("snakepit.pool.worker.spawn_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(meta(&failed[0], "worker_id"), "badtoken_1");
+}

@@ -1,0 +1,67 @@
+//! A host killed with SIGKILL leaves no worker behind: the workers see EOF
+//! on their stdin and exit by themselves.
+//!
+//! The host is this test binary, re-run in a helper mode (env
+//! `SNAKEPIT_POOL_HOST_HELPER=1`): it starts a pool, prints the worker pids
+//! and waits to be killed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use snakepit_pool::Pool;
+use snakepit_telemetry::Telemetry;
+
+const HELPER_ENV: &str = "SNAKEPIT_POOL_HOST_HELPER";
+
+/// Only does something when run as the helper.
+#[test]
+fn host_helper() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = Pool::start(Telemetry::new(), config("orphans", 2)).await.unwrap();
+        let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
+        println!("PIDS {}", pids.join(" "));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(pool);
+    });
+}
+
+#[test]
+fn workers_exit_when_the_host_is_killed_with_sigkill() {
+    if std::env::var_os(HELPER_ENV).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut host = Command::new(exe)
+        .args(["--exact", "host_helper", "--nocapture", "--test-threads", "1"])
+        .env(HELPER_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = host.stdout.take().unwrap();
+    let mut pids = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("PIDS ") {
+            pids = rest.split_whitespace().map(|p| p.parse::<u32>().unwrap()).collect();
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "the helper printed no pids");
+    assert!(pids.iter().all(|&p| !gone(p)));
+
+    kill9(host.id());
+    host.wait().unwrap();
+    assert!(
+        wait_gone(&pids, Duration::from_secs(5)),
+        "workers still alive 5 s after the host was killed: {pids:?}"
+    );
+}

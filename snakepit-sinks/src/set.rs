@@ -1,0 +1,217 @@
+//! Building the sinks a config file selects, attaching them, and shutting
+//! them down together.
+//!
+//! ```
+//! use snakepit_core::Config;
+//! use snakepit_sinks::SinkSet;
+//! use std::time::Duration;
+//!
+//! let config = Config::from_toml(
+//!     "[[sinks]]\nkind = \"log\"\nevents = [\"pool.*\"]\n\n\
+//!      [[sinks]]\nkind = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n",
+//!     "snakepit.toml",
+//! ).unwrap();
+//! let telemetry = snakepit_sinks::telemetry_from_config(&config);
+//! let sinks = SinkSet::from_config(&config, &telemetry).unwrap();
+//! assert_eq!(sinks.ids(), ["sinks[0].log", "sinks[1].prometheus"]);
+//! assert!(sinks.prometheus_addr().is_some());
+//! sinks.shutdown(Duration::from_secs(2)).unwrap();
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use snakepit_core::config::SinkConfig;
+use snakepit_core::{Config, Sink, SinkError};
+use snakepit_telemetry::{AttachError, LogConfig, Telemetry};
+
+use crate::log::LogSink;
+use crate::otel::{OtelError, OtelSink};
+use crate::prometheus::{PrometheusError, PrometheusSink};
+
+/// A configured sink could not be built or attached. Messages name the
+/// config key (`sinks[i]`) of the sink at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkSetError {
+    /// The Prometheus sink failed (bad metric definition, listener).
+    #[error("sinks[{index}] (prometheus): {source}")]
+    Prometheus {
+        /// Position in `[[sinks]]`.
+        index: usize,
+        /// What failed.
+        source: PrometheusError,
+    },
+    /// The OTel sink failed.
+    #[error("sinks[{index}] (otel): {source}")]
+    Otel {
+        /// Position in `[[sinks]]`.
+        index: usize,
+        /// What failed.
+        source: OtelError,
+    },
+    /// The plugin could not be loaded.
+    #[error("sinks[{index}] (plugin): {message}")]
+    Plugin {
+        /// Position in `[[sinks]]`.
+        index: usize,
+        /// What failed.
+        message: String,
+    },
+    /// The sink's event patterns match nothing, or the id is taken.
+    #[error("sinks[{index}].events: {source}")]
+    Attach {
+        /// Position in `[[sinks]]`.
+        index: usize,
+        /// What failed.
+        source: AttachError,
+    },
+}
+
+/// The attached sinks of one config, in config order.
+pub struct SinkSet {
+    telemetry: Telemetry,
+    sinks: Vec<(String, Arc<dyn Sink>)>,
+    prometheus: Option<Arc<PrometheusSink>>,
+    otel: Option<Arc<OtelSink>>,
+}
+
+impl std::fmt::Debug for SinkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSet").field("ids", &self.ids()).finish()
+    }
+}
+
+/// A telemetry instance with the config's policy (toggle, sampling,
+/// filters) and log levels.
+pub fn telemetry_from_config(config: &Config) -> Telemetry {
+    Telemetry::builder()
+        .policy(config.telemetry.policy())
+        .log_config(LogConfig::from_config(&config.telemetry))
+        .build()
+}
+
+impl SinkSet {
+    /// Builds every `[[sinks]]` entry and attaches it to `telemetry` under
+    /// the id `sinks[i].<kind>`, for the events its `events` patterns match
+    /// (all events when empty). On error, the sinks attached so far are
+    /// detached and shut down.
+    pub fn from_config(config: &Config, telemetry: &Telemetry) -> Result<SinkSet, SinkSetError> {
+        let mut set = SinkSet {
+            telemetry: telemetry.clone(),
+            sinks: Vec::new(),
+            prometheus: None,
+            otel: None,
+        };
+        for (index, sink) in config.sinks.iter().enumerate() {
+            if let Err(e) = set.add(index, sink) {
+                let _ = set.shutdown(Duration::from_secs(2));
+                return Err(e);
+            }
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, index: usize, config: &SinkConfig) -> Result<(), SinkSetError> {
+        let t = &self.telemetry;
+        let (kind, sink, patterns): (&str, Arc<dyn Sink>, _) = match config {
+            SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), &c.events),
+            SinkConfig::Prometheus(c) => {
+                let sink = Arc::new(
+                    PrometheusSink::from_config(c, t.catalog())
+                        .map_err(|source| SinkSetError::Prometheus { index, source })?,
+                );
+                self.prometheus.get_or_insert_with(|| sink.clone());
+                ("prometheus", sink, &c.events)
+            }
+            SinkConfig::Otel(c) => {
+                let sink = Arc::new(
+                    OtelSink::new(c, t).map_err(|source| SinkSetError::Otel { index, source })?,
+                );
+                self.otel.get_or_insert_with(|| sink.clone());
+                ("otel", sink, &c.events)
+            }
+            SinkConfig::Plugin(c) => {
+                let sink = crate::plugin::PluginSink::load(c, t).map_err(|e| {
+                    SinkSetError::Plugin {
+                        index,
+                        message: e.to_string(),
+                    }
+                })?;
+                ("plugin", Arc::new(sink), &c.events)
+            }
+        };
+        let id = format!("sinks[{index}].{kind}");
+        if let Err(source) = t.attach_sink(id.clone(), patterns, sink.clone()) {
+            let _ = sink.shutdown(Duration::from_secs(1));
+            return Err(SinkSetError::Attach { index, source });
+        }
+        self.sinks.push((id, sink));
+        Ok(())
+    }
+
+    /// The handler ids, in config order.
+    pub fn ids(&self) -> Vec<&str> {
+        self.sinks.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// The sinks, in config order.
+    pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn Sink>> {
+        self.sinks.iter().map(|(_, s)| s)
+    }
+
+    /// The first Prometheus sink, if any.
+    pub fn prometheus(&self) -> Option<&Arc<PrometheusSink>> {
+        self.prometheus.as_ref()
+    }
+
+    /// Where the first Prometheus sink serves `/metrics`.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().and_then(|p| p.local_addr())
+    }
+
+    /// The first OTel sink, if any.
+    pub fn otel(&self) -> Option<&Arc<OtelSink>> {
+        self.otel.as_ref()
+    }
+
+    /// Flushes every sink, sharing one deadline.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Vec<SinkError>> {
+        let deadline = Instant::now() + timeout;
+        let errors: Vec<SinkError> = self
+            .sinks
+            .iter()
+            .filter_map(|(_, s)| {
+                s.flush(deadline.saturating_duration_since(Instant::now()))
+                    .err()
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Detaches every sink, then flushes and shuts them down, all within
+    /// `timeout`. Returns every sink's error, if any failed.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<(), Vec<SinkError>> {
+        let deadline = Instant::now() + timeout;
+        for (id, _) in &self.sinks {
+            let _ = self.telemetry.detach(id);
+        }
+        let errors: Vec<SinkError> = self
+            .sinks
+            .drain(..)
+            .filter_map(|(_, s)| {
+                s.shutdown(deadline.saturating_duration_since(Instant::now()))
+                    .err()
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The OTel sink turns start/stop/exception pairs into spans and exports
+//! them over OTLP/HTTP; a receiver decodes them with `opentelemetry-proto`.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use snakepit_core::config::OtelSinkConfig;
+use snakepit_core::{builtin, EventContext, Sink, Value};
+use snakepit_sinks::otel::OtelSink;
+use snakepit_telemetry::{SpanOptions, Telemetry};
+use support::otlp::{attr, hex, OtlpReceiver};
+
+fn config(endpoint: String) -> OtelSinkConfig {
+    OtelSinkConfig {
+        endpoint,
+        service_name: "snakepit-test".into(),
+        export_interval_ms: 50,
+        ..OtelSinkConfig::default()
+    }
+}
+
+fn ctx(span_id: u64, parent_span_id: u64, trace_id: u128) -> EventContext<'static> {
+    EventContext {
+        timestamp_ns: 0,
+        correlation_id: Some("corr-1"),
+        span_id,
+        parent_span_id,
+        trace_id,
+    }
+}
+
+#[test]
+fn nested_spans_keep_trace_parents_names_status_and_attributes() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+
+    let trace_id: u128 = 0x0af7651916cd43dd8448eb211c80319c;
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    let md = [
+        ("tool", Value::from("nested_spans")),
+        ("worker_id", Value::from("w1")),
+    ];
+    let host = t.start_span_with(
+        family,
+        &md,
+        SpanOptions {
+            parent_span_id: 0,
+            trace_id,
+        },
+    );
+    let host_id = host.span_id();
+    // What a worker sends back, folded by the host: the Python call span is a
+    // child of the host span, user spans children of it.
+    let (call, outer, inner, tool) = (0x11, 0x22, 0x33, 0x44);
+    let call_md = [
+        ("command", Value::from("nested_spans")),
+        ("worker_id", Value::from("w1")),
+    ];
+    t.execute_with(
+        builtin::PYTHON_CALL_START,
+        &[("system_time", Value::Int(1))],
+        &call_md,
+        ctx(call, host_id, trace_id),
+    );
+    let outer_md = [
+        ("span_name", Value::from("complex_operation")),
+        ("worker_id", Value::from("w1")),
+    ];
+    t.execute_with(builtin::PYTHON_SPAN_START, &[], &outer_md, ctx(outer, call, trace_id));
+    let inner_md = [
+        ("span_name", Value::from("inference")),
+        ("model", Value::from("gpt-4")),
+    ];
+    t.execute_with(builtin::PYTHON_SPAN_START, &[], &inner_md, ctx(inner, outer, trace_id));
+    t.execute_with(
+        builtin::PYTHON_SPAN_STOP,
+        &[("duration", Value::Int(1_000))],
+        &inner_md,
+        ctx(inner, outer, trace_id),
+    );
+    t.execute_with(
+        builtin::PYTHON_SPAN_STOP,
+        &[("duration", Value::Int(2_000))],
+        &outer_md,
+        ctx(outer, call, trace_id),
+    );
+    t.execute_with(
+        builtin::PYTHON_TOOL_EXECUTION_START,
+        &[],
+        &[("tool", Value::from("nested_spans"))],
+        ctx(tool, call, trace_id),
+    );
+    t.execute_with(
+        builtin::PYTHON_TOOL_EXECUTION_EXCEPTION,
+        &[("duration", Value::Int(500))],
+        &[
+            ("tool", Value::from("nested_spans")),
+            ("error_type", Value::from("ValueError")),
+            ("error_message", Value::from("bad input")),
+        ],
+        ctx(tool, call, trace_id),
+    );
+    t.execute_with(
+        builtin::PYTHON_CALL_STOP,
+        &[("duration", Value::Int(5_000))],
+        &call_md,
+        ctx(call, host_id, trace_id),
+    );
+    host.stop();
+
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    let spans = receiver.wait_spans(5, Duration::from_secs(5));
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    let by_name = |name: &str| {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span `{name}` in {spans:#?}"))
+    };
+    let grpc = by_name("grpc.call");
+    let py = by_name("python.call");
+    let outer_s = by_name("complex_operation");
+    let inner_s = by_name("inference");
+    let tool_s = by_name("tool.execution");
+    for (service, s) in &spans {
+        assert_eq!(service, "snakepit-test");
+        assert_eq!(hex(&s.trace_id), format!("{trace_id:032x}"), "{}", s.name);
+        assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
+        if s.name != "grpc.call" {
+            let correlation = attr(s, "snakepit.correlation_id");
+            assert_eq!(correlation.as_deref(), Some("corr-1"), "{}", s.name);
+        }
+    }
+    assert!(grpc.parent_span_id.is_empty(), "the host span is the root");
+    assert_eq!(hex(&grpc.span_id), format!("{host_id:016x}"));
+    assert_eq!(py.parent_span_id, grpc.span_id);
+    assert_eq!(outer_s.parent_span_id, py.span_id);
+    assert_eq!(inner_s.parent_span_id, outer_s.span_id);
+    assert_eq!(tool_s.parent_span_id, py.span_id);
+    assert_eq!(grpc.kind, 3, "client");
+    assert_eq!(py.kind, 2, "server");
+    assert_eq!(attr(grpc, "tool").as_deref(), Some("nested_spans"));
+    assert_eq!(attr(py, "command").as_deref(), Some("nested_spans"));
+    assert_eq!(attr(inner_s, "model").as_deref(), Some("gpt-4"));
+    assert_eq!(attr(inner_s, "span_name"), None, "the name is the span's name");
+    assert_eq!(
+        inner_s.end_time_unix_nano - inner_s.start_time_unix_nano,
+        1_000,
+        "duration from the stop event"
+    );
+    // The exception: error status with the message, an exception event.
+    let status = tool_s.status.as_ref().unwrap();
+    assert_eq!(status.code, 2);
+    assert_eq!(status.message, "bad input");
+    assert_eq!(attr(tool_s, "error.type").as_deref(), Some("ValueError"));
+    assert_eq!(tool_s.events[0].name, "exception");
+    for s in [grpc, py, outer_s, inner_s] {
+        assert!(s.status.as_ref().is_none_or(|st| st.code != 2), "{}", s.name);
+    }
+    let requests = receiver.received.lock().unwrap().requests.clone();
+    assert!(requests
+        .iter()
+        .all(|(path, ct)| path == "/v1/traces" && ct == "application/x-protobuf"));
+    assert_eq!(sink.stats().exported, 5);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_reports_overflow() {
+    // A collector that refuses everything, and a queue of 4.
+    let receiver = OtlpReceiver::start();
+    *receiver.status.lock().unwrap() = 503;
+    let t = Telemetry::new();
+    let overflow = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let o = overflow.clone();
+    t.attach("overflow", "snakepit.telemetry.sink.overflow", move |e| {
+        assert_eq!(e.meta_str("sink"), Some("otel"));
+        o.fetch_add(
+            e.measurement("dropped").and_then(Value::as_i64).unwrap_or(0) as u64,
+            Ordering::Relaxed,
+        );
+    })
+    .unwrap();
+    let d = dropped.clone();
+    t.attach("dropped", "snakepit.telemetry.events.dropped", move |e| {
+        if e.meta_str("where") == Some("sink") && e.meta_str("reason") == Some("queue_full") {
+            d.fetch_add(
+                e.measurement("count").and_then(Value::as_i64).unwrap_or(0) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    })
+    .unwrap();
+    let sink = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                queue_capacity: 4,
+                ..config(receiver.endpoint())
+            },
+            &t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    for _ in 0..5_000 {
+        t.span(family, &[], || ());
+    }
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    let stats = sink.stats();
+    assert!(stats.dropped_queue_full > 0, "{stats:?}");
+    assert!(stats.export_failed > 0, "a 503 loses the batch: {stats:?}");
+    assert_eq!(overflow.load(Ordering::Relaxed), stats.dropped_queue_full);
+    assert_eq!(dropped.load(Ordering::Relaxed), stats.dropped_queue_full);
+    // Events after shutdown are dropped, not blocking.
+    t.span(family, &[], || ());
+}
+
+#[test]
+fn unmatched_starts_are_bounded_and_counted() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                max_open_spans: 10,
+                ..config(receiver.endpoint())
+            },
+            &t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    for i in 1..=100u64 {
+        t.execute_with(builtin::PYTHON_CALL_START, &[], &[], ctx(i, 0, 7));
+    }
+    // A stop whose start was evicted still makes a span, from its duration.
+    t.execute_with(
+        builtin::PYTHON_CALL_STOP,
+        &[("duration", Value::Int(1_000_000))],
+        &[],
+        ctx(1, 0, 7),
+    );
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    let stats = sink.stats();
+    assert_eq!(stats.evicted, 100, "90 evicted + 10 open at shutdown: {stats:?}");
+    let spans = receiver.wait_spans(1, Duration::from_secs(2));
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0].1;
+    assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 1_000_000);
+}
+
+#[test]
+fn shutdown_meets_its_deadline_with_a_dead_collector_and_on_a_current_thread_runtime() {
+    // A port nobody listens on: connection refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let t = Telemetry::new();
+    let sink = Arc::new(OtelSink::new(&config(endpoint), &t).unwrap());
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    for _ in 0..100 {
+        t.span(family, &[], || ());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = rt.block_on(async {
+        sink.flush(Duration::from_secs(2)).unwrap();
+        sink.shutdown(Duration::from_secs(2))
+    });
+    assert!(result.is_ok(), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(sink.stats().export_failed, 100);
+}
+
+#[test]
+fn endpoints_are_checked() {
+    let t = Telemetry::new();
+    for bad in ["collector:4318", "https://collector:4318", "http://"] {
+        let e = OtelSink::new(&config(bad.into()), &t).unwrap_err().to_string();
+        assert!(e.contains(bad), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! A real Prometheus server scrapes the sink's `/metrics` listener, and its
+//! HTTP API returns the guide's series.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use snakepit_core::config::PrometheusSinkConfig;
+use snakepit_core::{builtin, Value};
+use snakepit_sinks::prometheus::PrometheusSink;
+use snakepit_telemetry::Telemetry;
+
+/// A Prometheus server on a free loopback port, scraping one target every
+/// second; killed (and its data removed) on drop.
+struct PrometheusServer {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl PrometheusServer {
+    fn start(target: SocketAddr) -> PrometheusServer {
+        let dir = std::env::temp_dir().join(format!(
+            "snakepit-prom-{}-{}",
+            std::process::id(),
+            target.port()
+        ));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: snakepit\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let addr = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `prometheus` ({e}): install the Debian package `prometheus` \
+                     (cargo xtask setup does); this test needs a real Prometheus server"
+                )
+            });
+        PrometheusServer { child, dir, addr }
+    }
+
+    fn query(&self, promql: &str) -> serde_json::Value {
+        let url = format!("http://{}/api/v1/query", self.addr);
+        match ureq::get(&url)
+            .query("query", promql)
+            .timeout(Duration::from_secs(2))
+            .call()
+        {
+            Ok(resp) => resp
+                .into_string()
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(serde_json::Value::Null),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
+    /// Waits until `promql` returns at least one sample; returns its value.
+    fn wait_for(&mut self, promql: &str, deadline: Instant) -> f64 {
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prometheus exited early: {status}");
+            }
+            let v = self.query(promql);
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                return value.parse().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus returned no sample for `{promql}`: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_guide_series() {
+    let t = Telemetry::new();
+    let config = PrometheusSinkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..PrometheusSinkConfig::default()
+    };
+    let sink = Arc::new(PrometheusSink::from_config(&config, t.catalog()).unwrap());
+    let target = sink.local_addr().unwrap();
+    assert!(target.ip().is_loopback());
+    t.attach_sink("prometheus", &[], sink.clone()).unwrap();
+
+    t.execute(
+        builtin::POOL_STATUS,
+        &[("queue_depth", Value::Int(5)), ("available_workers", Value::Int(2))],
+        &[("pool_name", "default".into())],
+    );
+    for ms in [10, 20, 30] {
+        t.execute(
+            builtin::PYTHON_CALL_STOP,
+            &[("duration", Value::Int(ms * 1_000_000))],
+            &[("command", "predict".into())],
+        );
+    }
+    t.execute(
+        builtin::PYTHON_CALL_EXCEPTION,
+        &[("duration", Value::Int(1))],
+        &[("error_type", "KeyError".into())],
+    );
+    t.execute(
+        builtin::POOL_WORKER_SPAWNED,
+        &[("duration", Value::Int(1))],
+        &[("pool_name", "default".into())],
+    );
+
+    let mut prom = PrometheusServer::start(target);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert_eq!(prom.wait_for(r#"up{job="snakepit"}"#, deadline), 1.0);
+    assert_eq!(
+        prom.wait_for(r#"snakepit_pool_status_queue_depth{pool_name="default"}"#, deadline),
+        5.0
+    );
+    assert_eq!(
+        prom.wait_for(
+            r#"snakepit_pool_status_available_workers{pool_name="default"}"#,
+            deadline
+        ),
+        2.0
+    );
+    let p50 = prom.wait_for(
+        r#"snakepit_python_call_stop_duration_seconds{command="predict",quantile="0.5"}"#,
+        deadline,
+    );
+    assert!((0.009..=0.031).contains(&p50), "median {p50}");
+    assert_eq!(
+        prom.wait_for(
+            r#"snakepit_python_call_stop_duration_seconds_count{command="predict"}"#,
+            deadline
+        ),
+        3.0
+    );
+    assert_eq!(
+        prom.wait_for(
+            r#"snakepit_python_call_exception_total{error_type="KeyError"}"#,
+            deadline
+        ),
+        1.0
+    );
+    assert_eq!(
+        prom.wait_for(r#"snakepit_pool_worker_spawned_total{pool_name="default"}"#, deadline),
+        1.0
+    );
+    drop(prom);
+    snakepit_core::Sink::shutdown(&*sink, Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn the_listener_serves_only_metrics_and_stops() {
+    let t = Telemetry::new();
+    let sink = PrometheusSink::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .build(t.catalog())
+        .unwrap();
+    let addr = sink.local_addr().unwrap();
+    let resp = ureq::get(&format!("http://{addr}/metrics")).call().unwrap();
+    assert!(resp.content_type().starts_with("text/plain"));
+    match ureq::get(&format!("http://{addr}/other")).call() {
+        Err(ureq::Error::Status(404, _)) => {}
+        other => panic!("{other:?}"),
+    }
+    // A second sink cannot take the same address, and says which.
+    let e = PrometheusSink::builder()
+        .listen(addr)
+        .build(t.catalog())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&addr.to_string()), "{e}");
+    snakepit_core::Sink::shutdown(&sink, Duration::from_secs(2)).unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+}

@@ -1,0 +1,130 @@
+//! Sinks selected by a config file: built, attached with their event
+//! patterns, shut down together; errors name the sink's key.
+
+mod support;
+
+use std::time::Duration;
+
+use snakepit_core::{builtin, Config, Value};
+use snakepit_sinks::{telemetry_from_config, SinkSet};
+use support::otlp::OtlpReceiver;
+
+fn load(text: &str) -> Config {
+    Config::from_toml(text, "snakepit.toml").unwrap()
+}
+
+#[test]
+fn every_configured_sink_is_attached_with_its_patterns() {
+    let receiver = OtlpReceiver::start();
+    let config = load(&format!(
+        r#"
+        [telemetry]
+        log_level = "warning"
+
+        [[sinks]]
+        kind = "log"
+        events = ["pool.*"]
+
+        [[sinks]]
+        kind = "prometheus"
+        listen = "127.0.0.1:0"
+        events = ["pool.*", "python.call.*"]
+
+        [[sinks]]
+        kind = "otel"
+        endpoint = "{}"
+        service_name = "from-config"
+        export_interval_ms = 20
+        "#,
+        receiver.endpoint()
+    ));
+    let t = telemetry_from_config(&config);
+    assert_eq!(
+        t.log().levels().level,
+        snakepit_core::LogLevel::Warning,
+        "log levels come from [telemetry]"
+    );
+    let sinks = SinkSet::from_config(&config, &t).unwrap();
+    assert_eq!(
+        sinks.ids(),
+        ["sinks[0].log", "sinks[1].prometheus", "sinks[2].otel"]
+    );
+    let log_events = &t.list().into_iter().find(|h| h.id == "sinks[0].log").unwrap().events;
+    assert!(log_events.iter().all(|e| e.starts_with("snakepit.pool.")), "{log_events:?}");
+
+    t.execute(
+        builtin::POOL_STATUS,
+        &[("queue_depth", Value::Int(9))],
+        &[("pool_name", "p".into())],
+    );
+    // Not in the Prometheus sink's patterns: no series.
+    t.execute(
+        builtin::GRPC_CALL_EXCEPTION,
+        &[("duration", Value::Int(1))],
+        &[("tool", "x".into()), ("error_type", "timeout".into())],
+    );
+    let family = t.catalog().span_family("snakepit.python.call").unwrap();
+    t.span(family, &[("command", "predict".into())], || ());
+
+    let addr = sinks.prometheus_addr().unwrap();
+    let text = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains(r#"snakepit_pool_status_queue_depth{pool_name="p"} 9"#), "{text}");
+    assert!(!text.contains("snakepit_grpc_call_exception_total{"), "{text}");
+    assert!(text.contains("snakepit_python_call_stop_duration_seconds_count{command=\"predict\"} 1"), "{text}");
+
+    sinks.shutdown(Duration::from_secs(5)).unwrap();
+    let spans = receiver.wait_spans(1, Duration::from_secs(2));
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].0, "from-config");
+    assert_eq!(spans[0].1.name, "python.call");
+    assert!(t.list().is_empty(), "shutdown detaches every sink");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "listener stopped");
+}
+
+#[test]
+fn build_errors_name_the_sink_and_undo_what_was_attached() {
+    let t = snakepit_telemetry::Telemetry::new();
+    // A port in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = load(&format!(
+        "[[sinks]]\nkind = \"log\"\n\n[[sinks]]\nkind = \"prometheus\"\nlisten = \"{}\"\n",
+        busy.local_addr().unwrap()
+    ));
+    let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
+    assert!(e.starts_with("sinks[1] (prometheus)"), "{e}");
+    assert!(e.contains(&busy.local_addr().unwrap().to_string()), "{e}");
+    assert!(t.list().is_empty(), "the log sink was detached again");
+
+    // Patterns that match no event.
+    let config = load("[[sinks]]\nkind = \"log\"\nevents = [\"nothing.here\"]\n");
+    let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
+    assert!(e.starts_with("sinks[0].events"), "{e}");
+
+    // A plugin that does not exist.
+    let config = load("[[sinks]]\nkind = \"plugin\"\npath = \"/nonexistent/libnope.so\"\n");
+    let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
+    assert!(e.starts_with("sinks[0] (plugin)") && e.contains("/nonexistent/libnope.so"), "{e}");
+}
+
+#[test]
+fn config_file_errors_name_file_key_and_allowed_values() {
+    let err = |text: &str| {
+        Config::from_toml(text, "conf/sinks.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[[sinks]]\nkind = \"prometheus\"\nlisten = \"nowhere\"\n");
+    assert!(e.starts_with("conf/sinks.toml:") && e.contains("sinks[0].listen"), "{e}");
+    let e = err("[[sinks]]\nkind = \"otel\"\nendpoint = \"collector\"\n");
+    assert!(e.contains("sinks[0].endpoint") && e.contains("http://host:port"), "{e}");
+    let e = err("[[sinks]]\nkind = \"statsd\"\n");
+    for kind in ["log", "prometheus", "otel", "plugin"] {
+        assert!(e.contains(kind) && e.contains("sinks[0].kind"), "{e}");
+    }
+    let e = err("[[sinks]]\nkind = \"log\"\nlevel = \"debug\"\n");
+    assert!(e.contains("sinks[0].level") || e.contains("`level`"), "{e}");
+}

@@ -1,0 +1,4 @@
+//! Test helpers shared by the sink tests.
+#![allow(dead_code)]
+
+pub mod otlp;
