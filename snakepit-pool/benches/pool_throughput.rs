@@ -1,1 +1,396 @@
-fn main() {}
+//! Pool benchmarks (`cargo bench -p snakepit-pool --bench pool_throughput`).
+//!
+//! Prints one table: figure, baseline, ratio. Measured in the same run:
+//! * calls/s through a pool of 2 workers, trivial tool, telemetry on (every
+//!   event enabled, one counting handler on `snakepit.*`), many callers;
+//!   baselines: one raw `WorkerClient`, Python's ProcessPoolExecutor and
+//!   multiprocessing.Pool (`py_baselines.py`);
+//! * one call at a time, round trip p50; baselines: raw client, mp.Pool.apply;
+//! * throughput with telemetry off vs on;
+//! * time until a pool of 4 is ready.
+//!
+//! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
+//! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
+use snakepit_pool::{CallOptions, Pool, PoolConfig};
+use snakepit_telemetry::Telemetry;
+
+const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
+const TOOL: &str = "ping";
+
+fn python() -> PathBuf {
+    match std::env::var_os("SNAKEPIT_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    }
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(name: &str, workers: usize) -> PoolConfig {
+    PoolConfig::new(SHOWCASE)
+        .python(python())
+        .pool_name(name)
+        .workers(workers)
+        .concurrency_per_worker(256)
+        .max_queue(10_000)
+        .status_interval(Duration::from_secs(1))
+}
+
+/// Telemetry on: every event enabled and counted by a handler.
+fn telemetry_on() -> (Telemetry, Arc<AtomicU64>) {
+    let t = Telemetry::new();
+    let n = Arc::new(AtomicU64::new(0));
+    let seen = n.clone();
+    t.attach("count-all", "snakepit.*", move |_| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    })
+    .expect("attach");
+    (t, n)
+}
+
+fn telemetry_off() -> Telemetry {
+    let t = Telemetry::new();
+    t.control().set_enabled(false);
+    t
+}
+
+/// Calls/s from `in_flight` concurrent callers for `secs`.
+async fn throughput<F, Fut>(in_flight: usize, secs: u64, call: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    // Warm up.
+    let warm: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    call().await;
+                }
+            })
+        })
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (call, stop, done, failed) =
+                (call.clone(), stop.clone(), done.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if call().await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        eprintln!("  ({failed} calls failed)");
+    }
+    done.load(Ordering::Relaxed) as f64 / elapsed
+}
+
+/// Median round trip of one call at a time, µs.
+async fn p50_us<F, Fut>(n: usize, call: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        call().await;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        call().await;
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    samples[n / 2].as_secs_f64() * 1e6
+}
+
+/// A worker process of our own, for the raw-client baseline.
+struct RawWorker {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+fn raw_worker() -> RawWorker {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("raw.sock");
+    let mut child = Command::new(python())
+        .args([
+            "-m",
+            "snakepit_bridge.worker",
+            "--adapter",
+            SHOWCASE,
+            "--worker-id",
+            "raw_1",
+        ])
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--watch-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert!(line.starts_with("SNAKEPIT_READY"), "{line}");
+    RawWorker {
+        child,
+        _dir: dir,
+        socket,
+    }
+}
+
+impl Drop for RawWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn baselines() -> Option<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py_baselines.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg("50000")
+        .arg("3000")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "py_baselines.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn row(figure: &str, value: String, baseline: &str, ratio: String) {
+    println!("| {figure:<48} | {value:>14} | {baseline:<40} | {ratio:>8} |");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let secs = env_num("BENCH_SECONDS", 3);
+    let in_flight = env_num("BENCH_IN_FLIGHT", 128) as usize;
+    let py = baselines();
+    rt.block_on(async move {
+        let args = json!({});
+        // Raw single client.
+        let raw = raw_worker();
+        let client = WorkerClient::connect(
+            Telemetry::new(),
+            ConnectOptions::new(WorkerAddress::Unix(raw.socket.clone()), "raw_1"),
+        )
+        .await
+        .expect("connect raw");
+        let c = client.clone();
+        let a = args.clone();
+        let raw_rate = throughput(in_flight, secs, move || {
+            let (c, a) = (c.clone(), a.clone());
+            async move { c.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        let raw_p50 = p50_us(3000, || async {
+            client.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
+        })
+        .await;
+        let raw_p50_timeout = p50_us(3000, || async {
+            let opts = CallOptions::with_timeout(Duration::from_secs(30));
+            client.execute(TOOL, json!({}), opts).await.is_ok()
+        })
+        .await;
+        client.close().await;
+        drop(raw);
+
+        // Pool of 1 worker with the raw client's telemetry: the pool's own cost.
+        let pool = Arc::new(
+            Pool::start(Telemetry::new(), config("bench_one", 1))
+                .await
+                .expect("pool of 1"),
+        );
+        let p = pool.clone();
+        let a = args.clone();
+        let one_rate = throughput(in_flight, secs, move || {
+            let (p, a) = (p.clone(), a.clone());
+            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        let one_p50 = p50_us(3000, || async {
+            pool.execute(TOOL, json!({}), CallOptions::default())
+                .await
+                .is_ok()
+        })
+        .await;
+        if let Ok(pool) = Arc::try_unwrap(pool) {
+            pool.shutdown().await;
+        }
+
+        // Pool, telemetry on.
+        let (t_on, counted) = telemetry_on();
+        let pool = Arc::new(Pool::start(t_on.clone(), config("bench_on", 2)).await.expect("pool on"));
+        let p = pool.clone();
+        let a = args.clone();
+        let on_rate = throughput(in_flight, secs, move || {
+            let (p, a) = (p.clone(), a.clone());
+            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        let pool_p50 = p50_us(3000, || async {
+            pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
+        })
+        .await;
+        let events = counted.load(Ordering::Relaxed);
+        if let Ok(pool) = Arc::try_unwrap(pool) {
+            pool.shutdown().await;
+        }
+
+        // Pool, telemetry off.
+        let pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
+        let p = pool.clone();
+        let a = args.clone();
+        let off_rate = throughput(in_flight, secs, move || {
+            let (p, a) = (p.clone(), a.clone());
+            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        if let Ok(pool) = Arc::try_unwrap(pool) {
+            pool.shutdown().await;
+        }
+
+        // Pool of 4 ready.
+        let mut ready = Vec::new();
+        for i in 0..5 {
+            let t0 = Instant::now();
+            let pool = Pool::start(Telemetry::new(), config(&format!("bench_ready{i}"), 4))
+                .await
+                .expect("pool of 4");
+            ready.push(t0.elapsed());
+            pool.shutdown().await;
+        }
+        ready.sort();
+        let ready_ms = ready[ready.len() / 2].as_secs_f64() * 1e3;
+
+        println!();
+        println!("snakepit-pool benchmark: 2 workers, tool `{TOOL}`, {in_flight} callers, {secs} s per throughput figure");
+        println!("telemetry on: {events} events delivered to the counting handler");
+        println!();
+        row("figure", "value".into(), "baseline", "ratio".into());
+        println!("|{}|{}|{}|{}|", "-".repeat(50), "-".repeat(16), "-".repeat(42), "-".repeat(10));
+        row(
+            "pool of 1 worker calls/s (pool overhead)",
+            format!("{one_rate:.0}/s"),
+            &format!("raw WorkerClient, 1 worker: {raw_rate:.0}/s"),
+            format!("{:.2}", one_rate / raw_rate),
+        );
+        row(
+            "pool of 1 worker round trip p50",
+            format!("{one_p50:.1} µs"),
+            &format!("raw WorkerClient: {raw_p50:.1} µs"),
+            format!("{:.2}", one_p50 / raw_p50),
+        );
+        row(
+            "pool calls/s, 2 workers, telemetry on",
+            format!("{on_rate:.0}/s"),
+            &format!("raw WorkerClient, 1 worker: {raw_rate:.0}/s"),
+            format!("{:.2}", on_rate / raw_rate),
+        );
+        if let Some(py) = &py {
+            let ppe = py["ppe_calls_per_s"].as_f64().unwrap_or(f64::NAN);
+            let mp = py["mp_calls_per_s"].as_f64().unwrap_or(f64::NAN);
+            row(
+                "pool calls/s vs ProcessPoolExecutor(2)",
+                format!("{on_rate:.0}/s"),
+                &format!("ProcessPoolExecutor: {ppe:.0}/s"),
+                format!("{:.2}", on_rate / ppe),
+            );
+            row(
+                "pool calls/s vs multiprocessing.Pool(2)",
+                format!("{on_rate:.0}/s"),
+                &format!("multiprocessing.Pool: {mp:.0}/s"),
+                format!("{:.2}", on_rate / mp),
+            );
+        }
+        row(
+            "pool calls/s vs target 40,000/s",
+            format!("{on_rate:.0}/s"),
+            "target: 40000/s",
+            format!("{:.2}", on_rate / 40_000.0),
+        );
+        row(
+            "round trip p50, one at a time, pool",
+            format!("{pool_p50:.1} µs"),
+            &format!("raw WorkerClient: {raw_p50:.1} µs"),
+            format!("{:.2}", pool_p50 / raw_p50),
+        );
+        row(
+            "raw p50 with a 30 s call timeout",
+            format!("{raw_p50_timeout:.1} µs"),
+            &format!("raw WorkerClient, no timeout: {raw_p50:.1} µs"),
+            format!("{:.2}", raw_p50_timeout / raw_p50),
+        );
+        if let Some(py) = &py {
+            let mp = py["mp_p50_us"].as_f64().unwrap_or(f64::NAN);
+            row(
+                "round trip p50 vs multiprocessing.Pool.apply",
+                format!("{pool_p50:.1} µs"),
+                &format!("mp.Pool.apply: {mp:.1} µs (target 120)"),
+                format!("{:.2}", pool_p50 / mp),
+            );
+        }
+        row(
+            "throughput telemetry on / off",
+            format!("{on_rate:.0}/s"),
+            &format!("telemetry off: {off_rate:.0}/s"),
+            format!("{:.3}", on_rate / off_rate),
+        );
+        row(
+            "pool of 4 ready (median of 5)",
+            format!("{ready_ms:.0} ms"),
+            "target: 1500 ms",
+            format!("{:.2}", ready_ms / 1500.0),
+        );
+    });
+}

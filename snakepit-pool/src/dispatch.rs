@@ -44,7 +44,6 @@ struct State {
     queue: VecDeque<Waiter>,
     next_waiter: u64,
     closed: bool,
-    cursor: usize,
 }
 
 /// The call-routing table of one pool.
@@ -91,7 +90,9 @@ impl QueuedGuard<'_> {
         let before = st.queue.len();
         st.queue.retain(|w| w.id != self.id);
         let removed = st.queue.len() != before;
-        self.dispatch.queue_len.store(st.queue.len(), Ordering::Relaxed);
+        self.dispatch
+            .queue_len
+            .store(st.queue.len(), Ordering::Relaxed);
         removed
     }
 }
@@ -123,7 +124,6 @@ impl Dispatch {
                 queue: VecDeque::new(),
                 next_waiter: 0,
                 closed: false,
-                cursor: 0,
             }),
             concurrency,
             max_queue,
@@ -141,25 +141,22 @@ impl Dispatch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The least loaded worker with a free call slot, from a rotating start.
-    fn pick(&self, st: &mut State) -> Option<usize> {
-        let n = st.slots.len();
+    /// The least loaded worker with a free call slot; ties go to the lowest
+    /// slot, so a lightly loaded pool keeps its calls on warm workers.
+    fn pick(&self, st: &State) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
-        for k in 0..n {
-            let i = (st.cursor + k) % n;
-            let s = &st.slots[i];
-            if s.worker.is_some() && s.in_flight < self.concurrency {
-                if best.map_or(true, |(_, load)| s.in_flight < load) {
-                    best = Some((i, s.in_flight));
-                    if s.in_flight == 0 {
-                        break;
-                    }
+        for (i, s) in st.slots.iter().enumerate() {
+            if s.worker.is_none() || s.in_flight >= self.concurrency {
+                continue;
+            }
+            if best.map_or(true, |(_, load)| s.in_flight < load) {
+                best = Some((i, s.in_flight));
+                if s.in_flight == 0 {
+                    break;
                 }
             }
         }
-        let (i, _) = best?;
-        st.cursor = (i + 1) % n;
-        Some(i)
+        best.map(|(i, _)| i)
     }
 
     fn grant(self: &Arc<Self>, st: &mut State, i: usize) -> Lease {
@@ -177,7 +174,9 @@ impl Dispatch {
     fn pump(self: &Arc<Self>, st: &mut State) {
         while !st.queue.is_empty() {
             let Some(i) = self.pick(st) else { break };
-            let Some(waiter) = st.queue.pop_front() else { break };
+            let Some(waiter) = st.queue.pop_front() else {
+                break;
+            };
             let lease = self.grant(st, i);
             if let Err(mut lease) = waiter.tx.send(lease) {
                 // The caller is gone: undo without re-entering the lock.
@@ -192,11 +191,7 @@ impl Dispatch {
     fn release(self: &Arc<Self>, worker: &Arc<LiveWorker>) {
         let mut st = self.lock();
         let slot = &mut st.slots[worker.slot];
-        if slot
-            .worker
-            .as_ref()
-            .is_some_and(|w| Arc::ptr_eq(w, worker))
-        {
+        if slot.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, worker)) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
         }
         if !st.queue.is_empty() {
@@ -216,7 +211,7 @@ impl Dispatch {
                 return Err(PoolError::ShuttingDown);
             }
             if st.queue.is_empty() {
-                if let Some(i) = self.pick(&mut st) {
+                if let Some(i) = self.pick(&st) {
                     return Ok(self.grant(&mut st, i));
                 }
             }

@@ -22,7 +22,10 @@ impl PoolEvents {
     pub fn initialized(&self, duration: Duration, worker_count: usize) {
         self.telemetry.execute(
             builtin::POOL_INITIALIZED,
-            &[("duration", ns(duration)), ("worker_count", worker_count.into())],
+            &[
+                ("duration", ns(duration)),
+                ("worker_count", worker_count.into()),
+            ],
             &[("pool_name", (&*self.pool_name).into())],
         );
     }
@@ -47,15 +50,24 @@ impl PoolEvents {
         self.telemetry.execute(
             builtin::POOL_QUEUE_ENQUEUED,
             &[("queue_depth", queue_depth.into())],
-            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("command", command.into()),
+            ],
         );
     }
 
     pub fn dequeued(&self, command: &str, queue_time: Duration, queue_depth: usize) {
         self.telemetry.execute(
             builtin::POOL_QUEUE_DEQUEUED,
-            &[("queue_time", ns(queue_time)), ("queue_depth", queue_depth.into())],
-            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+            &[
+                ("queue_time", ns(queue_time)),
+                ("queue_depth", queue_depth.into()),
+            ],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("command", command.into()),
+            ],
         );
     }
 
@@ -63,15 +75,24 @@ impl PoolEvents {
         self.telemetry.execute(
             builtin::POOL_QUEUE_TIMEOUT,
             &[("queue_time", ns(queue_time))],
-            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("command", command.into()),
+            ],
         );
     }
 
     pub fn saturated(&self, command: &str, queue_depth: usize, max_queue: usize) {
         self.telemetry.execute(
             builtin::POOL_SATURATED,
-            &[("queue_depth", queue_depth.into()), ("max_queue", max_queue.into())],
-            &[("pool_name", (&*self.pool_name).into()), ("command", command.into())],
+            &[
+                ("queue_depth", queue_depth.into()),
+                ("max_queue", max_queue.into()),
+            ],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("command", command.into()),
+            ],
         );
     }
 
@@ -79,14 +100,20 @@ impl PoolEvents {
         self.telemetry.execute(
             builtin::POOL_WORKER_SPAWN_STARTED,
             &[("system_time", unix_now_ns().into())],
-            &[("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+            ],
         );
     }
 
     /// `python_pid` is `None` for external workers (their pid is unknown).
     pub fn spawned(&self, worker_id: &str, duration: Duration, python_pid: Option<u32>) {
         let d = ("duration", ns(duration));
-        let meta = [("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())];
+        let meta = [
+            ("pool_name", (&*self.pool_name).into()),
+            ("worker_id", worker_id.into()),
+        ];
         match python_pid {
             Some(pid) => self.telemetry.execute(
                 builtin::POOL_WORKER_SPAWNED,
@@ -121,7 +148,10 @@ impl PoolEvents {
     ) {
         self.telemetry.execute(
             builtin::POOL_WORKER_TERMINATED,
-            &[("lifetime", ns(lifetime)), ("total_commands", total_commands.into())],
+            &[
+                ("lifetime", ns(lifetime)),
+                ("total_commands", total_commands.into()),
+            ],
             &[
                 ("pool_name", (&*self.pool_name).into()),
                 ("worker_id", worker_id.into()),
@@ -134,8 +164,14 @@ impl PoolEvents {
     pub fn restarted(&self, worker_id: &str, restart_count: u64, downtime: Duration) {
         self.telemetry.execute(
             builtin::POOL_WORKER_RESTARTED,
-            &[("restart_count", restart_count.into()), ("downtime", ns(downtime))],
-            &[("pool_name", (&*self.pool_name).into()), ("worker_id", worker_id.into())],
+            &[
+                ("restart_count", restart_count.into()),
+                ("downtime", ns(downtime)),
+            ],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+            ],
         );
     }
 }

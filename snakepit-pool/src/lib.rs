@@ -46,9 +46,8 @@ mod process;
 mod stream;
 mod supervisor;
 
-
 pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;
-pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress};
 pub use pool::{Pool, PoolStatus};
+pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress};
 pub use stream::PoolStream;

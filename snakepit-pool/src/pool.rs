@@ -13,10 +13,10 @@ use crate::config::PoolConfig;
 use crate::dispatch::{Dispatch, LiveWorker};
 use crate::error::PoolError;
 use crate::events::PoolEvents;
-use snakepit_grpc::{CallError, CallOptions, ToolOutput};
 use crate::process;
 use crate::stream::PoolStream;
 use crate::supervisor::{register, run_slot, Shared, Started};
+use snakepit_grpc::{CallError, CallOptions, ToolOutput};
 
 /// How long a failed call waits to learn whether its worker process died.
 const CRASH_CONFIRM: Duration = Duration::from_secs(2);
@@ -243,7 +243,12 @@ impl Pool {
     /// period, SIGKILL. Emits `terminated` (planned) for each worker.
     pub async fn shutdown(mut self) {
         self.shared.dispatch.close();
-        if !self.shared.dispatch.drain(self.shared.config.grace_period).await {
+        if !self
+            .shared
+            .dispatch
+            .drain(self.shared.config.grace_period)
+            .await
+        {
             tracing::warn!(
                 target: "snakepit::pool",
                 pool_name = %self.shared.config.pool_name,
@@ -326,7 +331,12 @@ impl Drop for Pool {
                 process::signal(pid, libc::SIGKILL);
             }
         }
-        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }

@@ -146,7 +146,11 @@ pub(crate) fn has_exited(pid: u32) -> bool {
     }
 }
 
-fn spawn_stderr_reader<R>(reader: R, worker_id: String, tail: Arc<Mutex<StderrTail>>) -> JoinHandle<()>
+fn spawn_stderr_reader<R>(
+    reader: R,
+    worker_id: String,
+    tail: Arc<Mutex<StderrTail>>,
+) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -270,8 +274,10 @@ impl WorkerProcess {
             Ok(Err(err)) => {
                 // stdout closed: the worker is exiting. Collect its status
                 // and the rest of stderr.
-                let status = tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), &mut process.stderr_task).await;
+                let status =
+                    tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), &mut process.stderr_task).await;
                 let how = match status {
                     Ok(Ok(s)) => describe_exit(&s),
                     _ => {
@@ -289,7 +295,8 @@ impl WorkerProcess {
             }
             Err(_) => {
                 process.kill_now().await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut process.stderr_task).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), &mut process.stderr_task).await;
                 let reason = format!(
                     "no ready line within the startup timeout ({:?})",
                     spec.startup_timeout
@@ -314,7 +321,10 @@ impl WorkerProcess {
     /// Waits (briefly) for stderr to reach EOF, then the tail summary.
     pub(crate) async fn stderr_after_exit(&mut self, lines: usize) -> String {
         let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.stderr_task).await;
-        self.tail.lock().map(|t| t.summary(lines)).unwrap_or_default()
+        self.tail
+            .lock()
+            .map(|t| t.summary(lines))
+            .unwrap_or_default()
     }
 
     /// SIGKILL and reap.
@@ -347,8 +357,8 @@ impl WorkerProcess {
 }
 
 fn check_ready(json: &str, pid: u32) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| format!("malformed ready line {json:?}: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("malformed ready line {json:?}: {e}"))?;
     let reported = v.get("pid").and_then(serde_json::Value::as_u64);
     if reported != Some(u64::from(pid)) {
         return Err(format!(

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use crate::config::PoolConfig;
 use crate::dispatch::{Dispatch, LiveWorker};
 use crate::events::PoolEvents;
-use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use crate::process::{describe_exit, SpawnSpec, WorkerProcess};
+use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 
 /// How often an external worker's connection is checked.
 const CONNECTION_CHECK: Duration = Duration::from_millis(200);
@@ -85,8 +85,10 @@ impl Shared {
             startup_timeout: c.startup_timeout,
         };
         let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
-        let mut options =
-            ConnectOptions::new(WorkerAddress::Unix(process.socket().to_path_buf()), worker_id);
+        let mut options = ConnectOptions::new(
+            WorkerAddress::Unix(process.socket().to_path_buf()),
+            worker_id,
+        );
         options.pool_name = c.pool_name.clone();
         options.python_pid = Some(process.pid);
         options.connect_timeout = c.startup_timeout;
@@ -121,7 +123,9 @@ impl Shared {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self.config.restart_backoff_base;
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         base.checked_mul(factor)
             .unwrap_or(Duration::MAX)
             .min(self.config.restart_backoff_max)

@@ -15,7 +15,9 @@ use snakepit_telemetry::Telemetry;
 async fn calls_and_streams_run_on_workers_and_count_commands() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.terminated");
-    let pool = Pool::start(telemetry.clone(), config("calls", 2)).await.unwrap();
+    let pool = Pool::start(telemetry.clone(), config("calls", 2))
+        .await
+        .unwrap();
 
     let out = pool
         .execute("add", json!({"a": 1, "b": 2}), CallOptions::default())
@@ -28,7 +30,11 @@ async fn calls_and_streams_run_on_workers_and_count_commands() {
         .await
         .unwrap_err();
     match err {
-        PoolError::Call(CallError::Tool { error_type, message, .. }) => {
+        PoolError::Call(CallError::Tool {
+            error_type,
+            message,
+            ..
+        }) => {
             assert_eq!(error_type, "ValueError");
             assert!(message.contains("nope"));
         }
@@ -42,13 +48,21 @@ async fn calls_and_streams_run_on_workers_and_count_commands() {
         .collect()
         .await;
     let chunks: Vec<_> = chunks.into_iter().map(Result::unwrap).collect();
-    assert_eq!(chunks, vec![json!({"i": 0}), json!({"i": 1}), json!({"i": 2})]);
+    assert_eq!(
+        chunks,
+        vec![json!({"i": 0}), json!({"i": 1}), json!({"i": 2})]
+    );
     // The stream gave its slot back.
     assert_eq!(pool.status().in_flight, 0);
 
     // Many concurrent calls spread over both workers.
-    let calls = (0..40).map(|i| pool.execute("add", json!({"a": i, "b": 1}), CallOptions::default()));
-    for (i, r) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+    let calls =
+        (0..40).map(|i| pool.execute("add", json!({"a": i, "b": 1}), CallOptions::default()));
+    for (i, r) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(r.unwrap().value, json!(i + 1));
     }
 
@@ -62,20 +76,29 @@ async fn calls_and_streams_run_on_workers_and_count_commands() {
 async fn a_worker_killed_mid_call_fails_the_call_with_worker_crashed_and_restarts() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
-    let pool = std::sync::Arc::new(Pool::start(telemetry.clone(), config("crash", 1)).await.unwrap());
+    let pool = std::sync::Arc::new(
+        Pool::start(telemetry.clone(), config("crash", 1))
+            .await
+            .unwrap(),
+    );
     let victim = pool.worker_pids()[0];
 
     let p = pool.clone();
     let call = tokio::spawn(async move {
         let t0 = Instant::now();
-        let r = p.execute("sleep", json!({"ms": 10_000}), CallOptions::default()).await;
+        let r = p
+            .execute("sleep", json!({"ms": 10_000}), CallOptions::default())
+            .await;
         (r, t0.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pool.status().in_flight, 1);
     kill9(victim);
 
-    let (result, took) = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
+    let (result, took) = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(took < Duration::from_secs(5), "took {took:?}");
     match result {
         Err(PoolError::WorkerCrashed { worker_id, reason }) => {
@@ -85,7 +108,9 @@ async fn a_worker_killed_mid_call_fails_the_call_with_worker_crashed_and_restart
         other => panic!("expected WorkerCrashed, got {other:?}"),
     }
 
-    let restarted = rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(20)).await;
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(20))
+        .await;
     assert_eq!(restarted.len(), 1);
     assert_eq!(meta(&restarted[0], "worker_id"), "crash_1");
     assert_eq!(int(&restarted[0], "restart_count"), 1);
@@ -95,7 +120,10 @@ async fn a_worker_killed_mid_call_fails_the_call_with_worker_crashed_and_restart
     assert_eq!(int(&terminated[0], "total_commands"), 1);
 
     // The restarted worker serves calls.
-    let out = pool.execute("add", json!({"a": 2, "b": 2}), CallOptions::default()).await.unwrap();
+    let out = pool
+        .execute("add", json!({"a": 2, "b": 2}), CallOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.value, json!(4));
     let new_pid = pool.worker_pids()[0];
     assert_ne!(new_pid, victim);
@@ -108,7 +136,11 @@ async fn a_worker_killed_mid_call_fails_the_call_with_worker_crashed_and_restart
 async fn a_worker_that_keeps_dying_is_given_up_after_max_restarts() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
-    let cfg = config("giveup", 1).restart_backoff(Duration::from_millis(20), Duration::from_millis(80), 2);
+    let cfg = config("giveup", 1).restart_backoff(
+        Duration::from_millis(20),
+        Duration::from_millis(80),
+        2,
+    );
     let pool = Pool::start(telemetry.clone(), cfg).await.unwrap();
     for round in 0..3 {
         let pid = loop {
@@ -118,7 +150,12 @@ async fn a_worker_that_keeps_dying_is_given_up_after_max_restarts() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         kill9(pid);
-        rec.wait_for("snakepit.pool.worker.terminated", round + 1, Duration::from_secs(10)).await;
+        rec.wait_for(
+            "snakepit.pool.worker.terminated",
+            round + 1,
+            Duration::from_secs(10),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let restarted = rec.named("snakepit.pool.worker.restarted");

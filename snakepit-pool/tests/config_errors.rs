@@ -22,11 +22,18 @@ fn each_bad_value_names_its_key() {
         (good.clone().pool_name("x".repeat(49)), "pool_name"),
         (good.clone().workers(0), "workers"),
         (good.clone().adapter("no_colon"), "adapter"),
-        (good.clone().concurrency_per_worker(0), "concurrency_per_worker"),
-        (good.clone().queue_timeout(Duration::ZERO), "queue_timeout"),
-        (good.clone().startup_timeout(Duration::ZERO), "startup_timeout"),
         (
-            good.clone().restart_backoff(Duration::from_secs(10), Duration::from_secs(1), 3),
+            good.clone().concurrency_per_worker(0),
+            "concurrency_per_worker",
+        ),
+        (good.clone().queue_timeout(Duration::ZERO), "queue_timeout"),
+        (
+            good.clone().startup_timeout(Duration::ZERO),
+            "startup_timeout",
+        ),
+        (
+            good.clone()
+                .restart_backoff(Duration::from_secs(10), Duration::from_secs(1), 3),
             "restart_backoff_base",
         ),
         (good.clone().env("A=B", "x"), "env.A=B"),
@@ -74,6 +81,8 @@ fn toml_is_parsed_with_human_durations_and_errors_name_the_key() {
 
 #[tokio::test]
 async fn start_refuses_a_bad_config_before_spawning() {
-    let err = Pool::start(Telemetry::new(), PoolConfig::default()).await.unwrap_err();
+    let err = Pool::start(Telemetry::new(), PoolConfig::default())
+        .await
+        .unwrap_err();
     assert_eq!(key_of(err), "adapter");
 }

@@ -21,8 +21,21 @@ struct External {
 impl External {
     fn start(listen: &str, worker_id: &str) -> External {
         let mut child = Command::new(python())
-            .args(["-m", "snakepit_bridge.worker", "--adapter", SHOWCASE, "--listen", listen])
-            .args(["--worker-id", worker_id, "--token", "s3cret", "--watch-stdin"])
+            .args([
+                "-m",
+                "snakepit_bridge.worker",
+                "--adapter",
+                SHOWCASE,
+                "--listen",
+                listen,
+            ])
+            .args([
+                "--worker-id",
+                worker_id,
+                "--token",
+                "s3cret",
+                "--watch-stdin",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -31,7 +44,9 @@ impl External {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let json = line.strip_prefix("SNAKEPIT_READY ").unwrap_or_else(|| panic!("{line}"));
+        let json = line
+            .strip_prefix("SNAKEPIT_READY ")
+            .unwrap_or_else(|| panic!("{line}"));
         let ready: serde_json::Value = serde_json::from_str(json).unwrap();
         let address = ready["listen"].as_str().unwrap().to_string();
         External { child, address }
@@ -63,25 +78,38 @@ async fn an_external_worker_serves_calls_and_recovers_after_connection_loss() {
     let address = worker.address.clone();
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
-    let pool = Pool::start(telemetry.clone(), external_config("ext", &address, "s3cret"))
-        .await
-        .unwrap();
+    let pool = Pool::start(
+        telemetry.clone(),
+        external_config("ext", &address, "s3cret"),
+    )
+    .await
+    .unwrap();
     assert!(pool.worker_pids().is_empty());
 
     let spawned = rec.named("snakepit.pool.worker.spawned");
     assert_eq!(spawned.len(), 1);
     assert_eq!(meta(&spawned[0], "worker_id"), "ext_1");
     assert_eq!(meta(&spawned[0], "pool_name"), "ext");
-    assert_eq!(int(&rec.named("snakepit.pool.initialized")[0], "worker_count"), 1);
+    assert_eq!(
+        int(&rec.named("snakepit.pool.initialized")[0], "worker_count"),
+        1
+    );
 
-    let out = pool.execute("add", json!({"a": 20, "b": 22}), CallOptions::default()).await.unwrap();
+    let out = pool
+        .execute("add", json!({"a": 20, "b": 22}), CallOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.value, json!(42));
 
     // The worker goes away: the pool notices, then a new one on the same
     // address is picked up again.
     worker.kill();
     let terminated = rec
-        .wait_for("snakepit.pool.worker.terminated", 1, Duration::from_secs(10))
+        .wait_for(
+            "snakepit.pool.worker.terminated",
+            1,
+            Duration::from_secs(10),
+        )
         .await;
     assert_eq!(terminated.len(), 1, "{:?}", rec.all());
     assert_eq!(meta(&terminated[0], "reason"), "connection_lost");
@@ -96,7 +124,10 @@ async fn an_external_worker_serves_calls_and_recovers_after_connection_loss() {
     assert_eq!(restarted.len(), 1, "{:?}", rec.all());
     assert_eq!(meta(&restarted[0], "worker_id"), "ext_1");
     assert!(int(&restarted[0], "downtime") > 0);
-    let out = pool.execute("add", json!({"a": 1, "b": 1}), CallOptions::default()).await.unwrap();
+    let out = pool
+        .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.value, json!(2));
     pool.shutdown().await;
     let terminated = rec.named("snakepit.pool.worker.terminated");
@@ -108,9 +139,12 @@ async fn a_wrong_token_fails_startup_with_spawn_failed() {
     let worker = External::start("127.0.0.1:0", "ext_1");
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.spawn_failed");
-    let err = Pool::start(telemetry, external_config("badtoken", &worker.address, "wrong"))
-        .await
-        .unwrap_err();
+    let err = Pool::start(
+        telemetry,
+        external_config("badtoken", &worker.address, "wrong"),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, PoolError::Startup { .. }), "{err:?}");
     assert!(err.to_string().contains(&worker.address), "{err}");
     let failed = rec.named("snakepit.pool.worker.spawn_failed");

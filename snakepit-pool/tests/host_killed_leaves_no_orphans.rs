@@ -25,7 +25,9 @@ fn host_helper() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let pool = Pool::start(Telemetry::new(), config("orphans", 2)).await.unwrap();
+        let pool = Pool::start(Telemetry::new(), config("orphans", 2))
+            .await
+            .unwrap();
         let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
         println!("PIDS {}", pids.join(" "));
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -40,7 +42,13 @@ fn workers_exit_when_the_host_is_killed_with_sigkill() {
     }
     let exe = std::env::current_exe().unwrap();
     let mut host = Command::new(exe)
-        .args(["--exact", "host_helper", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "host_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(HELPER_ENV, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -50,8 +58,11 @@ fn workers_exit_when_the_host_is_killed_with_sigkill() {
     let mut pids = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("PIDS ") {
-            pids = rest.split_whitespace().map(|p| p.parse::<u32>().unwrap()).collect();
+        if let Some((_, rest)) = line.split_once("PIDS ") {
+            pids = rest
+                .split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap())
+                .collect();
             break;
         }
     }

@@ -20,11 +20,18 @@ async fn two_pools_in_one_process_tag_their_events() {
         Pool::start(telemetry.clone(), config("beta", 2)),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    a.execute("ping", json!({}), CallOptions::default()).await.unwrap();
-    b.execute("ping", json!({}), CallOptions::default()).await.unwrap();
+    a.execute("ping", json!({}), CallOptions::default())
+        .await
+        .unwrap();
+    b.execute("ping", json!({}), CallOptions::default())
+        .await
+        .unwrap();
 
     let init = rec.named("snakepit.pool.initialized");
-    let mut names: Vec<(&str, i64)> = init.iter().map(|e| (meta(e, "pool_name"), int(e, "worker_count"))).collect();
+    let mut names: Vec<(&str, i64)> = init
+        .iter()
+        .map(|e| (meta(e, "pool_name"), int(e, "worker_count")))
+        .collect();
     names.sort();
     assert_eq!(names, [("alpha", 1), ("beta", 2)]);
     let mut ids: Vec<String> = rec
@@ -37,7 +44,9 @@ async fn two_pools_in_one_process_tag_their_events() {
     assert_eq!(a.worker_ids(), ["alpha_1"]);
 
     // Python events folded from each pool's workers carry its pool name.
-    let stops = python_rec.wait_for("snakepit.python.call.stop", 2, Duration::from_secs(5)).await;
+    let stops = python_rec
+        .wait_for("snakepit.python.call.stop", 2, Duration::from_secs(5))
+        .await;
     let mut pools: Vec<&str> = stops.iter().map(|e| meta(e, "pool_name")).collect();
     pools.sort();
     pools.dedup();
@@ -54,13 +63,21 @@ async fn a_restarted_worker_gets_the_current_policy() {
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.restarted");
     let drops = Recorder::attach(&telemetry, "drops", "snakepit.telemetry.events.dropped");
     let stops = Recorder::attach(&telemetry, "stops", "snakepit.python.call.stop");
-    let pool = Pool::start(telemetry.clone(), config("policy", 1)).await.unwrap();
+    let pool = Pool::start(telemetry.clone(), config("policy", 1))
+        .await
+        .unwrap();
     // Changed after start, then the worker is replaced.
-    telemetry.control().set_filters(&[], &["python.call.*"]).unwrap();
+    telemetry
+        .control()
+        .set_filters(&[], &["python.call.*"])
+        .unwrap();
     kill9(pool.worker_pids()[0]);
-    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(20)).await;
+    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(20))
+        .await;
     for _ in 0..5 {
-        pool.execute("ping", json!({}), CallOptions::default()).await.unwrap();
+        pool.execute("ping", json!({}), CallOptions::default())
+            .await
+            .unwrap();
     }
     // The new worker filtered the events itself (it counts them as dropped
     // for reason `filtered`), so the policy reached it.
@@ -77,7 +94,11 @@ async fn a_restarted_worker_gets_the_current_policy() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(filtered >= 5, "worker-side filtered drops: {filtered}; {:?}", drops.all());
+    assert!(
+        filtered >= 5,
+        "worker-side filtered drops: {filtered}; {:?}",
+        drops.all()
+    );
     assert!(stops.all().is_empty());
     pool.shutdown().await;
 }

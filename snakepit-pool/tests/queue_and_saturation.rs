@@ -11,7 +11,11 @@ use serde_json::json;
 use snakepit_pool::{CallOptions, Pool, PoolError};
 use snakepit_telemetry::Telemetry;
 
-async fn one_slot_pool(name: &str, max_queue: usize, queue_timeout: Duration) -> (Arc<Pool>, Recorder) {
+async fn one_slot_pool(
+    name: &str,
+    max_queue: usize,
+    queue_timeout: Duration,
+) -> (Arc<Pool>, Recorder) {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
     let cfg = config(name, 1)
@@ -22,9 +26,15 @@ async fn one_slot_pool(name: &str, max_queue: usize, queue_timeout: Duration) ->
     (Arc::new(Pool::start(telemetry, cfg).await.unwrap()), rec)
 }
 
-fn occupy(pool: &Arc<Pool>, ms: u64) -> tokio::task::JoinHandle<Result<snakepit_pool::ToolOutput, PoolError>> {
+fn occupy(
+    pool: &Arc<Pool>,
+    ms: u64,
+) -> tokio::task::JoinHandle<Result<snakepit_pool::ToolOutput, PoolError>> {
     let p = pool.clone();
-    tokio::spawn(async move { p.execute("sleep", json!({"ms": ms}), CallOptions::default()).await })
+    tokio::spawn(async move {
+        p.execute("sleep", json!({"ms": ms}), CallOptions::default())
+            .await
+    })
 }
 
 async fn wait_in_flight(pool: &Pool, n: usize) {
@@ -42,7 +52,10 @@ async fn a_queued_call_runs_when_a_worker_frees_up() {
     let (pool, rec) = one_slot_pool("dequeue", 10, Duration::from_secs(5)).await;
     let busy = occupy(&pool, 300);
     wait_in_flight(&pool, 1).await;
-    let out = pool.execute("add", json!({"a": 1, "b": 1}), CallOptions::default()).await.unwrap();
+    let out = pool
+        .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.value, json!(2));
     busy.await.unwrap().unwrap();
 
@@ -64,7 +77,10 @@ async fn a_call_waiting_past_the_queue_timeout_fails_with_queue_timeout() {
     let (pool, rec) = one_slot_pool("qtimeout", 10, Duration::from_millis(200)).await;
     let busy = occupy(&pool, 1500);
     wait_in_flight(&pool, 1).await;
-    let err = pool.execute("add", json!({"a": 1, "b": 1}), CallOptions::default()).await.unwrap_err();
+    let err = pool
+        .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
+        .await
+        .unwrap_err();
     match err {
         PoolError::QueueTimeout { waited } => assert!(waited >= Duration::from_millis(200)),
         other => panic!("expected QueueTimeout, got {other:?}"),
@@ -91,9 +107,15 @@ async fn a_full_queue_rejects_with_saturated_and_status_shows_it() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let err = pool.execute("add", json!({"a": 1, "b": 1}), CallOptions::default()).await.unwrap_err();
+    let err = pool
+        .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
+        .await
+        .unwrap_err();
     match err {
-        PoolError::Saturated { queue_depth, max_queue } => {
+        PoolError::Saturated {
+            queue_depth,
+            max_queue,
+        } => {
             assert_eq!((queue_depth, max_queue), (1, 1));
         }
         other => panic!("expected Saturated, got {other:?}"),
@@ -120,7 +142,9 @@ async fn a_full_queue_rejects_with_saturated_and_status_shows_it() {
     busy.await.unwrap().unwrap();
     queued.await.unwrap().unwrap();
     let seen = rec.named("snakepit.pool.status").len();
-    let after = rec.wait_for("snakepit.pool.status", seen + 2, Duration::from_secs(2)).await;
+    let after = rec
+        .wait_for("snakepit.pool.status", seen + 2, Duration::from_secs(2))
+        .await;
     let last = after.last().unwrap();
     assert_eq!(int(last, "queue_depth"), 0);
     assert_eq!(int(last, "available_workers"), 1);

@@ -13,7 +13,9 @@ use snakepit_telemetry::Telemetry;
 async fn start_emits_spawn_events_and_initialized_then_shutdown_leaves_no_process() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
-    let pool = Pool::start(telemetry.clone(), config("life", 2)).await.unwrap();
+    let pool = Pool::start(telemetry.clone(), config("life", 2))
+        .await
+        .unwrap();
 
     let started = rec.named("snakepit.pool.worker.spawn_started");
     assert_eq!(started.len(), 2);
@@ -28,7 +30,10 @@ async fn start_emits_spawn_events_and_initialized_then_shutdown_leaves_no_proces
     assert_eq!(ids, ["life_1", "life_2"]);
     let mut pids = pool.worker_pids();
     pids.sort();
-    let mut event_pids: Vec<u32> = spawned.iter().map(|e| int(e, "python_pid") as u32).collect();
+    let mut event_pids: Vec<u32> = spawned
+        .iter()
+        .map(|e| int(e, "python_pid") as u32)
+        .collect();
     event_pids.sort();
     assert_eq!(pids, event_pids);
     for e in &spawned {
@@ -46,7 +51,10 @@ async fn start_emits_spawn_events_and_initialized_then_shutdown_leaves_no_proces
     assert_eq!(status.available_workers, 2);
 
     pool.shutdown().await;
-    assert!(wait_gone(&pids, Duration::from_secs(1)), "workers left after shutdown: {pids:?}");
+    assert!(
+        wait_gone(&pids, Duration::from_secs(1)),
+        "workers left after shutdown: {pids:?}"
+    );
     let terminated = rec.named("snakepit.pool.worker.terminated");
     assert_eq!(terminated.len(), 2);
     for e in &terminated {
@@ -95,7 +103,9 @@ async fn a_missing_interpreter_fails_startup_naming_it() {
 async fn a_killed_worker_is_restarted_with_events() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
-    let pool = Pool::start(telemetry.clone(), config("restart", 2)).await.unwrap();
+    let pool = Pool::start(telemetry.clone(), config("restart", 2))
+        .await
+        .unwrap();
     let victim = pool.worker_pids()[0];
     kill9(victim);
 
@@ -129,7 +139,9 @@ async fn a_killed_worker_is_restarted_with_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_pool_stops_its_workers() {
-    let pool = Pool::start(Telemetry::new(), config("dropped", 2)).await.unwrap();
+    let pool = Pool::start(Telemetry::new(), config("dropped", 2))
+        .await
+        .unwrap();
     let pids = pool.worker_pids();
     assert_eq!(pids.len(), 2);
     drop(pool);

@@ -96,7 +96,11 @@ fn handle_cost(c: &mut Criterion) {
     g.finish();
     sink.shutdown(Duration::from_secs(10)).expect("shutdown");
     let stats = sink.stats();
-    assert_eq!(stats.dropped(), 0, "the enqueue benchmark must not drop: {stats:?}");
+    assert_eq!(
+        stats.dropped(),
+        0,
+        "the enqueue benchmark must not drop: {stats:?}"
+    );
 }
 
 fn end_to_end(c: &mut Criterion) {
@@ -107,7 +111,11 @@ fn end_to_end(c: &mut Criterion) {
     let out = dir.path().join("bench.jsonl");
     for (name, path, cfg) in [
         ("noop_plugin", plugin("slow"), json!({})),
-        ("jsonl_plugin", plugin("jsonl"), json!({ "path": out, "append": false })),
+        (
+            "jsonl_plugin",
+            plugin("jsonl"),
+            json!({ "path": out, "append": false }),
+        ),
     ] {
         let (telemetry, sink) = with_plugin(&path, cfg);
         g.bench_function(name, |b| {

@@ -59,7 +59,11 @@ fn c_layout() -> BTreeMap<String, u64> {
         .arg(&src)
         .output()
         .expect("the system C compiler `cc` runs");
-    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
     String::from_utf8(run.stdout)

@@ -21,11 +21,16 @@ fn the_c_plugin_receives_events() {
     let sink = Arc::new(PluginSink::load(&cfg, &telemetry).expect("the C plugin loads"));
     assert_eq!(sink.plugin_name(), "text");
     assert!(!sink.catches_panics());
-    telemetry.attach_sink("text", &cfg.events, sink.clone()).unwrap();
+    telemetry
+        .attach_sink("text", &cfg.events, sink.clone())
+        .unwrap();
 
     telemetry.execute_with(
         builtin::POOL_STATUS,
-        &[("queue_depth", Value::Int(-3)), ("busy_workers", Value::Float(1.5))],
+        &[
+            ("queue_depth", Value::Int(-3)),
+            ("busy_workers", Value::Float(1.5)),
+        ],
         &[("pool_name", Value::from("café-池"))],
         EventContext {
             timestamp_ns: 42,

@@ -19,12 +19,22 @@ fn a_wrong_abi_version_is_refused_naming_both_versions() {
     let path = plugin("wrong-abi");
     let err = load(&path, json!({}));
     assert!(
-        matches!(err, PluginError::AbiVersion { expected: 1, found: 2, .. }),
+        matches!(
+            err,
+            PluginError::AbiVersion {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let message = err.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("version 1") && message.contains("version 2"), "{message}");
+    assert!(
+        message.contains("version 1") && message.contains("version 2"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -41,7 +51,10 @@ fn a_library_without_the_entry_symbol_is_refused() {
 fn a_missing_file_is_refused_naming_the_path() {
     let err = load(Path::new("/nonexistent/libnothing.so"), json!({}));
     assert!(matches!(err, PluginError::Open { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/libnothing.so"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/libnothing.so"),
+        "{err}"
+    );
 }
 
 #[test]

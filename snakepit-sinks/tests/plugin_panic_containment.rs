@@ -52,7 +52,11 @@ fn a_panic_in_emit_disables_the_instance_and_the_host_keeps_running() {
     let telemetry = Telemetry::new();
     let failed = Recorder::attach(&telemetry, builtin::TELEMETRY_SINK_FAILED);
     let dropped = Recorder::attach(&telemetry, builtin::TELEMETRY_EVENTS_DROPPED);
-    let cfg = config(&plugin("panicking"), json!({ "panic_in": "emit", "after": 2 }), 64);
+    let cfg = config(
+        &plugin("panicking"),
+        json!({ "panic_in": "emit", "after": 2 }),
+        64,
+    );
     let sink = Arc::new(PluginSink::load(&cfg, &telemetry).unwrap());
     telemetry
         .attach_sink("panicking", &cfg.events, sink.clone())
@@ -62,7 +66,9 @@ fn a_panic_in_emit_disables_the_instance_and_the_host_keeps_running() {
     let out = dir.path().join("ok.jsonl");
     let ok_cfg = config(&plugin("jsonl"), json!({ "path": out }), 64);
     let ok = Arc::new(PluginSink::load(&ok_cfg, &telemetry).unwrap());
-    telemetry.attach_sink("ok", &ok_cfg.events, ok.clone()).unwrap();
+    telemetry
+        .attach_sink("ok", &ok_cfg.events, ok.clone())
+        .unwrap();
 
     for n in 0..5 {
         status(&telemetry, n);
@@ -90,14 +96,19 @@ fn a_panic_in_emit_disables_the_instance_and_the_host_keeps_running() {
     // Reported: one sink.failed event, an error log, the drops.
     let failures = failed.events();
     assert_eq!(failures.len(), 1);
-    assert_eq!(failures[0].meta("sink").and_then(Value::as_str), Some(sink.name()));
+    assert_eq!(
+        failures[0].meta("sink").and_then(Value::as_str),
+        Some(sink.name())
+    );
     assert!(failures[0]
         .meta("reason")
         .and_then(Value::as_str)
         .is_some_and(|r| r.contains("panicking plugin: emit")));
     let log = log_text();
     assert!(
-        log.contains("ERROR") && log.contains("snakepit::telemetry") && log.contains("plugin sink disabled"),
+        log.contains("ERROR")
+            && log.contains("snakepit::telemetry")
+            && log.contains("plugin sink disabled"),
         "{log}"
     );
     let reported: i64 = dropped

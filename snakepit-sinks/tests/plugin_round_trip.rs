@@ -121,8 +121,12 @@ fn two_instances_of_one_plugin_are_independent() {
     let (a_out, b_out) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
     let telemetry = Telemetry::new();
     let path = plugin("jsonl");
-    let a = Arc::new(PluginSink::load(&config(&path, json!({ "path": a_out }), 16), &telemetry).unwrap());
-    let b = Arc::new(PluginSink::load(&config(&path, json!({ "path": b_out }), 16), &telemetry).unwrap());
+    let a = Arc::new(
+        PluginSink::load(&config(&path, json!({ "path": a_out }), 16), &telemetry).unwrap(),
+    );
+    let b = Arc::new(
+        PluginSink::load(&config(&path, json!({ "path": b_out }), 16), &telemetry).unwrap(),
+    );
     assert_ne!(a.name(), b.name(), "drop reports must tell instances apart");
 
     let status = |n: i64| [("queue_depth", Value::Int(n))];

@@ -29,7 +29,9 @@ fn a_stuck_plugin_never_blocks_the_producer_and_every_event_is_accounted_for() {
         CAPACITY,
     );
     let sink = Arc::new(PluginSink::load(&cfg, &telemetry).unwrap());
-    telemetry.attach_sink("slow", &cfg.events, sink.clone()).unwrap();
+    telemetry
+        .attach_sink("slow", &cfg.events, sink.clone())
+        .unwrap();
 
     // The plugin is stuck on its gate for the whole burst. If handle()
     // blocked, the producer thread would not finish until the gate opens.
@@ -53,11 +55,18 @@ fn a_stuck_plugin_never_blocks_the_producer_and_every_event_is_accounted_for() {
     producer.join().unwrap();
     assert!(!gate.exists());
     let stats = sink.stats();
-    assert!(stats.delivered == 0 && stats.queued <= CAPACITY as u64, "{stats:?}");
-    assert!(stats.dropped_queue_full >= (SENT - CAPACITY - 1) as u64, "{stats:?}");
+    assert!(
+        stats.delivered == 0 && stats.queued <= CAPACITY as u64,
+        "{stats:?}"
+    );
+    assert!(
+        stats.dropped_queue_full >= (SENT - CAPACITY - 1) as u64,
+        "{stats:?}"
+    );
 
     std::fs::write(&gate, b"open").unwrap();
-    sink.flush(Duration::from_secs(10)).expect("flush once unstuck");
+    sink.flush(Duration::from_secs(10))
+        .expect("flush once unstuck");
     let stats = sink.stats();
     assert_eq!(stats.delivered + stats.dropped(), SENT as u64, "{stats:?}");
     assert_eq!(stats.failed, 0);
@@ -97,7 +106,9 @@ fn a_stuck_plugin_cannot_stop_shutdown() {
     let telemetry = Telemetry::new();
     let cfg = config(&plugin("slow"), json!({ "gate": gate }), CAPACITY);
     let sink = Arc::new(PluginSink::load(&cfg, &telemetry).unwrap());
-    telemetry.attach_sink("stuck", &cfg.events, sink.clone()).unwrap();
+    telemetry
+        .attach_sink("stuck", &cfg.events, sink.clone())
+        .unwrap();
     for _ in 0..CAPACITY * 2 {
         telemetry.execute(builtin::POOL_SATURATED, &[], &[]);
     }

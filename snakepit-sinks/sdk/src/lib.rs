@@ -262,9 +262,13 @@ pub unsafe extern "C" fn create_shim<T: SinkPlugin>(
             return Err("the host passed a null out_instance".to_string());
         }
         // SAFETY: the host passes `config_len` readable bytes.
-        let bytes = unsafe { abi::Str::as_bytes(&abi::Str { ptr: config_json, len: config_len }) };
-        let config = std::str::from_utf8(bytes)
-            .map_err(|e| format!("config is not UTF-8: {e}"))?;
+        let bytes = unsafe {
+            abi::Str::as_bytes(&abi::Str {
+                ptr: config_json,
+                len: config_len,
+            })
+        };
+        let config = std::str::from_utf8(bytes).map_err(|e| format!("config is not UTF-8: {e}"))?;
         let instance = T::create(config)?;
         // SAFETY: checked non-null above.
         unsafe { *out_instance = Box::into_raw(Box::new(instance)).cast() };
@@ -326,6 +330,11 @@ pub unsafe extern "C" fn destroy_shim<T: SinkPlugin>(instance: *mut c_void) {
         drop(unsafe { Box::from_raw(instance.cast::<T>()) });
     }));
 }
+
+/// The guide "Write your own sink plugin" (`docs/plugins.md`); its Rust
+/// example is compiled as a doc test here.
+#[doc = include_str!("../../../docs/plugins.md")]
+pub mod guide {}
 
 /// The flags a plugin built from this SDK reports.
 pub const SDK_FLAGS: u64 = if cfg!(panic = "unwind") {

@@ -218,7 +218,11 @@ impl PluginSink {
     ) -> Result<(), SinkError> {
         let deadline = Instant::now() + timeout;
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        if self.tx.send_deadline(make(deadline, ack_tx), deadline).is_err() {
+        if self
+            .tx
+            .send_deadline(make(deadline, ack_tx), deadline)
+            .is_err()
+        {
             return Err(self.timeout(timeout));
         }
         match ack_rx.recv_deadline(deadline) {
@@ -272,11 +276,7 @@ impl Sink for PluginSink {
             return Ok(());
         }
         let result = self.request(timeout, |deadline, ack| Msg::Shutdown { deadline, ack });
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         match &result {
             Err(SinkError::Timeout { .. }) => tracing::warn!(
                 target: "snakepit::telemetry",

@@ -62,7 +62,10 @@ pub fn plugin_dir() -> &'static Path {
             cmd.args(["-p", &format!("snakepit-plugin-{p}")]);
         }
         let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building the plugin crates failed: {cmd:?}");
+        assert!(
+            status.success(),
+            "building the plugin crates failed: {cmd:?}"
+        );
         profile
     })
 }
@@ -86,7 +89,9 @@ pub fn c_plugin(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let output = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11"])
+            .args([
+                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11",
+            ])
             .arg("-I")
             .arg(root.join("abi/include"))
             .arg("-o")
@@ -124,9 +129,11 @@ impl Recorder {
         let r = Recorder::default();
         let seen = r.0.clone();
         telemetry
-            .attach_ids(format!("recorder-{event:?}"), &[event], move |e: &Event<'_>| {
-                seen.lock().unwrap().push(e.to_owned_event())
-            })
+            .attach_ids(
+                format!("recorder-{event:?}"),
+                &[event],
+                move |e: &Event<'_>| seen.lock().unwrap().push(e.to_owned_event()),
+            )
             .expect("attach recorder");
         r
     }

@@ -63,6 +63,58 @@ pub fn event_json(event: &Event<'_>) -> Json {
     })
 }
 
+/// Writes `event` as one JSON line (with the newline) into `out`, without
+/// building an intermediate value; the same object as [`event_json`].
+pub fn write_line(out: &mut Vec<u8>, event: &Event<'_>) -> std::io::Result<()> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from)
+    };
+    let fields = |out: &mut Vec<u8>, fields: Fields<'_>| -> std::io::Result<()> {
+        out.push(b'{');
+        for (i, (key, value)) in fields.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, key)?;
+            out.push(b':');
+            match value {
+                Value::Int(v) => write!(out, "{v}")?,
+                Value::Float(f) => serde_json::to_writer(&mut *out, &f)?,
+                Value::Str(s) => string(out, s)?,
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    };
+    out.extend_from_slice(b"{\"name\":");
+    string(out, event.name())?;
+    write!(
+        out,
+        ",\"timestamp_ns\":{},\"correlation_id\":",
+        event.timestamp_ns()
+    )?;
+    match event.correlation_id() {
+        Some(c) => string(out, c)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    write!(
+        out,
+        ",\"span_id\":{},\"parent_span_id\":{},\"trace_id\":",
+        event.span_id(),
+        event.parent_span_id()
+    )?;
+    match event.trace_id() {
+        0 => out.extend_from_slice(b"null"),
+        t => write!(out, "\"{t:032x}\"")?,
+    }
+    out.extend_from_slice(b",\"measurements\":");
+    fields(out, event.measurements())?;
+    out.extend_from_slice(b",\"metadata\":");
+    fields(out, event.metadata())?;
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
 impl SinkPlugin for JsonLines {
     fn create(config_json: &str) -> Result<Self, String> {
         let config: Json =
@@ -92,8 +144,7 @@ impl SinkPlugin for JsonLines {
 
     fn emit(&mut self, event: &Event<'_>) -> Result<(), String> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &event_json(event)).map_err(|e| e.to_string())?;
-        self.line.push(b'\n');
+        write_line(&mut self.line, event).map_err(|e| e.to_string())?;
         self.out.write_all(&self.line).map_err(|e| e.to_string())
     }
 

@@ -36,7 +36,11 @@ impl SinkPlugin for Panicking {
 
     fn emit(&mut self, event: &Event<'_>) -> Result<(), String> {
         if self.panic_in == "emit" && self.seen >= self.after {
-            panic!("panicking plugin: emit of {} after {} events", event.name(), self.seen);
+            panic!(
+                "panicking plugin: emit of {} after {} events",
+                event.name(),
+                self.seen
+            );
         }
         self.seen += 1;
         Ok(())

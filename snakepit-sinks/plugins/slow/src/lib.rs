@@ -33,8 +33,12 @@ impl SinkPlugin for Slow {
             )),
             None => None,
         };
-        let gate = config.get("gate").and_then(|v| v.as_str()).map(PathBuf::from);
-        let delay = Duration::from_micros(config.get("delay_us").and_then(|v| v.as_u64()).unwrap_or(0));
+        let gate = config
+            .get("gate")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from);
+        let delay =
+            Duration::from_micros(config.get("delay_us").and_then(|v| v.as_u64()).unwrap_or(0));
         Ok(Slow { out, gate, delay })
     }
 

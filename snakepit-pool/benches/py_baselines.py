@@ -1,0 +1,68 @@
+"""Python baselines for the pool benchmark: the same trivial call through
+concurrent.futures.ProcessPoolExecutor and multiprocessing.Pool, 2 workers.
+
+Prints one JSON object: calls/s with many calls in flight (one submit /
+apply_async per call, no batching) and the p50 round trip of one call at a
+time (apply / submit().result()), in microseconds.
+"""
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, wait
+
+WORKERS = 2
+
+
+def trivial(x):
+    return x
+
+
+def p50_us(call, n):
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        call(i)
+        samples.append(time.perf_counter_ns() - t0)
+    return statistics.median(samples) / 1000.0
+
+
+def bench_ppe(calls, seq):
+    with ProcessPoolExecutor(WORKERS) as ex:
+        wait([ex.submit(trivial, i) for i in range(1000)])
+        t0 = time.perf_counter()
+        wait([ex.submit(trivial, i) for i in range(calls)])
+        rate = calls / (time.perf_counter() - t0)
+        p50 = p50_us(lambda i: ex.submit(trivial, i).result(), seq)
+    return rate, p50
+
+
+def bench_mp(calls, seq):
+    with multiprocessing.Pool(WORKERS) as pool:
+        for r in [pool.apply_async(trivial, (i,)) for i in range(1000)]:
+            r.get()
+        t0 = time.perf_counter()
+        results = [pool.apply_async(trivial, (i,)) for i in range(calls)]
+        for r in results:
+            r.get()
+        rate = calls / (time.perf_counter() - t0)
+        p50 = p50_us(lambda i: pool.apply(trivial, (i,)), seq)
+    return rate, p50
+
+
+def main():
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+    seq = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+    ppe_rate, ppe_p50 = bench_ppe(calls, seq)
+    mp_rate, mp_p50 = bench_mp(calls, seq)
+    print(json.dumps({
+        "ppe_calls_per_s": ppe_rate,
+        "ppe_p50_us": ppe_p50,
+        "mp_calls_per_s": mp_rate,
+        "mp_p50_us": mp_p50,
+    }))
+
+
+if __name__ == "__main__":
+    main()
