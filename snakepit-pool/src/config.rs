@@ -64,6 +64,7 @@ pub struct PoolConfig {
     pub restart_backoff_max: Duration,
     /// Restarts in a row (without a worker staying up for
     /// [`PoolConfig::restart_stable_after`]) before a worker slot is given up.
+    /// External workers are reconnected without limit.
     pub max_restarts: u32,
     /// A worker up this long has its restart count in a row reset.
     #[serde(with = "humantime_serde")]

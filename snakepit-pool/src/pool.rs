@@ -1,7 +1,7 @@
 //! The [`Pool`]: start, calls, status, shutdown.
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,21 +41,28 @@ pub struct PoolStatus {
 /// A supervised pool of Python workers (local processes or external
 /// workers).
 ///
-/// Dropping a pool without [`Pool::shutdown`] stops its workers anyway: a
-/// best-effort, blocking SIGTERM, then SIGKILL after the grace period.
+/// Cheap to clone; clones share the workers. [`Pool::shutdown`] on any clone
+/// stops the pool for all of them. Dropping the last clone without a
+/// shutdown stops the workers anyway: a best-effort, blocking SIGTERM, then
+/// SIGKILL after the grace period.
+#[derive(Clone)]
 pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Removed (with the sockets in it) when the pool goes.
     _socket_dir: Option<tempfile::TempDir>,
-    finished: bool,
+    finished: AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("pool_name", &self.shared.config.pool_name)
+            .field("pool_name", &self.inner.shared.config.pool_name)
             .finish_non_exhaustive()
     }
 }
@@ -152,22 +159,24 @@ impl Pool {
         tasks.push(tokio::spawn(status_ticker(shared.clone(), stop_rx)));
         shared.events.initialized(t0.elapsed(), slots);
         Ok(Pool {
-            shared,
-            stop,
-            tasks: Mutex::new(tasks),
-            _socket_dir: socket_dir,
-            finished: false,
+            inner: Arc::new(PoolInner {
+                shared,
+                stop,
+                tasks: tokio::sync::Mutex::new(tasks),
+                _socket_dir: socket_dir,
+                finished: AtomicBool::new(false),
+            }),
         })
     }
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        &self.shared.config.pool_name
+        &self.inner.shared.config.pool_name
     }
 
     /// The config the pool runs with.
     pub fn config(&self) -> &PoolConfig {
-        &self.shared.config
+        &self.inner.shared.config
     }
 
     /// Runs `tool` on a free worker, waiting in the queue when all are busy.
@@ -183,8 +192,9 @@ impl Pool {
         args: serde_json::Value,
         mut opts: CallOptions,
     ) -> Result<ToolOutput, PoolError> {
-        let lease = self.shared.dispatch.acquire(tool).await?;
-        opts.timeout.get_or_insert(self.shared.config.call_timeout);
+        let lease = self.inner.shared.dispatch.acquire(tool).await?;
+        opts.timeout
+            .get_or_insert(self.inner.shared.config.call_timeout);
         let worker = &lease.worker;
         let result = worker.client.execute(tool, args, opts).await;
         worker.total_commands.fetch_add(1, Ordering::Relaxed);
@@ -203,8 +213,9 @@ impl Pool {
         args: serde_json::Value,
         mut opts: CallOptions,
     ) -> Result<PoolStream, PoolError> {
-        let lease = self.shared.dispatch.acquire(tool).await?;
-        opts.timeout.get_or_insert(self.shared.config.call_timeout);
+        let lease = self.inner.shared.dispatch.acquire(tool).await?;
+        opts.timeout
+            .get_or_insert(self.inner.shared.config.call_timeout);
         let worker = lease.worker.clone();
         worker.total_commands.fetch_add(1, Ordering::Relaxed);
         match worker.client.execute_stream(tool, args, opts).await {
@@ -215,12 +226,13 @@ impl Pool {
 
     /// A snapshot: queue depth and workers available, busy and alive.
     pub fn status(&self) -> PoolStatus {
-        self.shared.dispatch.status()
+        self.inner.shared.dispatch.status()
     }
 
     /// The process ids of the live local workers (empty for external ones).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared
+        self.inner
+            .shared
             .pids
             .lock()
             .map(|p| p.iter().flatten().copied().collect())
@@ -229,7 +241,8 @@ impl Pool {
 
     /// The ids of the live workers.
     pub fn worker_ids(&self) -> Vec<String> {
-        self.shared
+        self.inner
+            .shared
             .dispatch
             .workers()
             .iter()
@@ -241,26 +254,23 @@ impl Pool {
     /// [`PoolError::ShuttingDown`], calls in flight may finish within the
     /// grace period, then each worker gets SIGTERM and, after the grace
     /// period, SIGKILL. Emits `terminated` (planned) for each worker.
-    pub async fn shutdown(mut self) {
-        self.shared.dispatch.close();
-        if !self
-            .shared
-            .dispatch
-            .drain(self.shared.config.grace_period)
-            .await
-        {
+    /// Affects every clone; returns once every worker is gone.
+    pub async fn shutdown(self) {
+        self.inner.shared.dispatch.close();
+        let shared = &self.inner.shared;
+        if !shared.dispatch.drain(shared.config.grace_period).await {
             tracing::warn!(
                 target: "snakepit::pool",
-                pool_name = %self.shared.config.pool_name,
+                pool_name = %self.inner.shared.config.pool_name,
                 "calls still running after the grace period; stopping the workers anyway"
             );
         }
-        let _ = self.stop.send(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
+        let _ = self.inner.stop.send(true);
+        let mut tasks = self.inner.tasks.lock().await;
+        for task in tasks.drain(..) {
             let _ = task.await;
         }
-        self.finished = true;
+        self.inner.finished.store(true, Ordering::Release);
     }
 }
 
@@ -306,9 +316,9 @@ async fn status_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-impl Drop for Pool {
+impl Drop for PoolInner {
     fn drop(&mut self) {
-        if self.finished {
+        if *self.finished.get_mut() {
             return;
         }
         self.shared.dispatch.close();
@@ -331,12 +341,7 @@ impl Drop for Pool {
                 process::signal(pid, libc::SIGKILL);
             }
         }
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.get_mut().drain(..) {
             task.abort();
         }
     }

@@ -229,8 +229,10 @@ pub(crate) async fn run_slot(
                 // Restart with backoff until it works, the limit is hit, or
                 // the pool stops.
                 loop {
-                    in_a_row += 1;
-                    if in_a_row > shared.config.max_restarts {
+                    in_a_row = in_a_row.saturating_add(1);
+                    // External workers are someone else's to restart: keep
+                    // reconnecting at the longest backoff, never give up.
+                    if !shared.config.is_external() && in_a_row > shared.config.max_restarts {
                         tracing::error!(
                             target: "snakepit::pool",
                             worker_id = %worker_id,

@@ -192,6 +192,21 @@ fn call_dispatch(c: &mut Criterion) {
 
     let t = Telemetry::new();
     t.attach_sink("log", &[], Arc::new(LogSink::new(&t))).unwrap();
+    g.bench_function("log_sink_only", |b| {
+        b.iter(|| {
+            n += 1;
+            one_call(&t, n)
+        })
+    });
+    let p = Telemetry::new();
+    let prom_only = Arc::new(PrometheusSink::builder().build(p.catalog()).unwrap());
+    p.attach_sink("prometheus", &[], prom_only.clone()).unwrap();
+    g.bench_function("prometheus_sink_only", |b| {
+        b.iter(|| {
+            n += 1;
+            one_call(&p, n)
+        })
+    });
     let prom = Arc::new(PrometheusSink::builder().build(t.catalog()).unwrap());
     t.attach_sink("prometheus", &[], prom.clone()).unwrap();
     let otel = Arc::new(

@@ -22,29 +22,45 @@
 //! forwarded under `snakepit::python`.
 
 use std::fmt;
+use std::sync::Arc;
 
-use snakepit_core::{Event, LogCategory, LogLevel, Sink, Value};
+use snakepit_core::{Catalog, Event, LogCategory, LogLevel, Sink, Value};
 use snakepit_telemetry::{LogConfig, Telemetry};
 use tracing::Level;
 
-/// Events as `tracing` records. Cheap: nothing is formatted unless a
-/// subscriber wants the record.
+/// Events as `tracing` records. Cheap: when no subscriber wants a record
+/// at the event's target and level, `handle` costs a table lookup and the
+/// `tracing` interest check; nothing is formatted.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     log: LogConfig,
+    /// Category and level of each event id (`None`: depends on metadata).
+    table: Arc<[(Option<LogCategory>, Option<Level>)]>,
 }
 
 impl LogSink {
     /// A log sink that obeys `telemetry`'s log configuration.
     pub fn new(telemetry: &Telemetry) -> LogSink {
-        LogSink {
-            log: telemetry.log().clone(),
-        }
+        LogSink::with_config(telemetry.log().clone(), telemetry.catalog())
     }
 
-    /// A log sink that obeys this log configuration.
-    pub fn with_config(log: LogConfig) -> LogSink {
-        LogSink { log }
+    /// A log sink for the events of `catalog` that obeys this log configuration.
+    pub fn with_config(log: LogConfig, catalog: &Catalog) -> LogSink {
+        let table = catalog
+            .iter()
+            .map(|(_, spec)| (category_of(&spec.name), static_level(&spec.name)))
+            .collect();
+        LogSink { log, table }
+    }
+
+    /// Does the log config let a record of this category and level through
+    /// for this event's worker?
+    fn allowed(&self, category: Option<LogCategory>, level: Level, event: &Event<'_>) -> bool {
+        let allowed = self
+            .log
+            .levels()
+            .level_for(category, event.meta_str("worker_id"));
+        level_enabled(level, allowed)
     }
 }
 
@@ -64,28 +80,36 @@ pub fn category_of(name: &str) -> Option<LogCategory> {
 
 /// The level of an event's log record.
 pub fn level_of(event: &Event<'_>) -> Level {
-    let name = event.name();
+    static_level(event.name()).unwrap_or_else(|| dynamic_level(event))
+}
+
+/// The level of a record that depends on metadata: a worker's planned
+/// termination is `info`, any other `warn`.
+fn dynamic_level(event: &Event<'_>) -> Level {
+    if event.meta_str("planned") == Some("true") {
+        Level::INFO
+    } else {
+        Level::WARN
+    }
+}
+
+/// The level of an event by name, `None` when it depends on metadata.
+fn static_level(name: &str) -> Option<Level> {
     let tail = name.strip_prefix("snakepit.").unwrap_or(name);
-    match tail {
-        "pool.worker.spawn_failed" | "telemetry.handler.detached" => return Level::ERROR,
-        "pool.worker.terminated" => {
-            return if event.meta_str("planned") == Some("true") {
-                Level::INFO
-            } else {
-                Level::WARN
-            }
-        }
+    Some(match tail {
+        "pool.worker.terminated" => return None,
+        "pool.worker.spawn_failed" | "telemetry.handler.detached" => Level::ERROR,
         "pool.queue.timeout"
         | "pool.saturated"
         | "pool.worker.restarted"
         | "grpc.connection.lost"
         | "telemetry.event.rejected"
         | "telemetry.events.dropped"
-        | "telemetry.sink.overflow" => return Level::WARN,
+        | "telemetry.sink.overflow" => Level::WARN,
         "pool.initialized"
         | "pool.worker.spawned"
         | "grpc.connection.established"
-        | "grpc.connection.reconnected" => return Level::INFO,
+        | "grpc.connection.reconnected" => Level::INFO,
         "pool.status"
         | "pool.queue.enqueued"
         | "pool.queue.dequeued"
@@ -95,14 +119,13 @@ pub fn level_of(event: &Event<'_>) -> Level {
         | "grpc.stream.closed"
         | "python.memory.sampled"
         | "python.cpu.sampled"
-        | "telemetry.field.dropped" => return Level::DEBUG,
-        _ => {}
-    }
-    match event.spec().name.rsplit('.').next() {
-        Some("exception") => Level::WARN,
-        Some("start" | "stop") => Level::DEBUG,
-        _ => Level::INFO,
-    }
+        | "telemetry.field.dropped" => Level::DEBUG,
+        _ => match name.rsplit('.').next() {
+            Some("exception") => Level::WARN,
+            Some("start" | "stop") => Level::DEBUG,
+            _ => Level::INFO,
+        },
+    })
 }
 
 fn level_enabled(level: Level, allowed: LogLevel) -> bool {
@@ -142,19 +165,38 @@ fn message<'a>(event: &Event<'a>) -> &'a str {
     &event.spec().description
 }
 
-macro_rules! emit {
-    ($target:literal, $level:expr, $event:expr) => {{
-        let e = $event;
-        let worker_id = e.meta_str("worker_id");
-        let correlation_id = e.correlation_id();
-        let span_id = (e.span_id() != 0).then(|| e.span_id());
-        match $level {
-            Level::ERROR => tracing::event!(target: $target, Level::ERROR, event = e.name(), worker_id, correlation_id, span_id, fields = %Fields(e), "{}", message(e)),
-            Level::WARN => tracing::event!(target: $target, Level::WARN, event = e.name(), worker_id, correlation_id, span_id, fields = %Fields(e), "{}", message(e)),
-            Level::INFO => tracing::event!(target: $target, Level::INFO, event = e.name(), worker_id, correlation_id, span_id, fields = %Fields(e), "{}", message(e)),
-            _ => tracing::event!(target: $target, Level::DEBUG, event = e.name(), worker_id, correlation_id, span_id, fields = %Fields(e), "{}", message(e)),
+/// One record at a static target and level: first the `tracing` interest
+/// check (cheap when nobody listens), then the log config, then the record.
+macro_rules! record {
+    ($sink:expr, $category:expr, $target:literal, $level:expr, $e:expr) => {
+        if tracing::enabled!(target: $target, $level) && $sink.allowed($category, $level, $e) {
+            let worker_id = $e.meta_str("worker_id");
+            let correlation_id = $e.correlation_id();
+            let span_id = ($e.span_id() != 0).then(|| $e.span_id());
+            tracing::event!(
+                target: $target,
+                $level,
+                event = $e.name(),
+                worker_id,
+                correlation_id,
+                span_id,
+                fields = %Fields($e),
+                "{}",
+                message($e)
+            );
         }
-    }};
+    };
+}
+
+macro_rules! emit {
+    ($sink:expr, $category:expr, $target:literal, $level:expr, $e:expr) => {
+        match $level {
+            Level::ERROR => record!($sink, $category, $target, Level::ERROR, $e),
+            Level::WARN => record!($sink, $category, $target, Level::WARN, $e),
+            Level::INFO => record!($sink, $category, $target, Level::INFO, $e),
+            _ => record!($sink, $category, $target, Level::DEBUG, $e),
+        }
+    };
 }
 
 impl Sink for LogSink {
@@ -163,22 +205,19 @@ impl Sink for LogSink {
     }
 
     fn handle(&self, event: &Event<'_>) {
-        let category = category_of(event.name());
-        let level = level_of(event);
-        let allowed = self
-            .log
-            .levels()
-            .level_for(category, event.meta_str("worker_id"));
-        if !level_enabled(level, allowed) {
+        let Some(&(category, level)) = self.table.get(event.id().index()) else {
             return;
-        }
+        };
+        let level = level.unwrap_or_else(|| dynamic_level(event));
         match category {
-            Some(LogCategory::Pool) => emit!("snakepit::pool", level, event),
-            Some(LogCategory::Worker) => emit!("snakepit::worker", level, event),
-            Some(LogCategory::Grpc) => emit!("snakepit::grpc", level, event),
-            Some(LogCategory::Python) => emit!("snakepit::python", level, event),
-            Some(LogCategory::Telemetry) => emit!("snakepit::telemetry", level, event),
-            None => emit!("snakepit", level, event),
+            Some(LogCategory::Pool) => emit!(self, category, "snakepit::pool", level, event),
+            Some(LogCategory::Worker) => emit!(self, category, "snakepit::worker", level, event),
+            Some(LogCategory::Grpc) => emit!(self, category, "snakepit::grpc", level, event),
+            Some(LogCategory::Python) => emit!(self, category, "snakepit::python", level, event),
+            Some(LogCategory::Telemetry) => {
+                emit!(self, category, "snakepit::telemetry", level, event)
+            }
+            None => emit!(self, category, "snakepit", level, event),
         }
     }
 }

@@ -23,6 +23,7 @@
 //! * No global recorder is installed: every sink has its own registry.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,9 +108,30 @@ impl Handle {
 /// The label sets of one metric seen so far, keyed by a hash of the values.
 #[derive(Default)]
 struct LabelCache {
-    by_hash: HashMap<u64, Vec<(Box<[String]>, Handle)>>,
+    by_hash: HashMap<u64, Vec<(Box<[String]>, Handle)>, BuildHasherDefault<PreHashed>>,
     len: usize,
 }
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Tags read without allocating, up to this many per metric.
+const INLINE_TAGS: usize = 8;
 
 /// One metric definition, ready to record.
 struct Series {
@@ -426,13 +448,22 @@ impl Series {
             single.record(self.kind, value);
             return;
         }
-        // A definition with a tag transform yields owned values.
+        // A definition with a tag transform yields owned values; otherwise
+        // the values are borrowed from the event, read once.
         let transformed;
+        let mut inline: [Option<&Value<'_>>; INLINE_TAGS] = [None; INLINE_TAGS];
+        let many;
         let values = if self.resolved.def.tag_transform().is_some() {
             transformed = self.resolved.tag_values(event);
             TagValues::Owned(&transformed)
+        } else if self.tags.len() <= INLINE_TAGS {
+            for (slot, key) in inline.iter_mut().zip(self.tags.iter()) {
+                *slot = event.meta(key);
+            }
+            TagValues::Event(&inline[..self.tags.len()])
         } else {
-            TagValues::Event(event, &self.tags)
+            many = self.tags.iter().map(|k| event.meta(k)).collect::<Vec<_>>();
+            TagValues::Event(&many)
         };
         let hash = values.hash();
         {
@@ -507,8 +538,8 @@ fn metadata() -> Metadata<'static> {
 
 /// The tag values of one event, read without allocating.
 enum TagValues<'e, 'a> {
-    /// Straight from the event's metadata (missing keys are "").
-    Event(&'e Event<'a>, &'e [String]),
+    /// Straight from the event's metadata, in tag order (missing keys are "").
+    Event(&'e [Option<&'e Value<'a>>]),
     /// Already transformed.
     Owned(&'e [String]),
 }
@@ -579,9 +610,9 @@ impl TagValues<'_, '_> {
     fn hash(&self) -> u64 {
         let mut hash = 0xcbf2_9ce4_8422_2325;
         match self {
-            TagValues::Event(event, keys) => {
-                for k in keys.iter() {
-                    with_text(event.meta(k), |t| fnv(&mut hash, t.as_bytes()));
+            TagValues::Event(values) => {
+                for v in values.iter() {
+                    with_text(*v, |t| fnv(&mut hash, t.as_bytes()));
                 }
             }
             TagValues::Owned(values) => {
@@ -595,19 +626,19 @@ impl TagValues<'_, '_> {
 
     fn equals(&self, labels: &[String]) -> bool {
         match self {
-            TagValues::Event(event, keys) => keys
+            TagValues::Event(values) => values
                 .iter()
                 .zip(labels)
-                .all(|(k, l)| with_text(event.meta(k), |t| t == l)),
+                .all(|(v, l)| with_text(*v, |t| t == l)),
             TagValues::Owned(values) => *values == labels,
         }
     }
 
     fn to_owned(&self) -> Box<[String]> {
         match self {
-            TagValues::Event(event, keys) => keys
+            TagValues::Event(values) => values
                 .iter()
-                .map(|k| with_text(event.meta(k), str::to_string))
+                .map(|v| with_text(*v, str::to_string))
                 .collect(),
             TagValues::Owned(values) => values.to_vec().into_boxed_slice(),
         }
