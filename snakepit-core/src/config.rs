@@ -526,9 +526,18 @@ fn sink_field_error(text: &str, key: &str) -> Option<(String, String)> {
         let path = e.path().to_string();
         Some((path, e.into_inner().message().to_string()))
     }
-    let index: usize = key.strip_prefix("sinks[")?.strip_suffix(']')?.parse().ok()?;
+    let index: usize = key
+        .strip_prefix("sinks[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
     let root: toml::Table = text.parse().ok()?;
-    let mut table = root.get("sinks")?.as_array()?.get(index)?.as_table()?.clone();
+    let mut table = root
+        .get("sinks")?
+        .as_array()?
+        .get(index)?
+        .as_table()?
+        .clone();
     let kind = table.remove("kind")?;
     let table = toml::Value::Table(table);
     let (path, message) = match kind.as_str()? {
@@ -538,7 +547,11 @@ fn sink_field_error(text: &str, key: &str) -> Option<(String, String)> {
         "plugin" => field::<PluginSinkConfig>(table),
         _ => None,
     }?;
-    let path = if path == "." { String::new() } else { format!(".{path}") };
+    let path = if path == "." {
+        String::new()
+    } else {
+        format!(".{path}")
+    };
     Some((format!("{key}{path}"), message))
 }
 

@@ -60,7 +60,10 @@ fn unknown_sink_keys_and_bad_types_are_rejected() {
     let e = err("[[sinks]]\nkind = \"prometheus\"\nbase_units = \"yes\"\n");
     assert!(e.contains("sinks[0].base_units"), "{e}");
     let e = err("[[sinks]]\nkind = \"log\"\nevents = [\"Bad Pattern\"]\n");
-    assert!(e.contains("sinks[0].events") && e.contains("Bad Pattern"), "{e}");
+    assert!(
+        e.contains("sinks[0].events") && e.contains("Bad Pattern"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -96,5 +99,8 @@ fn env_overrides_set_every_sink_of_their_kind() {
         .apply_env([("SNAKEPIT_OTEL_ENDPOINT", "collector:4318")])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("SNAKEPIT_OTEL_ENDPOINT") && e.contains("http"), "{e}");
+    assert!(
+        e.contains("SNAKEPIT_OTEL_ENDPOINT") && e.contains("http"),
+        "{e}"
+    );
 }

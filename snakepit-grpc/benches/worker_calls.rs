@@ -1,1 +1,233 @@
-fn main() {}
+//! Benchmarks against a real Python worker (release build, one worker):
+//!
+//! * calls/s and p50/p99 round trip of a trivial tool: unary `ExecuteTool`
+//!   (baseline) vs the persistent `CallStream`, sequential and with N in
+//!   flight;
+//! * events/s from one worker to a host handler, burst and sustained, with
+//!   the worker's drop counts.
+//!
+//! Run: `cargo bench -p snakepit-grpc --bench worker_calls`. Prints one table
+//! (figure, baseline, ratio).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Worker, SHOWCASE};
+use serde_json::json;
+use snakepit_grpc::{CallOptions, ConnectOptions, WorkerClient};
+use snakepit_telemetry::Telemetry;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Unary,
+    Stream,
+}
+
+struct CallFigures {
+    calls_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+async fn one(client: &WorkerClient, path: Path) {
+    let r = match path {
+        Path::Unary => client.execute_unary("ping", json!({}), CallOptions::default()).await,
+        Path::Stream => client.execute("ping", json!({}), CallOptions::default()).await,
+    };
+    r.expect("bench call failed");
+}
+
+async fn calls(client: &WorkerClient, path: Path, in_flight: usize, total: usize) -> CallFigures {
+    // Warm up.
+    for _ in 0..200 {
+        one(client, path).await;
+    }
+    let started = Instant::now();
+    let per_task = total / in_flight;
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                one(&c, path).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    CallFigures {
+        calls_per_s: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile(&all, 0.50),
+        p99_us: percentile(&all, 0.99),
+    }
+}
+
+struct EventFigures {
+    delivered: u64,
+    emitted: u64,
+    per_s: f64,
+    worker_drops: [u64; 6],
+}
+
+async fn events(
+    client: &WorkerClient,
+    seen: &AtomicU64,
+    tool: &str,
+    args: serde_json::Value,
+    expected: u64,
+) -> EventFigures {
+    let drops_before = client.telemetry_stats().worker_drops;
+    let base = seen.load(Ordering::Relaxed);
+    let started = Instant::now();
+    client
+        .execute(tool, args, CallOptions::with_timeout(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    // Wait for delivery (or for the counters to stop moving).
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let now = seen.load(Ordering::Relaxed) - base;
+        if now >= expected {
+            break;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = started.elapsed();
+    let delivered = seen.load(Ordering::Relaxed) - base;
+    // Let the next batch carry fresh drop counters.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = client.telemetry_stats().worker_drops;
+    EventFigures {
+        delivered,
+        emitted: expected,
+        per_s: delivered as f64 / elapsed.as_secs_f64(),
+        worker_drops: std::array::from_fn(|i| after[i] - drops_before[i]),
+    }
+}
+
+fn row(figure: &str, value: String, baseline: String, ratio: String) {
+    println!("| {figure:<52} | {value:>22} | {baseline:>22} | {ratio:>7} |");
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful.
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("SNAKEPIT_BENCH_QUICK").is_some();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let worker = Worker::start_with(SHOWCASE, "w-bench", &["--telemetry-buffer", "1000000"]);
+        let telemetry = Telemetry::new();
+        let seen = Arc::new(AtomicU64::new(0));
+        let s = seen.clone();
+        telemetry
+            .attach("bench", "snakepit.python.tool.execution.stop", move |_| {
+                s.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        let opts: ConnectOptions = worker.options();
+        let client = WorkerClient::connect(telemetry.clone(), opts.clone()).await.unwrap();
+        let n = if quick { 1000 } else { 5000 };
+
+        println!("| {:<52} | {:>22} | {:>22} | {:>7} |", "figure", "value", "baseline", "ratio");
+        println!("|{}|{}|{}|{}|", "-".repeat(54), "-".repeat(24), "-".repeat(24), "-".repeat(9));
+        for in_flight in [1usize, 8, 32] {
+            let unary = calls(&client, Path::Unary, in_flight, n).await;
+            let stream = calls(&client, Path::Stream, in_flight, n).await;
+            row(
+                &format!("calls/s, trivial tool, {in_flight} in flight (stream vs unary)"),
+                format!("{:.0}", stream.calls_per_s),
+                format!("{:.0}", unary.calls_per_s),
+                format!("{:.2}x", stream.calls_per_s / unary.calls_per_s),
+            );
+            row(
+                &format!("p50 round trip µs, {in_flight} in flight"),
+                format!("{:.0}", stream.p50_us),
+                format!("{:.0}", unary.p50_us),
+                format!("{:.2}x", unary.p50_us / stream.p50_us),
+            );
+            row(
+                &format!("p99 round trip µs, {in_flight} in flight"),
+                format!("{:.0}", stream.p99_us),
+                format!("{:.0}", unary.p99_us),
+                format!("{:.2}x", unary.p99_us / stream.p99_us),
+            );
+        }
+        // More call streams to the same worker.
+        let mut opts2 = opts.clone();
+        opts2.call_streams = 4;
+        let multi = WorkerClient::connect(Telemetry::new(), opts2).await.unwrap();
+        let one_stream = calls(&client, Path::Stream, 32, n).await;
+        let four = calls(&multi, Path::Stream, 32, n).await;
+        row(
+            "calls/s, 32 in flight, 4 call streams vs 1",
+            format!("{:.0}", four.calls_per_s),
+            format!("{:.0}", one_stream.calls_per_s),
+            format!("{:.2}x", four.calls_per_s / one_stream.calls_per_s),
+        );
+        multi.close().await;
+
+        // Events: a burst, as fast as the worker can emit.
+        let burst_n: u64 = if quick { 100_000 } else { 500_000 };
+        let burst = events(&client, &seen, "emit_events", json!({"count": burst_n}), burst_n).await;
+        row(
+            "events/s delivered to a host handler, burst",
+            format!("{:.0}", burst.per_s),
+            "300000 (target)".to_string(),
+            format!("{:.2}x", burst.per_s / 300_000.0),
+        );
+        row(
+            "  burst: delivered / emitted",
+            format!("{}/{}", burst.delivered, burst.emitted),
+            format!("drops {:?}", burst.worker_drops),
+            format!("{:.3}", burst.delivered as f64 / burst.emitted as f64),
+        );
+        // Sustained 100,000 events/s for a few seconds.
+        let secs = if quick { 1.0 } else { 3.0 };
+        let sustained_n = (100_000.0 * secs) as u64;
+        let sustained = events(
+            &client,
+            &seen,
+            "emit_paced",
+            json!({"rate": 100_000, "seconds": secs}),
+            sustained_n,
+        )
+        .await;
+        row(
+            "events sustained at 100,000/s: delivered / emitted",
+            format!("{}/{}", sustained.delivered, sustained.emitted),
+            format!("drops {:?}", sustained.worker_drops),
+            format!("{:.3}", sustained.delivered as f64 / sustained.emitted as f64),
+        );
+        let stats = client.telemetry_stats();
+        println!(
+            "\nworker drops are cumulative per reason: [buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped]; batches received: {}",
+            stats.batches
+        );
+        client.close().await;
+    });
+}

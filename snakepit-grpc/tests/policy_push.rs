@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, Recorder, Worker, SHOWCASE};
+use common::{eventually, Recorder, Seen, Worker, SHOWCASE};
 use serde_json::json;
 use snakepit_core::LogLevel;
 use snakepit_grpc::{CallOptions, WorkerClient};
@@ -19,11 +19,16 @@ use tracing_subscriber::Layer;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn emitted(rec: &Recorder) -> usize {
-    rec.named("snakepit.python.tool.execution.stop")
-        .iter()
-        .filter(|e| e.measurement("duration") == Some("1"))
+fn emitted_in(seen: &[Seen]) -> usize {
+    seen.iter()
+        .filter(|e| {
+            e.name == "snakepit.python.tool.execution.stop" && e.measurement("duration") == Some("1")
+        })
         .count()
+}
+
+fn emitted(rec: &Recorder) -> usize {
+    emitted_in(&rec.seen.lock().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +47,7 @@ async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
         .execute("emit_events", json!({"count": 1000}), CallOptions::default())
         .await
         .unwrap();
-    rec.wait_for("1000 events", WAIT, |_| emitted(&rec) == 1000).await;
+    rec.wait_for("1000 events", WAIT, |s| emitted_in(s) == 1000).await;
 
     let policy = telemetry
         .control()
@@ -107,7 +112,7 @@ async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
         .execute("emit_events", json!({"count": 10}), CallOptions::default())
         .await
         .unwrap();
-    rec.wait_for("events again", WAIT, |_| emitted(&rec) == 1010).await;
+    rec.wait_for("events again", WAIT, |s| emitted_in(s) == 1010).await;
     late_client.close().await;
     client.close().await;
 }

@@ -10,7 +10,9 @@
 //! * time until a pool of 4 is ready.
 //!
 //! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
-//! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128).
+//! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128),
+//! `BENCH_CALL_STREAMS` (per worker, default 1), `BENCH_CONCURRENCY` (per
+//! worker, default 256).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -45,7 +47,8 @@ fn config(name: &str, workers: usize) -> PoolConfig {
         .python(python())
         .pool_name(name)
         .workers(workers)
-        .concurrency_per_worker(256)
+        .concurrency_per_worker(env_num("BENCH_CONCURRENCY", 256) as usize)
+        .call_streams_per_worker(env_num("BENCH_CALL_STREAMS", 1) as usize)
         .max_queue(10_000)
         .status_interval(Duration::from_secs(1))
 }
@@ -287,6 +290,20 @@ fn main() {
             pool.shutdown().await;
         }
 
+        // Pool, telemetry enabled but no handler: Python still emits and the
+        // host still folds, nothing is delivered.
+        let pool = Pool::start(Telemetry::new(), config("bench_nohandler", 2))
+            .await
+            .expect("pool no handler");
+        let p = pool.clone();
+        let a = args.clone();
+        let nohandler_rate = throughput(in_flight, secs, move || {
+            let (p, a) = (p.clone(), a.clone());
+            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        pool.shutdown().await;
+
         // Pool, telemetry off.
         let pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
         let p = pool.clone();
@@ -385,6 +402,12 @@ fn main() {
             format!("{on_rate:.0}/s"),
             &format!("telemetry off: {off_rate:.0}/s"),
             format!("{:.3}", on_rate / off_rate),
+        );
+        row(
+            "throughput enabled, no handler / off",
+            format!("{nohandler_rate:.0}/s"),
+            &format!("telemetry off: {off_rate:.0}/s"),
+            format!("{:.3}", nohandler_rate / off_rate),
         );
         row(
             "pool of 4 ready (median of 5)",

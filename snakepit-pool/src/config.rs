@@ -41,6 +41,8 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Calls one worker runs at the same time.
     pub concurrency_per_worker: usize,
+    /// Persistent gRPC call streams per worker (calls are spread over them).
+    pub call_streams_per_worker: usize,
     /// Calls that may wait for a worker; one more is rejected as `Saturated`.
     pub max_queue: usize,
     /// How long a call may wait in the queue.
@@ -112,6 +114,7 @@ impl Default for PoolConfig {
             adapter: String::new(),
             workers: 2,
             concurrency_per_worker: 32,
+            call_streams_per_worker: 1,
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
@@ -186,6 +189,11 @@ impl PoolConfig {
     /// Sets [`PoolConfig::concurrency_per_worker`].
     pub fn concurrency_per_worker(mut self, n: usize) -> Self {
         self.concurrency_per_worker = n;
+        self
+    }
+    /// Sets [`PoolConfig::call_streams_per_worker`].
+    pub fn call_streams_per_worker(mut self, n: usize) -> Self {
+        self.call_streams_per_worker = n;
         self
     }
     /// Sets [`PoolConfig::max_queue`].
@@ -312,6 +320,9 @@ impl PoolConfig {
         }
         if self.concurrency_per_worker == 0 {
             return Err(bad("concurrency_per_worker", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.call_streams_per_worker) {
+            return Err(bad("call_streams_per_worker", "must be 1 to 64"));
         }
         let positive = [
             ("queue_timeout", self.queue_timeout),

@@ -23,7 +23,7 @@ pub(crate) struct LiveWorker {
     pub slot: usize,
     /// `Some(reason)` once the process (or connection) is gone.
     pub exit: watch::Receiver<Option<String>>,
-    /// Calls it served.
+    /// Calls sent to it (counted when they start).
     pub total_commands: AtomicU64,
     /// An external worker (no process of ours).
     pub external: bool,

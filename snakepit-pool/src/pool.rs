@@ -139,8 +139,8 @@ impl Pool {
             }
         }
         if let Some((slot, reason)) = failure {
-            for (_, s) in started {
-                stop_now(&shared, s).await;
+            for (other, s) in started {
+                stop_now(&shared, other, s).await;
             }
             return Err(PoolError::Startup {
                 worker_id: shared.worker_id(slot),
@@ -196,8 +196,8 @@ impl Pool {
         opts.timeout
             .get_or_insert(self.inner.shared.config.call_timeout);
         let worker = &lease.worker;
-        let result = worker.client.execute(tool, args, opts).await;
         worker.total_commands.fetch_add(1, Ordering::Relaxed);
+        let result = worker.client.execute(tool, args, opts).await;
         match result {
             Ok(out) => Ok(out),
             Err(e) => Err(classify(worker, e).await),
@@ -275,7 +275,7 @@ impl Pool {
 }
 
 /// Turns a failed call into `WorkerCrashed` when the worker process died.
-async fn classify(worker: &LiveWorker, error: CallError) -> PoolError {
+pub(crate) async fn classify(worker: &LiveWorker, error: CallError) -> PoolError {
     if worker.external || !matches!(error, CallError::Unavailable { .. }) {
         return PoolError::Call(error);
     }
@@ -296,11 +296,20 @@ async fn classify(worker: &LiveWorker, error: CallError) -> PoolError {
     }
 }
 
-async fn stop_now(shared: &Shared, started: Started) {
+/// Stops a worker that started while another failed to.
+async fn stop_now(shared: &Shared, slot: usize, started: Started) {
+    let up_at = started.process.as_ref().map(|p| p.ready_at);
     if let Some(mut p) = started.process {
         p.terminate(shared.config.grace_period).await;
     }
     started.client.close().await;
+    shared.events.terminated(
+        &shared.worker_id(slot),
+        "startup_failed",
+        true,
+        up_at.map(|t| t.elapsed()).unwrap_or_default(),
+        0,
+    );
 }
 
 async fn status_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {

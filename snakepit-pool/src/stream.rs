@@ -1,25 +1,37 @@
 //! The chunk stream of a streaming call through the pool.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
+use snakepit_grpc::{CallError, ChunkStream};
 
 use crate::dispatch::Lease;
 use crate::error::PoolError;
-use snakepit_grpc::{CallError, ChunkStream};
+
+type Confirm = Pin<Box<dyn Future<Output = PoolError> + Send>>;
+
+enum State {
+    /// Chunks flow; the lease holds the worker's call slot.
+    Streaming(Lease),
+    /// The stream failed with `Unavailable`: finding out whether the worker
+    /// process died (then the error is `WorkerCrashed`).
+    Confirming(Confirm),
+    Done,
+}
 
 /// The chunks of a streaming tool, in order. Holds the worker's call slot
-/// until the stream ends or is dropped.
+/// until the stream ends or is dropped. An error item ends the stream.
 pub struct PoolStream {
     chunks: ChunkStream,
-    lease: Option<Lease>,
+    state: State,
 }
 
 impl std::fmt::Debug for PoolStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolStream")
-            .field("done", &self.lease.is_none())
+            .field("done", &matches!(self.state, State::Done))
             .finish_non_exhaustive()
     }
 }
@@ -28,7 +40,7 @@ impl PoolStream {
     pub(crate) fn new(chunks: ChunkStream, lease: Lease) -> Self {
         PoolStream {
             chunks,
-            lease: Some(lease),
+            state: State::Streaming(lease),
         }
     }
 }
@@ -38,31 +50,37 @@ impl Stream for PoolStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.lease.is_none() {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.chunks).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                this.lease = None;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Some(Err(e))) => {
-                let lease = this.lease.take();
-                let crashed = match (&e, &lease) {
-                    (CallError::Unavailable { .. }, Some(l)) if !l.worker.external => l
-                        .worker
-                        .exit
-                        .borrow()
-                        .clone()
-                        .map(|reason| (l.worker.worker_id.to_string(), reason)),
-                    _ => None,
-                };
-                Poll::Ready(Some(Err(match crashed {
-                    Some((worker_id, reason)) => PoolError::WorkerCrashed { worker_id, reason },
-                    None => PoolError::Call(e),
-                })))
+        loop {
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Confirming(confirm) => {
+                    let err = std::task::ready!(confirm.as_mut().poll(cx));
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                State::Streaming(_) => match Pin::new(&mut this.chunks).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(chunk))) => return Poll::Ready(Some(Ok(chunk))),
+                    Poll::Ready(None) => {
+                        this.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        let State::Streaming(lease) =
+                            std::mem::replace(&mut this.state, State::Done)
+                        else {
+                            unreachable!("matched Streaming above");
+                        };
+                        if !matches!(e, CallError::Unavailable { .. }) {
+                            return Poll::Ready(Some(Err(PoolError::Call(e))));
+                        }
+                        let worker = lease.worker.clone();
+                        drop(lease);
+                        this.state = State::Confirming(Box::pin(async move {
+                            crate::pool::classify(&worker, e).await
+                        }));
+                    }
+                },
             }
         }
     }

@@ -92,6 +92,7 @@ impl Shared {
         options.pool_name = c.pool_name.clone();
         options.python_pid = Some(process.pid);
         options.connect_timeout = c.startup_timeout;
+        options.call_streams = c.call_streams_per_worker;
         match WorkerClient::connect(self.telemetry.clone(), options).await {
             Ok(client) => Ok(Started {
                 process: Some(process),
@@ -112,6 +113,7 @@ impl Shared {
         options.pool_name = self.config.pool_name.clone();
         options.token = external.token.clone();
         options.connect_timeout = self.config.startup_timeout;
+        options.call_streams = self.config.call_streams_per_worker;
         WorkerClient::connect(self.telemetry.clone(), options)
             .await
             .map(|client| Started {

@@ -167,3 +167,40 @@ async fn a_worker_that_keeps_dying_is_given_up_after_max_restarts() {
     assert!(pool.worker_pids().is_empty());
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_ends_the_stream_with_worker_crashed() {
+    let pool = Pool::start(Telemetry::new(), config("streamcrash", 1))
+        .await
+        .unwrap();
+    let victim = pool.worker_pids()[0];
+    let mut chunks = pool
+        .execute_stream(
+            "stream",
+            json!({"n": 1000, "delay_ms": 50}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(chunks.next().await.unwrap().unwrap(), json!({"i": 0}));
+    kill9(victim);
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match chunks.next().await {
+                Some(Ok(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    match end {
+        Some(Err(PoolError::WorkerCrashed { worker_id, reason })) => {
+            assert_eq!(worker_id, "streamcrash_1");
+            assert!(reason.contains("SIGKILL"), "{reason}");
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert!(chunks.next().await.is_none());
+    pool.shutdown().await;
+}

@@ -50,7 +50,7 @@ async fn wait_in_flight(pool: &Pool, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_call_runs_when_a_worker_frees_up() {
     let (pool, rec) = one_slot_pool("dequeue", 10, Duration::from_secs(5)).await;
-    let busy = occupy(&pool, 300);
+    let busy = occupy(&pool, 1000);
     wait_in_flight(&pool, 1).await;
     let out = pool
         .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
@@ -149,5 +149,26 @@ async fn a_full_queue_rejects_with_saturated_and_status_shows_it() {
     assert_eq!(int(last, "queue_depth"), 0);
     assert_eq!(int(last, "available_workers"), 1);
     assert_eq!(int(last, "busy_workers"), 0);
+    Arc::try_unwrap(pool).unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_call_that_is_cancelled_leaves_the_queue() {
+    let (pool, _rec) = one_slot_pool("cancel", 10, Duration::from_secs(5)).await;
+    let busy = occupy(&pool, 300);
+    wait_in_flight(&pool, 1).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        pool.execute("ping", json!({}), CallOptions::default()),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    assert_eq!(pool.status().queue_depth, 0);
+    busy.await.unwrap().unwrap();
+    // The slot is free again for the next call.
+    pool.execute("ping", json!({}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pool.status().in_flight, 0);
     Arc::try_unwrap(pool).unwrap().shutdown().await;
 }

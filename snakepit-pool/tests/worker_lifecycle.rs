@@ -147,3 +147,65 @@ async fn dropping_a_pool_stops_its_workers() {
     drop(pool);
     assert!(wait_gone(&pids, Duration::from_secs(3)), "left: {pids:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_get_env_working_dir_and_a_private_socket_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("envwd", 1)
+        .env("SNAKEPIT_TEST_MARKER", "hello-42")
+        .working_dir(dir.path());
+    let pool = Pool::start(Telemetry::new(), cfg).await.unwrap();
+    let pid = pool.worker_pids()[0];
+
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ
+        .split('\0')
+        .any(|kv| kv == "SNAKEPIT_TEST_MARKER=hello-42"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, dir.path().canonicalize().unwrap());
+
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .map(str::to_string)
+        .collect();
+    let listen = &args[args.iter().position(|a| a == "--listen").unwrap() + 1];
+    let socket = std::path::PathBuf::from(listen.strip_prefix("unix:").unwrap());
+    let socket_dir = socket.parent().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", socket_dir.display());
+    for flag in ["--watch-stdin", "--parent-pid", "--worker-id"] {
+        assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+    }
+    pool.shutdown().await;
+    assert!(!socket_dir.exists(), "socket directory left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_gets_ready_fails_after_the_startup_timeout_and_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("silent-python");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'starting slowly' >&2\nexec sleep 30\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.spawn_failed");
+    let cfg = config("silent", 1)
+        .python(&script)
+        .startup_timeout(Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    let err = Pool::start(telemetry, cfg).await.unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let reason = err.to_string();
+    assert!(reason.contains("startup timeout"), "{reason}");
+    assert!(reason.contains("starting slowly"), "{reason}");
+    assert_eq!(rec.named("snakepit.pool.worker.spawn_failed").len(), 1);
+    assert!(processes_with(&script.display().to_string()).is_empty());
+}

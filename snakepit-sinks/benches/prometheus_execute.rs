@@ -125,7 +125,8 @@ fn sink_receiver() -> String {
                     }
                     let mut body = vec![0; len];
                     if r.read_exact(&mut body).is_err()
-                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err()
+                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .is_err()
                     {
                         return;
                     }
@@ -165,10 +166,33 @@ fn one_call(t: &Telemetry, n: u64) {
         ("worker_id", Value::from("w1")),
         ("pool_name", Value::from("default")),
     ];
-    t.execute_with(builtin::PYTHON_CALL_START, &[("system_time", Value::Int(1))], &py_md, ctx(call, host.span_id()));
-    t.execute_with(builtin::PYTHON_TOOL_EXECUTION_START, &[("system_time", Value::Int(1))], &[("tool", Value::from("predict"))], ctx(tool, call));
-    t.execute_with(builtin::PYTHON_TOOL_EXECUTION_STOP, &[("duration", Value::Int(50_000))], &[("tool", Value::from("predict")), ("status", Value::from("success"))], ctx(tool, call));
-    t.execute_with(builtin::PYTHON_CALL_STOP, &[("duration", Value::Int(60_000))], &py_md, ctx(call, host.span_id()));
+    t.execute_with(
+        builtin::PYTHON_CALL_START,
+        &[("system_time", Value::Int(1))],
+        &py_md,
+        ctx(call, host.span_id()),
+    );
+    t.execute_with(
+        builtin::PYTHON_TOOL_EXECUTION_START,
+        &[("system_time", Value::Int(1))],
+        &[("tool", Value::from("predict"))],
+        ctx(tool, call),
+    );
+    t.execute_with(
+        builtin::PYTHON_TOOL_EXECUTION_STOP,
+        &[("duration", Value::Int(50_000))],
+        &[
+            ("tool", Value::from("predict")),
+            ("status", Value::from("success")),
+        ],
+        ctx(tool, call),
+    );
+    t.execute_with(
+        builtin::PYTHON_CALL_STOP,
+        &[("duration", Value::Int(60_000))],
+        &py_md,
+        ctx(call, host.span_id()),
+    );
     host.stop();
 }
 
@@ -191,7 +215,8 @@ fn call_dispatch(c: &mut Criterion) {
     });
 
     let t = Telemetry::new();
-    t.attach_sink("log", &[], Arc::new(LogSink::new(&t))).unwrap();
+    t.attach_sink("log", &[], Arc::new(LogSink::new(&t)))
+        .unwrap();
     g.bench_function("log_sink_only", |b| {
         b.iter(|| {
             n += 1;

@@ -29,6 +29,7 @@
 
 mod assemble;
 mod export;
+mod fields;
 pub mod proto;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,8 @@ pub struct OtelStats {
 }
 
 /// What the handler hands to the thread.
+// Boxing the event would cost an allocation per event; `Wake` is rare.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Event(SpanEvent),
     Wake,
@@ -87,9 +90,7 @@ pub(crate) struct SpanEvent {
     pub trace_id: u128,
     pub timestamp_ns: u64,
     pub duration_ns: Option<u64>,
-    pub correlation_id: Option<String>,
-    pub measurements: Vec<(String, Value<'static>)>,
-    pub metadata: Vec<(String, Value<'static>)>,
+    pub fields: fields::PackedFields,
 }
 
 /// A span family: its name and kind.
@@ -130,7 +131,7 @@ pub(crate) struct ControlState {
 /// `telemetry.attach_sink`; call [`Sink::shutdown`] to flush and stop.
 pub struct OtelSink {
     tx: SyncSender<Msg>,
-    families: Box<[Option<(SpanRole, Arc<SpanInfo>)>]>,
+    families: FamilyTable,
     counters: Arc<Counters>,
     control: Arc<Control>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -221,8 +222,11 @@ impl OtelSink {
     }
 }
 
+/// The span role and family of every event, by id (`None`: not a span event).
+type FamilyTable = Box<[Option<(SpanRole, Arc<SpanInfo>)>]>;
+
 /// The span family of every event in the catalog, by id.
-fn families(catalog: &Catalog) -> Box<[Option<(SpanRole, Arc<SpanInfo>)>]> {
+fn families(catalog: &Catalog) -> FamilyTable {
     let mut out: Vec<Option<(SpanRole, Arc<SpanInfo>)>> = vec![None; catalog.len()];
     for (id, spec) in catalog.iter() {
         let Some((SpanRole::Start, family)) = catalog.span_of(id) else {
@@ -239,13 +243,6 @@ fn families(catalog: &Catalog) -> Box<[Option<(SpanRole, Arc<SpanInfo>)>]> {
         }
     }
     out.into_boxed_slice()
-}
-
-fn owned_fields(fields: &[snakepit_core::Field<'_>]) -> Vec<(String, Value<'static>)> {
-    fields
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), v.reborrow().into_owned()))
-        .collect()
 }
 
 impl Sink for OtelSink {
@@ -269,9 +266,11 @@ impl Sink for OtelSink {
             trace_id: event.trace_id(),
             timestamp_ns: event.timestamp_ns(),
             duration_ns,
-            correlation_id: event.correlation_id().map(str::to_string),
-            measurements: owned_fields(event.measurements()),
-            metadata: owned_fields(event.metadata()),
+            fields: fields::PackedFields::new(
+                event.measurements(),
+                event.metadata(),
+                event.correlation_id(),
+            ),
         });
         match self.tx.try_send(msg) {
             Ok(()) => {

@@ -32,7 +32,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use snakepit_core::config::PrometheusSinkConfig;
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, Unit, Value};
 use snakepit_telemetry::metrics::{
@@ -108,9 +110,12 @@ impl Handle {
 /// The label sets of one metric seen so far, keyed by a hash of the values.
 #[derive(Default)]
 struct LabelCache {
-    by_hash: HashMap<u64, Vec<(Box<[String]>, Handle)>, BuildHasherDefault<PreHashed>>,
+    by_hash: HashMap<u64, LabelSets, BuildHasherDefault<PreHashed>>,
     len: usize,
 }
+
+/// The label values and handles of the label sets sharing one hash.
+type LabelSets = Vec<(Box<[String]>, Handle)>;
 
 /// A hasher for keys that are hashes already.
 #[derive(Default)]
@@ -279,7 +284,9 @@ impl PrometheusSinkBuilder {
             }
             if def.kind() == MetricKind::Distribution {
                 let buckets: Vec<f64> = if def.bucket_bounds().is_empty() {
-                    vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+                    vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]
                 } else {
                     def.bucket_bounds().iter().map(|b| b * scale).collect()
                 };
@@ -325,8 +332,9 @@ impl PrometheusSinkBuilder {
                 }
             }
             let tags: Box<[String]> = def.tag_keys().to_vec().into_boxed_slice();
-            let single =
-                tags.is_empty().then(|| register(&recorder, kind, &p.name, Vec::new(), &meta));
+            let single = tags
+                .is_empty()
+                .then(|| register(&recorder, kind, &p.name, Vec::new(), &meta));
             let event = p.resolved.event;
             by_event[event.index()].push(Series {
                 kind,
@@ -345,17 +353,11 @@ impl PrometheusSinkBuilder {
             handle,
             by_event: by_event.into_iter().map(Vec::into_boxed_slice).collect(),
         });
-        let (listener, local_addr) = match self.listen {
-            Some(addr) => {
-                let l = Listener::start(addr, shared.clone())?;
-                let local = l.addr;
-                (Some(l), Some(local))
-            }
-            None => (None, None),
-        };
+        let listener = Listener::start(self.listen, shared.clone())?;
+        let local_addr = listener.addr;
         Ok(PrometheusSink {
             shared,
-            listener: Mutex::new(listener),
+            listener: Mutex::new(Some(listener)),
             local_addr,
         })
     }
@@ -370,7 +372,9 @@ fn register(
 ) -> Handle {
     let key = Key::from_parts(name.to_string(), labels);
     match kind {
-        MetricKind::Counter | MetricKind::Sum => Handle::Counter(recorder.register_counter(&key, meta)),
+        MetricKind::Counter | MetricKind::Sum => {
+            Handle::Counter(recorder.register_counter(&key, meta))
+        }
         MetricKind::LastValue => Handle::Gauge(recorder.register_gauge(&key, meta)),
         MetricKind::Summary | MetricKind::Distribution => {
             Handle::Histogram(recorder.register_histogram(&key, meta))
@@ -489,7 +493,10 @@ impl Series {
                 .map(|t| Label::new(t.clone(), OVERFLOW_LABEL))
                 .collect();
             let series = register(recorder, self.kind, &self.name, labels, &metadata());
-            let key = Key::from_parts(OVERFLOW_METRIC, vec![Label::new("metric", self.name.clone())]);
+            let key = Key::from_parts(
+                OVERFLOW_METRIC,
+                vec![Label::new("metric", self.name.clone())],
+            );
             (series, recorder.register_counter(&key, &metadata()))
         });
         series.record(self.kind, value);
@@ -497,7 +504,13 @@ impl Series {
     }
 
     #[cold]
-    fn insert(&self, hash: u64, values: &TagValues<'_, '_>, value: f64, recorder: &PrometheusRecorder) {
+    fn insert(
+        &self,
+        hash: u64,
+        values: &TagValues<'_, '_>,
+        value: f64,
+        recorder: &PrometheusRecorder,
+    ) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if let Some((_, h)) = cache.find(hash, values) {
             h.record(self.kind, value);
@@ -702,29 +715,37 @@ impl Drop for PrometheusSink {
     }
 }
 
-/// The `/metrics` HTTP listener: one thread, polling a non-blocking socket
-/// (so it can stop without a wake-up connection) and running the
-/// recorder's upkeep every few seconds (histogram samples are drained there,
-/// so memory stays bounded even when nobody scrapes).
+/// The sink's thread: serves `/metrics` when a listen address is set,
+/// polling a non-blocking socket (so it can stop without a wake-up
+/// connection), and runs the recorder's upkeep every second: histogram
+/// samples are buffered until then, so memory stays bounded even when
+/// nobody scrapes.
 struct Listener {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 const POLL: Duration = Duration::from_millis(10);
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 impl Listener {
-    fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<Listener, PrometheusError> {
+    fn start(addr: Option<SocketAddr>, shared: Arc<Shared>) -> Result<Listener, PrometheusError> {
+        let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
         let err = |source| PrometheusError::Listen {
-            listen: addr,
+            listen: addr.unwrap_or(unspecified),
             source,
         };
-        let socket = TcpListener::bind(addr).map_err(err)?;
-        socket.set_nonblocking(true).map_err(err)?;
-        let local = socket.local_addr().map_err(err)?;
+        let (socket, local) = match addr {
+            Some(addr) => {
+                let socket = TcpListener::bind(addr).map_err(err)?;
+                socket.set_nonblocking(true).map_err(err)?;
+                let local = socket.local_addr().map_err(err)?;
+                (Some(socket), Some(local))
+            }
+            None => (None, None),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -756,9 +777,17 @@ impl Listener {
     }
 }
 
-fn serve(socket: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+fn serve(socket: Option<TcpListener>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut last_upkeep = Instant::now();
     while !stop.load(Ordering::Acquire) {
+        let Some(socket) = &socket else {
+            std::thread::sleep(POLL * 5);
+            if last_upkeep.elapsed() >= UPKEEP_EVERY {
+                shared.handle.run_upkeep();
+                last_upkeep = Instant::now();
+            }
+            continue;
+        };
         match socket.accept() {
             Ok((stream, _)) => {
                 if let Err(e) = answer(stream, &shared.handle) {
@@ -793,7 +822,12 @@ fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<(
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_REQUEST_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"");
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+            );
         }
     }
     let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
@@ -812,11 +846,21 @@ fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<(
             )
         }
         (_, "/metrics") => respond(&mut stream, "405 Method Not Allowed", "text/plain", b""),
-        _ => respond(&mut stream, "404 Not Found", "text/plain", b"try /metrics\n"),
+        _ => respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            b"try /metrics\n",
+        ),
     }
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

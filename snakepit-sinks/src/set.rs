@@ -132,12 +132,11 @@ impl SinkSet {
                 ("otel", sink, &c.events)
             }
             SinkConfig::Plugin(c) => {
-                let sink = crate::plugin::PluginSink::load(c, t).map_err(|e| {
-                    SinkSetError::Plugin {
+                let sink =
+                    crate::plugin::PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
                         index,
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 ("plugin", Arc::new(sink), &c.events)
             }
         };

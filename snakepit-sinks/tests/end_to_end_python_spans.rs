@@ -54,7 +54,12 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e}): run cargo xtask setup", python().display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run cargo xtask setup",
+                    python().display()
+                )
+            });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -125,8 +130,10 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
     );
     t.attach_sink("otel", &[], otel.clone()).unwrap();
     let prometheus = Arc::new(PrometheusSink::builder().build(t.catalog()).unwrap());
-    t.attach_sink("prometheus", &[], prometheus.clone()).unwrap();
-    t.attach_sink("log", &[], Arc::new(LogSink::new(&t))).unwrap();
+    t.attach_sink("prometheus", &[], prometheus.clone())
+        .unwrap();
+    t.attach_sink("log", &[], Arc::new(LogSink::new(&t)))
+        .unwrap();
     t.log().set_level(LogLevel::Info);
 
     let worker = Worker::start("w1");
@@ -150,7 +157,11 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
             .expect("connect within 20 s")
             .expect("connect");
             let out = client
-                .execute("nested_spans", json!({}), CallOptions::with_timeout(Duration::from_secs(20)))
+                .execute(
+                    "nested_spans",
+                    json!({}),
+                    CallOptions::with_timeout(Duration::from_secs(20)),
+                )
                 .await
                 .expect("nested_spans");
             assert!(out.value.get("processed").is_some(), "{:?}", out.value);
@@ -168,20 +179,28 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
             loop {
                 let spans = receiver.wait_spans(0, Duration::ZERO);
                 let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
-                let logged = logs
-                    .0
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|r| r.get("message").is_some_and(|m| m.contains("hello from python")));
-                if ["grpc.call", "python.call", "tool.execution", "complex_operation", "preprocessing", "inference"]
-                    .iter()
-                    .all(|n| names.contains(n))
+                let logged = logs.0.lock().unwrap().iter().any(|r| {
+                    r.get("message")
+                        .is_some_and(|m| m.contains("hello from python"))
+                });
+                if [
+                    "grpc.call",
+                    "python.call",
+                    "tool.execution",
+                    "complex_operation",
+                    "preprocessing",
+                    "inference",
+                ]
+                .iter()
+                .all(|n| names.contains(n))
                     && logged
                 {
                     break;
                 }
-                assert!(Instant::now() < deadline, "timed out; spans so far: {names:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out; spans so far: {names:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             client.close().await;
@@ -210,8 +229,17 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
     let pre = find("preprocessing", Some(&outer.span_id));
     let inf = find("inference", Some(&outer.span_id));
     for s in [py, tool, outer, pre, inf] {
-        assert_eq!(hex(&s.trace_id), hex(&grpc.trace_id), "{} shares the trace", s.name);
-        assert!(s.status.as_ref().is_none_or(|st| st.code != 2), "{}", s.name);
+        assert_eq!(
+            hex(&s.trace_id),
+            hex(&grpc.trace_id),
+            "{} shares the trace",
+            s.name
+        );
+        assert!(
+            s.status.as_ref().is_none_or(|st| st.code != 2),
+            "{}",
+            s.name
+        );
         assert!(s.start_time_unix_nano >= grpc.start_time_unix_nano.saturating_sub(5_000_000));
         assert!(s.end_time_unix_nano <= grpc.end_time_unix_nano + 5_000_000);
     }
@@ -228,14 +256,19 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
     // The call reached the Prometheus summary.
     let text = prometheus.render();
     assert!(
-        text.contains(r#"snakepit_python_call_stop_duration_seconds_count{command="nested_spans"} 1"#),
+        text.contains(
+            r#"snakepit_python_call_stop_duration_seconds_count{command="nested_spans"} 1"#
+        ),
         "{text}"
     );
     // The worker's log line reached tracing, tagged with its worker id.
     let logs = logs.0.lock().unwrap();
     let line = logs
         .iter()
-        .find(|r| r.get("message").is_some_and(|m| m.contains("hello from python")))
+        .find(|r| {
+            r.get("message")
+                .is_some_and(|m| m.contains("hello from python"))
+        })
         .unwrap();
     assert_eq!(line["worker_id"], "w1");
     assert_eq!(line["level"], "WARN");

@@ -51,8 +51,7 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 /// telemetry's log config; returns the records.
 fn capture(t: &Telemetry, f: impl FnOnce()) -> Vec<Record> {
     let cap = Capture::default();
-    let subscriber =
-        tracing_subscriber::registry().with(cap.clone().with_filter(t.log().filter()));
+    let subscriber = tracing_subscriber::registry().with(cap.clone().with_filter(t.log().filter()));
     tracing::subscriber::with_default(subscriber, f);
     let records = cap.0.lock().unwrap().clone();
     records
@@ -63,7 +62,8 @@ fn capture(t: &Telemetry, f: impl FnOnce()) -> Vec<Record> {
 
 fn setup() -> Telemetry {
     let t = Telemetry::new();
-    t.attach_sink("log", &[], Arc::new(LogSink::new(&t))).unwrap();
+    t.attach_sink("log", &[], Arc::new(LogSink::new(&t)))
+        .unwrap();
     t
 }
 
@@ -92,7 +92,10 @@ fn lifecycle_events_are_info_records_with_structured_fields() {
         t.execute(
             builtin::PYTHON_CALL_EXCEPTION,
             &[("duration", Value::Int(5))],
-            &[("error_type", "ValueError".into()), ("worker_id", "w1".into())],
+            &[
+                ("error_type", "ValueError".into()),
+                ("worker_id", "w1".into()),
+            ],
         );
         // Debug-level at the default info level: not produced.
         call_stop(&t, "w1");
@@ -103,8 +106,14 @@ fn lifecycle_events_are_info_records_with_structured_fields() {
     assert_eq!(spawned.level, tracing::Level::INFO);
     assert_eq!(spawned.fields["event"], "snakepit.pool.worker.spawned");
     assert_eq!(spawned.fields["worker_id"], "w1");
-    assert!(spawned.fields["fields"].contains("python_pid=42"), "{spawned:?}");
-    assert!(spawned.fields["fields"].contains(r#"pool_name="default""#), "{spawned:?}");
+    assert!(
+        spawned.fields["fields"].contains("python_pid=42"),
+        "{spawned:?}"
+    );
+    assert!(
+        spawned.fields["fields"].contains(r#"pool_name="default""#),
+        "{spawned:?}"
+    );
     assert_eq!(records[1].level, tracing::Level::ERROR);
     assert!(records[1].fields["fields"].contains("ImportError"));
     assert_eq!(records[2].target, "snakepit::python");
@@ -115,14 +124,11 @@ fn lifecycle_events_are_info_records_with_structured_fields() {
 fn categories_and_per_worker_levels_are_obeyed() {
     let t = setup();
     // Python category at debug: call stops appear, pool status does not.
-    t.log().set_category_level(LogCategory::Python, LogLevel::Debug);
+    t.log()
+        .set_category_level(LogCategory::Python, LogLevel::Debug);
     let records = capture(&t, || {
         call_stop(&t, "w1");
-        t.execute(
-            builtin::POOL_STATUS,
-            &[("queue_depth", Value::Int(1))],
-            &[],
-        );
+        t.execute(builtin::POOL_STATUS, &[("queue_depth", Value::Int(1))], &[]);
     });
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].level, tracing::Level::DEBUG);

@@ -71,12 +71,22 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
         ("span_name", Value::from("complex_operation")),
         ("worker_id", Value::from("w1")),
     ];
-    t.execute_with(builtin::PYTHON_SPAN_START, &[], &outer_md, ctx(outer, call, trace_id));
+    t.execute_with(
+        builtin::PYTHON_SPAN_START,
+        &[],
+        &outer_md,
+        ctx(outer, call, trace_id),
+    );
     let inner_md = [
         ("span_name", Value::from("inference")),
         ("model", Value::from("gpt-4")),
     ];
-    t.execute_with(builtin::PYTHON_SPAN_START, &[], &inner_md, ctx(inner, outer, trace_id));
+    t.execute_with(
+        builtin::PYTHON_SPAN_START,
+        &[],
+        &inner_md,
+        ctx(inner, outer, trace_id),
+    );
     t.execute_with(
         builtin::PYTHON_SPAN_STOP,
         &[("duration", Value::Int(1_000))],
@@ -148,7 +158,11 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     assert_eq!(attr(grpc, "tool").as_deref(), Some("nested_spans"));
     assert_eq!(attr(py, "command").as_deref(), Some("nested_spans"));
     assert_eq!(attr(inner_s, "model").as_deref(), Some("gpt-4"));
-    assert_eq!(attr(inner_s, "span_name"), None, "the name is the span's name");
+    assert_eq!(
+        attr(inner_s, "span_name"),
+        None,
+        "the name is the span's name"
+    );
     assert_eq!(
         inner_s.end_time_unix_nano - inner_s.start_time_unix_nano,
         1_000,
@@ -161,7 +175,11 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     assert_eq!(attr(tool_s, "error.type").as_deref(), Some("ValueError"));
     assert_eq!(tool_s.events[0].name, "exception");
     for s in [grpc, py, outer_s, inner_s] {
-        assert!(s.status.as_ref().is_none_or(|st| st.code != 2), "{}", s.name);
+        assert!(
+            s.status.as_ref().is_none_or(|st| st.code != 2),
+            "{}",
+            s.name
+        );
     }
     let requests = receiver.received.lock().unwrap().requests.clone();
     assert!(requests
@@ -182,7 +200,9 @@ fn a_full_queue_drops_and_counts_and_reports_overflow() {
     t.attach("overflow", "snakepit.telemetry.sink.overflow", move |e| {
         assert_eq!(e.meta_str("sink"), Some("otel"));
         o.fetch_add(
-            e.measurement("dropped").and_then(Value::as_i64).unwrap_or(0) as u64,
+            e.measurement("dropped")
+                .and_then(Value::as_i64)
+                .unwrap_or(0) as u64,
             Ordering::Relaxed,
         );
     })
@@ -249,7 +269,10 @@ fn unmatched_starts_are_bounded_and_counted() {
     );
     sink.shutdown(Duration::from_secs(5)).unwrap();
     let stats = sink.stats();
-    assert_eq!(stats.evicted, 100, "90 evicted + 10 open at shutdown: {stats:?}");
+    assert_eq!(
+        stats.evicted, 100,
+        "90 evicted + 10 open at shutdown: {stats:?}"
+    );
     let spans = receiver.wait_spans(1, Duration::from_secs(2));
     assert_eq!(spans.len(), 1);
     let s = &spans[0].1;
@@ -287,7 +310,9 @@ fn shutdown_meets_its_deadline_with_a_dead_collector_and_on_a_current_thread_run
 fn endpoints_are_checked() {
     let t = Telemetry::new();
     for bad in ["collector:4318", "https://collector:4318", "http://"] {
-        let e = OtelSink::new(&config(bad.into()), &t).unwrap_err().to_string();
+        let e = OtelSink::new(&config(bad.into()), &t)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(bad), "{e}");
     }
 }

@@ -33,11 +33,17 @@ fn emit_guide_events(t: &Telemetry) {
     t.execute(
         builtin::PYTHON_CALL_EXCEPTION,
         &[("duration", Value::Int(1000))],
-        &[("command", "predict".into()), ("error_type", "ValueError".into())],
+        &[
+            ("command", "predict".into()),
+            ("error_type", "ValueError".into()),
+        ],
     );
     t.execute(
         builtin::POOL_WORKER_SPAWNED,
-        &[("duration", Value::Int(5_000_000)), ("python_pid", Value::Int(42))],
+        &[
+            ("duration", Value::Int(5_000_000)),
+            ("python_pid", Value::Int(42)),
+        ],
         &[("pool_name", "default".into()), ("worker_id", "w1".into())],
     );
     t.execute(
@@ -87,22 +93,34 @@ fn guide_series_are_exported_with_prometheus_names_and_pass_promtool() {
     let text = sink.render();
 
     assert_eq!(
-        line_value(&text, r#"snakepit_pool_status_queue_depth{pool_name="default"}"#),
+        line_value(
+            &text,
+            r#"snakepit_pool_status_queue_depth{pool_name="default"}"#
+        ),
         Some(7.0),
         "{text}"
     );
     assert_eq!(
-        line_value(&text, r#"snakepit_pool_status_available_workers{pool_name="default"}"#),
+        line_value(
+            &text,
+            r#"snakepit_pool_status_available_workers{pool_name="default"}"#
+        ),
         Some(3.0),
         "{text}"
     );
     assert_eq!(
-        line_value(&text, r#"snakepit_python_call_exception_total{error_type="ValueError"}"#),
+        line_value(
+            &text,
+            r#"snakepit_python_call_exception_total{error_type="ValueError"}"#
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        line_value(&text, r#"snakepit_pool_worker_spawned_total{pool_name="default"}"#),
+        line_value(
+            &text,
+            r#"snakepit_pool_worker_spawned_total{pool_name="default"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -127,7 +145,10 @@ fn guide_series_are_exported_with_prometheus_names_and_pass_promtool() {
         text.contains("# TYPE snakepit_grpc_call_stop_duration_seconds histogram"),
         "{text}"
     );
-    assert!(text.contains(r#"le="0.00025""#) || text.contains(r#"le="0.0005""#), "{text}");
+    assert!(
+        text.contains(r#"le="0.00025""#) || text.contains(r#"le="0.0005""#),
+        "{text}"
+    );
     promtool_check(&text);
 }
 
@@ -177,7 +198,10 @@ fn label_sets_over_the_cap_go_to_one_other_series() {
         t.execute(
             builtin::PYTHON_CALL_STOP,
             &[("duration", Value::Int(1_000_000))],
-            &[("command", "predict".into()), ("worker_id", Value::Int(i % 2))],
+            &[
+                ("command", "predict".into()),
+                ("worker_id", Value::Int(i % 2)),
+            ],
         );
     }
     let text = sink.render();
@@ -187,7 +211,10 @@ fn label_sets_over_the_cap_go_to_one_other_series() {
         .collect();
     assert_eq!(series.len(), 4, "3 label sets + other: {series:#?}");
     assert_eq!(
-        line_value(&text, r#"snakepit_python_call_exception_total{error_type="other"}"#),
+        line_value(
+            &text,
+            r#"snakepit_python_call_exception_total{error_type="other"}"#
+        ),
         Some(47.0),
         "{text}"
     );

@@ -34,8 +34,14 @@ impl PrometheusServer {
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let addr = free_port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -112,7 +118,10 @@ fn a_real_prometheus_scrapes_the_guide_series() {
 
     t.execute(
         builtin::POOL_STATUS,
-        &[("queue_depth", Value::Int(5)), ("available_workers", Value::Int(2))],
+        &[
+            ("queue_depth", Value::Int(5)),
+            ("available_workers", Value::Int(2)),
+        ],
         &[("pool_name", "default".into())],
     );
     for ms in [10, 20, 30] {
@@ -137,7 +146,10 @@ fn a_real_prometheus_scrapes_the_guide_series() {
     let deadline = Instant::now() + Duration::from_secs(60);
     assert_eq!(prom.wait_for(r#"up{job="snakepit"}"#, deadline), 1.0);
     assert_eq!(
-        prom.wait_for(r#"snakepit_pool_status_queue_depth{pool_name="default"}"#, deadline),
+        prom.wait_for(
+            r#"snakepit_pool_status_queue_depth{pool_name="default"}"#,
+            deadline
+        ),
         5.0
     );
     assert_eq!(
@@ -167,7 +179,10 @@ fn a_real_prometheus_scrapes_the_guide_series() {
         1.0
     );
     assert_eq!(
-        prom.wait_for(r#"snakepit_pool_worker_spawned_total{pool_name="default"}"#, deadline),
+        prom.wait_for(
+            r#"snakepit_pool_worker_spawned_total{pool_name="default"}"#,
+            deadline
+        ),
         1.0
     );
     drop(prom);
@@ -196,5 +211,8 @@ fn the_listener_serves_only_metrics_and_stops() {
         .to_string();
     assert!(e.contains(&addr.to_string()), "{e}");
     snakepit_core::Sink::shutdown(&sink, Duration::from_secs(2)).unwrap();
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed"
+    );
 }

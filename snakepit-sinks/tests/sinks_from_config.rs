@@ -49,8 +49,16 @@ fn every_configured_sink_is_attached_with_its_patterns() {
         sinks.ids(),
         ["sinks[0].log", "sinks[1].prometheus", "sinks[2].otel"]
     );
-    let log_events = &t.list().into_iter().find(|h| h.id == "sinks[0].log").unwrap().events;
-    assert!(log_events.iter().all(|e| e.starts_with("snakepit.pool.")), "{log_events:?}");
+    let log_events = &t
+        .list()
+        .into_iter()
+        .find(|h| h.id == "sinks[0].log")
+        .unwrap()
+        .events;
+    assert!(
+        log_events.iter().all(|e| e.starts_with("snakepit.pool.")),
+        "{log_events:?}"
+    );
 
     t.execute(
         builtin::POOL_STATUS,
@@ -72,9 +80,18 @@ fn every_configured_sink_is_attached_with_its_patterns() {
         .unwrap()
         .into_string()
         .unwrap();
-    assert!(text.contains(r#"snakepit_pool_status_queue_depth{pool_name="p"} 9"#), "{text}");
-    assert!(!text.contains("snakepit_grpc_call_exception_total{"), "{text}");
-    assert!(text.contains("snakepit_python_call_stop_duration_seconds_count{command=\"predict\"} 1"), "{text}");
+    assert!(
+        text.contains(r#"snakepit_pool_status_queue_depth{pool_name="p"} 9"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("snakepit_grpc_call_exception_total{"),
+        "{text}"
+    );
+    assert!(
+        text.contains("snakepit_python_call_stop_duration_seconds_count{command=\"predict\"} 1"),
+        "{text}"
+    );
 
     sinks.shutdown(Duration::from_secs(5)).unwrap();
     let spans = receiver.wait_spans(1, Duration::from_secs(2));
@@ -82,7 +99,10 @@ fn every_configured_sink_is_attached_with_its_patterns() {
     assert_eq!(spans[0].0, "from-config");
     assert_eq!(spans[0].1.name, "python.call");
     assert!(t.list().is_empty(), "shutdown detaches every sink");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener stopped");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener stopped"
+    );
 }
 
 #[test]
@@ -107,7 +127,10 @@ fn build_errors_name_the_sink_and_undo_what_was_attached() {
     // A plugin that does not exist.
     let config = load("[[sinks]]\nkind = \"plugin\"\npath = \"/nonexistent/libnope.so\"\n");
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
-    assert!(e.starts_with("sinks[0] (plugin)") && e.contains("/nonexistent/libnope.so"), "{e}");
+    assert!(
+        e.starts_with("sinks[0] (plugin)") && e.contains("/nonexistent/libnope.so"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -118,9 +141,15 @@ fn config_file_errors_name_file_key_and_allowed_values() {
             .to_string()
     };
     let e = err("[[sinks]]\nkind = \"prometheus\"\nlisten = \"nowhere\"\n");
-    assert!(e.starts_with("conf/sinks.toml:") && e.contains("sinks[0].listen"), "{e}");
+    assert!(
+        e.starts_with("conf/sinks.toml:") && e.contains("sinks[0].listen"),
+        "{e}"
+    );
     let e = err("[[sinks]]\nkind = \"otel\"\nendpoint = \"collector\"\n");
-    assert!(e.contains("sinks[0].endpoint") && e.contains("http://host:port"), "{e}");
+    assert!(
+        e.contains("sinks[0].endpoint") && e.contains("http://host:port"),
+        "{e}"
+    );
     let e = err("[[sinks]]\nkind = \"statsd\"\n");
     for kind in ["log", "prometheus", "otel", "plugin"] {
         assert!(e.contains(kind) && e.contains("sinks[0].kind"), "{e}");

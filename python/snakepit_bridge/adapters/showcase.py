@@ -88,6 +88,25 @@ class ShowcaseAdapter(BaseAdapter):
             emit(name, meas, meta)
         return int(count)
 
+    @tool(description="Emits rate events/s for seconds, paced in 10 ms slices")
+    def emit_paced(self, rate: int = 100_000, seconds: float = 2.0,
+                   name: str = "tool.execution.stop") -> Dict[str, Any]:
+        emit = telemetry.emit
+        meas = {"duration": 1}
+        meta = {"tool": "emit_paced"}
+        per_slice = max(1, int(rate) // 100)
+        slices = int(float(seconds) * 100)
+        start = time.perf_counter()
+        emitted = 0
+        for k in range(slices):
+            for _ in range(per_slice):
+                emit(name, meas, meta)
+            emitted += per_slice
+            delay = start + (k + 1) * 0.01 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        return {"emitted": emitted, "elapsed_s": time.perf_counter() - start}
+
     @tool(description="The guide's nested span example")
     def nested_spans(self, data: str = "abc") -> Dict[str, Any]:
         with telemetry.span("complex_operation"):

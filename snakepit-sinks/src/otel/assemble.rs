@@ -2,8 +2,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use snakepit_core::{SpanRole, Value};
+use std::hash::{BuildHasherDefault, Hasher};
 
+use snakepit_core::SpanRole;
+
+use super::fields::FieldValue;
 use super::proto::{self, any_value, AnyValue, KeyValue};
 use super::{SpanEvent, SpanInfo};
 
@@ -38,9 +41,28 @@ struct Open {
     trace_id: u128,
 }
 
+/// A hasher for span ids, which are random already.
+#[derive(Default)]
+struct SpanIdHasher(u64);
+
+impl Hasher for SpanIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Spread sequential ids (tests, benchmarks) over the table too.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Open spans by id, bounded: the oldest are evicted first.
 pub(crate) struct Pairing {
-    open: HashMap<u64, Open>,
+    open: HashMap<u64, Open, BuildHasherDefault<SpanIdHasher>>,
     order: VecDeque<u64>,
     max_open: usize,
 }
@@ -48,7 +70,7 @@ pub(crate) struct Pairing {
 impl Pairing {
     pub fn new(max_open: usize) -> Pairing {
         Pairing {
-            open: HashMap::new(),
+            open: HashMap::default(),
             order: VecDeque::new(),
             max_open: max_open.max(1),
         }
@@ -131,17 +153,17 @@ impl Pairing {
     }
 }
 
-fn value(v: &Value<'_>) -> AnyValue {
+fn value(v: &FieldValue<'_>) -> AnyValue {
     AnyValue {
         value: Some(match v {
-            Value::Int(i) => any_value::Value::IntValue(*i),
-            Value::Float(f) => any_value::Value::DoubleValue(*f),
-            Value::Str(s) => any_value::Value::StringValue(s.to_string()),
+            FieldValue::Int(i) => any_value::Value::IntValue(*i),
+            FieldValue::Float(f) => any_value::Value::DoubleValue(*f),
+            FieldValue::Str(s) => any_value::Value::StringValue(s.to_string()),
         }),
     }
 }
 
-fn put(attrs: &mut Vec<KeyValue>, key: &str, v: &Value<'_>) {
+fn put(attrs: &mut Vec<KeyValue>, key: &str, v: &FieldValue<'_>) {
     if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
         kv.value = Some(value(v));
     } else {
@@ -176,43 +198,41 @@ fn build(start: Option<SpanEvent>, end: SpanEvent, trace_id: u128) -> proto::Spa
         (0, Some(s)) => s.parent_span_id,
         (p, _) => p,
     };
-    let mut attrs: Vec<KeyValue> = Vec::new();
+    let mut attrs: Vec<KeyValue> = Vec::with_capacity(8);
     let mut name = None;
     let correlation = end
-        .correlation_id
-        .clone()
-        .or_else(|| start.as_ref().and_then(|s| s.correlation_id.clone()));
+        .fields
+        .correlation_id()
+        .or_else(|| start.as_ref().and_then(|s| s.fields.correlation_id()));
     for ev in start.iter().chain(std::iter::once(&end)) {
-        for (k, v) in &ev.metadata {
-            match k.as_str() {
+        for (k, v) in ev.fields.metadata() {
+            match k {
                 "span_name" if info.named_by_metadata => {
                     name = v.as_str().map(str::to_string);
                 }
                 "error_message" => {}
-                _ => put(&mut attrs, k, v),
+                _ => put(&mut attrs, k, &v),
             }
         }
     }
-    for (k, v) in &end.measurements {
+    for (k, v) in end.fields.measurements() {
         if k != "duration" {
-            put(&mut attrs, k, v);
+            put(&mut attrs, k, &v);
         }
     }
     if let Some(c) = correlation {
-        put(&mut attrs, "snakepit.correlation_id", &Value::from(c));
+        put(&mut attrs, "snakepit.correlation_id", &FieldValue::Str(c));
     }
     let mut events = Vec::new();
     let status = if end.role == SpanRole::Exception {
         let meta = |key: &str| {
-            end.metadata
-                .iter()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.as_str())
-                .map(str::to_string)
+            end.fields
+                .meta(key)
+                .and_then(|v| v.as_str().map(str::to_string))
         };
         let error_type = meta("error_type").unwrap_or_else(|| "error".to_string());
         let message = meta("error_message").unwrap_or_else(|| error_type.clone());
-        put(&mut attrs, "error.type", &Value::from(error_type.clone()));
+        put(&mut attrs, "error.type", &FieldValue::Str(&error_type));
         events.push(proto::SpanEvent {
             time_unix_nano: end_ns,
             name: "exception".into(),

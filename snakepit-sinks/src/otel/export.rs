@@ -107,7 +107,9 @@ impl Exporter {
     pub fn run(mut self, rx: Receiver<Msg>, control: &Control) {
         loop {
             let wait = match self.oldest_finished {
-                Some(t) => (t + self.interval).saturating_duration_since(Instant::now()).min(TICK),
+                Some(t) => (t + self.interval)
+                    .saturating_duration_since(Instant::now())
+                    .min(TICK),
                 None => TICK,
             };
             match rx.recv_timeout(wait) {
@@ -185,11 +187,15 @@ impl Exporter {
             let spans: Vec<proto::Span> = self.finished.drain(..n).collect();
             let count = spans.len() as u64;
             let timeout = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(self.timeout),
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(self.timeout),
                 None => self.timeout,
             };
             if timeout.is_zero() {
-                self.counters.export_failed.fetch_add(count, Ordering::Relaxed);
+                self.counters
+                    .export_failed
+                    .fetch_add(count, Ordering::Relaxed);
                 continue;
             }
             match self.post(spans, timeout) {
@@ -197,7 +203,9 @@ impl Exporter {
                     self.counters.exported.fetch_add(count, Ordering::Relaxed);
                 }
                 Err(message) => {
-                    self.counters.export_failed.fetch_add(count, Ordering::Relaxed);
+                    self.counters
+                        .export_failed
+                        .fetch_add(count, Ordering::Relaxed);
                     tracing::warn!(
                         target: "snakepit::telemetry",
                         sink = "otel",

@@ -1,0 +1,251 @@
+//! Tool-call throughput through real Python workers with every sink on
+//! (log, Prometheus with its listener, OTel exporting to a local receiver)
+//! against telemetry off (policy disabled: no events on either side), in
+//! the same run, alternating. Target (DESIGN.md): >= 95%.
+//!
+//! `cargo bench -p snakepit-sinks --bench call_throughput` (env
+//! `CALLS`, default 20000 per round; `ROUNDS`, default 3).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use snakepit_core::config::{OtelSinkConfig, PrometheusSinkConfig};
+use snakepit_core::{Policy, Sink};
+use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
+use snakepit_sinks::log::LogSink;
+use snakepit_sinks::otel::OtelSink;
+use snakepit_sinks::prometheus::PrometheusSink;
+use snakepit_telemetry::Telemetry;
+
+const WORKERS: usize = 2;
+const IN_FLIGHT_PER_WORKER: usize = 32;
+
+struct Worker {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(id: &str) -> Worker {
+        let python = std::env::var_os("SNAKEPIT_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+            });
+        let dir = tempfile::Builder::new().prefix("spb-").tempdir().unwrap();
+        let socket = dir.path().join("w.sock");
+        let mut child = Command::new(python)
+            .args(["-m", "snakepit_bridge.worker", "--adapter"])
+            .arg("snakepit_bridge.adapters.showcase:ShowcaseAdapter")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--worker-id", id, "--watch-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Python worker (cargo xtask setup)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("SNAKEPIT_READY"), "{line:?}");
+        Worker {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local OTLP receiver answering 200 to everything (counts bytes).
+fn receiver() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err()
+                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> f64 {
+    let mut clients = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        let c = WorkerClient::connect(
+            telemetry.clone(),
+            ConnectOptions::new(WorkerAddress::Unix(w.socket.clone()), format!("w{i}")),
+        )
+        .await
+        .expect("connect");
+        clients.push(Arc::new(c));
+    }
+    // Warm up.
+    for c in &clients {
+        for _ in 0..200 {
+            c.execute("ping", json!({}), CallOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    let started = Instant::now();
+    let tasks = clients.len() * IN_FLIGHT_PER_WORKER;
+    let per_task = calls / tasks;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let c = clients[t % clients.len()].clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                c.execute("ping", json!({}), CallOptions::default())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let rate = (per_task * tasks) as f64 / started.elapsed().as_secs_f64();
+    for c in clients {
+        c.close().await;
+    }
+    rate
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let calls: usize = std::env::var("CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let workers: Vec<Worker> = (0..WORKERS)
+        .map(|i| Worker::start(&format!("w{i}")))
+        .collect();
+
+    let off = Telemetry::builder()
+        .policy(Policy {
+            enabled: false,
+            ..Policy::default()
+        })
+        .build();
+    let bare = Telemetry::new();
+    let on = Telemetry::new();
+    on.attach_sink("log", &[], Arc::new(LogSink::new(&on)))
+        .unwrap();
+    let prom = Arc::new(
+        PrometheusSink::from_config(
+            &PrometheusSinkConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..PrometheusSinkConfig::default()
+            },
+            on.catalog(),
+        )
+        .unwrap(),
+    );
+    on.attach_sink("prometheus", &[], prom.clone()).unwrap();
+    let otel = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: receiver(),
+                ..OtelSinkConfig::default()
+            },
+            &on,
+        )
+        .unwrap(),
+    );
+    on.attach_sink("otel", &[], otel.clone()).unwrap();
+    let prom_only = Telemetry::new();
+    let p2 = Arc::new(
+        PrometheusSink::builder()
+            .build(prom_only.catalog())
+            .unwrap(),
+    );
+    prom_only.attach_sink("prometheus", &[], p2).unwrap();
+
+    let configs: [(&str, &Telemetry); 4] = [
+        ("telemetry off", &off),
+        ("telemetry on, no sink", &bare),
+        ("prometheus sink only", &prom_only),
+        ("every sink on", &on),
+    ];
+    let mut best = [0f64; 4];
+    for round in 0..rounds {
+        let mut line = format!("round {round}:");
+        for (i, (name, t)) in configs.iter().enumerate() {
+            let r = rt.block_on(run(t, &workers, calls));
+            best[i] = best[i].max(r);
+            line.push_str(&format!(" {name} {r:.0}/s;"));
+        }
+        println!("{line}");
+    }
+    let _ = otel.flush(Duration::from_secs(5));
+    println!();
+    println!("| figure ({WORKERS} workers, ping, best of {rounds}) | calls/s | baseline: telemetry off | ratio |");
+    println!("|---|---|---|---|");
+    for (i, (name, _)) in configs.iter().enumerate() {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1}% |",
+            best[i],
+            best[0],
+            100.0 * best[i] / best[0]
+        );
+    }
+    println!("otel sink: {:?}", otel.stats());
+    let _ = otel.shutdown(Duration::from_secs(5));
+    let _ = prom.shutdown(Duration::from_secs(2));
+}
