@@ -22,6 +22,18 @@ def varint(v: int) -> bytes:
     """Encode a non-negative int (< 2**64) as a protobuf varint."""
     if v < 0x80:
         return _SMALL[v]
+    # Unrolled for the common sizes (lengths, durations): no loop, one bytes().
+    if v < 0x4000:
+        return bytes(((v & 0x7F) | 0x80, v >> 7))
+    if v < 0x200000:
+        return bytes(((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, v >> 14))
+    if v < 0x10000000:
+        return bytes((
+            (v & 0x7F) | 0x80,
+            ((v >> 7) & 0x7F) | 0x80,
+            ((v >> 14) & 0x7F) | 0x80,
+            v >> 21,
+        ))
     out = bytearray()
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
@@ -124,7 +136,11 @@ class BatchEncoder:
     def event_body(self, ev, ctx_cache: dict) -> bytes:
         """One serialized TelemetryEvent message."""
         ts, name, meas, meta, cid, ctx, is_span = ev
-        parts = [self._name(name)]
+        nb = self._names.get(name)
+        if nb is None:
+            nb = self._name(name)
+        parts = [nb]
+        append = parts.append
         if meas:
             mkeys = self._mkeys
             for k, v in meas.items():
@@ -132,11 +148,20 @@ class BatchEncoder:
                 if kb is None:
                     if len(mkeys) > self._CACHE_MAX:
                         mkeys.clear()
-                    kb = string_field(0x0A, str(k))
+                    # key field + the value field's tag, ready to prepend.
+                    kb = string_field(0x0A, str(k)) + b"\x12"
                     mkeys[k] = kb
-                vb = encode_value(v)
-                entry = kb + b"\x12" + varint(len(vb)) + vb
-                parts.append(b"\x12" + varint(len(entry)) + entry)
+                if type(v) is int and 0 <= v < 0x80:
+                    # Fast path: small non-negative int (1-byte varint).
+                    entry = kb + b"\x02\x08" + _SMALL[v]
+                elif type(v) is int and 0 <= v <= _I64_MAX:
+                    vv = varint(v)
+                    entry = kb + _SMALL[len(vv) + 1] + b"\x08" + vv
+                else:
+                    vb = encode_value(v)
+                    entry = kb + varint(len(vb)) + vb
+                n = len(entry)
+                append((b"\x12" + _SMALL[n] if n < 0x80 else b"\x12" + varint(n)) + entry)
         if meta:
             mcache = self._meta
             for k, v in meta.items():
@@ -150,8 +175,24 @@ class BatchEncoder:
                         if len(mcache) > self._CACHE_MAX:
                             mcache.clear()
                         mcache[key] = eb
-                parts.append(eb)
-        parts.append(self._ts(ts))
+                append(eb)
+        # Timestamp (field 4): varint(ts) for ts >= 2**28 is 4 low groups plus
+        # varint(ts >> 28), which changes only every ~0.27 s and is cached.
+        hi = ts >> 28
+        if hi != self._ts_hi:
+            if hi == 0:
+                append(b"\x20" + varint(ts))
+                hi = -1
+            else:
+                self._ts_hi = hi
+                self._ts_hi_bytes = varint(hi)
+        if hi >= 0:
+            append(b"\x20" + bytes((
+                (ts & 0x7F) | 0x80,
+                ((ts >> 7) & 0x7F) | 0x80,
+                ((ts >> 14) & 0x7F) | 0x80,
+                ((ts >> 21) & 0x7F) | 0x80,
+            )) + self._ts_hi_bytes)
         if cid:
             cb = self._cids.get(cid)
             if cb is None:
@@ -160,7 +201,7 @@ class BatchEncoder:
                     if len(self._cids) > self._CACHE_MAX:
                         self._cids.clear()
                     self._cids[cid] = cb
-            parts.append(cb)
+            append(cb)
         if ctx is not None:
             key = (ctx, is_span)
             sb = ctx_cache.get(key)

@@ -319,14 +319,14 @@ catalog! {
         metadata: [
             md!("worker_id", "the worker that sent it"),
             md!("event_name", "the event"),
-            md!("reason", "unknown_measurement, non_finite, metadata_truncated or too_many_fields"),
+            md!("reason", "unknown_measurement, non_finite, not_a_number, metadata_truncated or too_many_fields"),
         ];
     /// Events were dropped somewhere, and how many.
     TELEMETRY_EVENTS_DROPPED = "snakepit.telemetry.events.dropped", Host,
         measurements: [m!("count", Count, "events dropped since the previous report")],
         metadata: [
             md!("where", "worker, host or sink"),
-            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, queue_full, unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
+            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped (worker log records), queue_full, unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
             md!("worker_id", "the worker, when where = worker"),
             md!("sink", "the sink, when where = sink"),
         ];

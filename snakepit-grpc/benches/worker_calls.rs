@@ -40,8 +40,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn one(client: &WorkerClient, path: Path) {
     let r = match path {
-        Path::Unary => client.execute_unary("ping", json!({}), CallOptions::default()).await,
-        Path::Stream => client.execute("ping", json!({}), CallOptions::default()).await,
+        Path::Unary => {
+            client
+                .execute_unary("ping", json!({}), CallOptions::default())
+                .await
+        }
+        Path::Stream => {
+            client
+                .execute("ping", json!({}), CallOptions::default())
+                .await
+        }
     };
     r.expect("bench call failed");
 }
@@ -79,7 +87,27 @@ async fn calls(client: &WorkerClient, path: Path, in_flight: usize, total: usize
     }
 }
 
+/// CPU seconds (user + system) used so far by a process.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / 100.0
+}
+
 struct EventFigures {
+    host_cpu_us_per_event: f64,
+    worker_cpu_us_per_event: f64,
     delivered: u64,
     emitted: u64,
     per_s: f64,
@@ -95,9 +123,15 @@ async fn events(
 ) -> EventFigures {
     let drops_before = client.telemetry_stats().worker_drops;
     let base = seen.load(Ordering::Relaxed);
+    let pid = client.python_pid();
+    let (host_cpu, worker_cpu) = (cpu_seconds(None), cpu_seconds(pid));
     let started = Instant::now();
     client
-        .execute(tool, args, CallOptions::with_timeout(Duration::from_secs(120)))
+        .execute(
+            tool,
+            args,
+            CallOptions::with_timeout(Duration::from_secs(120)),
+        )
         .await
         .unwrap();
     // Wait for delivery (or for the counters to stop moving).
@@ -116,10 +150,14 @@ async fn events(
     }
     let elapsed = started.elapsed();
     let delivered = seen.load(Ordering::Relaxed) - base;
+    let host_cpu = cpu_seconds(None) - host_cpu;
+    let worker_cpu = cpu_seconds(pid) - worker_cpu;
     // Let the next batch carry fresh drop counters.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = client.telemetry_stats().worker_drops;
     EventFigures {
+        host_cpu_us_per_event: host_cpu * 1e6 / delivered.max(1) as f64,
+        worker_cpu_us_per_event: worker_cpu * 1e6 / delivered.max(1) as f64,
         delivered,
         emitted: expected,
         per_s: delivered as f64 / elapsed.as_secs_f64(),
@@ -133,7 +171,8 @@ fn row(figure: &str, value: String, baseline: String, ratio: String) {
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful.
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("SNAKEPIT_BENCH_QUICK").is_some();
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("SNAKEPIT_BENCH_QUICK").is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,6 +244,12 @@ fn main() {
             format!("{}/{}", burst.delivered, burst.emitted),
             format!("drops {:?}", burst.worker_drops),
             format!("{:.3}", burst.delivered as f64 / burst.emitted as f64),
+        );
+        row(
+            "  burst: CPU µs per event, host (fold+dispatch) / worker",
+            format!("{:.2}", burst.host_cpu_us_per_event),
+            format!("{:.2}", burst.worker_cpu_us_per_event),
+            format!("{:.2}x", burst.worker_cpu_us_per_event / burst.host_cpu_us_per_event.max(1e-9)),
         );
         // Sustained 100,000 events/s for a few seconds.
         let secs = if quick { 1.0 } else { 3.0 };

@@ -67,7 +67,9 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Rpc, CallError> 
                 endpoint
                     .connect_with_connector(tower::service_fn(move |_: Uri| {
                         let path = path.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
                     }))
                     .await
             }
@@ -83,11 +85,17 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Rpc, CallError> 
             ))
         })?
         .map_err(|e| {
-            CallError::unavailable(format!("cannot connect to {}: {}", options.address, chain(&e)))
+            CallError::unavailable(format!(
+                "cannot connect to {}: {}",
+                options.address,
+                chain(&e)
+            ))
         })?;
-    Ok(BridgeServiceClient::with_interceptor(channel, TokenAuth { token })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(
+        BridgeServiceClient::with_interceptor(channel, TokenAuth { token })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -105,7 +105,11 @@ impl ChunkStream {
 
     fn end(&mut self, outcome: Result<(), &CallError>) {
         self.done = true;
-        let reason = if outcome.is_ok() { "completed" } else { "error" };
+        let reason = if outcome.is_ok() {
+            "completed"
+        } else {
+            "error"
+        };
         self.span
             .stream_closed(&self.telemetry, &self.worker_id, self.count, reason);
         self.span

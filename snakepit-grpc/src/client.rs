@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 use snakepit_telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
-use tonic::Request;
 
 use crate::call_span::CallSpan;
-use crate::calls::{tool_error, CallStream, Pending};
+use crate::calls::{CallStream, Pending};
 use crate::channel::{self, Rpc};
 use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, CallError};
@@ -23,12 +21,12 @@ use crate::telemetry_stream::TelemetryTask;
 
 const CLOSED: &str = "the client was closed";
 
-struct Inner {
-    telemetry: Telemetry,
+pub(crate) struct Inner {
+    pub(crate) telemetry: Telemetry,
     options: ConnectOptions,
-    worker_id: Arc<str>,
+    pub(crate) worker_id: Arc<str>,
     python_pid: Option<u32>,
-    rpc: Rpc,
+    pub(crate) rpc: Rpc,
     link: Arc<Link>,
     streams: Box<[Mutex<Option<Arc<CallStream>>>]>,
     next_stream: AtomicUsize,
@@ -60,7 +58,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// task stops on [`WorkerClient::close`] or when the last clone is dropped.
 #[derive(Clone)]
 pub struct WorkerClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for WorkerClient {
@@ -73,7 +71,7 @@ impl std::fmt::Debug for WorkerClient {
     }
 }
 
-fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
+pub(crate) fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
     match args {
         serde_json::Value::Null => Ok(b"{}".to_vec()),
         serde_json::Value::Object(_) => serde_json::to_vec(args)
@@ -100,7 +98,7 @@ fn kind_of(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn decode_result(
+pub(crate) fn decode_result(
     tool: &str,
     json: &[u8],
     binary: std::collections::BTreeMap<String, Vec<u8>>,
@@ -118,7 +116,7 @@ fn decode_result(
     })
 }
 
-fn timeout_ms(t: Option<Duration>) -> u64 {
+pub(crate) fn timeout_ms(t: Option<Duration>) -> u64 {
     t.map_or(0, |t| (t.as_millis() as u64).max(1))
 }
 
@@ -343,48 +341,8 @@ impl WorkerClient {
         }
     }
 
-    /// A request with the correlation id and traceparent as metadata. The
-    /// deadline travels as `timeout_ms` and is enforced by the caller
-    /// (tonic's own `grpc-timeout` would surface as a transport error).
-    fn unary_request<T>(&self, message: T, span: &CallSpan) -> Request<T> {
-        let mut request = Request::new(message);
-        let md = request.metadata_mut();
-        if let Ok(v) = MetadataValue::try_from(span.correlation.as_str()) {
-            md.insert(snakepit_telemetry::CORRELATION_HEADER, v);
-        }
-        if let Ok(v) = MetadataValue::try_from(span.traceparent.as_str()) {
-            md.insert("traceparent", v);
-        }
-        request
-    }
-
-    fn tool_request(
-        &self,
-        tool: &str,
-        args: &serde_json::Value,
-        opts: &CallOptions,
-        span: &CallSpan,
-        stream: bool,
-    ) -> Result<Request<proto::ExecuteToolRequest>, CallError> {
-        let message = proto::ExecuteToolRequest {
-            tool_name: tool.to_string(),
-            args_json: encode_args(tool, args)?,
-            binary_parameters: opts
-                .binary
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            correlation_id: span.correlation.as_str().to_string(),
-            traceparent: span.traceparent.clone(),
-            timeout_ms: timeout_ms(opts.timeout),
-            stream,
-            ..Default::default()
-        };
-        Ok(self.unary_request(message, span))
-    }
-
     /// Fails with `Unavailable` as soon as the client is closed.
-    async fn unless_closed<T>(
+    pub(crate) async fn unless_closed<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
@@ -395,88 +353,6 @@ impl WorkerClient {
         tokio::select! {
             r = fut => r,
             _ = closed.wait_for(|c| *c) => Err(CallError::unavailable(CLOSED)),
-        }
-    }
-
-    /// Runs a tool with one unary `ExecuteTool` RPC (the slower path, kept
-    /// as the baseline and for simple servers). Same contract as
-    /// [`WorkerClient::execute`].
-    pub async fn execute_unary(
-        &self,
-        tool: &str,
-        args: serde_json::Value,
-        opts: CallOptions,
-    ) -> Result<ToolOutput, CallError> {
-        let telemetry = &self.inner.telemetry;
-        let span = CallSpan::begin(telemetry, &self.inner.worker_id, "ExecuteTool", tool, &opts);
-        let result = self
-            .unless_closed(async {
-                let request = self.tool_request(tool, &args, &opts, &span, false)?;
-                let mut rpc = self.inner.rpc.clone();
-                let call = rpc.execute_tool(request);
-                let response = match opts.timeout {
-                    Some(after) => tokio::time::timeout(after, call)
-                        .await
-                        .map_err(|_| CallError::Timeout { after })?,
-                    None => call.await,
-                }
-                .map_err(|s| from_status(&s, opts.timeout))?
-                .into_inner();
-                if !response.success {
-                    return Err(tool_error(response.error.unwrap_or(proto::ToolError {
-                        r#type: "Unknown".to_string(),
-                        message: response.error_message,
-                        traceback: String::new(),
-                    })));
-                }
-                decode_result(tool, &response.result_json, response.binary_results)
-            })
-            .await;
-        span.finish(telemetry, &self.inner.worker_id, result.as_ref().map(|_| "OK"));
-        result
-    }
-
-    /// Runs a streaming tool with one `ExecuteStreamingTool` RPC. Same
-    /// contract as [`WorkerClient::execute_stream`].
-    pub async fn execute_stream_unary(
-        &self,
-        tool: &str,
-        args: serde_json::Value,
-        opts: CallOptions,
-    ) -> Result<ChunkStream, CallError> {
-        let telemetry = &self.inner.telemetry;
-        let span = CallSpan::begin(
-            telemetry,
-            &self.inner.worker_id,
-            "ExecuteStreamingTool",
-            tool,
-            &opts,
-        );
-        let opened = self
-            .unless_closed(async {
-                let request = self.tool_request(tool, &args, &opts, &span, true)?;
-                let response = self
-                    .inner
-                    .rpc
-                    .clone()
-                    .execute_streaming_tool(request)
-                    .await
-                    .map_err(|s| from_status(&s, opts.timeout))?;
-                Ok(response.into_inner())
-            })
-            .await;
-        match opened {
-            Ok(streaming) => Ok(ChunkStream::new(
-                Source::Rpc(Box::pin(streaming)),
-                span,
-                telemetry.clone(),
-                self.inner.worker_id.clone(),
-                opts.timeout,
-            )),
-            Err(e) => {
-                span.finish(telemetry, &self.inner.worker_id, Err(&e));
-                Err(e)
-            }
         }
     }
 
@@ -501,7 +377,8 @@ impl WorkerClient {
     /// The worker's id, pid, protocol version and tools.
     pub async fn describe(&self) -> Result<WorkerInfo, CallError> {
         let after = self.inner.options.connect_timeout;
-        self.unless_closed(describe_rpc(&self.inner.rpc, after)).await
+        self.unless_closed(describe_rpc(&self.inner.rpc, after))
+            .await
     }
 
     /// The worker id this client was connected as.

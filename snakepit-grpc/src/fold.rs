@@ -139,8 +139,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 
 fn valid_segment(p: &str) -> bool {
     !p.is_empty()
-        && p
-            .bytes()
+        && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -298,21 +297,19 @@ impl Folder {
                     bad_values += 1;
                     continue;
                 }
-                Some(telemetry_value::Value::StringValue(s)) => {
-                    match s.trim().parse::<f64>() {
-                        Ok(f) if f.is_finite() => Value::Float(f),
-                        Ok(_) => {
-                            dropped.non_finite += 1;
-                            bad_values += 1;
-                            continue;
-                        }
-                        Err(_) => {
-                            dropped.not_a_number += 1;
-                            bad_values += 1;
-                            continue;
-                        }
+                Some(telemetry_value::Value::StringValue(s)) => match s.trim().parse::<f64>() {
+                    Ok(f) if f.is_finite() => Value::Float(f),
+                    Ok(_) => {
+                        dropped.non_finite += 1;
+                        bad_values += 1;
+                        continue;
                     }
-                }
+                    Err(_) => {
+                        dropped.not_a_number += 1;
+                        bad_values += 1;
+                        continue;
+                    }
+                },
                 None => {
                     dropped.not_a_number += 1;
                     bad_values += 1;
@@ -429,7 +426,10 @@ impl Folder {
             }
             self.telemetry.execute_with(
                 builtin::TELEMETRY_EVENTS_DROPPED,
-                &[("count", Value::Int(i64::try_from(delta).unwrap_or(i64::MAX)))],
+                &[(
+                    "count",
+                    Value::Int(i64::try_from(delta).unwrap_or(i64::MAX)),
+                )],
                 &[
                     ("where", Value::from("worker")),
                     ("reason", Value::from(*reason)),

@@ -36,6 +36,7 @@ mod link;
 mod options;
 mod telemetry_stream;
 mod trace;
+mod unary;
 
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 mod proto {

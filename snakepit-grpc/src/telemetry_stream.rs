@@ -39,7 +39,11 @@ pub(crate) fn policy_control(
                     rate: p.rate,
                 })
                 .collect(),
-            allow: policy.allow.iter().map(|p| p.as_str().to_string()).collect(),
+            allow: policy
+                .allow
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
             deny: policy.deny.iter().map(|p| p.as_str().to_string()).collect(),
             log_level: levels.worker_level(worker_id).as_str().to_string(),
             version: policy.version,
@@ -77,15 +81,16 @@ impl TelemetryTask {
         // The channel is empty: this cannot fail.
         let _ = controls.try_send(first);
         let mut rpc = self.rpc.clone();
-        let response = tokio::time::timeout(self.open_timeout, rpc.telemetry_stream(RecvStream(rx)))
-            .await
-            .map_err(|_| {
-                CallError::unavailable(format!(
-                    "opening the telemetry stream timed out after {:?}",
-                    self.open_timeout
-                ))
-            })?
-            .map_err(|s| from_status(&s, None))?;
+        let response =
+            tokio::time::timeout(self.open_timeout, rpc.telemetry_stream(RecvStream(rx)))
+                .await
+                .map_err(|_| {
+                    CallError::unavailable(format!(
+                        "opening the telemetry stream timed out after {:?}",
+                        self.open_timeout
+                    ))
+                })?
+                .map_err(|s| from_status(&s, None))?;
         Ok(OpenStream {
             controls,
             batches: response.into_inner(),

@@ -56,13 +56,20 @@ async fn hostile_worker_cannot_crash_the_host_or_grow_its_memory() {
         expected_folded += 30 + 1000 + 100_000;
         expected_rejected += 20_000 + 2000;
         let c = client.clone();
-        eventually("the round to be folded", Duration::from_secs(60), move || {
-            let s = c.telemetry_stats();
-            s.events_folded >= expected_folded && s.events_rejected >= expected_rejected
-        })
+        eventually(
+            "the round to be folded",
+            Duration::from_secs(60),
+            move || {
+                let s = c.telemetry_stats();
+                s.events_folded >= expected_folded && s.events_rejected >= expected_rejected
+            },
+        )
         .await;
         let rss = Worker::host_rss_kb();
-        eprintln!("round {round}: host VmRSS {rss} kB, stats {:?}", client.telemetry_stats());
+        eprintln!(
+            "round {round}: host VmRSS {rss} kB, stats {:?}",
+            client.telemetry_stats()
+        );
         if round == 1 {
             rss_after_first = rss;
         }
@@ -71,7 +78,10 @@ async fn hostile_worker_cannot_crash_the_host_or_grow_its_memory() {
     let stats = client.telemetry_stats();
     assert_eq!(stats.events_rejected, expected_rejected);
     assert!(stats.fields_dropped >= 3 * (30 * 2 + 2000), "{stats:?}");
-    assert_eq!(stats.worker_drops[0], 0, "the worker buffer overflowed: {stats:?}");
+    assert_eq!(
+        stats.worker_drops[0], 0,
+        "the worker buffer overflowed: {stats:?}"
+    );
     assert!(seen.load(Ordering::Relaxed) >= expected_folded);
     // Two more rounds (~250,000 events, 60 MB of metadata) may not grow
     // the host by more than a few batches' worth.

@@ -22,7 +22,8 @@ const WAIT: Duration = Duration::from_secs(10);
 fn emitted_in(seen: &[Seen]) -> usize {
     seen.iter()
         .filter(|e| {
-            e.name == "snakepit.python.tool.execution.stop" && e.measurement("duration") == Some("1")
+            e.name == "snakepit.python.tool.execution.stop"
+                && e.measurement("duration") == Some("1")
         })
         .count()
 }
@@ -38,16 +39,24 @@ async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
     let rec = Recorder::attach(
         &telemetry,
         "rec",
-        &["snakepit.python.tool.*", "snakepit.telemetry.events.dropped"],
+        &[
+            "snakepit.python.tool.*",
+            "snakepit.telemetry.events.dropped",
+        ],
     );
     let client = WorkerClient::connect(telemetry.clone(), worker.options())
         .await
         .unwrap();
     client
-        .execute("emit_events", json!({"count": 1000}), CallOptions::default())
+        .execute(
+            "emit_events",
+            json!({"count": 1000}),
+            CallOptions::default(),
+        )
         .await
         .unwrap();
-    rec.wait_for("1000 events", WAIT, |s| emitted_in(s) == 1000).await;
+    rec.wait_for("1000 events", WAIT, |s| emitted_in(s) == 1000)
+        .await;
 
     let policy = telemetry
         .control()
@@ -60,7 +69,11 @@ async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
     .await;
     let sampled_before = client.telemetry_stats().worker_drops[1];
     client
-        .execute("emit_events", json!({"count": 1000}), CallOptions::default())
+        .execute(
+            "emit_events",
+            json!({"count": 1000}),
+            CallOptions::default(),
+        )
         .await
         .unwrap();
     let c = client.clone();
@@ -107,12 +120,16 @@ async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
     telemetry.control().clear_pattern_rates();
     let c = client.clone();
     let v = telemetry.control().policy().version;
-    eventually("the reset policy", WAIT, move || c.telemetry_stats().policy_version >= v).await;
+    eventually("the reset policy", WAIT, move || {
+        c.telemetry_stats().policy_version >= v
+    })
+    .await;
     client
         .execute("emit_events", json!({"count": 10}), CallOptions::default())
         .await
         .unwrap();
-    rec.wait_for("events again", WAIT, |s| emitted_in(s) == 1010).await;
+    rec.wait_for("events again", WAIT, |s| emitted_in(s) == 1010)
+        .await;
     late_client.close().await;
     client.close().await;
 }
@@ -142,11 +159,10 @@ impl<S: tracing::Subscriber> Layer<S> for PythonLogs {
         }
         let (mut worker, mut message) = (String::new(), String::new());
         event.record(&mut Fields(&mut worker, &mut message));
-        self.0.lock().unwrap().push((
-            event.metadata().level().to_string(),
-            worker,
-            message,
-        ));
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.metadata().level().to_string(), worker, message));
     }
 }
 
@@ -169,23 +185,37 @@ fn worker_log_level_is_pushed_and_records_reach_tracing() {
         let log = |level: &'static str, message: &'static str| {
             let c = client.clone();
             async move {
-                c.execute("log", json!({"level": level, "message": message}), CallOptions::default())
-                    .await
-                    .unwrap();
+                c.execute(
+                    "log",
+                    json!({"level": level, "message": message}),
+                    CallOptions::default(),
+                )
+                .await
+                .unwrap();
             }
         };
-        let has = |m: &str| logs.0.lock().unwrap().iter().any(|(_, _, msg)| msg.contains(m));
+        let has = |m: &str| {
+            logs.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, _, msg)| msg.contains(m))
+        };
         log("warning", "warned-1").await;
         log("debug", "hidden-debug").await;
         let deadline = std::time::Instant::now() + WAIT;
         while !has("warned-1") {
-            assert!(std::time::Instant::now() < deadline, "no python log arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no python log arrived"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!has("hidden-debug"));
         {
             let all = logs.0.lock().unwrap();
-            let (level, worker_id, _) = all.iter().find(|(_, _, m)| m.contains("warned-1")).unwrap();
+            let (level, worker_id, _) =
+                all.iter().find(|(_, _, m)| m.contains("warned-1")).unwrap();
             assert_eq!(level, "WARN");
             assert_eq!(worker_id, "w-logs");
         }
@@ -198,7 +228,10 @@ fn worker_log_level_is_pushed_and_records_reach_tracing() {
             if has("shown-debug") {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "debug level never reached the worker");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "debug level never reached the worker"
+            );
         }
         client.close().await;
     });

@@ -26,7 +26,9 @@ async fn python_events_fold_into_host_handlers_with_enrichment() {
     );
     let mut opts = worker.options();
     opts.pool_name = "pool-a".to_string();
-    let client = WorkerClient::connect(telemetry.clone(), opts).await.unwrap();
+    let client = WorkerClient::connect(telemetry.clone(), opts)
+        .await
+        .unwrap();
 
     let before = unix_now_ns();
     let call = CallOptions {
@@ -82,11 +84,20 @@ async fn python_events_fold_into_host_handlers_with_enrichment() {
         .await
         .unwrap();
     rec.wait_for("3 span stops", WAIT, |s| {
-        s.iter().filter(|e| e.name == "snakepit.python.span.stop").count() == 3
+        s.iter()
+            .filter(|e| e.name == "snakepit.python.span.stop")
+            .count()
+            == 3
     })
     .await;
     let starts = rec.named("snakepit.python.span.start");
-    let by_name = |n: &str| starts.iter().find(|e| e.meta("span_name") == Some(n)).unwrap().clone();
+    let by_name = |n: &str| {
+        starts
+            .iter()
+            .find(|e| e.meta("span_name") == Some(n))
+            .unwrap()
+            .clone()
+    };
     let outer = by_name("complex_operation");
     let inner = by_name("preprocessing");
     assert_eq!(inner.parent_span_id, outer.span_id);
@@ -103,7 +114,11 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
     let rec = Recorder::attach(
         &telemetry,
         "rec",
-        &["snakepit.telemetry.*", "snakepit.python.tool.execution.stop", "snakepit.python.span.*"],
+        &[
+            "snakepit.telemetry.*",
+            "snakepit.python.tool.execution.stop",
+            "snakepit.python.span.*",
+        ],
     );
     let client = WorkerClient::connect(telemetry.clone(), worker.options())
         .await
@@ -116,19 +131,27 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
     // Unknown names: rejected, counted, never new series.
     run("unknown_names", json!({"count": 50})).await;
     rec.wait_for("50 rejections", WAIT, |s| {
-        s.iter().filter(|e| e.meta("reason") == Some("unknown_event")).count() == 50
+        s.iter()
+            .filter(|e| e.meta("reason") == Some("unknown_event"))
+            .count()
+            == 50
     })
     .await;
     let rejected = rec.named("snakepit.telemetry.event.rejected");
     assert_eq!(rejected[0].meta("event_name"), Some("hostile.unknown0"));
     assert_eq!(rejected[0].meta("worker_id"), Some("w-reject"));
     assert_eq!(rejected[0].measurement("count"), Some("1"));
-    assert!(telemetry.event_id("snakepit.python.hostile.unknown0").is_err());
+    assert!(telemetry
+        .event_id("snakepit.python.hostile.unknown0")
+        .is_err());
 
     // Invalid names.
     run("invalid_names", json!({"count": 2})).await;
     rec.wait_for("invalid names", WAIT, |s| {
-        s.iter().filter(|e| e.meta("reason") == Some("invalid_name")).count() == 4
+        s.iter()
+            .filter(|e| e.meta("reason") == Some("invalid_name"))
+            .count()
+            == 4
     })
     .await;
 
@@ -150,24 +173,45 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
         .filter(|e| e.meta("tool") == Some("extra"))
         .collect();
     assert_eq!(extra.len(), 3);
-    assert_eq!(extra[0].measurements, vec![("duration".to_string(), "5".to_string())]);
+    assert_eq!(
+        extra[0].measurements,
+        vec![("duration".to_string(), "5".to_string())]
+    );
 
     // NaN / inf / non-numeric: dropped; an event left with nothing is rejected.
     run("non_finite", json!({"count": 1})).await;
     rec.wait_for("malformed", WAIT, |s| {
-        s.iter().filter(|e| e.meta("reason") == Some("malformed")).count() == 2
+        s.iter()
+            .filter(|e| e.meta("reason") == Some("malformed"))
+            .count()
+            == 2
     })
     .await;
     let dropped = rec.named("snakepit.telemetry.field.dropped");
-    assert_eq!(dropped.iter().filter(|e| e.meta("reason") == Some("non_finite")).count(), 2);
-    assert_eq!(dropped.iter().filter(|e| e.meta("reason") == Some("not_a_number")).count(), 1);
+    assert_eq!(
+        dropped
+            .iter()
+            .filter(|e| e.meta("reason") == Some("non_finite"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        dropped
+            .iter()
+            .filter(|e| e.meta("reason") == Some("not_a_number"))
+            .count(),
+        1
+    );
     let inf: Vec<_> = rec
         .named("snakepit.python.tool.execution.stop")
         .into_iter()
         .filter(|e| e.meta("tool") == Some("inf"))
         .collect();
     assert_eq!(inf.len(), 1);
-    assert_eq!(inf[0].measurements, vec![("bytes".to_string(), "7".to_string())]);
+    assert_eq!(
+        inf[0].measurements,
+        vec![("bytes".to_string(), "7".to_string())]
+    );
 
     // Huge metadata values are truncated at the documented bound.
     run("huge_metadata", json!({"count": 2, "size": 1 << 20})).await;
@@ -188,7 +232,8 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
     // Too many metadata fields.
     run("many_fields", json!({"fields": 100})).await;
     rec.wait_for("too many fields", WAIT, |s| {
-        s.iter().any(|e| e.meta("reason") == Some("too_many_fields"))
+        s.iter()
+            .any(|e| e.meta("reason") == Some("too_many_fields"))
     })
     .await;
     let too_many = rec

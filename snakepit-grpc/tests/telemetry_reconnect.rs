@@ -20,7 +20,10 @@ async fn telemetry_stream_reconnects_after_a_break() {
     let rec = Recorder::attach(
         &telemetry,
         "rec",
-        &["snakepit.grpc.connection.*", "snakepit.python.tool.execution.stop"],
+        &[
+            "snakepit.grpc.connection.*",
+            "snakepit.python.tool.execution.stop",
+        ],
     );
     let client = WorkerClient::connect(telemetry.clone(), worker.options())
         .await
@@ -34,7 +37,9 @@ async fn telemetry_stream_reconnects_after_a_break() {
 
     rec.wait_for("lost then reconnected", WAIT, |s| {
         let names: Vec<&str> = s.iter().map(|e| e.name.as_str()).collect();
-        let lost = names.iter().position(|n| *n == "snakepit.grpc.connection.lost");
+        let lost = names
+            .iter()
+            .position(|n| *n == "snakepit.grpc.connection.lost");
         let back = names
             .iter()
             .rposition(|n| *n == "snakepit.grpc.connection.reconnected");
@@ -43,10 +48,25 @@ async fn telemetry_stream_reconnects_after_a_break() {
     .await;
     let lost = &rec.named("snakepit.grpc.connection.lost")[0];
     assert_eq!(lost.meta("worker_id"), Some("w-reconnect"));
-    assert!(lost.meta("reason").unwrap().contains("telemetry"), "{lost:?}");
+    assert!(
+        lost.meta("reason").unwrap().contains("telemetry"),
+        "{lost:?}"
+    );
     let back = rec.named("snakepit.grpc.connection.reconnected")[0].clone();
-    assert!(back.measurement("attempts").unwrap().parse::<i64>().unwrap() >= 1);
-    assert!(back.measurement("downtime").unwrap().parse::<i64>().unwrap() > 0);
+    assert!(
+        back.measurement("attempts")
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        back.measurement("downtime")
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
     assert!(client.is_connected());
     assert!(client.telemetry_stats().reconnects >= 1);
 

@@ -15,7 +15,8 @@ use snakepit_telemetry::Telemetry;
 
 async fn collect(mut s: ChunkStream) -> Vec<Result<serde_json::Value, CallError>> {
     let mut out = Vec::new();
-    while let Some(item) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx)).await {
+    while let Some(item) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx)).await
+    {
         out.push(item);
     }
     out
@@ -54,21 +55,33 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
             .await
             .unwrap(),
     ] {
-        let chunks: Vec<_> = collect(stream).await.into_iter().map(Result::unwrap).collect();
+        let chunks: Vec<_> = collect(stream)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(chunks, (0..4).map(|i| json!({"i": i})).collect::<Vec<_>>());
     }
 
     // A failing stream yields its chunks, then the tool error, then ends.
     let items = collect(
         client
-            .execute_stream("stream_fail", json!({"fail_after": 2}), CallOptions::default())
+            .execute_stream(
+                "stream_fail",
+                json!({"fail_after": 2}),
+                CallOptions::default(),
+            )
             .await
             .unwrap(),
     )
     .await;
     assert_eq!(items.len(), 3);
     match &items[2] {
-        Err(CallError::Tool { error_type, message, .. }) => {
+        Err(CallError::Tool {
+            error_type,
+            message,
+            ..
+        }) => {
             assert_eq!(error_type, "RuntimeError");
             assert!(message.contains("after 2 chunks"), "{message}");
         }
@@ -82,7 +95,10 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
         .execute(
             "bytes_echo",
             json!({}),
-            CallOptions { binary, ..CallOptions::default() },
+            CallOptions {
+                binary,
+                ..CallOptions::default()
+            },
         )
         .await
         .unwrap();
@@ -94,7 +110,8 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
     for i in 0..200 {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
-            c.execute("add", json!({"a": i, "b": 1}), CallOptions::default()).await
+            c.execute("add", json!({"a": i, "b": 1}), CallOptions::default())
+                .await
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
@@ -109,8 +126,17 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
     assert_eq!(first.meta("tool"), Some("add"));
     assert_eq!(first.meta("worker_id"), Some("w-calls"));
     assert_eq!(first.meta("grpc_status"), Some("OK"));
-    assert!(first.measurement("duration").unwrap().parse::<i64>().unwrap() > 0);
-    assert!(stops.iter().any(|s| s.meta("rpc_method") == Some("ExecuteTool")));
+    assert!(
+        first
+            .measurement("duration")
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    assert!(stops
+        .iter()
+        .any(|s| s.meta("rpc_method") == Some("ExecuteTool")));
     assert_eq!(rec.count("snakepit.grpc.stream.opened"), 3);
     assert_eq!(rec.count("snakepit.grpc.stream.message"), 10);
     let closed = rec.named("snakepit.grpc.stream.closed");
@@ -142,7 +168,11 @@ async fn errors_are_typed() {
             }
         };
         match call("fail", json!({"message": "nope"}), CallOptions::default()).await {
-            Err(CallError::Tool { error_type, message, traceback }) => {
+            Err(CallError::Tool {
+                error_type,
+                message,
+                traceback,
+            }) => {
                 assert_eq!(error_type, "ValueError");
                 assert_eq!(message, "nope");
                 assert!(traceback.contains("Traceback"), "{traceback}");
@@ -150,7 +180,11 @@ async fn errors_are_typed() {
             other => panic!("expected a tool error, got {other:?}"),
         }
         match call("no_such_tool", json!({}), CallOptions::default()).await {
-            Err(CallError::Tool { error_type, message, .. }) => {
+            Err(CallError::Tool {
+                error_type,
+                message,
+                ..
+            }) => {
                 assert_eq!(error_type, "UnknownTool");
                 assert!(message.contains("no_such_tool"), "{message}");
             }
@@ -169,16 +203,27 @@ async fn errors_are_typed() {
         }
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    match client.execute("add", json!([1, 2]), CallOptions::default()).await {
-        Err(CallError::Tool { error_type, message, .. }) => {
+    match client
+        .execute("add", json!([1, 2]), CallOptions::default())
+        .await
+    {
+        Err(CallError::Tool {
+            error_type,
+            message,
+            ..
+        }) => {
             assert_eq!(error_type, "InvalidArguments");
             assert!(message.contains("\"add\""), "{message}");
         }
         other => panic!("expected InvalidArguments, got {other:?}"),
     }
     let exceptions = rec.named("snakepit.grpc.call.exception");
-    assert!(exceptions.iter().any(|e| e.meta("error_type") == Some("tool_error")));
-    assert!(exceptions.iter().any(|e| e.meta("error_type") == Some("timeout")));
+    assert!(exceptions
+        .iter()
+        .any(|e| e.meta("error_type") == Some("tool_error")));
+    assert!(exceptions
+        .iter()
+        .any(|e| e.meta("error_type") == Some("timeout")));
 
     // Health and identity.
     assert!(client.ping().await.unwrap() < Duration::from_secs(1));
@@ -186,6 +231,9 @@ async fn errors_are_typed() {
     assert_eq!(info.worker_id, "w-errors");
     assert_eq!(info.pid, worker.pid);
     assert_eq!(client.python_pid(), Some(worker.pid));
-    assert!(info.tools.iter().any(|t| t.name == "stream" && t.supports_streaming));
+    assert!(info
+        .tools
+        .iter()
+        .any(|t| t.name == "stream" && t.supports_streaming));
     client.close().await;
 }

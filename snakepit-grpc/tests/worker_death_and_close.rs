@@ -23,7 +23,8 @@ async fn kill_9_mid_call_fails_promptly_with_unavailable() {
 
     let c1 = client.clone();
     let on_stream = tokio::spawn(async move {
-        c1.execute("sleep", json!({"ms": 20000}), CallOptions::default()).await
+        c1.execute("sleep", json!({"ms": 20000}), CallOptions::default())
+            .await
     });
     let c2 = client.clone();
     let on_rpc = tokio::spawn(async move {
@@ -33,7 +34,11 @@ async fn kill_9_mid_call_fails_promptly_with_unavailable() {
     let c3 = client.clone();
     let streaming = tokio::spawn(async move {
         let mut s = c3
-            .execute_stream("stream", json!({"n": 1000, "delay_ms": 50}), CallOptions::default())
+            .execute_stream(
+                "stream",
+                json!({"n": 1000, "delay_ms": 50}),
+                CallOptions::default(),
+            )
             .await?;
         loop {
             match std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx)).await {
@@ -51,14 +56,24 @@ async fn kill_9_mid_call_fails_promptly_with_unavailable() {
             .await
             .unwrap_or_else(|_| panic!("{what} call hung after kill -9"))
             .unwrap();
-        assert!(matches!(r, Err(CallError::Unavailable { .. })), "{what}: {r:?}");
+        assert!(
+            matches!(r, Err(CallError::Unavailable { .. })),
+            "{what}: {r:?}"
+        );
     }
     let r = tokio::time::timeout(Duration::from_secs(5), streaming)
         .await
         .expect("streaming call hung after kill -9")
         .unwrap();
-    assert!(matches!(r, Err(CallError::Unavailable { .. })), "stream: {r:?}");
-    assert!(killed.elapsed() < Duration::from_secs(2), "{:?}", killed.elapsed());
+    assert!(
+        matches!(r, Err(CallError::Unavailable { .. })),
+        "stream: {r:?}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
 
     rec.wait_for("connection.lost", Duration::from_secs(5), |s| {
         s.iter().any(|e| e.name == "snakepit.grpc.connection.lost")
@@ -71,7 +86,9 @@ async fn kill_9_mid_call_fails_promptly_with_unavailable() {
 
     // Later calls fail fast, too.
     let started = Instant::now();
-    let r = client.execute("ping", json!({}), CallOptions::default()).await;
+    let r = client
+        .execute("ping", json!({}), CallOptions::default())
+        .await;
     assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     client.close().await;
@@ -87,24 +104,33 @@ async fn close_fails_calls_in_flight_and_later_calls() {
         .unwrap();
     let c1 = client.clone();
     let in_flight = tokio::spawn(async move {
-        c1.execute("sleep", json!({"ms": 20000}), CallOptions::default()).await
+        c1.execute("sleep", json!({"ms": 20000}), CallOptions::default())
+            .await
     });
     let c2 = client.clone();
     let in_flight_rpc = tokio::spawn(async move {
-        c2.execute_unary("sleep", json!({"ms": 20000}), CallOptions::default()).await
+        c2.execute_unary("sleep", json!({"ms": 20000}), CallOptions::default())
+            .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     client.close().await;
     for h in [in_flight, in_flight_rpc] {
-        let r = tokio::time::timeout(Duration::from_secs(3), h).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), h)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
     }
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(!client.is_connected());
     for r in [
-        client.execute("ping", json!({}), CallOptions::default()).await,
-        client.execute_unary("ping", json!({}), CallOptions::default()).await,
+        client
+            .execute("ping", json!({}), CallOptions::default())
+            .await,
+        client
+            .execute_unary("ping", json!({}), CallOptions::default())
+            .await,
     ] {
         match r {
             Err(CallError::Unavailable { message }) => assert!(message.contains("closed")),
@@ -128,7 +154,9 @@ async fn connect_to_nothing_is_unavailable() {
     opts.connect_timeout = Duration::from_secs(1);
     let r = WorkerClient::connect(Telemetry::new(), opts).await;
     match r {
-        Err(CallError::Unavailable { message }) => assert!(message.contains("none.sock"), "{message}"),
+        Err(CallError::Unavailable { message }) => {
+            assert!(message.contains("none.sock"), "{message}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

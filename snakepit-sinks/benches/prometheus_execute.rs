@@ -257,5 +257,50 @@ fn call_dispatch(c: &mut Criterion) {
     eprintln!("otel sink: {:?}", otel.stats());
 }
 
-criterion_group!(benches, execute, call_dispatch);
+/// The whole cost of one exported span (handler, pairing, encoding, HTTP
+/// to a local receiver), amortized: spans are emitted, then flushed.
+fn otel_span_cost(c: &mut Criterion) {
+    let mut g = c.benchmark_group("otel_exported_span");
+    g.throughput(Throughput::Elements(1));
+    let t = Telemetry::new();
+    let otel = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: sink_receiver(),
+                queue_capacity: 1 << 20,
+                ..OtelSinkConfig::default()
+            },
+            &t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], otel.clone()).unwrap();
+    let family = t.catalog().span_family("snakepit.python.call").unwrap();
+    let md = [
+        ("command", Value::from("predict")),
+        ("worker_id", Value::from("w1")),
+        ("pool_name", Value::from("default")),
+    ];
+    g.bench_function("emit_and_flush", |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            let mut left = iters;
+            while left > 0 {
+                // Stay within the queue: flush every 100k spans.
+                let n = left.min(100_000);
+                for _ in 0..n {
+                    t.span(family, &md, || ());
+                }
+                otel.flush(std::time::Duration::from_secs(60)).unwrap();
+                left -= n;
+            }
+            started.elapsed()
+        })
+    });
+    g.finish();
+    let _ = otel.shutdown(std::time::Duration::from_secs(5));
+    eprintln!("otel sink: {:?}", otel.stats());
+}
+
+criterion_group!(benches, execute, call_dispatch, otel_span_cost);
 criterion_main!(benches);

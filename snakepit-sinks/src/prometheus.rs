@@ -22,24 +22,28 @@
 //!   the definition has a tag transform, which returns owned strings).
 //! * No global recorder is installed: every sink has its own registry.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod listener;
+mod naming;
+mod series;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::Recorder;
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use snakepit_core::config::PrometheusSinkConfig;
-use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, Unit, Value};
+use snakepit_core::{Catalog, Event, EventId, Sink, SinkError};
 use snakepit_telemetry::metrics::{
-    default_metrics, MetricDef, MetricError, MetricKind, MetricUnit, ResolvedMetric,
+    default_metrics, MetricDef, MetricError, MetricKind, ResolvedMetric,
 };
+
+use self::listener::Listener;
+pub use self::naming::prometheus_name;
+use self::series::{Group, Member};
 
 /// Label value of the overflow series.
 pub const OVERFLOW_LABEL: &str = "other";
@@ -81,83 +85,10 @@ pub enum PrometheusError {
     },
 }
 
-/// A cached series handle.
-#[derive(Clone)]
-enum Handle {
-    Counter(Counter),
-    Gauge(Gauge),
-    Histogram(Histogram),
-}
-
-impl Handle {
-    #[inline]
-    fn record(&self, kind: MetricKind, value: f64) {
-        match (self, kind) {
-            (Handle::Counter(c), MetricKind::Counter) => c.increment(1),
-            (Handle::Counter(c), _) => {
-                // Prometheus counters only go up; sums of negative values are
-                // not representable and are skipped.
-                if value >= 0.0 {
-                    c.increment(value.round() as u64)
-                }
-            }
-            (Handle::Gauge(g), _) => g.set(value),
-            (Handle::Histogram(h), _) => h.record(value),
-        }
-    }
-}
-
-/// The label sets of one metric seen so far, keyed by a hash of the values.
-#[derive(Default)]
-struct LabelCache {
-    by_hash: HashMap<u64, LabelSets, BuildHasherDefault<PreHashed>>,
-    len: usize,
-}
-
-/// The label values and handles of the label sets sharing one hash.
-type LabelSets = Vec<(Box<[String]>, Handle)>;
-
-/// A hasher for keys that are hashes already.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Tags read without allocating, up to this many per metric.
-const INLINE_TAGS: usize = 8;
-
-/// One metric definition, ready to record.
-struct Series {
-    resolved: ResolvedMetric,
-    kind: MetricKind,
-    name: String,
-    /// Multiplies the definition's value (base unit scaling).
-    scale: f64,
-    tags: Box<[String]>,
-    cap: usize,
-    cache: RwLock<LabelCache>,
-    /// The one series of a metric without tags, registered up front.
-    single: Option<Handle>,
-    /// The `other` series and its counter, registered when first needed.
-    overflow: OnceLock<(Handle, Counter)>,
-}
-
 struct Shared {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    by_event: Box<[Box<[Series]>]>,
+    by_event: Box<[Box<[Group]>]>,
 }
 
 /// The Prometheus sink. Attach it with
@@ -226,7 +157,7 @@ impl PrometheusSink {
         self.shared
             .by_event
             .iter()
-            .flat_map(|s| s.iter().map(|s| s.name.clone()))
+            .flat_map(|groups| groups.iter().flat_map(|g| g.names().map(str::to_string)))
             .collect()
     }
 }
@@ -305,13 +236,12 @@ impl PrometheusSinkBuilder {
         }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        let meta = metadata();
         recorder.describe_counter(
             OVERFLOW_METRIC.into(),
             None,
             "events recorded into a metric's overflow series (label set cap reached)".into(),
         );
-        let mut by_event: Vec<Vec<Series>> = (0..catalog.len()).map(|_| Vec::new()).collect();
+        let mut by_event: Vec<Vec<Group>> = (0..catalog.len()).map(|_| Vec::new()).collect();
         for p in planned {
             let def = &p.resolved.def;
             let kind = def.kind();
@@ -320,341 +250,46 @@ impl PrometheusSinkBuilder {
             } else {
                 def.help().to_string()
             };
+            let name = p.name.clone();
             match kind {
                 MetricKind::Counter | MetricKind::Sum => {
-                    recorder.describe_counter(p.name.clone().into(), None, help.into())
+                    recorder.describe_counter(name.into(), None, help.into())
                 }
-                MetricKind::LastValue => {
-                    recorder.describe_gauge(p.name.clone().into(), None, help.into())
-                }
+                MetricKind::LastValue => recorder.describe_gauge(name.into(), None, help.into()),
                 MetricKind::Summary | MetricKind::Distribution => {
-                    recorder.describe_histogram(p.name.clone().into(), None, help.into())
+                    recorder.describe_histogram(name.into(), None, help.into())
                 }
             }
-            let tags: Box<[String]> = def.tag_keys().to_vec().into_boxed_slice();
-            let single = tags
-                .is_empty()
-                .then(|| register(&recorder, kind, &p.name, Vec::new(), &meta));
-            let event = p.resolved.event;
-            by_event[event.index()].push(Series {
+            let tags = def.tag_keys();
+            let transform = def.tag_transform().is_some();
+            let groups = &mut by_event[p.resolved.event.index()];
+            let member = Member {
                 kind,
                 name: p.name,
                 scale: p.scale,
-                tags,
-                cap: self.max_series_per_metric,
-                cache: RwLock::new(LabelCache::default()),
-                single,
-                overflow: OnceLock::new(),
-                resolved: p.resolved,
-            });
+                resolved: p.resolved.clone(),
+            };
+            match groups.iter_mut().find(|g| g.accepts(tags, transform)) {
+                Some(g) => g.push(member),
+                None => groups.push(Group::new(
+                    tags.to_vec().into_boxed_slice(),
+                    vec![member],
+                    self.max_series_per_metric,
+                )),
+            }
         }
         let shared = Arc::new(Shared {
             recorder,
             handle,
             by_event: by_event.into_iter().map(Vec::into_boxed_slice).collect(),
         });
-        let listener = Listener::start(self.listen, shared.clone())?;
+        let listener = Listener::start(self.listen, shared.handle.clone())?;
         let local_addr = listener.addr;
         Ok(PrometheusSink {
             shared,
             listener: Mutex::new(Some(listener)),
             local_addr,
         })
-    }
-}
-
-fn register(
-    recorder: &PrometheusRecorder,
-    kind: MetricKind,
-    name: &str,
-    labels: Vec<Label>,
-    meta: &Metadata<'_>,
-) -> Handle {
-    let key = Key::from_parts(name.to_string(), labels);
-    match kind {
-        MetricKind::Counter | MetricKind::Sum => {
-            Handle::Counter(recorder.register_counter(&key, meta))
-        }
-        MetricKind::LastValue => Handle::Gauge(recorder.register_gauge(&key, meta)),
-        MetricKind::Summary | MetricKind::Distribution => {
-            Handle::Histogram(recorder.register_histogram(&key, meta))
-        }
-    }
-}
-
-/// The Prometheus name of a definition, and the factor that turns the
-/// definition's values into the exported unit.
-///
-/// Dots become underscores. Counters and sums end in `_total` (a trailing
-/// `count` measurement is dropped: `x.count` -> `x_total`). Durations and
-/// sizes carry their unit: with `base_units` the value is scaled to seconds
-/// or bytes and the name ends in `_seconds` / `_bytes`; otherwise the
-/// definition's target unit names it (`_milliseconds`). A measurement whose
-/// key already ends in the unit (`rss_bytes`) is not suffixed twice.
-pub fn prometheus_name(def: &MetricDef, native: Option<Unit>, base_units: bool) -> (String, f64) {
-    let mut base: String = def
-        .name()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let counting = matches!(def.kind(), MetricKind::Counter | MetricKind::Sum);
-    if counting && def.measurement() == "count" {
-        base.truncate(base.len() - "_count".len());
-    }
-    let (_, to) = def.unit_conversion();
-    // The unit the definition's values are in, as (dimension, size in base units).
-    let unit = match (to, native) {
-        (MetricUnit::Native, Some(Unit::Nanoseconds | Unit::UnixNanoseconds)) => {
-            Some(("seconds", 1e-9, "nanoseconds"))
-        }
-        (MetricUnit::Native, Some(Unit::Bytes)) => Some(("bytes", 1.0, "bytes")),
-        (MetricUnit::Native, _) => None,
-        (MetricUnit::Nanosecond, _) => Some(("seconds", 1e-9, "nanoseconds")),
-        (MetricUnit::Microsecond, _) => Some(("seconds", 1e-6, "microseconds")),
-        (MetricUnit::Millisecond, _) => Some(("seconds", 1e-3, "milliseconds")),
-        (MetricUnit::Second, _) => Some(("seconds", 1.0, "seconds")),
-        (MetricUnit::Byte, _) => Some(("bytes", 1.0, "bytes")),
-        (MetricUnit::Kilobyte, _) => Some(("bytes", 1e3, "kilobytes")),
-        (MetricUnit::Megabyte, _) => Some(("bytes", 1e6, "megabytes")),
-    };
-    let counter_of_events = def.kind() == MetricKind::Counter;
-    let mut scale = 1.0;
-    if let (Some((base_name, factor, own_name)), false) = (unit, counter_of_events) {
-        let suffix = if base_units {
-            scale = factor;
-            base_name
-        } else {
-            own_name
-        };
-        for unit_word in ["_bytes", "_seconds", "_ns", "_ms"] {
-            if base.ends_with(unit_word) {
-                base.truncate(base.len() - unit_word.len());
-                break;
-            }
-        }
-        base.push('_');
-        base.push_str(suffix);
-    }
-    if counting {
-        base.push_str("_total");
-    }
-    (base, scale)
-}
-
-impl Series {
-    #[inline]
-    fn record(&self, event: &Event<'_>, recorder: &PrometheusRecorder) {
-        let Some(value) = self.resolved.value(event) else {
-            return;
-        };
-        let value = value * self.scale;
-        if let Some(single) = &self.single {
-            single.record(self.kind, value);
-            return;
-        }
-        // A definition with a tag transform yields owned values; otherwise
-        // the values are borrowed from the event, read once.
-        let transformed;
-        let mut inline: [Option<&Value<'_>>; INLINE_TAGS] = [None; INLINE_TAGS];
-        let many;
-        let values = if self.resolved.def.tag_transform().is_some() {
-            transformed = self.resolved.tag_values(event);
-            TagValues::Owned(&transformed)
-        } else if self.tags.len() <= INLINE_TAGS {
-            for (slot, key) in inline.iter_mut().zip(self.tags.iter()) {
-                *slot = event.meta(key);
-            }
-            TagValues::Event(&inline[..self.tags.len()])
-        } else {
-            many = self.tags.iter().map(|k| event.meta(k)).collect::<Vec<_>>();
-            TagValues::Event(&many)
-        };
-        let hash = values.hash();
-        {
-            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, h)) = cache.find(hash, &values) {
-                h.record(self.kind, value);
-                return;
-            }
-            if cache.len >= self.cap {
-                drop(cache);
-                self.record_overflow(value, recorder);
-                return;
-            }
-        }
-        self.insert(hash, &values, value, recorder);
-    }
-
-    fn record_overflow(&self, value: f64, recorder: &PrometheusRecorder) {
-        let (series, events) = self.overflow.get_or_init(|| {
-            let labels = self
-                .tags
-                .iter()
-                .map(|t| Label::new(t.clone(), OVERFLOW_LABEL))
-                .collect();
-            let series = register(recorder, self.kind, &self.name, labels, &metadata());
-            let key = Key::from_parts(
-                OVERFLOW_METRIC,
-                vec![Label::new("metric", self.name.clone())],
-            );
-            (series, recorder.register_counter(&key, &metadata()))
-        });
-        series.record(self.kind, value);
-        events.increment(1);
-    }
-
-    #[cold]
-    fn insert(
-        &self,
-        hash: u64,
-        values: &TagValues<'_, '_>,
-        value: f64,
-        recorder: &PrometheusRecorder,
-    ) {
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, h)) = cache.find(hash, values) {
-            h.record(self.kind, value);
-            return;
-        }
-        if cache.len >= self.cap {
-            drop(cache);
-            self.record_overflow(value, recorder);
-            return;
-        }
-        let owned = values.to_owned();
-        let labels = self
-            .tags
-            .iter()
-            .zip(owned.iter())
-            .map(|(k, v)| Label::new(k.clone(), v.clone()))
-            .collect();
-        let h = register(recorder, self.kind, &self.name, labels, &metadata());
-        h.record(self.kind, value);
-        cache.by_hash.entry(hash).or_default().push((owned, h));
-        cache.len += 1;
-    }
-}
-
-impl LabelCache {
-    #[inline]
-    fn find(&self, hash: u64, values: &TagValues<'_, '_>) -> Option<&(Box<[String]>, Handle)> {
-        self.by_hash
-            .get(&hash)?
-            .iter()
-            .find(|(labels, _)| values.equals(labels))
-    }
-}
-
-fn metadata() -> Metadata<'static> {
-    Metadata::new("snakepit::prometheus", Level::INFO, None)
-}
-
-/// The tag values of one event, read without allocating.
-enum TagValues<'e, 'a> {
-    /// Straight from the event's metadata, in tag order (missing keys are "").
-    Event(&'e [Option<&'e Value<'a>>]),
-    /// Already transformed.
-    Owned(&'e [String]),
-}
-
-/// Writes a value's text form into a stack buffer (numbers) or borrows it
-/// (strings), and hands it to `f`.
-#[inline]
-fn with_text<R>(value: Option<&Value<'_>>, f: impl FnOnce(&str) -> R) -> R {
-    match value {
-        None => f(""),
-        Some(Value::Str(s)) => f(s),
-        Some(v) => {
-            let mut buf = StackText::default();
-            if std::fmt::Write::write_fmt(&mut buf, format_args!("{v}")).is_ok() {
-                f(buf.as_str())
-            } else {
-                f(&v.to_string())
-            }
-        }
-    }
-}
-
-/// A small fixed buffer for the text of numbers.
-struct StackText {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        StackText {
-            buf: [0; 40],
-            len: 0,
-        }
-    }
-}
-
-impl StackText {
-    fn as_str(&self) -> &str {
-        // Only whole `&str`s are ever copied in.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// FNV-1a over the values, with a separator between them.
-fn fnv(hash: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *hash ^= u64::from(*b);
-        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    *hash ^= 0xff;
-    *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-}
-
-impl TagValues<'_, '_> {
-    fn hash(&self) -> u64 {
-        let mut hash = 0xcbf2_9ce4_8422_2325;
-        match self {
-            TagValues::Event(values) => {
-                for v in values.iter() {
-                    with_text(*v, |t| fnv(&mut hash, t.as_bytes()));
-                }
-            }
-            TagValues::Owned(values) => {
-                for v in values.iter() {
-                    fnv(&mut hash, v.as_bytes());
-                }
-            }
-        }
-        hash
-    }
-
-    fn equals(&self, labels: &[String]) -> bool {
-        match self {
-            TagValues::Event(values) => values
-                .iter()
-                .zip(labels)
-                .all(|(v, l)| with_text(*v, |t| t == l)),
-            TagValues::Owned(values) => *values == labels,
-        }
-    }
-
-    fn to_owned(&self) -> Box<[String]> {
-        match self {
-            TagValues::Event(values) => values
-                .iter()
-                .map(|v| with_text(*v, str::to_string))
-                .collect(),
-            TagValues::Owned(values) => values.to_vec().into_boxed_slice(),
-        }
     }
 }
 
@@ -666,9 +301,9 @@ impl Sink for PrometheusSink {
     #[inline]
     fn handle(&self, event: &Event<'_>) {
         let shared = &*self.shared;
-        if let Some(list) = shared.by_event.get(event.id().index()) {
-            for series in list.iter() {
-                series.record(event, &shared.recorder);
+        if let Some(groups) = shared.by_event.get(event.id().index()) {
+            for group in groups.iter() {
+                group.record(event, &shared.recorder);
             }
         }
     }
@@ -697,7 +332,7 @@ impl PrometheusSink {
         self.shared
             .by_event
             .get(event.index())
-            .map(|l| l.iter().map(|s| s.name.as_str()).collect())
+            .map(|groups| groups.iter().flat_map(|g| g.names()).collect())
             .unwrap_or_default()
     }
 }
@@ -713,159 +348,4 @@ impl Drop for PrometheusSink {
             let _ = l.stop(Duration::from_secs(2));
         }
     }
-}
-
-/// The sink's thread: serves `/metrics` when a listen address is set,
-/// polling a non-blocking socket (so it can stop without a wake-up
-/// connection), and runs the recorder's upkeep every second: histogram
-/// samples are buffered until then, so memory stays bounded even when
-/// nobody scrapes.
-struct Listener {
-    addr: Option<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-const POLL: Duration = Duration::from_millis(10);
-const UPKEEP_EVERY: Duration = Duration::from_secs(1);
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-impl Listener {
-    fn start(addr: Option<SocketAddr>, shared: Arc<Shared>) -> Result<Listener, PrometheusError> {
-        let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
-        let err = |source| PrometheusError::Listen {
-            listen: addr.unwrap_or(unspecified),
-            source,
-        };
-        let (socket, local) = match addr {
-            Some(addr) => {
-                let socket = TcpListener::bind(addr).map_err(err)?;
-                socket.set_nonblocking(true).map_err(err)?;
-                let local = socket.local_addr().map_err(err)?;
-                (Some(socket), Some(local))
-            }
-            None => (None, None),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("snakepit-prometheus".into())
-            .spawn(move || serve(socket, shared, flag))
-            .map_err(err)?;
-        Ok(Listener {
-            addr: local,
-            stop,
-            thread,
-        })
-    }
-
-    fn stop(self, timeout: Duration) -> Result<(), SinkError> {
-        self.stop.store(true, Ordering::Release);
-        let deadline = Instant::now() + timeout;
-        while !self.thread.is_finished() {
-            if Instant::now() >= deadline {
-                return Err(SinkError::Timeout {
-                    sink: "prometheus".into(),
-                    timeout,
-                    pending: 0,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.thread.join();
-        Ok(())
-    }
-}
-
-fn serve(socket: Option<TcpListener>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    let mut last_upkeep = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        let Some(socket) = &socket else {
-            std::thread::sleep(POLL * 5);
-            if last_upkeep.elapsed() >= UPKEEP_EVERY {
-                shared.handle.run_upkeep();
-                last_upkeep = Instant::now();
-            }
-            continue;
-        };
-        match socket.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = answer(stream, &shared.handle) {
-                    tracing::debug!(target: "snakepit::telemetry", error = %e, "prometheus scrape failed");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-            Err(e) => {
-                tracing::warn!(target: "snakepit::telemetry", error = %e, "prometheus listener accept failed");
-                std::thread::sleep(POLL);
-            }
-        }
-        if last_upkeep.elapsed() >= UPKEEP_EVERY {
-            shared.handle.run_upkeep();
-            last_upkeep = Instant::now();
-        }
-    }
-}
-
-/// Answers one HTTP/1.x request: `GET /metrics` gets the exposition, anything
-/// else a 404 (or 405). The connection is closed afterwards.
-fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_REQUEST_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"",
-            );
-        }
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => {
-            let body = handle.render();
-            respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-            )
-        }
-        (_, "/metrics") => respond(&mut stream, "405 Method Not Allowed", "text/plain", b""),
-        _ => respond(
-            &mut stream,
-            "404 Not Found",
-            "text/plain",
-            b"try /metrics\n",
-        ),
-    }
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
 }

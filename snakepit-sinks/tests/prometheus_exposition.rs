@@ -256,3 +256,51 @@ fn bad_definitions_and_duplicate_names_are_refused() {
         .to_string();
     assert!(e.contains("snakepit_pool_saturated_total"), "{e}");
 }
+
+#[test]
+fn metrics_sharing_tags_only_get_series_for_measurements_present() {
+    let t = Telemetry::new();
+    let sink = Arc::new(PrometheusSink::builder().build(t.catalog()).unwrap());
+    t.attach_sink("prometheus", &[], sink.clone()).unwrap();
+    t.execute(
+        builtin::POOL_STATUS,
+        &[("queue_depth", Value::Int(2))],
+        &[("pool_name", "p2".into())],
+    );
+    let text = sink.render();
+    assert_eq!(
+        line_value(&text, r#"snakepit_pool_status_queue_depth{pool_name="p2"}"#),
+        Some(2.0)
+    );
+    assert!(
+        !text.contains("snakepit_pool_status_busy_workers{"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tag_transforms_apply_and_are_capped_too() {
+    let t = Telemetry::new();
+    let sink = Arc::new(
+        PrometheusSink::builder()
+            .metrics(vec![counter("snakepit.python.call.exception.count")
+                .tags(["error_type"])
+                .tag_values(|_, v| v.to_string().to_lowercase())])
+            .max_series_per_metric(2)
+            .build(t.catalog())
+            .unwrap(),
+    );
+    t.attach_sink("prometheus", &[], sink.clone()).unwrap();
+    for e in ["KeyError", "KEYERROR", "ValueError", "OSError"] {
+        t.execute(
+            builtin::PYTHON_CALL_EXCEPTION,
+            &[],
+            &[("error_type", e.into())],
+        );
+    }
+    let text = sink.render();
+    for (labels, n) in [("keyerror", 2.0), ("valueerror", 1.0), ("other", 1.0)] {
+        let series = format!(r#"snakepit_python_call_exception_total{{error_type="{labels}"}}"#);
+        assert_eq!(line_value(&text, &series), Some(n), "{series}\n{text}");
+    }
+}

@@ -43,7 +43,13 @@ impl Worker {
             .args(["-m", "snakepit_bridge.worker", "--adapter", adapter])
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
-            .args(["--worker-id", worker_id, "--watch-stdin", "--telemetry-interval-s", "0"])
+            .args([
+                "--worker-id",
+                worker_id,
+                "--watch-stdin",
+                "--telemetry-interval-s",
+                "0",
+            ])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -65,7 +71,10 @@ impl Worker {
                 panic!("worker did not become ready in 30 s");
             }
         };
-        assert!(line.starts_with("SNAKEPIT_READY "), "bad ready line {line:?}");
+        assert!(
+            line.starts_with("SNAKEPIT_READY "),
+            "bad ready line {line:?}"
+        );
         let pid = child.id();
         Worker {
             child,
@@ -178,7 +187,12 @@ impl Recorder {
     }
 
     pub fn count(&self, name: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.name == name).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == name)
+            .count()
     }
 
     /// Waits until `pred` holds (polling), or panics after `timeout`.

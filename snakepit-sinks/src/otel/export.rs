@@ -131,7 +131,9 @@ impl Exporter {
             };
             if flush_ticket.is_some() || stop_deadline.is_some() {
                 let deadline = stop_deadline.unwrap_or_else(|| Instant::now() + self.timeout);
-                while let Ok(msg) = rx.try_recv() {
+                // At most one queue's worth: producers may keep sending.
+                for _ in 0..=self.capacity {
+                    let Ok(msg) = rx.try_recv() else { break };
                     self.take(msg);
                     if self.finished.len() >= self.batch_size {
                         self.export(Some(deadline));
