@@ -170,7 +170,12 @@ fn row(figure: &str, value: String, baseline: String, ratio: String) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful.
+    // `cargo bench` passes --bench; under `cargo test --all-targets` only
+    // check that the benchmark builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("worker_calls: run with `cargo bench -p snakepit-grpc --bench worker_calls`");
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("SNAKEPIT_BENCH_QUICK").is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -49,3 +49,24 @@ pub use client::WorkerClient;
 pub use error::CallError;
 pub use fold::TelemetryStats;
 pub use options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn chunk_stream<T>()
+    where
+        T: futures_core::Stream<Item = Result<serde_json::Value, super::CallError>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+    }
+
+    #[test]
+    fn public_types_have_the_promised_bounds() {
+        send_sync::<super::WorkerClient>();
+        send_sync::<super::ConnectOptions>();
+        send_sync::<super::CallError>();
+        chunk_stream::<super::ChunkStream>();
+    }
+}

@@ -1,9 +1,9 @@
 //! End to end: a real Python worker runs a tool that opens nested spans;
 //! the host's call span, the Python call span, the tool span and the user
-//! spans reach an OTLP receiver as one trace with the right parents, the
-//! call's duration
-//! reaches the Prometheus summary, and the worker's log lines reach
-//! `tracing` under `snakepit::python` with their `worker_id`.
+//! spans reach an OTLP receiver as one trace with the right parents; a tool
+//! that raises gives error status on both sides of the language boundary;
+//! the call's duration reaches the Prometheus summary; and the worker's log
+//! lines reach `tracing` under `snakepit::python` with their `worker_id`.
 
 mod support;
 
@@ -173,6 +173,14 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                 )
                 .await
                 .expect("log");
+            let failed = client
+                .execute(
+                    "fail",
+                    json!({"message": "no good"}),
+                    CallOptions::with_timeout(Duration::from_secs(20)),
+                )
+                .await;
+            assert!(failed.is_err(), "{failed:?}");
             // Python events arrive on the telemetry stream: wait for the
             // user spans to be exported.
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -183,16 +191,20 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                     r.get("message")
                         .is_some_and(|m| m.contains("hello from python"))
                 });
-                if [
-                    "grpc.call",
-                    "python.call",
-                    "tool.execution",
-                    "complex_operation",
-                    "preprocessing",
-                    "inference",
-                ]
-                .iter()
-                .all(|n| names.contains(n))
+                let failed_call = spans.iter().any(|(_, s)| {
+                    s.name == "python.call" && attr(s, "command").as_deref() == Some("fail")
+                });
+                if failed_call
+                    && [
+                        "grpc.call",
+                        "python.call",
+                        "tool.execution",
+                        "complex_operation",
+                        "preprocessing",
+                        "inference",
+                    ]
+                    .iter()
+                    .all(|n| names.contains(n))
                     && logged
                 {
                     break;
@@ -262,6 +274,25 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         "{text}"
     );
     // The worker's log line reached tracing, tagged with its worker id.
+    // An exception in Python sets error status on its call span and on the
+    // host's call span, with the error type as an attribute.
+    let failed_py = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "python.call" && attr(s, "command").as_deref() == Some("fail"))
+        .unwrap();
+    let failed_host = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.span_id == failed_py.parent_span_id)
+        .expect("the failed call's host span");
+    assert_eq!(failed_host.name, "grpc.call");
+    for s in [failed_py, failed_host] {
+        let status = s.status.as_ref().expect("status");
+        assert_eq!(status.code, 2, "{} has error status", s.name);
+        assert!(attr(s, "error.type").is_some(), "{s:#?}");
+        assert_eq!(s.events[0].name, "exception");
+    }
     let logs = logs.0.lock().unwrap();
     let line = logs
         .iter()

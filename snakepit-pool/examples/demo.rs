@@ -1,0 +1,368 @@
+//! `cargo xtask demo`: a pool of Python workers doing real small work, observed
+//! the way the observability guide's "complete monitoring example" does it:
+//! a slow-call warning, a queue-depth alert and Prometheus metrics, plus a
+//! summary of everything telemetry saw.
+//!
+//! ```text
+//! cargo run -p snakepit-pool --example demo -- [--quick] [--serve] [--workers N]
+//!     [--calls N] [--config snakepit.toml]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use snakepit_core::config::{Config, PrometheusSinkConfig, SinkConfig};
+use snakepit_core::Value;
+use snakepit_grpc::CallOptions;
+use snakepit_pool::{Pool, PoolConfig, PoolError};
+use snakepit_sinks::{telemetry_from_config, SinkSet};
+use snakepit_telemetry::Telemetry;
+use tracing_subscriber::prelude::*;
+
+const ADAPTER: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
+
+struct Args {
+    quick: bool,
+    serve: bool,
+    workers: usize,
+    calls: Option<usize>,
+    config: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        serve: false,
+        workers: 2,
+        calls: None,
+        config: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--serve" => a.serve = true,
+            "--workers" => {
+                a.workers = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or("--workers takes a number from 1 to 64")?
+            }
+            "--calls" => {
+                a.calls = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--calls takes a positive number")?,
+                )
+            }
+            "--config" => a.config = Some(it.next().ok_or("--config takes a file path")?),
+            "-h" | "--help" => {
+                println!(
+                    "demo [--quick] [--serve] [--workers N] [--calls N] [--config FILE]\n\n\
+                     --quick      a short run\n\
+                     --serve      keep serving /metrics after the workload (Ctrl-C to stop)\n\
+                     --workers N  worker processes (default 2)\n\
+                     --calls N    calls in the workload (default 2000, 300 with --quick)\n\
+                     --config F   a snakepit TOML file (sinks, levels, sampling)"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`; try --help")),
+        }
+    }
+    Ok(a)
+}
+
+/// What the demo's own handlers collect.
+#[derive(Default)]
+struct Seen {
+    events: BTreeMap<String, u64>,
+    latency_ns: BTreeMap<String, Vec<u64>>,
+    errors: BTreeMap<String, u64>,
+    queue_ns: Vec<u64>,
+    memory: BTreeMap<String, i64>,
+    cpu: BTreeMap<String, f64>,
+    dropped: BTreeMap<String, i64>,
+}
+
+fn attach_observers(t: &Telemetry, seen: &Arc<Mutex<Seen>>, slow: &Arc<AtomicU64>) {
+    // The guide's "slow-calls" handler.
+    let slow_count = slow.clone();
+    t.attach("slow-calls", "snakepit.python.call.stop", move |e| {
+        let ms = e.measurement("duration").and_then(Value::as_f64).unwrap_or(0.0) / 1e6;
+        if ms > 250.0 {
+            slow_count.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "demo", command = e.meta_str("command"), ms, "slow call");
+        }
+    })
+    .expect("slow-calls handler");
+    // The guide's "queue-depth" handler.
+    t.attach("queue-depth", "snakepit.pool.status", |e| {
+        let depth = e.measurement("queue_depth").and_then(Value::as_i64).unwrap_or(0);
+        if depth > 50 {
+            tracing::error!(target: "demo", depth, pool = e.meta_str("pool_name"), "high queue depth");
+        }
+    })
+    .expect("queue-depth handler");
+    // Everything, for the summary.
+    let s = seen.clone();
+    t.attach("demo-summary", "*", move |e| {
+        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+        *s.events.entry(e.name().to_string()).or_default() += 1;
+        match e.name() {
+            "snakepit.grpc.call.stop" => {
+                let tool = e.meta_str("tool").unwrap_or("?").to_string();
+                let d = e.measurement("duration").and_then(Value::as_i64).unwrap_or(0);
+                s.latency_ns.entry(tool).or_default().push(d.max(0) as u64);
+            }
+            "snakepit.grpc.call.exception" => {
+                let tool = e.meta_str("tool").unwrap_or("?").to_string();
+                *s.errors.entry(tool).or_default() += 1;
+            }
+            "snakepit.pool.queue.dequeued" => {
+                let d = e.measurement("queue_time").and_then(Value::as_i64).unwrap_or(0);
+                s.queue_ns.push(d.max(0) as u64);
+            }
+            "snakepit.python.memory.sampled" => {
+                let w = e.meta_str("worker_id").unwrap_or("?").to_string();
+                let rss = e.measurement("rss_bytes").and_then(Value::as_i64).unwrap_or(0);
+                s.memory.insert(w, rss);
+            }
+            "snakepit.python.cpu.sampled" => {
+                let w = e.meta_str("worker_id").unwrap_or("?").to_string();
+                let cpu = e.measurement("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0);
+                s.cpu.insert(w, cpu);
+            }
+            "snakepit.telemetry.events.dropped" => {
+                let key = format!(
+                    "{}/{}",
+                    e.meta_str("where").unwrap_or("?"),
+                    e.meta_str("reason").unwrap_or("?")
+                );
+                let n = e.measurement("count").and_then(Value::as_i64).unwrap_or(0);
+                *s.dropped.entry(key).or_default() += n;
+            }
+            _ => {}
+        }
+    })
+    .expect("summary handler");
+}
+
+/// One call of the mixed workload.
+async fn one_call(pool: &Pool, i: usize) -> Result<(), PoolError> {
+    let opts = CallOptions::default();
+    match i % 10 {
+        0..=2 => {
+            let text = "the quick brown fox jumps over the lazy dog\n".repeat(1 + i % 7);
+            pool.execute("text_stats", json!({ "text": text }), opts).await?;
+        }
+        3..=5 => {
+            let x = [i as f64 * 0.1, 1.0, (i % 5) as f64];
+            pool.execute("predict", json!({ "x": x }), opts).await?;
+        }
+        6 => {
+            pool.execute("sleep", json!({ "ms": 50 + (i % 4) * 100 }), opts).await?;
+        }
+        7 => {
+            pool.execute("fail", json!({ "message": "a failing call" }), opts).await?;
+        }
+        8 => {
+            let mut chunks = pool.execute_stream("stream", json!({ "n": 5 }), opts).await?;
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+                chunk?;
+            }
+        }
+        _ => {
+            pool.execute("nested_spans", json!({ "data": "demo" }), opts).await?;
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1e6
+}
+
+fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, slow: u64) {
+    println!("\n== summary ==");
+    println!(
+        "{calls} calls in {:.2}s ({:.0} calls/s), {failed} failed (the `fail` tool fails on purpose), {slow} slow-call warnings",
+        elapsed.as_secs_f64(),
+        calls as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!("\n{:<14} {:>7} {:>7} {:>10} {:>10}", "tool", "calls", "errors", "p50 ms", "p99 ms");
+    let mut tools: Vec<&String> = seen.latency_ns.keys().chain(seen.errors.keys()).collect();
+    tools.sort();
+    tools.dedup();
+    for tool in tools {
+        let mut l = seen.latency_ns.get(tool).cloned().unwrap_or_default();
+        l.sort_unstable();
+        let errors = seen.errors.get(tool).copied().unwrap_or(0);
+        println!(
+            "{:<14} {:>7} {:>7} {:>10.3} {:>10.3}",
+            tool,
+            l.len() as u64 + errors,
+            errors,
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
+    }
+    let mut q = seen.queue_ns.clone();
+    q.sort_unstable();
+    println!(
+        "\nqueue: {} calls waited, p50 {:.3} ms, p99 {:.3} ms",
+        q.len(),
+        percentile(&q, 0.5),
+        percentile(&q, 0.99)
+    );
+    println!("\n{:<14} {:>10} {:>8}", "worker", "rss MB", "cpu %");
+    for (w, rss) in &seen.memory {
+        let cpu = seen.cpu.get(w).copied().unwrap_or(0.0);
+        println!("{:<14} {:>10.1} {:>8.1}", w, *rss as f64 / 1e6, cpu);
+    }
+    println!("\n{:<44} {:>8}", "telemetry event", "count");
+    for (name, n) in &seen.events {
+        println!("{name:<44} {n:>8}");
+    }
+    if seen.dropped.values().all(|n| *n == 0) {
+        println!("\ndrops: none");
+    } else {
+        println!("\ndrops:");
+        for (k, n) in &seen.dropped {
+            println!("  {k:<30} {n}");
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if !config.sinks.iter().any(|s| matches!(s, SinkConfig::Prometheus(_))) {
+        config.sinks.push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
+    }
+    let telemetry = telemetry_from_config(&config);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_target(true).with_filter(telemetry.log().filter()))
+        .init();
+
+    let sinks = match SinkSet::from_config(&config, &telemetry) {
+        Ok(s) => s,
+        Err(e) if args.config.is_none() => {
+            // The default port is taken: serve on any free port instead.
+            eprintln!("demo: {e}; using a free port for /metrics");
+            let mut any = PrometheusSinkConfig::default();
+            any.listen.set_port(0);
+            config.sinks = vec![SinkConfig::Prometheus(any)];
+            SinkSet::from_config(&config, &telemetry)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(addr) = sinks.prometheus_addr() {
+        println!("metrics: http://{addr}/metrics");
+    }
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let slow = Arc::new(AtomicU64::new(0));
+    attach_observers(&telemetry, &seen, &slow);
+
+    println!("starting a pool of {} workers ...", args.workers);
+    let started = Instant::now();
+    let pool = Pool::start(
+        telemetry.clone(),
+        PoolConfig::new(ADAPTER)
+            .pool_name("demo")
+            .workers(args.workers)
+            .concurrency_per_worker(8)
+            .status_interval(Duration::from_millis(500))
+            .worker_arg("--telemetry-interval-s")
+            .worker_arg("1"),
+    )
+    .await?;
+    println!("pool ready in {:.2}s", started.elapsed().as_secs_f64());
+
+    let calls = args.calls.unwrap_or(if args.quick { 300 } else { 2000 });
+    let pool = Arc::new(pool);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let concurrency = 16;
+    let mut tasks = Vec::new();
+    for lane in 0..concurrency {
+        let (pool, done, failed) = (pool.clone(), done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = lane;
+            while i < calls {
+                if one_call(&pool, i).await.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += concurrency;
+            }
+        }));
+    }
+    let progress = {
+        let done = done.clone();
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            loop {
+                let d = done.load(Ordering::Relaxed) as usize;
+                let bar = 30 * d / calls.max(1);
+                print!(
+                    "\r[{}{}] {d}/{calls} calls, {} failed",
+                    "#".repeat(bar),
+                    " ".repeat(30 - bar),
+                    failed.load(Ordering::Relaxed)
+                );
+                let _ = std::io::stdout().flush();
+                if d >= calls {
+                    println!();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await?;
+    }
+    progress.await?;
+    let elapsed = t0.elapsed();
+    // Let a last status snapshot and resource sample arrive.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        print_summary(
+            &seen,
+            elapsed,
+            calls,
+            failed.load(Ordering::Relaxed) as usize,
+            slow.load(Ordering::Relaxed),
+        );
+    }
+    if args.serve {
+        if let Some(addr) = sinks.prometheus_addr() {
+            println!("\nserving http://{addr}/metrics; press Ctrl-C to stop");
+        }
+        tokio::signal::ctrl_c().await?;
+    }
+    let pool = Arc::try_unwrap(pool).map_err(|_| "pool still shared")?;
+    pool.shutdown().await;
+    let _ = sinks.shutdown(Duration::from_secs(2));
+    Ok(())
+}
