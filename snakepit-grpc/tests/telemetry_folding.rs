@@ -262,3 +262,35 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
     eventually("stats", WAIT, move || c.telemetry_stats().batches > 0).await;
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_span_that_raises_folds_into_python_span_exception() {
+    let worker = Worker::start(SHOWCASE, "w-span-fail");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.python.span.*"]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    let err = client
+        .execute(
+            "span_fail",
+            json!({"message": "nope"}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    rec.wait_for("python.span.exception", WAIT, |s| {
+        s.iter().any(|e| e.name == "snakepit.python.span.exception")
+    })
+    .await;
+    let start = rec.named("snakepit.python.span.start")[0].clone();
+    let exc = rec.named("snakepit.python.span.exception")[0].clone();
+    assert_eq!(exc.meta("span_name"), Some("risky_step"));
+    assert_eq!(exc.meta("error_type"), Some("RuntimeError"));
+    assert_eq!(exc.meta("stage"), Some("demo"));
+    assert_eq!(exc.span_id, start.span_id);
+    assert!(exc.measurement("duration").is_some());
+    assert!(rec.named("snakepit.python.span.stop").is_empty());
+    client.close().await;
+}

@@ -95,7 +95,11 @@ fn attach_observers(t: &Telemetry, seen: &Arc<Mutex<Seen>>, slow: &Arc<AtomicU64
     // The guide's "slow-calls" handler.
     let slow_count = slow.clone();
     t.attach("slow-calls", "snakepit.python.call.stop", move |e| {
-        let ms = e.measurement("duration").and_then(Value::as_f64).unwrap_or(0.0) / 1e6;
+        let ms = e
+            .measurement("duration")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            / 1e6;
         if ms > 250.0 {
             slow_count.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "demo", command = e.meta_str("command"), ms, "slow call");
@@ -118,7 +122,10 @@ fn attach_observers(t: &Telemetry, seen: &Arc<Mutex<Seen>>, slow: &Arc<AtomicU64
         match e.name() {
             "snakepit.grpc.call.stop" => {
                 let tool = e.meta_str("tool").unwrap_or("?").to_string();
-                let d = e.measurement("duration").and_then(Value::as_i64).unwrap_or(0);
+                let d = e
+                    .measurement("duration")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 s.latency_ns.entry(tool).or_default().push(d.max(0) as u64);
             }
             "snakepit.grpc.call.exception" => {
@@ -126,17 +133,26 @@ fn attach_observers(t: &Telemetry, seen: &Arc<Mutex<Seen>>, slow: &Arc<AtomicU64
                 *s.errors.entry(tool).or_default() += 1;
             }
             "snakepit.pool.queue.dequeued" => {
-                let d = e.measurement("queue_time").and_then(Value::as_i64).unwrap_or(0);
+                let d = e
+                    .measurement("queue_time")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 s.queue_ns.push(d.max(0) as u64);
             }
             "snakepit.python.memory.sampled" => {
                 let w = e.meta_str("worker_id").unwrap_or("?").to_string();
-                let rss = e.measurement("rss_bytes").and_then(Value::as_i64).unwrap_or(0);
+                let rss = e
+                    .measurement("rss_bytes")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 s.memory.insert(w, rss);
             }
             "snakepit.python.cpu.sampled" => {
                 let w = e.meta_str("worker_id").unwrap_or("?").to_string();
-                let cpu = e.measurement("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0);
+                let cpu = e
+                    .measurement("cpu_percent")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 s.cpu.insert(w, cpu);
             }
             "snakepit.telemetry.events.dropped" => {
@@ -160,26 +176,32 @@ async fn one_call(pool: &Pool, i: usize) -> Result<(), PoolError> {
     match i % 10 {
         0..=2 => {
             let text = "the quick brown fox jumps over the lazy dog\n".repeat(1 + i % 7);
-            pool.execute("text_stats", json!({ "text": text }), opts).await?;
+            pool.execute("text_stats", json!({ "text": text }), opts)
+                .await?;
         }
         3..=5 => {
             let x = [i as f64 * 0.1, 1.0, (i % 5) as f64];
             pool.execute("predict", json!({ "x": x }), opts).await?;
         }
         6 => {
-            pool.execute("sleep", json!({ "ms": 50 + (i % 4) * 100 }), opts).await?;
+            pool.execute("sleep", json!({ "ms": 50 + (i % 4) * 100 }), opts)
+                .await?;
         }
         7 => {
-            pool.execute("fail", json!({ "message": "a failing call" }), opts).await?;
+            pool.execute("fail", json!({ "message": "a failing call" }), opts)
+                .await?;
         }
         8 => {
-            let mut chunks = pool.execute_stream("stream", json!({ "n": 5 }), opts).await?;
+            let mut chunks = pool
+                .execute_stream("stream", json!({ "n": 5 }), opts)
+                .await?;
             while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
                 chunk?;
             }
         }
         _ => {
-            pool.execute("nested_spans", json!({ "data": "demo" }), opts).await?;
+            pool.execute("nested_spans", json!({ "data": "demo" }), opts)
+                .await?;
         }
     }
     Ok(())
@@ -200,7 +222,10 @@ fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, sl
         elapsed.as_secs_f64(),
         calls as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    println!("\n{:<14} {:>7} {:>7} {:>10} {:>10}", "tool", "calls", "errors", "p50 ms", "p99 ms");
+    println!(
+        "\n{:<14} {:>7} {:>7} {:>10} {:>10}",
+        "tool", "calls", "errors", "p50 ms", "p99 ms"
+    );
     let mut tools: Vec<&String> = seen.latency_ns.keys().chain(seen.errors.keys()).collect();
     tools.sort();
     tools.dedup();
@@ -252,12 +277,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Config::default(),
     };
     config.apply_env(std::env::vars())?;
-    if !config.sinks.iter().any(|s| matches!(s, SinkConfig::Prometheus(_))) {
-        config.sinks.push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
+    if !config
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkConfig::Prometheus(_)))
+    {
+        config
+            .sinks
+            .push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
     }
     let telemetry = telemetry_from_config(&config);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_target(true).with_filter(telemetry.log().filter()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(true)
+                .with_filter(telemetry.log().filter()),
+        )
         .init();
 
     let sinks = match SinkSet::from_config(&config, &telemetry) {

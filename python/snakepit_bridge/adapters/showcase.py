@@ -116,6 +116,11 @@ class ShowcaseAdapter(BaseAdapter):
                 result = self.model.predict([len(processed), 1, 0])
         return {"processed": processed, "result": result}
 
+    @tool(description="Raises inside a user span named risky_step")
+    def span_fail(self, message: str = "step failed") -> None:
+        with telemetry.span("risky_step", {"stage": "demo"}):
+            raise RuntimeError(message)
+
     @tool(description="Correlation and trace context seen inside the tool", inline=True)
     def whoami(self) -> Dict[str, Any]:
         sp = telemetry.current_span() or {}
