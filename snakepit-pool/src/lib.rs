@@ -51,3 +51,9 @@ pub use error::PoolError;
 pub use pool::{Pool, PoolStatus};
 pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress};
 pub use stream::PoolStream;
+
+/// The observability guide (`docs/observability.md`). Its Rust snippets run
+/// as doc tests of this crate, against real Python workers.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/observability.md")]
+pub struct ObservabilityGuide;
