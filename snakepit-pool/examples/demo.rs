@@ -21,6 +21,7 @@ use snakepit_grpc::CallOptions;
 use snakepit_pool::{Pool, PoolConfig, PoolError};
 use snakepit_sinks::{telemetry_from_config, SinkSet};
 use snakepit_telemetry::Telemetry;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::prelude::*;
 
 const ADAPTER: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
@@ -130,6 +131,14 @@ fn attach_observers(t: &Telemetry, seen: &Arc<Mutex<Seen>>, slow: &Arc<AtomicU64
             }
             "snakepit.grpc.call.exception" => {
                 let tool = e.meta_str("tool").unwrap_or("?").to_string();
+                let d = e
+                    .measurement("duration")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                s.latency_ns
+                    .entry(tool.clone())
+                    .or_default()
+                    .push(d.max(0) as u64);
                 *s.errors.entry(tool).or_default() += 1;
             }
             "snakepit.pool.queue.dequeued" => {
@@ -236,7 +245,7 @@ fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, sl
         println!(
             "{:<14} {:>7} {:>7} {:>10.3} {:>10.3}",
             tool,
-            l.len() as u64 + errors,
+            l.len(),
             errors,
             percentile(&l, 0.5),
             percentile(&l, 0.99)
@@ -287,11 +296,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
     }
     let telemetry = telemetry_from_config(&config);
+    // snakepit's records obey its log config; other libraries' only show warnings.
+    let others_quiet = tracing_subscriber::filter::filter_fn(|m| {
+        m.target().starts_with("snakepit")
+            || m.target() == "demo"
+            || *m.level() <= tracing::Level::WARN
+    });
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_target(true)
-                .with_filter(telemetry.log().filter()),
+                .with_filter(telemetry.log().filter().and(others_quiet)),
         )
         .init();
 
@@ -335,7 +350,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
-    let concurrency = 16;
+    // More callers than call slots (2 x 8 per worker), so some calls queue.
+    let concurrency = 8 * args.workers + 8;
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
         let (pool, done, failed) = (pool.clone(), done.clone(), failed.clone());

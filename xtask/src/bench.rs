@@ -135,6 +135,160 @@ fn python_emit(quick: bool, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// Runs a criterion bench and reads the figures it wrote.
+fn criterion(
+    quick: bool,
+    area: &'static str,
+    package: &str,
+    bench: &str,
+    figures: &[(&str, &str, &str, &str)],
+    rows: &mut Vec<Row>,
+) -> Result {
+    step(&format!("{package} --bench {bench} (criterion)"));
+    let mut cmd = cargo();
+    cmd.args(["bench", "-q", "-p", package, "--bench", bench, "--"]);
+    if quick {
+        cmd.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+    }
+    run(cmd.env("SNAKEPIT_PYTHON", venv_python()))?;
+    for (group, name, baseline, figure) in figures {
+        let (Some(v), base) = (
+            criterion_mean_ns(group, name),
+            criterion_mean_ns(group, baseline).unwrap_or(0.0),
+        ) else {
+            continue;
+        };
+        rows.push(Row {
+            area,
+            figure: (*figure).into(),
+            value: ns(v),
+            baseline: format!("{} {}", baseline.replace('_', " "), ns(base)),
+            ratio: ratio(v, base),
+        });
+    }
+    Ok(())
+}
+
+/// Runs a bench binary that prints `| figure | value | baseline | ratio |`
+/// rows, and keeps those rows.
+fn table_bench(
+    quick: bool,
+    area: &'static str,
+    package: &str,
+    bench: &str,
+    rows: &mut Vec<Row>,
+) -> Result {
+    step(&format!("{package} --bench {bench}"));
+    let mut cmd = cargo();
+    cmd.args([
+        "bench", "-q", "-p", package, "--bench", bench, "--", "--bench",
+    ])
+    .env("SNAKEPIT_PYTHON", venv_python())
+    .current_dir(root());
+    if quick {
+        cmd.envs([
+            ("SNAKEPIT_BENCH_QUICK", "1"),
+            ("BENCH_SECONDS", "1"),
+            ("ROUNDS", "1"),
+            ("CALLS", "3000"),
+        ]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {package} bench {bench}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    if !out.status.success() {
+        return Err(format!(
+            "{package} bench {bench} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for line in text.lines() {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if !line.trim_start().starts_with('|') || cells.len() < 4 {
+            continue;
+        }
+        let header = cells[0].starts_with("figure") || cells[0].starts_with('-');
+        if header || cells[0].is_empty() {
+            continue;
+        }
+        rows.push(Row {
+            area,
+            figure: cells[0].to_string(),
+            value: cells[1].to_string(),
+            baseline: cells[2].to_string(),
+            ratio: cells[3].to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn plugins(quick: bool, rows: &mut Vec<Row>) -> Result {
+    criterion(
+        quick,
+        "plugin",
+        "snakepit-sinks",
+        "plugin",
+        &[
+            (
+                "plugin_handle",
+                "plugin_sink",
+                "noop_handler",
+                "host cost per event into a plugin sink",
+            ),
+            (
+                "plugin_e2e",
+                "jsonl_plugin",
+                "noop_plugin",
+                "per event end to end, jsonl plugin",
+            ),
+        ],
+        rows,
+    )
+}
+
+fn prometheus(quick: bool, rows: &mut Vec<Row>) -> Result {
+    criterion(
+        quick,
+        "sinks",
+        "snakepit-sinks",
+        "prometheus_execute",
+        &[
+            (
+                "execute_python_call_stop",
+                "prometheus_sink_summary",
+                "baseline_trivial_handler",
+                "host execute, Prometheus sink (target <= 300 ns)",
+            ),
+            (
+                "call_events_6_per_call",
+                "every_sink_on",
+                "baseline_telemetry_off",
+                "host events of one call, every sink on",
+            ),
+        ],
+        rows,
+    )
+}
+
+fn grpc(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, "grpc", "snakepit-grpc", "worker_calls", rows)
+}
+
+fn pool(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, "pool", "snakepit-pool", "pool_throughput", rows)
+}
+
+fn sinks_calls(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, "sinks", "snakepit-sinks", "call_throughput", rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -163,7 +317,15 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 2] = [("dispatch", dispatch), ("python", python_emit)];
+    let steps: [(&str, BenchStep); 7] = [
+        ("dispatch", dispatch),
+        ("python", python_emit),
+        ("prometheus", prometheus),
+        ("plugins", plugins),
+        ("grpc", grpc),
+        ("pool", pool),
+        ("sinks", sinks_calls),
+    ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {
             failures.push(format!("{name}: {e}"));

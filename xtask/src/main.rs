@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
         "bench" => bench::bench(rest),
+        "demo" => demo(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -47,6 +48,8 @@ fn print_help() {
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
          tidy      fail when generated files are stale\n\
+         demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
+                   --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)"
     );
 }
@@ -223,6 +226,23 @@ fn test(args: &[String]) -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn demo(args: &[String]) -> Result {
+    setup()?;
+    step("building and running the demo (snakepit-pool/examples/demo.rs)");
+    run(cargo()
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "snakepit-pool",
+            "--example",
+            "demo",
+            "--",
+        ])
+        .args(args)
+        .env("SNAKEPIT_PYTHON", venv_python()))
 }
 
 fn tidy() -> Result {
