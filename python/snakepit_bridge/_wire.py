@@ -269,3 +269,76 @@ class BatchEncoder:
         if seq:
             out.append(b"\x30" + varint(seq))
         return b"".join(out), errors
+
+
+# --------------------------------------------------------------------------
+# CallBatchStream replies (hot path of every call): CallReply / CallTelemetry
+# / CallReplyBatch encoded directly, no protobuf objects.
+# --------------------------------------------------------------------------
+
+
+def _u64_field(tag: int, v: int) -> bytes:
+    """A varint field; zero is omitted (proto3 default). Negative ints wrap to u64."""
+    if not v:
+        return b""
+    if v < 0:
+        v += _U64
+    return _SMALL[tag] + varint(v)
+
+
+def call_telemetry(emit: int, call_start_ns: int, call_duration_ns: int, tool_start_ns: int,
+                   tool_duration_ns: int, call_span_id: int, call_parent_span_id: int,
+                   trace_id: str, tool_span_id: int, error_type: str = "",
+                   tool_error_type: str = "", tool_error_message: str = "") -> bytes:
+    """One serialized CallTelemetry message body."""
+    out = b"".join((
+        _u64_field(0x08, emit),
+        _u64_field(0x10, call_start_ns),
+        _u64_field(0x18, call_duration_ns),
+        _u64_field(0x20, tool_start_ns),
+        _u64_field(0x28, tool_duration_ns),
+        _u64_field(0x30, call_span_id),
+        _u64_field(0x38, call_parent_span_id),
+        string_field(0x42, trace_id) if trace_id else b"",
+        _u64_field(0x48, tool_span_id),
+    ))
+    if error_type:
+        out += string_field(0x52, error_type)
+    if tool_error_type:
+        out += string_field(0x5A, tool_error_type)
+    if tool_error_message:
+        out += string_field(0x62, tool_error_message)
+    return out
+
+
+def reply_result(request_id: int, result_json: bytes, telemetry: bytes = b"",
+                 binaries=None) -> bytes:
+    """A serialized CallReply carrying a ToolResult (binaries: key -> bytes)."""
+    body = _ld(0x0A, result_json) if result_json else b""
+    if binaries:
+        body += b"".join(
+            _ld(0x12, string_field(0x0A, k) + _ld(0x12, bytes(v))) for k, v in binaries.items()
+        )
+    out = _u64_field(0x08, request_id) + b"\x12" + varint(len(body)) + body
+    if telemetry:
+        out += _ld(0x32, telemetry)
+    return out
+
+
+def reply_error(request_id: int, type_: str, message: str, tb: str,
+                telemetry: bytes = b"") -> bytes:
+    """A serialized CallReply carrying a ToolError."""
+    body = b"".join((
+        string_field(0x0A, type_) if type_ else b"",
+        string_field(0x12, message) if message else b"",
+        string_field(0x1A, tb) if tb else b"",
+    ))
+    out = _u64_field(0x08, request_id) + _ld(0x1A, body)
+    if telemetry:
+        out += _ld(0x32, telemetry)
+    return out
+
+
+def reply_batch(replies) -> bytes:
+    """A serialized CallReplyBatch from serialized CallReply messages."""
+    return b"".join([b"\x0a" + varint(len(r)) + r for r in replies])

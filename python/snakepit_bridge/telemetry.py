@@ -474,6 +474,47 @@ def _emit_span_event(name, measurements, metadata, cid, ctx) -> None:
     _append((_time_ns(), name, measurements, metadata, cid, ctx, True))
 
 
+def span_event_kept(name: str, cid: Optional[str], span_id: int) -> bool:
+    """Apply the policy to a span event exactly as the emit path does, without
+    buffering it: True if it is kept; a drop is counted by reason.
+
+    Used for call events the host emits itself from CallReply.telemetry.
+    """
+    d = _decisions.get(name)
+    if d is None:
+        d = _decide(name)
+    if d:
+        if d < 0:
+            _DROP_NEXT[d]()
+            return False
+        if cid:
+            h = _cid_hash.get(cid)
+            if h is None:
+                h = _hash_cid(cid)
+        else:
+            h = (span_id * _MIX) & _MASK
+        if h >= d:
+            _next_sampled()
+            return False
+    return True
+
+
+def call_events_all_kept() -> bool:
+    """True when the policy keeps every call/tool span event unconditionally."""
+    ds = _decisions
+    for name in _CALL_EVENT_NAMES:
+        d = ds.get(name)
+        if d is None:
+            d = _decide(name)
+        if d:
+            return False
+    return True
+
+
+_CALL_EVENT_NAMES = ("call.start", "call.stop", "call.exception", "tool.execution.start",
+                     "tool.execution.stop", "tool.execution.exception")
+
+
 _span_names: Dict[str, Tuple[str, str, str]] = {}
 
 

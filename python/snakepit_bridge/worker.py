@@ -31,7 +31,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional
 
-from . import PROTOCOL_VERSION, telemetry
+from . import PROTOCOL_VERSION, _wire, telemetry
 from . import logs as worker_logs
 from .base_adapter import BaseAdapter, BoundTool
 
@@ -151,6 +151,13 @@ async def _run_async_tool(fn, kwargs, md):
 
 
 _SENTINEL_END = object()
+_time_ns = time.time_ns
+_monotonic_ns = time.monotonic_ns
+_getrandbits = telemetry._getrandbits
+_span_set = telemetry._span_var.set
+_span_reset = telemetry._span_var.reset
+# A CallReplyBatch stops growing at this size (the rest goes in the next one).
+MAX_REPLY_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class Dispatcher:
@@ -230,6 +237,72 @@ class Dispatcher:
         finally:
             self._call_end(tokens, md, t0, failure)
             self._end()
+
+    def call_inline_wire(self, t: BoundTool, req) -> bytes:
+        """Run an inline tool for CallBatchStream; returns the serialized CallReply.
+
+        The call's own telemetry (python.call.* and python.tool.execution.*)
+        travels in CallReply.telemetry instead of the event buffer; the policy
+        is applied here as on the emit path (drops counted) and the host emits
+        the events the policy kept. The tool runs with the same context as
+        before: the correlation id and a tool.execution span are current.
+        """
+        self.inflight += 1
+        self.idle.clear()
+        cid = req.correlation_id or None
+        call_start = _time_ns()
+        m0 = _monotonic_ns()
+        tokens = telemetry.enter_call_context(cid, req.traceparent)
+        ctx = tokens[2]
+        call_sid = ctx[0]
+        tool_sid = _getrandbits(64) or 1
+        tool_start = tool_dur = 0
+        tool_err_type = tool_err_msg = ""
+        failure = None
+        rid = req.request_id
+        try:
+            kwargs = decode_args(req.args_json, req.binary_parameters)
+            token = _span_set((tool_sid, call_sid, ctx[2], "tool.execution", ctx[4]))
+            tool_start = _time_ns()
+            t0 = _monotonic_ns()
+            try:
+                value = t.fn(**kwargs)
+                tool_dur = _monotonic_ns() - t0
+            except Exception as e:  # noqa: BLE001
+                tool_dur = _monotonic_ns() - t0
+                tool_err_type = type(e).__name__
+                tool_err_msg = str(e)[:1024]
+                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            finally:
+                _span_reset(token)
+            rj, bins = encode_result(value)
+        except ToolFailure as f:
+            failure = f
+        call_dur = _monotonic_ns() - m0
+        telemetry.exit_call_context(tokens)
+        if telemetry.call_events_all_kept():
+            emit = 15 if tool_start else 3
+        else:
+            kept = telemetry.span_event_kept
+            emit = 1 if kept("call.start", cid, call_sid) else 0
+            if tool_start:
+                if kept("tool.execution.start", cid, tool_sid):
+                    emit |= 4
+                if kept("tool.execution.exception" if tool_err_type else "tool.execution.stop",
+                        cid, tool_sid):
+                    emit |= 8
+            if kept("call.stop" if failure is None else "call.exception", cid, call_sid):
+                emit |= 2
+        tel = _wire.call_telemetry(
+            emit, call_start, call_dur, tool_start, tool_dur, call_sid, ctx[1], ctx[2],
+            tool_sid if tool_start else 0, failure.type if failure is not None else "",
+            tool_err_type, tool_err_msg) if emit else b""
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.idle.set()
+        if failure is None:
+            return _wire.reply_result(rid, rj, tel, bins)
+        return _wire.reply_error(rid, failure.type, failure.message, failure.tb, tel)
 
     async def call(self, name, args_json, binary, cid, traceparent, timeout_ms):
         """Run a non-streaming tool. Returns (True, (json, binaries)) or (False, ToolFailure)."""
@@ -583,6 +656,74 @@ class Servicer:
                 rt.cancel()
         del pb
 
+    async def CallBatchStream(self, request_iterator, context):
+        """CallStream with batched messages; inline calls answered while reading."""
+        if not await self._auth(context):
+            return
+        st = _CallStreamState()
+        self.call_streams.add(st)
+        q = st.queue
+        d = self.d
+        tools = d.tools
+
+        async def reader():
+            try:
+                async for batch in request_iterator:
+                    out = []
+                    for req in batch.calls:
+                        if d.draining:
+                            out.append(_wire.reply_error(
+                                req.request_id, "Unavailable", "worker is shutting down", ""))
+                            continue
+                        t = tools.get(req.tool_name)
+                        if t is not None and t.spec.inline and not req.stream \
+                                and not t.spec.supports_streaming:
+                            try:
+                                out.append(d.call_inline_wire(t, req))
+                            except Exception as e:  # noqa: BLE001 - must always answer
+                                log.exception("internal error running %s", req.tool_name)
+                                out.append(_wire.reply_error(
+                                    req.request_id, "InternalError", repr(e),
+                                    traceback.format_exc()))
+                            continue
+                        st.pending += 1
+                        self._track(self._run_call(req, st, _serialized(q.put_nowait)))
+                    if out:
+                        q.put_nowait(out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client went away
+                log.debug("call batch stream reader ended: %r", e)
+            finally:
+                st.reader_done = True
+                st.maybe_finish()
+
+        rt = asyncio.ensure_future(reader())
+        try:
+            end = False
+            while not end:
+                item = await q.get()
+                if item is _SENTINEL_END:
+                    break
+                replies = item if type(item) is list else [item]
+                size = sum(len(r) for r in replies)
+                while size < MAX_REPLY_BATCH_BYTES and not q.empty():
+                    item = q.get_nowait()
+                    if item is _SENTINEL_END:
+                        end = True
+                        break
+                    if type(item) is list:
+                        replies.extend(item)
+                        size += sum(len(r) for r in item)
+                    else:
+                        replies.append(item)
+                        size += len(item)
+                yield _wire.reply_batch(replies)
+        finally:
+            self.call_streams.discard(st)
+            if not rt.done():
+                rt.cancel()
+
     def _dispatch(self, req, st: _CallStreamState) -> None:
         pb = self.pb
         rid = req.request_id
@@ -607,12 +748,13 @@ class Servicer:
                 result_json=rj, binary_results=bins))
         return pb.CallReply(request_id=rid, error=self._error_pb(payload))
 
-    async def _run_call(self, req, st: _CallStreamState) -> None:
+    async def _run_call(self, req, st: _CallStreamState, put=None) -> None:
         pb = self.pb
         rid = req.request_id
+        if put is None:
+            put = st.queue.put_nowait
         try:
             if req.stream:
-                put = st.queue.put_nowait
 
                 async def sink(seq, data):
                     put(pb.CallReply(request_id=rid, chunk=pb.CallChunk(data_json=data,
@@ -629,10 +771,10 @@ class Servicer:
                 ok, payload = await self.d.call(
                     req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
                     req.traceparent, req.timeout_ms)
-                st.queue.put_nowait(self._reply(rid, ok, payload))
+                put(self._reply(rid, ok, payload))
         except Exception as e:  # noqa: BLE001 - must always answer
             log.exception("internal error running %s", req.tool_name)
-            st.queue.put_nowait(pb.CallReply(request_id=rid, error=pb.ToolError(
+            put(pb.CallReply(request_id=rid, error=pb.ToolError(
                 type="InternalError", message=repr(e), traceback=traceback.format_exc())))
         finally:
             st.pending -= 1
@@ -748,6 +890,13 @@ class Servicer:
                 self.telemetry_done.set()
 
 
+def _serialized(put):
+    """A put for CallBatchStream's queue: protobuf replies go in serialized."""
+    def put_bytes(msg) -> None:
+        put(msg.SerializeToString())
+    return put_bytes
+
+
 def _ser(msg) -> bytes:
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
@@ -775,6 +924,7 @@ def build_handler(servicer: Servicer, pb):
         "ExecuteTool": uu(s.ExecuteTool, pb.ExecuteToolRequest),
         "ExecuteStreamingTool": us(s.ExecuteStreamingTool, pb.ExecuteToolRequest),
         "CallStream": ss(s.CallStream, pb.CallRequest),
+        "CallBatchStream": ss(s.CallBatchStream, pb.CallBatch),
         "TelemetryStream": ss(s.TelemetryStream, pb.TelemetryControl),
         "StreamTelemetry": ss(s.StreamTelemetry, pb.TelemetryControl),
     }

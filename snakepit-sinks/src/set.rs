@@ -176,20 +176,9 @@ impl SinkSet {
 
     /// Flushes every sink, sharing one deadline.
     pub fn flush(&self, timeout: Duration) -> Result<(), Vec<SinkError>> {
-        let deadline = Instant::now() + timeout;
-        let errors: Vec<SinkError> = self
-            .sinks
-            .iter()
-            .filter_map(|(_, s)| {
-                s.flush(deadline.saturating_duration_since(Instant::now()))
-                    .err()
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        within(timeout, self.sinks.iter().map(|(_, s)| s), |s, left| {
+            s.flush(left)
+        })
     }
 
     /// Detaches every sink, then flushes and shuts them down, all within
@@ -199,18 +188,35 @@ impl SinkSet {
         for (id, _) in &self.sinks {
             let _ = self.telemetry.detach(id);
         }
-        let errors: Vec<SinkError> = self
-            .sinks
-            .drain(..)
-            .filter_map(|(_, s)| {
-                s.shutdown(deadline.saturating_duration_since(Instant::now()))
-                    .err()
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        let sinks: Vec<(String, Arc<dyn Sink>)> = self.sinks.drain(..).collect();
+        within(
+            deadline.saturating_duration_since(Instant::now()),
+            sinks.iter().map(|(_, s)| s),
+            |s, left| s.shutdown(left),
+        )
+    }
+}
+
+/// Runs `f` on each sink with what is left of one shared deadline, and
+/// collects the errors.
+fn within<'a>(
+    timeout: Duration,
+    sinks: impl Iterator<Item = &'a Arc<dyn Sink>>,
+    f: impl Fn(&dyn Sink, Duration) -> Result<(), SinkError>,
+) -> Result<(), Vec<SinkError>> {
+    let deadline = Instant::now() + timeout;
+    let errors: Vec<SinkError> = sinks
+        .filter_map(|s| {
+            f(
+                s.as_ref(),
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .err()
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
