@@ -286,22 +286,24 @@ def _u64_field(tag: int, v: int) -> bytes:
     return _SMALL[tag] + varint(v)
 
 
+# CallTelemetry fields 1-7 (fixed32 / sfixed64 / fixed64) in one pack.
+_pack_call_tel = struct.Struct("<BIBqBQBqBQBQBQ").pack
+_pack_tool_span = struct.Struct("<BQ").pack
+
+
 def call_telemetry(emit: int, call_start_ns: int, call_duration_ns: int, tool_start_ns: int,
                    tool_duration_ns: int, call_span_id: int, call_parent_span_id: int,
                    trace_id: str, tool_span_id: int, error_type: str = "",
                    tool_error_type: str = "", tool_error_message: str = "") -> bytes:
     """One serialized CallTelemetry message body."""
-    out = b"".join((
-        _u64_field(0x08, emit),
-        _u64_field(0x10, call_start_ns),
-        _u64_field(0x18, call_duration_ns),
-        _u64_field(0x20, tool_start_ns),
-        _u64_field(0x28, tool_duration_ns),
-        _u64_field(0x30, call_span_id),
-        _u64_field(0x38, call_parent_span_id),
-        string_field(0x42, trace_id) if trace_id else b"",
-        _u64_field(0x48, tool_span_id),
-    ))
+    out = _pack_call_tel(
+        0x0D, emit, 0x11, call_start_ns, 0x19, call_duration_ns, 0x21, tool_start_ns,
+        0x29, tool_duration_ns, 0x31, call_span_id, 0x39, call_parent_span_id,
+    )
+    if trace_id:
+        out += string_field(0x42, trace_id)
+    if tool_span_id:
+        out += _pack_tool_span(0x49, tool_span_id)
     if error_type:
         out += string_field(0x52, error_type)
     if tool_error_type:

@@ -100,30 +100,66 @@ def _json_default(o: Any):
     raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+_dumps = _encoder.encode
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _make_fast_dumps():
+    """JSONEncoder.encode builds its C encoder on every call; build it once.
+
+    Same output as ``_dumps`` (compact separators, ensure_ascii, allow_nan).
+    The shared encoder has no circular-reference markers: a value that
+    recurses too deep is encoded again by ``_dumps``, which names the cycle.
+    """
+    if _c_make_encoder is None:
+        return _dumps
+    basestring = json.encoder.encode_basestring_ascii
+    enc = _c_make_encoder(None, _json_default, basestring, None, ":", ",", False, False, True)
+
+    def dumps(o) -> str:
+        if type(o) is str:
+            return basestring(o)
+        try:
+            return "".join(enc(o, 0))
+        except RecursionError:
+            return _dumps(o)
+
+    return dumps
+
+
+_fast_dumps = _make_fast_dumps()
+_BINARY = (bytes, bytearray, memoryview)
 
 
 def encode_result(value: Any):
     """Return (result_json bytes, binary_results dict)."""
     binaries: Dict[str, bytes] = {}
-    if isinstance(value, dict):
-        if any(isinstance(v, (bytes, bytearray, memoryview)) for v in value.values()):
-            value = dict(value)
-            for k in [k for k, v in value.items() if isinstance(v, (bytes, bytearray,
-                                                                    memoryview))]:
-                binaries[str(k)] = bytes(value.pop(k))
-    elif isinstance(value, (bytes, bytearray, memoryview)):
+    t = type(value)
+    if t is dict or isinstance(value, dict):
+        for v in value.values():
+            if isinstance(v, _BINARY):
+                value = dict(value)
+                for k in [k for k, v in value.items() if isinstance(v, _BINARY)]:
+                    binaries[str(k)] = bytes(value.pop(k))
+                break
+    elif isinstance(value, _BINARY):
         return b"null", {"result": bytes(value)}
     try:
-        return _dumps(value).encode("utf-8"), binaries
+        return _fast_dumps(value).encode("utf-8"), binaries
     except (TypeError, ValueError) as e:
         raise ToolFailure("EncodeError", f"tool result is not JSON-encodable: {e}") from e
 
 
+_loads = json.loads
+
+
 def decode_args(args_json: bytes, binary: Optional[Dict[str, bytes]]) -> Dict[str, Any]:
-    if args_json:
+    if args_json == b"{}":
+        args = {}
+    elif args_json:
         try:
-            args = json.loads(args_json)
+            args = _loads(args_json)
         except ValueError as e:
             raise ToolFailure("InvalidArguments", f"args_json is not valid JSON: {e}") from e
         if not isinstance(args, dict):
@@ -457,16 +493,20 @@ class Dispatcher:
 
 
 class _CallStreamState:
-    __slots__ = ("queue", "pending", "reader_done", "closed")
+    __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.pending = 0
         self.reader_done = False
         self.closed = False
+        # CallBatchStream: serialized replies not yet written; a write running.
+        self.out: list = []
+        self.flushing = False
 
     def maybe_finish(self) -> None:
-        if self.reader_done and self.pending == 0 and not self.closed:
+        if (self.reader_done and self.pending == 0 and not self.closed and not self.out
+                and not self.flushing):
             self.closed = True
             self.queue.put_nowait(_SENTINEL_END)
 
@@ -657,19 +697,52 @@ class Servicer:
         del pb
 
     async def CallBatchStream(self, request_iterator, context):
-        """CallStream with batched messages; inline calls answered while reading."""
+        """CallStream with batched messages.
+
+        Inline calls are answered while reading (no task per call); other
+        calls run as tasks. Serialized replies collect in ``st.out``; one
+        writer task at a time sends everything waiting as one CallReplyBatch,
+        so replies that arrive during a write go together in the next one.
+        """
         if not await self._auth(context):
             return
         st = _CallStreamState()
         self.call_streams.add(st)
-        q = st.queue
         d = self.d
         tools = d.tools
+        out = st.out
+        write = context.write
+
+        async def flush():
+            try:
+                while out:
+                    n, size = 0, 0
+                    while n < len(out) and size < MAX_REPLY_BATCH_BYTES:
+                        size += len(out[n])
+                        n += 1
+                    replies = out[:n]
+                    del out[:n]
+                    await write(_wire.reply_batch(replies))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client went away
+                log.debug("call batch stream write failed: %r", e)
+                out.clear()
+                st.closed = True
+                st.queue.put_nowait(_SENTINEL_END)
+            finally:
+                st.flushing = False
+                st.maybe_finish()
+
+        def put(msg) -> None:
+            out.append(msg.SerializeToString())
+            if not st.flushing:
+                st.flushing = True
+                self._track(flush())
 
         async def reader():
             try:
                 async for batch in request_iterator:
-                    out = []
                     for req in batch.calls:
                         if d.draining:
                             out.append(_wire.reply_error(
@@ -687,9 +760,10 @@ class Servicer:
                                     traceback.format_exc()))
                             continue
                         st.pending += 1
-                        self._track(self._run_call(req, st, _serialized(q.put_nowait)))
-                    if out:
-                        q.put_nowait(out)
+                        self._track(self._run_call(req, st, put))
+                    if out and not st.flushing:
+                        st.flushing = True
+                        self._track(flush())
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the client went away
@@ -700,25 +774,15 @@ class Servicer:
 
         rt = asyncio.ensure_future(reader())
         try:
-            end = False
-            while not end:
-                item = await q.get()
-                if item is _SENTINEL_END:
-                    break
-                replies = item if type(item) is list else [item]
-                size = sum(len(r) for r in replies)
-                while size < MAX_REPLY_BATCH_BYTES and not q.empty():
-                    item = q.get_nowait()
-                    if item is _SENTINEL_END:
-                        end = True
-                        break
-                    if type(item) is list:
-                        replies.extend(item)
-                        size += sum(len(r) for r in item)
-                    else:
-                        replies.append(item)
-                        size += len(item)
-                yield _wire.reply_batch(replies)
+            await st.queue.get()  # _SENTINEL_END: all answered, or closing
+            # Closing: replies already computed still go out (bounded wait).
+            deadline = time.monotonic() + 1.0
+            while (out or st.flushing) and time.monotonic() < deadline:
+                if st.flushing:
+                    await asyncio.sleep(0.001)
+                else:
+                    st.flushing = True
+                    await flush()
         finally:
             self.call_streams.discard(st)
             if not rt.done():
@@ -888,13 +952,6 @@ class Servicer:
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()
-
-
-def _serialized(put):
-    """A put for CallBatchStream's queue: protobuf replies go in serialized."""
-    def put_bytes(msg) -> None:
-        put(msg.SerializeToString())
-    return put_bytes
 
 
 def _ser(msg) -> bytes:

@@ -1,5 +1,7 @@
-//! The persistent, multiplexed call stream (`CallStream` RPC): many calls in
-//! flight on one HTTP/2 stream, matched to their replies by request id.
+//! The persistent, multiplexed call stream (`CallBatchStream` RPC): many
+//! calls in flight on one HTTP/2 stream, matched to their replies by request
+//! id. Requests queued at the moment a message is sent travel together in
+//! one `CallBatch`; the worker answers with `CallReplyBatch`es.
 //!
 //! A reader task owns the response side. When the stream breaks (worker
 //! killed, connection reset) every pending call fails at once with
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::{RecvStream, Rpc};
+use crate::channel::{BatchStream, Rpc};
 use crate::error::{from_status, CallError};
 use crate::proto::{self, call_reply::Body};
 
@@ -26,8 +28,15 @@ pub(crate) enum StreamItem {
     Error(CallError),
 }
 
+/// The final reply of a non-streaming call: its outcome and the worker's
+/// call telemetry (`CallReply.telemetry`), if it sent any.
+pub(crate) type UnaryReply = (
+    Result<proto::ToolResult, CallError>,
+    Option<proto::CallTelemetry>,
+);
+
 pub(crate) enum Pending {
-    Unary(oneshot::Sender<Result<proto::ToolResult, CallError>>),
+    Unary(oneshot::Sender<UnaryReply>),
     Stream(mpsc::UnboundedSender<StreamItem>),
 }
 
@@ -35,11 +44,20 @@ impl Pending {
     fn fail(self, e: CallError) {
         match self {
             Pending::Unary(tx) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send((Err(e), None));
             }
             Pending::Stream(tx) => {
                 let _ = tx.send(StreamItem::Error(e));
             }
+        }
+    }
+
+    fn fail_with(self, e: CallError, telemetry: Option<proto::CallTelemetry>) {
+        match self {
+            Pending::Unary(tx) => {
+                let _ = tx.send((Err(e), telemetry));
+            }
+            stream => stream.fail(e),
         }
     }
 }
@@ -79,14 +97,22 @@ impl Shared {
         }
     }
 
+    /// Hands every reply of one batch to its waiting call.
+    fn deliver_batch(&self, batch: proto::CallReplyBatch) {
+        for reply in batch.replies {
+            self.deliver(reply);
+        }
+    }
+
     fn deliver(&self, reply: proto::CallReply) {
         let id = reply.request_id;
+        let telemetry = reply.telemetry;
         match reply.body {
             Some(Body::Result(r)) => {
                 if let Some(p) = self.lock().pending.remove(&id) {
                     match p {
                         Pending::Unary(tx) => {
-                            let _ = tx.send(Ok(r));
+                            let _ = tx.send((Ok(r), telemetry));
                         }
                         Pending::Stream(tx) => {
                             let _ = tx.send(StreamItem::Error(CallError::protocol(
@@ -98,7 +124,7 @@ impl Shared {
             }
             Some(Body::Error(e)) => {
                 if let Some(p) = self.lock().pending.remove(&id) {
-                    p.fail(tool_error(e));
+                    p.fail_with(tool_error(e), telemetry);
                 }
             }
             Some(Body::Chunk(c)) => {
@@ -114,9 +140,10 @@ impl Shared {
                             let _ = tx.send(StreamItem::End);
                         }
                         Pending::Unary(tx) => {
-                            let _ = tx.send(Err(CallError::protocol(
-                                "worker ended a unary call as a stream",
-                            )));
+                            let _ = tx.send((
+                                Err(CallError::protocol("worker ended a unary call as a stream")),
+                                None,
+                            ));
                         }
                     }
                 }
@@ -177,13 +204,13 @@ impl CallStream {
         });
         let reader = shared.clone();
         tokio::spawn(async move {
-            let reason = match rpc.call_stream(RecvStream(rx)).await {
+            let reason = match rpc.call_batch_stream(BatchStream::new(rx)).await {
                 Ok(response) => {
                     on_open();
                     let mut replies = response.into_inner();
                     loop {
                         match replies.message().await {
-                            Ok(Some(reply)) => reader.deliver(reply),
+                            Ok(Some(batch)) => reader.deliver_batch(batch),
                             Ok(None) => break "the worker closed the call stream".to_string(),
                             Err(status) => break from_status(&status, None).to_string(),
                         }

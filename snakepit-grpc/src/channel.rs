@@ -17,6 +17,7 @@ use crate::address::WorkerAddress;
 use crate::error::CallError;
 use crate::options::ConnectOptions;
 use crate::proto::bridge_service_client::BridgeServiceClient;
+use crate::proto::{CallBatch, CallRequest};
 
 /// The generated client over the channel, with the token interceptor.
 pub(crate) type Rpc = BridgeServiceClient<InterceptedService<Channel, TokenAuth>>;
@@ -116,5 +117,108 @@ impl<T> futures_core::Stream for RecvStream<T> {
     type Item = T;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.poll_recv(cx)
+    }
+}
+
+/// Requests coalesced into one `CallBatch` per request-stream message.
+const MAX_BATCH_CALLS: usize = 1024;
+/// A batch stops growing at about this many payload bytes.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Scheduler turns a batch waits at most, and only while it keeps growing.
+const MAX_YIELDS: u32 = 3;
+
+/// The call requests queued in an mpsc channel as a `Stream` of
+/// `CallBatch`es: each item takes every request ready at that moment (up to
+/// [`MAX_BATCH_CALLS`] / [`MAX_BATCH_BYTES`]).
+///
+/// Callers woken by the replies of one batch send their next requests a
+/// moment apart; taking only the first would send batches of one. So after
+/// taking what is queued, the stream yields to the scheduler (wakes itself
+/// and returns `Pending`) and then takes what arrived meanwhile, yielding
+/// again while the batch grows (at most [`MAX_YIELDS`] turns). That costs a
+/// lone request one scheduler turn, never a wait for more requests.
+pub(crate) struct BatchStream {
+    rx: mpsc::Receiver<CallRequest>,
+    held: Vec<CallRequest>,
+    held_bytes: usize,
+    yields: u32,
+}
+
+impl BatchStream {
+    pub(crate) fn new(rx: mpsc::Receiver<CallRequest>) -> Self {
+        BatchStream {
+            rx,
+            held: Vec::new(),
+            held_bytes: 0,
+            yields: 0,
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.held.len() < MAX_BATCH_CALLS && self.held_bytes < MAX_BATCH_BYTES {
+            match self.rx.try_recv() {
+                Ok(r) => {
+                    self.held_bytes += approx_size(&r);
+                    self.held.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn take(&mut self) -> CallBatch {
+        self.held_bytes = 0;
+        self.yields = 0;
+        CallBatch {
+            calls: std::mem::take(&mut self.held),
+        }
+    }
+}
+
+fn approx_size(r: &CallRequest) -> usize {
+    r.args_json.len()
+        + r.tool_name.len()
+        + r.correlation_id.len()
+        + r.traceparent.len()
+        + r.binary_parameters
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + 32
+}
+
+impl futures_core::Stream for BatchStream {
+    type Item = CallBatch;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CallBatch>> {
+        let this = &mut *self;
+        if !this.held.is_empty() {
+            // A later turn: add what arrived while we yielded; yield again
+            // (at most MAX_YIELDS times) while the batch keeps growing.
+            let before = this.held.len();
+            this.drain();
+            let grew = this.held.len() > before;
+            let full = this.held.len() >= MAX_BATCH_CALLS || this.held_bytes >= MAX_BATCH_BYTES;
+            if grew && !full && this.yields < MAX_YIELDS {
+                this.yields += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            return Poll::Ready(Some(this.take()));
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(r)) => {
+                this.held_bytes = approx_size(&r);
+                this.held.push(r);
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        }
+        this.drain();
+        if this.held.len() >= MAX_BATCH_CALLS || this.held_bytes >= MAX_BATCH_BYTES {
+            return Poll::Ready(Some(this.take()));
+        }
+        this.yields = 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

@@ -8,6 +8,7 @@ use snakepit_telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::call_events::CallEvents;
 use crate::call_span::CallSpan;
 use crate::calls::{CallStream, Pending};
 use crate::channel::{self, Rpc};
@@ -292,10 +293,13 @@ impl WorkerClient {
         let (tx, rx) = oneshot::channel();
         let call = async {
             let guard = stream.send(request, Pending::Unary(tx)).await?;
-            let reply = rx
+            let (reply, worker_events) = rx
                 .await
                 .map_err(|_| CallError::unavailable("the call stream went away"))?;
             drop(guard);
+            if let Some(t) = &worker_events {
+                self.call_events().emit(tool, span.correlation.as_str(), t);
+            }
             reply
         };
         let reply = match opts.timeout {
@@ -305,6 +309,16 @@ impl WorkerClient {
             None => call.await?,
         };
         decode_result(tool, &reply.result_json, reply.binary_results)
+    }
+
+    fn call_events(&self) -> CallEvents<'_> {
+        CallEvents {
+            telemetry: &self.inner.telemetry,
+            stats: &self.inner.stats,
+            worker_id: &self.inner.worker_id,
+            pool_name: &self.inner.options.pool_name,
+            python_pid: self.inner.python_pid,
+        }
     }
 
     /// Runs a streaming tool on the persistent call stream. The stream

@@ -97,6 +97,11 @@ pub(crate) struct StatCounters {
 }
 
 impl StatCounters {
+    /// Counts events emitted from call replies as folded.
+    pub(crate) fn count_folded(&self, n: u64) {
+        self.folded.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> TelemetryStats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TelemetryStats {

@@ -4,7 +4,11 @@
 //! (`proto/snakepit_bridge.proto`, package `snakepit.bridge`):
 //!
 //! * [`WorkerClient::execute`] / [`WorkerClient::execute_stream`]: tool
-//!   calls on one persistent, multiplexed `CallStream` (the fast path);
+//!   calls on one persistent, multiplexed `CallBatchStream` (the fast
+//!   path: requests queued at the same moment share one message, and so do
+//!   replies; an inline tool's `python.call.*` / `python.tool.execution.*`
+//!   events ride on its reply and are emitted by the host, see
+//!   `call_events.rs`);
 //!   [`WorkerClient::execute_unary`] / [`WorkerClient::execute_stream_unary`]
 //!   use one RPC per call. Arguments and results are JSON values plus
 //!   optional binary payloads (see the proto for the encoding).
@@ -25,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod call_events;
 mod call_span;
 mod calls;
 mod channel;
