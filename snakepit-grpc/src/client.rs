@@ -420,6 +420,14 @@ impl WorkerClient {
         self.inner.stats.snapshot()
     }
 
+    /// Tells the client that the worker is about to be stopped on purpose
+    /// (e.g. SIGTERM at shutdown): its streams ending is then not reported
+    /// as a lost connection. Calls keep working until the worker goes;
+    /// call [`WorkerClient::close`] afterwards.
+    pub fn expect_stop(&self) {
+        self.inner.link.expect_stop();
+    }
+
     /// Stops the telemetry task; calls in flight fail with `Unavailable`;
     /// later calls fail fast. Idempotent.
     pub async fn close(&self) {

@@ -14,6 +14,8 @@ pub(crate) struct Link {
     address: String,
     connected: AtomicBool,
     closed: AtomicBool,
+    /// The worker is being stopped on purpose: its streams ending is expected.
+    stopping: AtomicBool,
     lost_at: Mutex<Option<Instant>>,
 }
 
@@ -25,6 +27,7 @@ impl Link {
             address,
             connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             lost_at: Mutex::new(None),
         }
     }
@@ -35,6 +38,11 @@ impl Link {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the worker as being stopped on purpose.
+    pub(crate) fn expect_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// Marks the client closed; returns false if it already was.
@@ -58,7 +66,10 @@ impl Link {
     /// Something broke (call stream or telemetry stream). Emits
     /// `grpc.connection.lost` once per loss, never after `close`.
     pub(crate) fn lost(&self, reason: &str) {
-        if self.is_closed() || !self.connected.swap(false, Ordering::AcqRel) {
+        if self.is_closed()
+            || self.stopping.load(Ordering::Acquire)
+            || !self.connected.swap(false, Ordering::AcqRel)
+        {
             return;
         }
         *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());

@@ -202,6 +202,7 @@ pub(crate) async fn run_slot(
         shared.dispatch.worker_down(&live);
         match ended {
             Ended::Stop => {
+                client.expect_stop();
                 let how = match process.as_mut() {
                     Some(p) => p.terminate(shared.config.grace_period).await,
                     None => "disconnected".to_string(),
@@ -273,6 +274,7 @@ pub(crate) async fn run_slot(
 
 /// A worker started while the pool was stopping: stop it again.
 async fn stop_started(shared: &Shared, slot: usize, started: Started) {
+    started.client.expect_stop();
     if let Some(mut p) = started.process {
         p.terminate(shared.config.grace_period).await;
     }

@@ -13,6 +13,7 @@ use snakepit_telemetry::Telemetry;
 async fn start_emits_spawn_events_and_initialized_then_shutdown_leaves_no_process() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
+    let conn = Recorder::attach(&telemetry, "conn", "snakepit.grpc.connection.*");
     let pool = Pool::start(telemetry.clone(), config("life", 2))
         .await
         .unwrap();
@@ -64,6 +65,9 @@ async fn start_emits_spawn_events_and_initialized_then_shutdown_leaves_no_proces
         assert!(int(e, "lifetime") > 0);
         assert!(int(e, "total_commands") >= 0);
     }
+    // A planned stop is not a lost connection.
+    assert_eq!(conn.named("snakepit.grpc.connection.established").len(), 2);
+    assert!(conn.named("snakepit.grpc.connection.lost").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
