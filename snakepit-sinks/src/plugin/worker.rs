@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use snakepit_sink_abi as abi;
 
 use super::library::Entry;
@@ -189,8 +189,9 @@ pub(crate) fn run(
     }
     let mut last_report = Instant::now();
     let mut since_check = 0u32;
+    let mut idle_polls = 0u32;
     loop {
-        match rx.recv_timeout(REPORT_INTERVAL) {
+        match next_msg(&rx, &mut idle_polls) {
             Ok(Msg::Event(event)) => {
                 instance.emit(&event);
                 since_check += 1;
@@ -228,3 +229,36 @@ pub(crate) fn run(
         }
     }
 }
+
+/// Polls before it parks: while events keep coming (at least one per
+/// `IDLE_POLL` x `IDLE_POLLS_BEFORE_PARK`), the thread sleeps between short
+/// polls instead of blocking on the channel, so producers never pay for
+/// waking it (a futex wake per event was most of the host-side cost). Once
+/// idle, it blocks, and the next event wakes it once.
+fn next_msg(rx: &Receiver<Msg>, idle_polls: &mut u32) -> Result<Msg, RecvTimeoutError> {
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => {
+                *idle_polls = 0;
+                return Ok(msg);
+            }
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) if *idle_polls < IDLE_POLLS_BEFORE_PARK => {
+                *idle_polls += 1;
+                std::thread::sleep(IDLE_POLL);
+            }
+            Err(TryRecvError::Empty) => {
+                let msg = rx.recv_timeout(REPORT_INTERVAL);
+                if msg.is_ok() {
+                    *idle_polls = 0;
+                }
+                return msg;
+            }
+        }
+    }
+}
+
+/// Sleep between polls of an empty queue.
+const IDLE_POLL: Duration = Duration::from_millis(1);
+/// Empty polls before the thread parks on the channel.
+const IDLE_POLLS_BEFORE_PARK: u32 = 20;
