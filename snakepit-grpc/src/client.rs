@@ -72,7 +72,7 @@ impl std::fmt::Debug for WorkerClient {
     }
 }
 
-pub(crate) fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
+fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
     match args {
         serde_json::Value::Null => Ok(b"{}".to_vec()),
         serde_json::Value::Object(_) => serde_json::to_vec(args)
@@ -117,7 +117,7 @@ pub(crate) fn decode_result(
     })
 }
 
-pub(crate) fn timeout_ms(t: Option<Duration>) -> u64 {
+fn timeout_ms(t: Option<Duration>) -> u64 {
     t.map_or(0, |t| (t.as_millis() as u64).max(1))
 }
 
@@ -229,7 +229,7 @@ impl WorkerClient {
         Ok(stream)
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         tool: &str,
         args: &serde_json::Value,

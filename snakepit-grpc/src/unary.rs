@@ -8,7 +8,7 @@ use tonic::Request;
 use crate::call_span::CallSpan;
 use crate::calls::tool_error;
 use crate::chunks::{ChunkStream, Source};
-use crate::client::{decode_result, encode_args, timeout_ms, WorkerClient};
+use crate::client::{decode_result, WorkerClient};
 use crate::error::{from_status, CallError};
 use crate::options::{CallOptions, ToolOutput};
 use crate::proto;
@@ -37,18 +37,16 @@ impl WorkerClient {
         span: &CallSpan,
         stream: bool,
     ) -> Result<Request<proto::ExecuteToolRequest>, CallError> {
+        // The same fields as a call-stream request, in the unary message.
+        let r = self.request(tool, args, opts, span, stream)?;
         let message = proto::ExecuteToolRequest {
-            tool_name: tool.to_string(),
-            args_json: encode_args(tool, args)?,
-            binary_parameters: opts
-                .binary
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            correlation_id: span.correlation.as_str().to_string(),
-            traceparent: span.traceparent.clone(),
-            timeout_ms: timeout_ms(opts.timeout),
-            stream,
+            tool_name: r.tool_name,
+            args_json: r.args_json,
+            binary_parameters: r.binary_parameters,
+            correlation_id: r.correlation_id,
+            traceparent: r.traceparent,
+            timeout_ms: r.timeout_ms,
+            stream: r.stream,
             ..Default::default()
         };
         Ok(self.unary_request(message, span))
