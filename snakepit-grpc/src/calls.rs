@@ -38,7 +38,17 @@ pub(crate) type UnaryReply = (
 pub(crate) enum Pending {
     Unary(oneshot::Sender<UnaryReply>),
     Stream(mpsc::UnboundedSender<StreamItem>),
+    /// The caller stopped waiting (timeout, dropped future); the worker's
+    /// call telemetry, when the reply comes, still goes to this function so
+    /// the call's events are not lost.
+    Abandoned(LateReply),
 }
+
+/// Emits a call's events from a reply nobody waits for any more.
+pub(crate) type LateReply = Box<dyn FnOnce(proto::CallTelemetry) + Send>;
+
+/// Abandoned calls kept per stream, waiting for their late replies.
+const MAX_ABANDONED: usize = 10_000;
 
 impl Pending {
     fn fail(self, e: CallError) {
@@ -49,6 +59,7 @@ impl Pending {
             Pending::Stream(tx) => {
                 let _ = tx.send(StreamItem::Error(e));
             }
+            Pending::Abandoned(_) => {}
         }
     }
 
@@ -56,6 +67,11 @@ impl Pending {
         match self {
             Pending::Unary(tx) => {
                 let _ = tx.send((Err(e), telemetry));
+            }
+            Pending::Abandoned(late) => {
+                if let Some(t) = telemetry {
+                    late(t);
+                }
             }
             stream => stream.fail(e),
         }
@@ -66,6 +82,18 @@ struct State {
     /// `Some(reason)` once the stream is broken.
     broken: Option<String>,
     pending: HashMap<u64, Pending>,
+    /// How many of `pending` are `Abandoned`.
+    abandoned: usize,
+}
+
+impl State {
+    fn take(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id);
+        if matches!(p, Some(Pending::Abandoned(_))) {
+            self.abandoned -= 1;
+        }
+        p
+    }
 }
 
 pub(crate) struct Shared {
@@ -81,8 +109,18 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn forget(&self, id: u64) {
-        self.lock().pending.remove(&id);
+    pub(crate) fn forget(&self, id: u64, late: Option<LateReply>) {
+        let mut st = self.lock();
+        let room = st.abandoned < MAX_ABANDONED;
+        match (st.pending.get_mut(&id), late) {
+            (Some(p @ Pending::Unary(_)), Some(late)) if room => {
+                *p = Pending::Abandoned(late);
+                st.abandoned += 1;
+            }
+            _ => {
+                st.take(id);
+            }
+        }
     }
 
     fn fail_all(&self, reason: String) {
@@ -90,6 +128,7 @@ impl Shared {
             let mut st = self.lock();
             self.alive.store(false, Ordering::Release);
             st.broken.get_or_insert(reason.clone());
+            st.abandoned = 0;
             std::mem::take(&mut st.pending)
         };
         for (_, p) in pending {
@@ -109,10 +148,16 @@ impl Shared {
         let telemetry = reply.telemetry;
         match reply.body {
             Some(Body::Result(r)) => {
-                if let Some(p) = self.lock().pending.remove(&id) {
+                let p = self.lock().take(id);
+                if let Some(p) = p {
                     match p {
                         Pending::Unary(tx) => {
                             let _ = tx.send((Ok(r), telemetry));
+                        }
+                        Pending::Abandoned(late) => {
+                            if let Some(t) = telemetry {
+                                late(t);
+                            }
                         }
                         Pending::Stream(tx) => {
                             let _ = tx.send(StreamItem::Error(CallError::protocol(
@@ -123,7 +168,8 @@ impl Shared {
                 }
             }
             Some(Body::Error(e)) => {
-                if let Some(p) = self.lock().pending.remove(&id) {
+                let p = self.lock().take(id);
+                if let Some(p) = p {
                     p.fail_with(tool_error(e), telemetry);
                 }
             }
@@ -134,11 +180,13 @@ impl Shared {
                 }
             }
             Some(Body::End(_)) => {
-                if let Some(p) = self.lock().pending.remove(&id) {
+                let p = self.lock().take(id);
+                if let Some(p) = p {
                     match p {
                         Pending::Stream(tx) => {
                             let _ = tx.send(StreamItem::End);
                         }
+                        Pending::Abandoned(_) => {}
                         Pending::Unary(tx) => {
                             let _ = tx.send((
                                 Err(CallError::protocol("worker ended a unary call as a stream")),
@@ -149,7 +197,8 @@ impl Shared {
                 }
             }
             None => {
-                if let Some(p) = self.lock().pending.remove(&id) {
+                let p = self.lock().take(id);
+                if let Some(p) = p {
                     p.fail(CallError::protocol("worker sent a reply with no body"));
                 }
             }
@@ -170,11 +219,20 @@ pub(crate) fn tool_error(e: proto::ToolError) -> CallError {
 pub(crate) struct PendingGuard {
     shared: Arc<Shared>,
     id: u64,
+    late: Option<LateReply>,
+}
+
+impl PendingGuard {
+    /// What to do with the worker's call telemetry if the caller stops
+    /// waiting before the reply arrives.
+    pub(crate) fn on_late_reply(&mut self, late: LateReply) {
+        self.late = Some(late);
+    }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.shared.forget(self.id);
+        self.shared.forget(self.id, self.late.take());
     }
 }
 
@@ -198,6 +256,7 @@ impl CallStream {
             state: Mutex::new(State {
                 broken: None,
                 pending: HashMap::new(),
+                abandoned: 0,
             }),
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
@@ -259,6 +318,7 @@ impl CallStream {
         let guard = PendingGuard {
             shared: self.shared.clone(),
             id,
+            late: None,
         };
         request.request_id = id;
         if self.tx.send(request).await.is_err() {

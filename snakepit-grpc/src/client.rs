@@ -292,7 +292,13 @@ impl WorkerClient {
         let stream = self.call_stream()?;
         let (tx, rx) = oneshot::channel();
         let call = async {
-            let guard = stream.send(request, Pending::Unary(tx)).await?;
+            let mut guard = stream.send(request, Pending::Unary(tx)).await?;
+            // If this call stops waiting (timeout), its events still come.
+            let (client, tool_name) = (self.clone(), tool.to_string());
+            let correlation = span.correlation.as_str().to_string();
+            guard.on_late_reply(Box::new(move |t| {
+                client.call_events().emit(&tool_name, &correlation, &t);
+            }));
             let (reply, worker_events) = rx
                 .await
                 .map_err(|_| CallError::unavailable("the call stream went away"))?;

@@ -109,3 +109,36 @@ async fn a_failing_inline_call_reports_its_exception_events_on_the_reply() {
     .await;
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_times_out_still_gets_the_calls_events() {
+    let worker = Worker::start(SHOWCASE, "w-late");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.python.call.*"]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    let opts = CallOptions {
+        timeout: Some(Duration::from_millis(50)),
+        correlation_id: Some(CorrelationId::new("corr-late")),
+        ..CallOptions::default()
+    };
+    let err = client
+        .execute("inline_sleep", json!({"ms": 400}), opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Timeout { .. }), "{err}");
+    // The reply comes after the caller gave up; its events are not lost.
+    rec.wait_for("late python.call.stop", Duration::from_secs(10), |s| {
+        s.iter().any(|e| {
+            e.name == "snakepit.python.call.stop" && e.meta("command") == Some("inline_sleep")
+        })
+    })
+    .await;
+    let stop = rec.named("snakepit.python.call.stop")[0].clone();
+    assert_eq!(stop.correlation_id.as_deref(), Some("corr-late"));
+    assert_eq!(stop.meta("worker_id"), Some("w-late"));
+    assert!(stop.measurement("duration").is_some());
+    assert_eq!(rec.named("snakepit.python.call.start").len(), 1);
+    client.close().await;
+}

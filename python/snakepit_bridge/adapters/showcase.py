@@ -41,6 +41,12 @@ class ShowcaseAdapter(BaseAdapter):
     def echo(self, **kwargs: Any) -> Dict[str, Any]:
         return kwargs
 
+    @tool(description="Blocks the event loop for ms milliseconds (a misbehaving inline tool)",
+          inline=True)
+    def inline_sleep(self, ms: float = 10) -> Dict[str, Any]:
+        time.sleep(float(ms) / 1000.0)
+        return {"slept_ms": ms}
+
     @tool(description="Adds two numbers", inline=True)
     def add(self, a: float, b: float) -> float:
         return a + b
