@@ -452,22 +452,8 @@ def emit(
 
 def _emit_span_event(name, measurements, metadata, cid, ctx) -> None:
     """Like emit, for span start/stop/exception: keyed on the span, carries span_name."""
-    d = _decisions.get(name)
-    if d is None:
-        d = _decide(name)
-    if d:
-        if d < 0:
-            _DROP_NEXT[d]()
-            return
-        if cid:
-            h = _cid_hash.get(cid)
-            if h is None:
-                h = _hash_cid(cid)
-        else:
-            h = (ctx[0] * _MIX) & _MASK
-        if h >= d:
-            _next_sampled()
-            return
+    if not span_event_kept(name, cid, ctx[0]):
+        return
     if len(_buf) >= _cap:
         _next_full()
         return

@@ -346,6 +346,18 @@ impl WorkerClient {
             Ok::<_, CallError>(Source::Mux { rx, _guard: guard })
         }
         .await;
+        self.chunk_stream(started, span, &opts)
+    }
+
+    /// The stream of a streaming call that `started` opened, or its error
+    /// (which ends the call's span).
+    pub(crate) fn chunk_stream(
+        &self,
+        started: Result<Source, CallError>,
+        span: CallSpan,
+        opts: &CallOptions,
+    ) -> Result<ChunkStream, CallError> {
+        let telemetry = &self.inner.telemetry;
         match started {
             Ok(source) => Ok(ChunkStream::new(
                 source,

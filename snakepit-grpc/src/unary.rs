@@ -123,18 +123,7 @@ impl WorkerClient {
                 Ok(response.into_inner())
             })
             .await;
-        match opened {
-            Ok(streaming) => Ok(ChunkStream::new(
-                Source::Rpc(Box::pin(streaming)),
-                span,
-                telemetry.clone(),
-                self.inner.worker_id.clone(),
-                opts.timeout,
-            )),
-            Err(e) => {
-                span.finish(telemetry, &self.inner.worker_id, Err(&e));
-                Err(e)
-            }
-        }
+        let started = opened.map(|streaming| Source::Rpc(Box::pin(streaming)));
+        self.chunk_stream(started, span, &opts)
     }
 }
