@@ -697,6 +697,24 @@ def buffered() -> int:
     return len(_buf)
 
 
+_streams_attached = 0
+
+
+def stream_attached() -> bool:
+    """True while a host holds this worker's telemetry stream.
+
+    While none does, emitted events wait in the bounded buffer (see
+    ``buffer_capacity``); what exceeds it is counted as ``buffer_full`` and
+    reported to the next host that attaches.
+    """
+    return _streams_attached > 0
+
+
+def _stream_attach(delta: int) -> None:
+    global _streams_attached
+    _streams_attached = max(0, _streams_attached + delta)
+
+
 def drain(max_events: int = 1000) -> list:
     """Pop up to ``max_events`` buffered event tuples (thread-safe)."""
     n = min(max_events, len(_buf))

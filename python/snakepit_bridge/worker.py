@@ -878,6 +878,7 @@ class Servicer:
             return
         gen, rt = await self._telemetry_common(request_iterator, context)
         self.telemetry_done.clear()
+        telemetry._stream_attach(1)
         handler = worker_logs.handler()
         enc = self.encoder
         sleep = 0.0
@@ -917,6 +918,7 @@ class Servicer:
         finally:
             # Events drained for a batch that was never sent wait for the next stream.
             telemetry.requeue(leftover)
+            telemetry._stream_attach(-1)
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()
@@ -928,6 +930,7 @@ class Servicer:
         self.telemetry_done.clear()
         enc = self.encoder
         sleep = 0.0
+        telemetry._stream_attach(1)
         try:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
@@ -949,6 +952,7 @@ class Servicer:
                     0.001 if events else min(max(sleep * 2, 0.001), 0.02))
                 await asyncio.sleep(0.0 if stopping else sleep)
         finally:
+            telemetry._stream_attach(-1)
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()

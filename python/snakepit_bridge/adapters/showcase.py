@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Dict, Iterator
 
@@ -93,6 +94,23 @@ class ShowcaseAdapter(BaseAdapter):
         for _ in range(int(count)):
             emit(name, meas, meta)
         return int(count)
+
+    @tool(description="In the background: waits until no host holds the telemetry "
+                      "stream, emits count events, then creates the file marker")
+    def emit_when_detached(self, count: int, marker: str, timeout_s: float = 30.0) -> str:
+        def run() -> None:
+            deadline = time.monotonic() + float(timeout_s)
+            while telemetry.stream_attached() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            meas = {"duration": 1}
+            meta = {"tool": "emit_when_detached"}
+            for _ in range(int(count)):
+                telemetry.emit("tool.execution.stop", meas, meta)
+            with open(marker, "w") as f:
+                f.write(f"{telemetry.buffered()} buffered\n")
+
+        threading.Thread(target=run, name="emit-when-detached", daemon=True).start()
+        return "started"
 
     @tool(description="Emits rate events/s for seconds, paced in 10 ms slices")
     def emit_paced(self, rate: int = 100_000, seconds: float = 2.0,
