@@ -3,8 +3,9 @@
 Protocol with the host (see python/README.md):
 * After the gRPC server has bound and started, exactly one line is written to
   stdout: ``SNAKEPIT_READY {"worker_id": ..., "pid": ..., "listen": ...,
-  "protocol": 1}``. Nothing else is ever written to stdout (Python-level and
-  fd-level stdout are redirected to stderr before the adapter is imported).
+  "protocol": 1, "event_loop": "uvloop"|"asyncio"}``. Nothing else is ever
+  written to stdout (Python-level and fd-level stdout are redirected to
+  stderr before the adapter is imported).
 * SIGTERM/SIGINT: graceful stop; calls in flight finish (up to --grace-s),
   the telemetry stream is flushed, exit code 0.
 * --watch-stdin: exit when stdin reaches EOF; --parent-pid: exit when that
@@ -763,7 +764,13 @@ class Servicer:
                         self._track(self._run_call(req, st, put))
                     if out and not st.flushing:
                         st.flushing = True
-                        self._track(flush())
+                        if len(out) == 1 and not st.pending:
+                            # A lone reply (one call at a time) is written
+                            # here, not by a new task: one loop pass fewer.
+                            await flush()
+                        else:
+                            # Under load, writing overlaps reading the next batch.
+                            self._track(flush())
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the client went away
@@ -1165,8 +1172,9 @@ async def serve(opts, ready_out) -> int:
         bg.append(asyncio.ensure_future(
             resource_sampler(opts.telemetry_interval_s, opts.worker_id)))
 
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
-             "protocol": PROTOCOL_VERSION}
+             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind}
     ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
     ready_out.flush()
     log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
@@ -1196,6 +1204,17 @@ async def serve(opts, ready_out) -> int:
     return 0
 
 
+def _use_uvloop() -> bool:
+    """uvloop runs the event loop when installed, unless SNAKEPIT_EVENT_LOOP=asyncio."""
+    if os.environ.get("SNAKEPIT_EVENT_LOOP", "").lower() == "asyncio":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     opts = parse_args(argv)
     ready_out = _redirect_stdout()
@@ -1203,7 +1222,12 @@ def main(argv=None) -> int:
     worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
                         root_level=opts.log_level)
     try:
-        rc = asyncio.run(serve(opts, ready_out))
+        if _use_uvloop():
+            import uvloop
+
+            rc = uvloop.run(serve(opts, ready_out))
+        else:
+            rc = asyncio.run(serve(opts, ready_out))
     except KeyboardInterrupt:
         rc = 0
     sys.stderr.flush()

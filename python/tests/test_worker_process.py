@@ -48,6 +48,8 @@ def test_ready_line_and_describe(worker):
     r = worker.ready
     assert r["worker_id"] == "w-test" and r["protocol"] == 1
     assert r["listen"] == worker.listen and r["pid"] == worker.proc.pid
+    # uvloop is a dependency on Linux and runs the loop unless told otherwise.
+    assert r["event_loop"] == "uvloop"
     stub = worker.connect()
     d = stub.Describe(pb.DescribeRequest(), timeout=10)
     names = [t.name for t in d.tools]
@@ -120,6 +122,16 @@ def test_streaming_error_mid_stream(worker, stream_clients):
 
 
 def test_unary_execute_tool_and_streaming_rpc(worker):
+    _exercise_unary_and_streaming(worker)
+
+
+def test_standard_asyncio_loop_on_request(start_worker, stream_clients):
+    w = start_worker("--telemetry-interval-s", "0", env={"SNAKEPIT_EVENT_LOOP": "asyncio"})
+    assert w.ready["event_loop"] == "asyncio"
+    _exercise_unary_and_streaming(w)
+
+
+def _exercise_unary_and_streaming(worker):
     stub = worker.connect()
     r = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="add", args_json=b'{"a":2,"b":3}'),
                          timeout=10)

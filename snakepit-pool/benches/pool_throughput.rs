@@ -11,6 +11,7 @@
 //!
 //! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
 //! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128),
+//! `BENCH_ROUNDS` (alternating on/no-handler/off rounds, default 5),
 //! `BENCH_CALL_STREAMS` (per worker, default 1), `BENCH_CONCURRENCY` (per
 //! worker, default 256).
 
@@ -206,6 +207,11 @@ fn baselines() -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn row(figure: &str, value: String, baseline: &str, ratio: String) {
     println!("| {figure:<48} | {value:>14} | {baseline:<40} | {ratio:>8} |");
 }
@@ -271,50 +277,51 @@ fn main() {
             pool.shutdown().await;
         }
 
-        // Pool, telemetry on.
+        // Telemetry on (every event, counting handler), enabled with no
+        // handler (Python still emits, the host still folds, nothing is
+        // delivered), and off: three pools side by side, measured in
+        // alternating rounds so that drifts in machine load hit all three
+        // alike; ratios are taken within a round, medians reported.
         let (t_on, counted) = telemetry_on();
-        let pool = Arc::new(Pool::start(t_on.clone(), config("bench_on", 2)).await.expect("pool on"));
-        let p = pool.clone();
-        let a = args.clone();
-        let on_rate = throughput(in_flight, secs, move || {
-            let (p, a) = (p.clone(), a.clone());
-            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
-        })
-        .await;
+        let on_pool = Arc::new(Pool::start(t_on.clone(), config("bench_on", 2)).await.expect("pool on"));
+        let nohandler_pool = Arc::new(
+            Pool::start(Telemetry::new(), config("bench_nohandler", 2))
+                .await
+                .expect("pool no handler"),
+        );
+        let off_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
+        let rounds = env_num("BENCH_ROUNDS", 5).max(1) as usize;
+        let (mut on_rates, mut nh_rates, mut off_rates) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut on_ratio, mut nh_ratio) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let mut r = [0f64; 3];
+            for (k, pool) in [&on_pool, &nohandler_pool, &off_pool].into_iter().enumerate() {
+                let p = pool.clone();
+                let a = args.clone();
+                r[k] = throughput(in_flight, secs, move || {
+                    let (p, a) = (p.clone(), a.clone());
+                    async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
+                })
+                .await;
+            }
+            eprintln!("round {round}: on {:.0}/s, no handler {:.0}/s, off {:.0}/s", r[0], r[1], r[2]);
+            on_rates.push(r[0]);
+            nh_rates.push(r[1]);
+            off_rates.push(r[2]);
+            on_ratio.push(r[0] / r[2]);
+            nh_ratio.push(r[1] / r[2]);
+        }
+        let (on_rate, nohandler_rate, off_rate) = (median(on_rates), median(nh_rates), median(off_rates));
+        let (on_ratio, nh_ratio) = (median(on_ratio), median(nh_ratio));
         let pool_p50 = p50_us(3000, || async {
-            pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
+            on_pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
         })
         .await;
         let events = counted.load(Ordering::Relaxed);
-        if let Ok(pool) = Arc::try_unwrap(pool) {
-            pool.shutdown().await;
-        }
-
-        // Pool, telemetry enabled but no handler: Python still emits and the
-        // host still folds, nothing is delivered.
-        let pool = Pool::start(Telemetry::new(), config("bench_nohandler", 2))
-            .await
-            .expect("pool no handler");
-        let p = pool.clone();
-        let a = args.clone();
-        let nohandler_rate = throughput(in_flight, secs, move || {
-            let (p, a) = (p.clone(), a.clone());
-            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
-        })
-        .await;
-        pool.shutdown().await;
-
-        // Pool, telemetry off.
-        let pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
-        let p = pool.clone();
-        let a = args.clone();
-        let off_rate = throughput(in_flight, secs, move || {
-            let (p, a) = (p.clone(), a.clone());
-            async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
-        })
-        .await;
-        if let Ok(pool) = Arc::try_unwrap(pool) {
-            pool.shutdown().await;
+        for pool in [on_pool, nohandler_pool, off_pool] {
+            if let Ok(pool) = Arc::try_unwrap(pool) {
+                pool.shutdown().await;
+            }
         }
 
         // Pool of 4 ready.
@@ -349,7 +356,7 @@ fn main() {
             format!("{:.2}", one_p50 / raw_p50),
         );
         row(
-            "pool calls/s, 2 workers, telemetry on",
+            "pool calls/s, 2 workers, telemetry on (median)",
             format!("{on_rate:.0}/s"),
             &format!("raw WorkerClient, 1 worker: {raw_rate:.0}/s"),
             format!("{:.2}", on_rate / raw_rate),
@@ -398,16 +405,16 @@ fn main() {
             );
         }
         row(
-            "throughput telemetry on / off",
+            "throughput telemetry on / off (median ratio)",
             format!("{on_rate:.0}/s"),
             &format!("telemetry off: {off_rate:.0}/s"),
-            format!("{:.3}", on_rate / off_rate),
+            format!("{on_ratio:.3}"),
         );
         row(
-            "throughput enabled, no handler / off",
+            "throughput no handler / off (median ratio)",
             format!("{nohandler_rate:.0}/s"),
             &format!("telemetry off: {off_rate:.0}/s"),
-            format!("{:.3}", nohandler_rate / off_rate),
+            format!("{nh_ratio:.3}"),
         );
         row(
             "pool of 4 ready (median of 5)",

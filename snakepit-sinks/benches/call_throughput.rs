@@ -23,7 +23,7 @@ use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
 
 const WORKERS: usize = 2;
-const IN_FLIGHT_PER_WORKER: usize = 32;
+const IN_FLIGHT_PER_WORKER: usize = 64;
 
 struct Worker {
     child: Child,
@@ -113,7 +113,28 @@ fn receiver() -> String {
     format!("http://{addr}")
 }
 
-async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> f64 {
+/// CPU time (user + system) of a process so far, in µs (`None`: this process).
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks * 1e6 / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// CPU µs of the host and of every worker so far.
+fn total_cpu_us(workers: &[Worker]) -> f64 {
+    cpu_us(None) + workers.iter().map(|w| cpu_us(Some(w.child.id()))).sum::<f64>()
+}
+
+/// One measured run: calls/s, and CPU µs per call (host + workers).
+async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f64) {
     let mut clients = Vec::new();
     for (i, w) in workers.iter().enumerate() {
         let c = WorkerClient::connect(
@@ -132,6 +153,7 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> f64 {
                 .unwrap();
         }
     }
+    let cpu0 = total_cpu_us(workers);
     let started = Instant::now();
     let tasks = clients.len() * IN_FLIGHT_PER_WORKER;
     let per_task = calls / tasks;
@@ -149,11 +171,45 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> f64 {
     for h in handles {
         h.await.unwrap();
     }
-    let rate = (per_task * tasks) as f64 / started.elapsed().as_secs_f64();
+    let done = (per_task * tasks) as f64;
+    let rate = done / started.elapsed().as_secs_f64();
+    let cpu = (total_cpu_us(workers) - cpu0) / done;
     for c in clients {
         c.close().await;
     }
-    rate
+    (rate, cpu)
+}
+
+/// One call at a time on one worker: CPU µs per call (host + that worker).
+/// With one call per message there is no batching to vary with machine
+/// load, so this is the steadiest measure of what telemetry adds per call.
+async fn run_sequential(telemetry: &Telemetry, worker: &Worker, calls: usize) -> f64 {
+    let c = WorkerClient::connect(
+        telemetry.clone(),
+        ConnectOptions::new(WorkerAddress::Unix(worker.socket.clone()), "seq"),
+    )
+    .await
+    .expect("connect");
+    for _ in 0..200 {
+        c.execute("ping", json!({}), CallOptions::default())
+            .await
+            .unwrap();
+    }
+    let w = std::slice::from_ref(worker);
+    let cpu0 = total_cpu_us(w);
+    let h0 = cpu_us(None);
+    let t0 = Instant::now();
+    for _ in 0..calls {
+        c.execute("ping", json!({}), CallOptions::default())
+            .await
+            .unwrap();
+    }
+    let cpu = (total_cpu_us(w) - cpu0) / calls as f64;
+    let host = (cpu_us(None) - h0) / calls as f64;
+    let wall = t0.elapsed().as_secs_f64() * 1e6 / calls as f64;
+    eprintln!("sequential: wall {wall:.1} µs/call, CPU {cpu:.1} µs/call (host {host:.1})");
+    c.close().await;
+    cpu
 }
 
 fn main() {
@@ -223,26 +279,55 @@ fn main() {
         ("prometheus sink only", &prom_only),
         ("every sink on", &on),
     ];
-    let mut best = [0f64; 4];
+    // Rounds alternate the configurations so that drifts in machine load
+    // hit all of them alike; each ratio is taken within one round, then the
+    // median over rounds is reported.
+    let mut rates: Vec<[f64; 4]> = Vec::new();
+    let mut cpus: Vec<[f64; 4]> = Vec::new();
+    let mut seq: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
         let mut line = format!("round {round}:");
+        let (mut r, mut c) = ([0f64; 4], [0f64; 4]);
         for (i, (name, t)) in configs.iter().enumerate() {
-            let r = rt.block_on(run(t, &workers, calls));
-            best[i] = best[i].max(r);
-            line.push_str(&format!(" {name} {r:.0}/s;"));
+            (r[i], c[i]) = rt.block_on(run(t, &workers, calls));
+            line.push_str(&format!(" {name} {:.0}/s {:.1} µs CPU/call;", r[i], c[i]));
+        }
+        for (i, (_, t)) in configs.iter().enumerate() {
+            seq[i].push(rt.block_on(run_sequential(t, &workers[0], calls / 4)));
         }
         println!("{line}");
+        rates.push(r);
+        cpus.push(c);
     }
     let _ = otel.flush(Duration::from_secs(5));
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!();
-    println!("| figure ({WORKERS} workers, ping, best of {rounds}) | calls/s | baseline: telemetry off | ratio |");
+    println!(
+        "| figure ({WORKERS} workers, ping, median of {rounds} alternating rounds) | value | baseline: telemetry off | ratio |"
+    );
     println!("|---|---|---|---|");
-    for (i, (name, _)) in configs.iter().enumerate() {
+    for (i, (name, _)) in configs.iter().enumerate().skip(1) {
+        let rate = median(rates.iter().map(|r| r[i]).collect());
+        let off = median(rates.iter().map(|r| r[0]).collect());
+        let ratio = median(rates.iter().map(|r| r[i] / r[0]).collect());
+        println!("| {name}: calls/s | {rate:.0} | {off:.0} | {:.1}% |", 100.0 * ratio);
+        let cpu = median(cpus.iter().map(|c| c[i]).collect());
+        let cpu_off = median(cpus.iter().map(|c| c[0]).collect());
+        let ratio = median(cpus.iter().map(|c| c[0] / c[i]).collect());
         println!(
-            "| {name} | {:.0} | {:.0} | {:.1}% |",
-            best[i],
-            best[0],
-            100.0 * best[i] / best[0]
+            "| {name}: CPU µs per call, host + workers (off / on) | {cpu:.1} | {cpu_off:.1} | {:.1}% |",
+            100.0 * ratio
+        );
+    }
+    let seq_off = median(seq[0].clone());
+    for (i, (name, _)) in configs.iter().enumerate().skip(1) {
+        let cpu = median(seq[i].clone());
+        println!(
+            "| {name}: CPU µs per call, one at a time (off / on) | {cpu:.1} | {seq_off:.1} | {:.1}% |",
+            100.0 * seq_off / cpu
         );
     }
     println!("otel sink: {:?}", otel.stats());

@@ -189,8 +189,8 @@ fn table_bench(
         cmd.envs([
             ("SNAKEPIT_BENCH_QUICK", "1"),
             ("BENCH_SECONDS", "1"),
-            ("ROUNDS", "1"),
-            ("CALLS", "3000"),
+            ("ROUNDS", "5"),
+            ("CALLS", "10000"),
         ]);
     }
     let out = cmd
