@@ -130,7 +130,11 @@ fn cpu_us(pid: Option<u32>) -> f64 {
 
 /// CPU µs of the host and of every worker so far.
 fn total_cpu_us(workers: &[Worker]) -> f64 {
-    cpu_us(None) + workers.iter().map(|w| cpu_us(Some(w.child.id()))).sum::<f64>()
+    cpu_us(None)
+        + workers
+            .iter()
+            .map(|w| cpu_us(Some(w.child.id())))
+            .sum::<f64>()
 }
 
 /// One measured run: calls/s, and CPU µs per call (host + workers).
@@ -313,7 +317,10 @@ fn main() {
         let rate = median(rates.iter().map(|r| r[i]).collect());
         let off = median(rates.iter().map(|r| r[0]).collect());
         let ratio = median(rates.iter().map(|r| r[i] / r[0]).collect());
-        println!("| {name}: calls/s | {rate:.0} | {off:.0} | {:.1}% |", 100.0 * ratio);
+        println!(
+            "| {name}: calls/s | {rate:.0} | {off:.0} | {:.1}% |",
+            100.0 * ratio
+        );
         let cpu = median(cpus.iter().map(|c| c[i]).collect());
         let cpu_off = median(cpus.iter().map(|c| c[0]).collect());
         let ratio = median(cpus.iter().map(|c| c[0] / c[i]).collect());

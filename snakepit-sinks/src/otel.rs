@@ -23,6 +23,12 @@
 //!   `snakepit.telemetry.sink.overflow` and `snakepit.telemetry.events.dropped`
 //!   (`where = sink`, `sink = otel`, reason `queue_full`, `unmatched_span`
 //!   or `export_failed`).
+//! * A request the collector answers with 429, 502, 503 or 504, or that
+//!   fails in transport, is sent again with backoff (50 ms doubling to 2 s,
+//!   or the collector's `Retry-After`) until `export_timeout_ms` has passed
+//!   since its first attempt or the flush/shutdown deadline comes; only then
+//!   are its spans counted as `export_failed`. Other statuses are final.
+//!   [`OtelStats::retries`] counts the second tries.
 //! * The thread needs no async runtime: `flush` and `shutdown` wait on plain
 //!   condition variables with a deadline, so calling them from a
 //!   current-thread Tokio runtime cannot deadlock.
@@ -69,8 +75,11 @@ pub struct OtelStats {
     pub dropped_queue_full: u64,
     /// Started spans evicted before their stop arrived (or left open at shutdown).
     pub evicted: u64,
-    /// Spans lost because an export request failed.
+    /// Spans lost because an export request failed (after its retries).
     pub export_failed: u64,
+    /// Export requests sent again after a retryable failure (HTTP 429, 502,
+    /// 503, 504 or a transport error).
+    pub retries: u64,
 }
 
 /// What the handler hands to the thread.
@@ -110,6 +119,7 @@ pub(crate) struct Counters {
     pub dropped_queue_full: AtomicU64,
     pub evicted: AtomicU64,
     pub export_failed: AtomicU64,
+    pub retries: AtomicU64,
 }
 
 /// Flush and stop requests, answered by the thread.
@@ -124,6 +134,8 @@ pub(crate) struct ControlState {
     pub flush_requested: u64,
     pub flush_done: u64,
     pub stop_deadline: Option<Instant>,
+    /// Deadline of the latest flush request (retries stop before it).
+    pub flush_deadline: Option<Instant>,
     pub stopped: bool,
 }
 
@@ -180,6 +192,7 @@ impl OtelSink {
             dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             export_failed: c.export_failed.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
         }
     }
 
@@ -292,6 +305,7 @@ impl Sink for OtelSink {
                 return Ok(());
             }
             s.flush_requested += 1;
+            s.flush_deadline = Some(deadline);
             s.flush_requested
         };
         self.wake();

@@ -243,6 +243,37 @@ fn a_full_queue_drops_and_counts_and_reports_overflow() {
 }
 
 #[test]
+fn a_collector_that_is_briefly_unavailable_loses_nothing() {
+    // 503, then 429 with Retry-After: 1, then 200: the batch is sent again.
+    let receiver = OtlpReceiver::start();
+    receiver.script.lock().unwrap().extend([503, 429]);
+    let t = Telemetry::new();
+    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    for _ in 0..10 {
+        t.span(family, &[], || ());
+    }
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let spans = receiver.wait_spans(10, Duration::from_secs(5));
+    assert_eq!(spans.len(), 10);
+    let stats = sink.stats();
+    assert_eq!(receiver.refused.load(Ordering::SeqCst), 2);
+    assert_eq!(stats.retries, 2, "{stats:?}");
+    assert_eq!((stats.exported, stats.export_failed), (10, 0), "{stats:?}");
+
+    // A refusal that is not retryable (400) loses the batch at once.
+    receiver.script.lock().unwrap().push_back(400);
+    for _ in 0..3 {
+        t.span(family, &[], || ());
+    }
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    let stats = sink.stats();
+    assert_eq!(receiver.refused.load(Ordering::SeqCst), 3);
+    assert_eq!((stats.retries, stats.export_failed), (2, 3), "{stats:?}");
+}
+
+#[test]
 fn unmatched_starts_are_bounded_and_counted() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();

@@ -45,6 +45,22 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Longest sleep between checks of the control state.
 const TICK: Duration = Duration::from_millis(100);
+/// First wait before retrying a failed export; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between two attempts (also caps a collector's Retry-After).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why an export request failed.
+enum PostError {
+    /// Worth another try (OTLP/HTTP: 429, 502, 503, 504; transport errors),
+    /// after the collector's Retry-After when it sent one.
+    Retry {
+        message: String,
+        after: Option<Duration>,
+    },
+    /// Not worth another try (any other status: the request is refused).
+    Fatal(String),
+}
 
 pub(crate) struct Exporter {
     url: String,
@@ -124,22 +140,30 @@ impl Exporter {
                     Err(_) => break,
                 }
             }
-            let (flush_ticket, stop_deadline) = {
+            let (flush_ticket, stop_deadline, flush_deadline) = {
                 let s = control.state.lock().unwrap_or_else(|p| p.into_inner());
                 let ticket = (s.flush_requested > s.flush_done).then_some(s.flush_requested);
-                (ticket, s.stop_deadline)
+                (ticket, s.stop_deadline, s.flush_deadline)
             };
             if flush_ticket.is_some() || stop_deadline.is_some() {
-                let deadline = stop_deadline.unwrap_or_else(|| Instant::now() + self.timeout);
+                // Finish a little before the caller's deadline, so that the
+                // answer reaches it in time.
+                let deadline = stop_deadline
+                    .or(flush_deadline)
+                    .map(|d| {
+                        let left = d.saturating_duration_since(Instant::now());
+                        Instant::now() + left.mul_f64(0.9)
+                    })
+                    .unwrap_or_else(|| Instant::now() + self.timeout);
                 // At most one queue's worth: producers may keep sending.
                 for _ in 0..=self.capacity {
                     let Ok(msg) = rx.try_recv() else { break };
                     self.take(msg);
                     if self.finished.len() >= self.batch_size {
-                        self.export(Some(deadline));
+                        self.export(Some(deadline), control);
                     }
                 }
-                self.export(Some(deadline));
+                self.export(Some(deadline), control);
                 if stop_deadline.is_some() {
                     let open = self.pairing.abandon();
                     self.counters.evicted.fetch_add(open, Ordering::Relaxed);
@@ -154,7 +178,7 @@ impl Exporter {
                     .oldest_finished
                     .is_some_and(|t| t.elapsed() >= self.interval)
             {
-                self.export(None);
+                self.export(None, control);
             }
             if self.last_report.elapsed() >= REPORT_EVERY {
                 self.report_drops();
@@ -182,25 +206,55 @@ impl Exporter {
         }
     }
 
-    /// Exports every finished span, `batch_size` per request.
-    fn export(&mut self, deadline: Option<Instant>) {
+    /// Exports every finished span, `batch_size` per request. A request that
+    /// fails in a retryable way is sent again with backoff (honouring the
+    /// collector's Retry-After) until `export_timeout_ms` has passed since
+    /// its first attempt, or the flush or shutdown deadline comes; only then
+    /// are its spans counted as `export_failed`.
+    fn export(&mut self, deadline: Option<Instant>, control: &Control) {
         while !self.finished.is_empty() {
             let n = self.finished.len().min(self.batch_size);
             let spans: Vec<proto::Span> = self.finished.drain(..n).collect();
             let count = spans.len() as u64;
-            let timeout = match deadline {
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(self.timeout),
-                None => self.timeout,
+            let body = self.request(spans).encode_to_vec();
+            let started = Instant::now();
+            let mut backoff = FIRST_BACKOFF;
+            let mut attempts = 0u32;
+            let result = loop {
+                // The stop deadline may come while retrying: it bounds us too.
+                let end = [
+                    Some(started + self.timeout),
+                    deadline,
+                    stop_deadline(control),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(started);
+                let timeout = end.saturating_duration_since(Instant::now());
+                if timeout.is_zero() {
+                    break Err(if attempts == 0 {
+                        "the deadline passed before the export was sent".to_string()
+                    } else {
+                        format!("gave up after {attempts} attempts: the deadline passed")
+                    });
+                }
+                attempts += 1;
+                match self.post(&body, timeout) {
+                    Ok(()) => break Ok(()),
+                    Err(PostError::Fatal(message)) => break Err(message),
+                    Err(PostError::Retry { message, after }) => {
+                        let wait = after.unwrap_or(backoff).min(MAX_BACKOFF);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        if Instant::now() + wait >= end {
+                            break Err(format!("{message} (after {attempts} attempts)"));
+                        }
+                        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        sleep_watching_stop(wait, control);
+                    }
+                }
             };
-            if timeout.is_zero() {
-                self.counters
-                    .export_failed
-                    .fetch_add(count, Ordering::Relaxed);
-                continue;
-            }
-            match self.post(spans, timeout) {
+            match result {
                 Ok(()) => {
                     self.counters.exported.fetch_add(count, Ordering::Relaxed);
                 }
@@ -222,8 +276,8 @@ impl Exporter {
         self.oldest_finished = None;
     }
 
-    fn post(&self, spans: Vec<proto::Span>, timeout: Duration) -> Result<(), String> {
-        let request = proto::ExportTraceServiceRequest {
+    fn request(&self, spans: Vec<proto::Span>) -> proto::ExportTraceServiceRequest {
+        proto::ExportTraceServiceRequest {
             resource_spans: vec![proto::ResourceSpans {
                 resource: Some(self.resource.clone()),
                 scope_spans: vec![proto::ScopeSpans {
@@ -234,21 +288,37 @@ impl Exporter {
                     spans,
                 }],
             }],
-        };
-        let body = request.encode_to_vec();
+        }
+    }
+
+    fn post(&self, body: &[u8], timeout: Duration) -> Result<(), PostError> {
         match self
             .agent
             .post(&self.url)
             .timeout(timeout)
             .set("Content-Type", "application/x-protobuf")
-            .send_bytes(&body)
+            .send_bytes(body)
         {
             Ok(_) => Ok(()),
-            Err(ureq::Error::Status(code, resp)) => Err(format!(
-                "HTTP {code} {}",
-                resp.status_text().chars().take(200).collect::<String>()
-            )),
-            Err(e) => Err(e.to_string()),
+            Err(ureq::Error::Status(code, resp)) => {
+                let message = format!(
+                    "HTTP {code} {}",
+                    resp.status_text().chars().take(200).collect::<String>()
+                );
+                if matches!(code, 429 | 502 | 503 | 504) {
+                    let after = resp
+                        .header("Retry-After")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    Err(PostError::Retry { message, after })
+                } else {
+                    Err(PostError::Fatal(message))
+                }
+            }
+            Err(e) => Err(PostError::Retry {
+                message: e.to_string(),
+                after: None,
+            }),
         }
     }
 
@@ -291,5 +361,27 @@ impl Exporter {
                 );
             }
         }
+    }
+}
+
+/// The shutdown deadline, if a shutdown was asked for.
+fn stop_deadline(control: &Control) -> Option<Instant> {
+    control
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .stop_deadline
+}
+
+/// Sleeps `wait`, in slices, returning early when a shutdown is asked for
+/// (its deadline then bounds the retries).
+fn sleep_watching_stop(wait: Duration, control: &Control) {
+    let until = Instant::now() + wait;
+    loop {
+        let now = Instant::now();
+        if now >= until || stop_deadline(control).is_some_and(|d| d <= until) {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(20)));
     }
 }

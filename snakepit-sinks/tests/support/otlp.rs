@@ -30,6 +30,11 @@ pub struct OtlpReceiver {
     thread: Option<JoinHandle<()>>,
     /// HTTP status to answer with.
     pub status: Arc<Mutex<u16>>,
+    /// Statuses to answer the next requests with, first to last, before
+    /// `status` (each refused request is counted in `refused`).
+    pub script: Arc<Mutex<std::collections::VecDeque<u16>>>,
+    /// Requests answered from `script` with a status other than 200.
+    pub refused: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl OtlpReceiver {
@@ -40,13 +45,16 @@ impl OtlpReceiver {
         let received = Arc::new(Mutex::new(Received::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(200u16));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (r, s, st) = (received.clone(), stop.clone(), status.clone());
+        let (sc, rf) = (script.clone(), refused.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (r, st) = (r.clone(), st.clone());
-                        std::thread::spawn(move || serve(stream, &r, &st));
+                        let (r, st, sc, rf) = (r.clone(), st.clone(), sc.clone(), rf.clone());
+                        std::thread::spawn(move || serve(stream, &r, &st, &sc, &rf));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -58,6 +66,8 @@ impl OtlpReceiver {
             stop,
             thread: Some(thread),
             status,
+            script,
+            refused,
         }
     }
 
@@ -89,7 +99,13 @@ impl Drop for OtlpReceiver {
     }
 }
 
-fn serve(stream: TcpStream, received: &Mutex<Received>, status: &Mutex<u16>) {
+fn serve(
+    stream: TcpStream,
+    received: &Mutex<Received>,
+    status: &Mutex<u16>,
+    script: &Mutex<std::collections::VecDeque<u16>>,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -122,7 +138,17 @@ fn serve(stream: TcpStream, received: &Mutex<Received>, status: &Mutex<u16>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let code = *status.lock().unwrap();
+        let scripted = script.lock().unwrap().pop_front();
+        let code = scripted.unwrap_or_else(|| *status.lock().unwrap());
+        if scripted.is_some() && code != 200 {
+            refused.fetch_add(1, Ordering::SeqCst);
+        }
+        // A 429 asks the client to wait one second.
+        let retry_after = if code == 429 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
         if code == 200 {
             let request = ExportTraceServiceRequest::decode(body.as_slice())
                 .expect("the sink's request decodes with opentelemetry-proto");
@@ -144,7 +170,7 @@ fn serve(stream: TcpStream, received: &Mutex<Received>, status: &Mutex<u16>) {
             }
         }
         let reply = format!(
-            "HTTP/1.1 {code} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 {code} X\r\n{retry_after}Content-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
         );
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
