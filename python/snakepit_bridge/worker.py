@@ -427,6 +427,9 @@ class Dispatcher:
         except ToolFailure as f:
             failure = f
             return False, f
+        except asyncio.CancelledError:
+            failure = ToolFailure("Cancelled", f"the caller cancelled {name!r} after {seq} chunks")
+            raise
         finally:
             self._call_end(tokens, md, t0, failure)
             self._end()
@@ -494,7 +497,7 @@ class Dispatcher:
 
 
 class _CallStreamState:
-    __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing")
+    __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing", "streams")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -504,6 +507,8 @@ class _CallStreamState:
         # CallBatchStream: serialized replies not yet written; a write running.
         self.out: list = []
         self.flushing = False
+        # Streaming calls running, by request id (a cancel request stops one).
+        self.streams: dict = {}
 
     def maybe_finish(self) -> None:
         if (self.reader_done and self.pending == 0 and not self.closed and not self.out
@@ -559,10 +564,11 @@ class Servicer:
     def _error_pb(self, f: ToolFailure):
         return self.pb.ToolError(type=f.type, message=f.message, traceback=f.tb)
 
-    def _track(self, coro) -> None:
+    def _track(self, coro) -> asyncio.Future:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     # --- health ------------------------------------------------------------
 
@@ -745,6 +751,11 @@ class Servicer:
             try:
                 async for batch in request_iterator:
                     for req in batch.calls:
+                        if req.cancel:
+                            running = st.streams.pop(req.request_id, None)
+                            if running is not None:
+                                running.cancel()
+                            continue
                         if d.draining:
                             out.append(_wire.reply_error(
                                 req.request_id, "Unavailable", "worker is shutting down", ""))
@@ -761,7 +772,9 @@ class Servicer:
                                     traceback.format_exc()))
                             continue
                         st.pending += 1
-                        self._track(self._run_call(req, st, put))
+                        task = self._track(self._run_call(req, st, put))
+                        if req.stream:
+                            st.streams[req.request_id] = task
                     if out and not st.flushing:
                         st.flushing = True
                         if len(out) == 1 and not st.pending:
@@ -843,11 +856,16 @@ class Servicer:
                     req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
                     req.traceparent, req.timeout_ms)
                 put(self._reply(rid, ok, payload))
+        except asyncio.CancelledError:
+            if st.streams.get(rid) is not None or not req.stream:
+                raise  # not a cancel request: the stream is closing
+            # The caller cancelled this streaming call: no more replies.
         except Exception as e:  # noqa: BLE001 - must always answer
             log.exception("internal error running %s", req.tool_name)
             put(pb.CallReply(request_id=rid, error=pb.ToolError(
                 type="InternalError", message=repr(e), traceback=traceback.format_exc())))
         finally:
+            st.streams.pop(rid, None)
             st.pending -= 1
             st.maybe_finish()
 

@@ -109,17 +109,18 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn forget(&self, id: u64, late: Option<LateReply>) {
+    /// Removes call `id`; true if it was a streaming call still running
+    /// (so the worker should be told to stop it).
+    pub(crate) fn forget(&self, id: u64, late: Option<LateReply>) -> bool {
         let mut st = self.lock();
         let room = st.abandoned < MAX_ABANDONED;
         match (st.pending.get_mut(&id), late) {
             (Some(p @ Pending::Unary(_)), Some(late)) if room => {
                 *p = Pending::Abandoned(late);
                 st.abandoned += 1;
+                false
             }
-            _ => {
-                st.take(id);
-            }
+            _ => matches!(st.take(id), Some(Pending::Stream(_))) && st.broken.is_none(),
         }
     }
 
@@ -220,6 +221,9 @@ pub(crate) struct PendingGuard {
     shared: Arc<Shared>,
     id: u64,
     late: Option<LateReply>,
+    /// The stream's request side, to send a cancel for a streaming call
+    /// dropped before its end.
+    cancel: Option<mpsc::Sender<proto::CallRequest>>,
 }
 
 impl PendingGuard {
@@ -232,7 +236,16 @@ impl PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.shared.forget(self.id, self.late.take());
+        let running_stream = self.shared.forget(self.id, self.late.take());
+        if let (true, Some(tx)) = (running_stream, self.cancel.take()) {
+            // Best effort: if the request queue is full the worker finishes
+            // the call and its replies are ignored.
+            let _ = tx.try_send(proto::CallRequest {
+                request_id: self.id,
+                cancel: true,
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -308,6 +321,7 @@ impl CallStream {
         pending: Pending,
     ) -> Result<PendingGuard, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = matches!(pending, Pending::Stream(_)).then(|| self.tx.clone());
         {
             let mut st = self.shared.lock();
             if let Some(reason) = &st.broken {
@@ -319,6 +333,7 @@ impl CallStream {
             shared: self.shared.clone(),
             id,
             late: None,
+            cancel,
         };
         request.request_id = id;
         if self.tx.send(request).await.is_err() {

@@ -14,7 +14,7 @@ use tonic::Streaming;
 
 use crate::call_span::CallSpan;
 use crate::calls::{tool_error, PendingGuard, StreamItem};
-use crate::error::{from_status, CallError};
+use crate::error::{from_status, worker_timeout, CallError};
 use crate::proto;
 
 /// Where the chunks come from.
@@ -55,8 +55,11 @@ impl Source {
 
 /// The chunks of a streaming call: each item is one JSON chunk, in order;
 /// the stream ends after the last chunk, and an error item ends it too.
-/// Dropping it early cancels the call on the host side (the
-/// `grpc.stream.closed` event then has reason `cancelled`).
+/// Dropping it early cancels the call: on the host (the
+/// `grpc.stream.closed` event then has reason `cancelled`) and, on the
+/// persistent call stream, in the worker too: a cancel request stops the
+/// tool (a sync generator is closed at its next item, an async one is
+/// cancelled) and its Python call span ends with `error_type = Cancelled`.
 pub struct ChunkStream {
     source: Source,
     span: CallSpan,
@@ -160,6 +163,7 @@ impl Stream for ChunkStream {
                 Poll::Ready(None)
             }
             StreamItem::Error(e) => {
+                let e = worker_timeout(e, this.deadline.as_ref().map(|(_, after)| *after));
                 this.end(Err(&e));
                 Poll::Ready(Some(Err(e)))
             }

@@ -13,7 +13,7 @@ use crate::call_span::CallSpan;
 use crate::calls::{CallStream, Pending};
 use crate::channel::{self, Rpc};
 use crate::chunks::{ChunkStream, Source};
-use crate::error::{from_status, CallError};
+use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
 use crate::link::Link;
 use crate::options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
@@ -250,6 +250,7 @@ impl WorkerClient {
             traceparent: span.traceparent.clone(),
             timeout_ms: timeout_ms(opts.timeout),
             stream,
+            cancel: false,
         })
     }
 
@@ -311,7 +312,8 @@ impl WorkerClient {
         let reply = match opts.timeout {
             Some(after) => tokio::time::timeout(after, call)
                 .await
-                .map_err(|_| CallError::Timeout { after })??,
+                .map_err(|_| CallError::Timeout { after })?
+                .map_err(|e| worker_timeout(e, opts.timeout))?,
             None => call.await?,
         };
         decode_result(tool, &reply.result_json, reply.binary_results)

@@ -77,6 +77,18 @@ impl CallError {
 /// Maps a gRPC status from a worker RPC onto a [`CallError`].
 ///
 /// A status caused by the transport (connection refused, reset, EOF) is
+/// A worker's own `Timeout` error for a call with a timeout is the same
+/// event as the host's timer expiring first: the caller sees
+/// [`CallError::Timeout`] either way.
+pub(crate) fn worker_timeout(e: CallError, timeout: Option<Duration>) -> CallError {
+    match (e, timeout) {
+        (CallError::Tool { error_type, .. }, Some(after)) if error_type == "Timeout" => {
+            CallError::Timeout { after }
+        }
+        (e, _) => e,
+    }
+}
+
 /// `Unavailable` whatever its code, so a worker killed mid-call shows up as
 /// `Unavailable`.
 pub(crate) fn from_status(status: &Status, timeout: Option<Duration>) -> CallError {

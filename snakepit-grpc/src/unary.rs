@@ -9,7 +9,7 @@ use crate::call_span::CallSpan;
 use crate::calls::tool_error;
 use crate::chunks::{ChunkStream, Source};
 use crate::client::{decode_result, WorkerClient};
-use crate::error::{from_status, CallError};
+use crate::error::{from_status, worker_timeout, CallError};
 use crate::options::{CallOptions, ToolOutput};
 use crate::proto;
 
@@ -77,11 +77,12 @@ impl WorkerClient {
                 .map_err(|s| from_status(&s, opts.timeout))?
                 .into_inner();
                 if !response.success {
-                    return Err(tool_error(response.error.unwrap_or(proto::ToolError {
+                    let e = tool_error(response.error.unwrap_or(proto::ToolError {
                         r#type: "Unknown".to_string(),
                         message: response.error_message,
                         traceback: String::new(),
-                    })));
+                    }));
+                    return Err(worker_timeout(e, opts.timeout));
                 }
                 decode_result(tool, &response.result_json, response.binary_results)
             })

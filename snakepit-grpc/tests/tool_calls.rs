@@ -13,6 +13,8 @@ use serde_json::json;
 use snakepit_grpc::{CallError, CallOptions, ChunkStream, WorkerClient};
 use snakepit_telemetry::Telemetry;
 
+const WAIT: Duration = Duration::from_secs(10);
+
 async fn collect(mut s: ChunkStream) -> Vec<Result<serde_json::Value, CallError>> {
     let mut out = Vec::new();
     while let Some(item) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx)).await
@@ -235,5 +237,56 @@ async fn errors_are_typed() {
         .tools
         .iter()
         .any(|t| t.name == "stream" && t.supports_streaming));
+    client.close().await;
+}
+
+/// Dropping a `ChunkStream` before its end cancels the call in the worker:
+/// a sync generator is closed at its next item, an async one is cancelled,
+/// and the Python call span ends with `error_type = Cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_cancels_the_tool_in_the_worker() {
+    let worker = Worker::start(SHOWCASE, "w-cancel");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(
+        &telemetry,
+        "rec",
+        &["snakepit.python.call.*", "snakepit.grpc.stream.closed"],
+    );
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    for (tool, args) in [
+        ("stream", json!({"n": 1_000_000_000u64, "delay_ms": 2})),
+        ("astream", json!({"n": 1_000_000_000u64})),
+    ] {
+        let mut s = client
+            .execute_stream(tool, args, CallOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let item = std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx))
+                .await
+                .expect("a chunk");
+            item.unwrap();
+        }
+        drop(s);
+        rec.wait_for(&format!("{tool} cancelled in the worker"), WAIT, |seen| {
+            seen.iter().any(|e| {
+                e.name == "snakepit.python.call.exception"
+                    && e.meta("command") == Some(tool)
+                    && e.meta("error_type") == Some("Cancelled")
+            })
+        })
+        .await;
+    }
+    let closed = rec.named("snakepit.grpc.stream.closed");
+    assert_eq!(closed.len(), 2);
+    assert!(closed.iter().all(|e| e.meta("reason") == Some("cancelled")));
+    // The call stream is still good.
+    let out = client
+        .execute("add", json!({"a": 1, "b": 2}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(3));
     client.close().await;
 }
