@@ -10,6 +10,7 @@ check it against the generated classes.
 from __future__ import annotations
 
 import struct
+from typing import Optional
 
 _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((i,)) for i in range(128)]
@@ -78,6 +79,38 @@ def encode_value(v) -> bytes:
     raise EncodeError(f"unsupported measurement type {t.__name__}")
 
 
+# The tag and one-byte length of a TelemetryBatch.events field, by length.
+_EVENT_HDR = [b"\x0a" + bytes((n,)) for n in range(128)]
+
+
+_TS_LO: list = []
+
+
+def _ts_lo_table() -> list:
+    """Tag of timestamp_ns plus the first two varint groups (continued), by
+    the low 14 bits; built once per process (16384 entries, ~0.6 MB)."""
+    if not _TS_LO:
+        _TS_LO.extend(
+            b"\x20" + bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80)) for n in range(16384)
+        )
+    return _TS_LO
+
+
+def _ctx_bytes(ctx, is_span) -> bytes:
+    """Span context fields 6-9 of a TelemetryEvent (span_name only on span events)."""
+    sid, psid, trace_id, span_name = ctx[0], ctx[1], ctx[2], ctx[3]
+    chunks = []
+    if sid:
+        chunks.append(b"\x30" + varint(sid))
+    if psid:
+        chunks.append(b"\x38" + varint(psid))
+    if trace_id:
+        chunks.append(string_field(0x42, trace_id))
+    if is_span and span_name:
+        chunks.append(string_field(0x4A, span_name))
+    return b"".join(chunks)
+
+
 class BatchEncoder:
     """Encodes drained event tuples and log tuples into TelemetryBatch bytes.
 
@@ -98,11 +131,15 @@ class BatchEncoder:
 
     def __init__(self) -> None:
         self._names: dict = {}
-        self._mkeys: dict = {}
-        self._meta: dict = {}
+        # Measurement key -> int-value prefixes by varint length.
+        self._mpre: dict = {}
+        # Metadata key -> {value: encoded map entry}.
+        self._mpairs: dict = {}
         self._cids: dict = {}
         self._ts_hi = -1
         self._ts_hi_bytes = b""
+        self._ts_mid = -1
+        self._ts_tail = b""
         # Events left over by the last batch() because it reached max_bytes.
         self.leftover: list = []
 
@@ -115,111 +152,164 @@ class BatchEncoder:
             self._names[name] = b
         return b
 
-    def _ts(self, ts: int) -> bytes:
-        # varint(ts) for ts >= 2**28: 4 low groups (continuation bit set) plus
-        # varint(ts >> 28), which changes only every ~0.27 s and is cached.
-        hi = ts >> 28
-        if hi == 0:
-            return b"\x20" + varint(ts)
-        if hi != self._ts_hi:
-            self._ts_hi = hi
-            self._ts_hi_bytes = varint(hi)
-        return b"\x20" + bytes(
-            (
-                (ts & 0x7F) | 0x80,
-                ((ts >> 7) & 0x7F) | 0x80,
-                ((ts >> 14) & 0x7F) | 0x80,
-                ((ts >> 21) & 0x7F) | 0x80,
-            )
-        ) + self._ts_hi_bytes
+    def event_body(self, ev, ctx_cache: Optional[dict] = None) -> bytes:
+        """One serialized TelemetryEvent message (raises EncodeError if it cannot be)."""
+        out: list = []
+        if self._events((ev,), out, 0):
+            raise EncodeError(f"cannot encode event {ev[1]!r}")
+        return out[1]
 
-    def event_body(self, ev, ctx_cache: dict) -> bytes:
-        """One serialized TelemetryEvent message."""
-        ts, name, meas, meta, cid, ctx, is_span = ev
-        nb = self._names.get(name)
-        if nb is None:
-            nb = self._name(name)
-        parts = [nb]
-        append = parts.append
-        if meas:
-            mkeys = self._mkeys
-            for k, v in meas.items():
-                kb = mkeys.get(k)
-                if kb is None:
-                    if len(mkeys) > self._CACHE_MAX:
-                        mkeys.clear()
-                    # key field + the value field's tag, ready to prepend.
-                    kb = string_field(0x0A, str(k)) + b"\x12"
-                    mkeys[k] = kb
-                if type(v) is int and 0 <= v < 0x80:
-                    # Fast path: small non-negative int (1-byte varint).
-                    entry = kb + b"\x02\x08" + _SMALL[v]
-                elif type(v) is int and 0 <= v <= _I64_MAX:
-                    vv = varint(v)
-                    entry = kb + _SMALL[len(vv) + 1] + b"\x08" + vv
+    def _meas_prefixes(self, k) -> list:
+        """Per measurement key: the bytes before an int value's varint, by its length.
+
+        ``prefixes[n] + varint(v)`` (``len(varint(v)) == n``) is the whole
+        ``measurements`` map entry: tag, entry length, key, value tag, value
+        message length, int tag.
+        """
+        mkeys = self._mpre
+        if len(mkeys) > self._CACHE_MAX:
+            mkeys.clear()
+        kb = string_field(0x0A, str(k)) + b"\x12"
+        prefixes = [b""] + [
+            b"\x12" + varint(len(kb) + 2 + n) + kb + _SMALL[n + 1] + b"\x08" for n in range(1, 11)
+        ]
+        mkeys[k] = prefixes
+        return prefixes
+
+    @staticmethod
+    def _meas_entry(k, v) -> bytes:
+        """A measurements map entry for any value type (the slow path)."""
+        vb = encode_value(v)
+        entry = string_field(0x0A, str(k)) + b"\x12" + varint(len(vb)) + vb
+        return b"\x12" + varint(len(entry)) + entry
+
+    def _meta_bytes(self, meta) -> bytes:
+        """Every metadata map entry of one event, joined (pairs cached)."""
+        pairs = self._mpairs
+        chunks = []
+        for k, v in meta.items():
+            if type(v) is not str:
+                v = str(v)
+            by_value = pairs.get(k)
+            eb = by_value.get(v) if by_value is not None else None
+            if eb is None:
+                eb = _ld(0x1A, string_field(0x0A, str(k)) + string_field(0x12, v))
+                if len(v) <= self._CACHE_STR_MAX:
+                    if by_value is None:
+                        if len(pairs) > self._CACHE_MAX:
+                            pairs.clear()
+                        by_value = pairs[k] = {}
+                    elif len(by_value) > self._CACHE_MAX:
+                        by_value.clear()
+                    by_value[v] = eb
+            chunks.append(eb)
+        return b"".join(chunks)
+
+    def _events(self, events, out: list, max_bytes: int) -> int:
+        """Appends each event, as a ``TelemetryBatch.events`` field, to ``out``.
+
+        The same bytes as ``event_body`` with the loop inlined: this is the
+        worker's hottest Python. Within one batch the encoding of a metadata
+        dict and of a span context is reused when the same object comes
+        again (the events list keeps them alive, so ids are unique here, and
+        emitted dicts must not be mutated). Returns the number of events that
+        could not be encoded.
+        """
+        names = self._names
+        mkeys = self._mpre
+        cids = self._cids
+        small = _SMALL
+        hdr = _EVENT_HDR
+        meta_seen: dict = {}
+        ctx_seen: dict = {}
+        ts_hi = self._ts_hi
+        ts_hi_b = self._ts_hi_bytes
+        ts_mid = self._ts_mid
+        ts_tail = self._ts_tail
+        ts_lo = _ts_lo_table()
+        max_event = self.MAX_EVENT_BYTES
+        cache_str_max = self._CACHE_STR_MAX
+        append = out.append
+        errors = 0
+        size = 0
+        done = 0
+        for ev in events:
+            done += 1
+            try:
+                ts, name, meas, meta, cid, ctx, is_span = ev
+                nb = names.get(name)
+                if nb is None:
+                    nb = self._name(name)
+                parts = [nb]
+                if meas:
+                    for k, v in meas.items():
+                        if type(v) is int and 0 <= v <= _I64_MAX:
+                            pre = mkeys.get(k)
+                            if pre is None:
+                                pre = self._meas_prefixes(k)
+                            vv = small[v] if v < 0x80 else varint(v)
+                            parts.append(pre[len(vv)] + vv)
+                        else:
+                            parts.append(self._meas_entry(k, v))
+                if meta:
+                    mb = meta_seen.get(id(meta))
+                    if mb is None:
+                        mb = meta_seen[id(meta)] = self._meta_bytes(meta)
+                    parts.append(mb)
+                # timestamp_ns (field 4): its varint is the low 14 bits (two
+                # groups, from a table), then the rest, which changes only
+                # every 16 µs and is cached.
+                if ts >> 28:
+                    mid = ts >> 14
+                    if mid != ts_mid:
+                        ts_mid = mid
+                        hi = ts >> 28
+                        if hi != ts_hi:
+                            ts_hi = hi
+                            ts_hi_b = varint(hi)
+                        ts_tail = bytes(((mid & 0x7F) | 0x80, ((mid >> 7) & 0x7F) | 0x80)) + ts_hi_b
+                    parts.append(ts_lo[ts & 0x3FFF])
+                    parts.append(ts_tail)
                 else:
-                    vb = encode_value(v)
-                    entry = kb + varint(len(vb)) + vb
-                n = len(entry)
-                append((b"\x12" + _SMALL[n] if n < 0x80 else b"\x12" + varint(n)) + entry)
-        if meta:
-            mcache = self._meta
-            for k, v in meta.items():
-                if type(v) is not str:
-                    v = str(v)
-                key = (k, v)
-                eb = mcache.get(key)
-                if eb is None:
-                    eb = _ld(0x1A, string_field(0x0A, str(k)) + string_field(0x12, v))
-                    if len(v) <= self._CACHE_STR_MAX:
-                        if len(mcache) > self._CACHE_MAX:
-                            mcache.clear()
-                        mcache[key] = eb
-                append(eb)
-        # Timestamp (field 4): varint(ts) for ts >= 2**28 is 4 low groups plus
-        # varint(ts >> 28), which changes only every ~0.27 s and is cached.
-        hi = ts >> 28
-        if hi != self._ts_hi:
-            if hi == 0:
-                append(b"\x20" + varint(ts))
-                hi = -1
+                    parts.append(b"\x20" + varint(ts))
+                if cid:
+                    cb = cids.get(cid)
+                    if cb is None:
+                        cb = string_field(0x2A, str(cid))
+                        if len(cid) <= cache_str_max:
+                            if len(cids) > self._CACHE_MAX:
+                                cids.clear()
+                            cids[cid] = cb
+                    parts.append(cb)
+                if ctx is not None:
+                    key = id(ctx) * 2 + (1 if is_span else 0)
+                    sb = ctx_seen.get(key)
+                    if sb is None:
+                        sb = ctx_seen[key] = _ctx_bytes(ctx, is_span)
+                    parts.append(sb)
+                body = b"".join(parts)
+            except Exception:  # noqa: BLE001 - anything unencodable is counted
+                errors += 1
+                continue
+            n = len(body)
+            if n < 0x80:
+                append(hdr[n])
+            elif n > max_event:
+                errors += 1
+                continue
             else:
-                self._ts_hi = hi
-                self._ts_hi_bytes = varint(hi)
-        if hi >= 0:
-            append(b"\x20" + bytes((
-                (ts & 0x7F) | 0x80,
-                ((ts >> 7) & 0x7F) | 0x80,
-                ((ts >> 14) & 0x7F) | 0x80,
-                ((ts >> 21) & 0x7F) | 0x80,
-            )) + self._ts_hi_bytes)
-        if cid:
-            cb = self._cids.get(cid)
-            if cb is None:
-                cb = string_field(0x2A, str(cid))
-                if len(cid) <= self._CACHE_STR_MAX:
-                    if len(self._cids) > self._CACHE_MAX:
-                        self._cids.clear()
-                    self._cids[cid] = cb
-            append(cb)
-        if ctx is not None:
-            key = (ctx, is_span)
-            sb = ctx_cache.get(key)
-            if sb is None:
-                sid, psid, trace_id, span_name = ctx[0], ctx[1], ctx[2], ctx[3]
-                chunks = []
-                if sid:
-                    chunks.append(b"\x30" + varint(sid))
-                if psid:
-                    chunks.append(b"\x38" + varint(psid))
-                if trace_id:
-                    chunks.append(string_field(0x42, trace_id))
-                if is_span and span_name:
-                    chunks.append(string_field(0x4A, span_name))
-                sb = b"".join(chunks)
-                ctx_cache[key] = sb
-            parts.append(sb)
-        return b"".join(parts)
+                append(b"\x0a" + varint(n))
+            append(body)
+            if max_bytes:
+                size += n
+                if size >= max_bytes:
+                    self.leftover = events[done:]
+                    break
+        self._ts_hi = ts_hi
+        self._ts_hi_bytes = ts_hi_b
+        self._ts_mid = ts_mid
+        self._ts_tail = ts_tail
+        return errors
 
     def batch(self, events, drops, logs, policy_version: int, worker_id: str, seq: int,
               max_bytes: int = 0):
@@ -228,28 +318,9 @@ class BatchEncoder:
         With ``max_bytes``, events stop being added once the batch holds that
         many bytes; the events not encoded are left in ``self.leftover``.
         """
-        out = []
-        errors = 0
-        ctx_cache: dict = {}
-        enc = self.event_body
+        out: list = []
         self.leftover = []
-        size = 0
-        max_event = self.MAX_EVENT_BYTES
-        for i, ev in enumerate(events):
-            try:
-                body = enc(ev, ctx_cache)
-            except Exception:  # noqa: BLE001 - anything unencodable is counted
-                errors += 1
-                continue
-            if len(body) > max_event:
-                errors += 1
-                continue
-            out.append(b"\x0a" + varint(len(body)) + body)
-            if max_bytes:
-                size += len(body)
-                if size >= max_bytes:
-                    self.leftover = events[i + 1:]
-                    break
+        errors = self._events(events, out, max_bytes)
         dcounts = drops(errors) if callable(drops) else drops
         dbody = b"".join(
             _SMALL[(i + 1) << 3] + varint(n) for i, n in enumerate(dcounts) if n
