@@ -237,12 +237,25 @@ fn main() {
 
         // Events: a burst, as fast as the worker can emit.
         let burst_n: u64 = if quick { 100_000 } else { 500_000 };
-        let burst = events(&client, &seen, "emit_events", json!({"count": burst_n}), burst_n).await;
+        // Three bursts; the median one is reported (the machine is shared).
+        let mut bursts = Vec::new();
+        for _ in 0..3 {
+            bursts.push(events(&client, &seen, "emit_events", json!({"count": burst_n}), burst_n).await);
+        }
+        bursts.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+        let (slowest, fastest) = (bursts[0].per_s, bursts[2].per_s);
+        let burst = bursts.swap_remove(1);
         row(
-            "events/s delivered to a host handler, burst",
+            "events/s delivered to a host handler, burst (median of 3)",
             format!("{:.0}", burst.per_s),
             "300000 (target)".to_string(),
             format!("{:.2}x", burst.per_s / 300_000.0),
+        );
+        row(
+            "  burst: slowest / fastest of the 3",
+            format!("{slowest:.0}"),
+            format!("{fastest:.0}"),
+            format!("{:.2}", slowest / fastest),
         );
         row(
             "  burst: delivered / emitted",
