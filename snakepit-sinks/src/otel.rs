@@ -16,7 +16,10 @@
 //!   attributes, plus `snakepit.correlation_id`; stop measurements other
 //!   than `duration` too.
 //! * `handle` copies the event into a bounded queue (`queue_capacity`); a
-//!   full queue drops the event and counts it. Pairing state is bounded too
+//!   full queue drops the event and counts it. The copy is one small
+//!   message (fields packed inline; only unusually large events allocate),
+//!   and the thread encodes each finished span straight into its batch's
+//!   protobuf bytes. Pairing state is bounded too
 //!   (`max_open_spans`): the oldest unmatched starts are evicted and
 //!   counted. A stop whose start is unknown still yields a span (start time
 //!   from its `duration`). Drops are reported from the sink's thread as
@@ -34,16 +37,19 @@
 //!   current-thread Tokio runtime cannot deadlock.
 
 mod assemble;
+#[cfg(test)]
+mod encode_reference;
 mod export;
 mod fields;
 pub mod proto;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, SpanRole, Value};
 use snakepit_telemetry::Telemetry;
@@ -93,13 +99,29 @@ pub(crate) enum Msg {
 /// A copy of one span event.
 pub(crate) struct SpanEvent {
     pub role: SpanRole,
-    pub family: Arc<SpanInfo>,
+    /// Index of the span family in the table the exporter holds.
+    pub family: u16,
     pub span_id: u64,
     pub parent_span_id: u64,
-    pub trace_id: u128,
+    /// The trace id as two halves (high, low): keeps the message 8-aligned.
+    pub trace: [u64; 2],
     pub timestamp_ns: u64,
-    pub duration_ns: Option<u64>,
+    /// The `duration` measurement, or [`NO_DURATION`].
+    pub duration: u64,
     pub fields: fields::PackedFields,
+}
+
+/// No `duration` measurement (a duration is an `i64`, never this).
+const NO_DURATION: u64 = u64::MAX;
+
+impl SpanEvent {
+    pub fn trace_id(&self) -> u128 {
+        (u128::from(self.trace[0]) << 64) | u128::from(self.trace[1])
+    }
+
+    pub fn duration_ns(&self) -> Option<u64> {
+        (self.duration != NO_DURATION).then_some(self.duration)
+    }
 }
 
 /// A span family: its name and kind.
@@ -111,15 +133,29 @@ pub(crate) struct SpanInfo {
     pub named_by_metadata: bool,
 }
 
+/// Counters written by emitting threads live on their own cache line, apart
+/// from those the export thread writes, so neither side slows the other.
 #[derive(Default)]
 pub(crate) struct Counters {
-    /// Events in the queue (sent, not yet received).
-    pub queued: AtomicU64,
+    pub dropped_queue_full: CacheLine<AtomicU64>,
     pub exported: AtomicU64,
-    pub dropped_queue_full: AtomicU64,
     pub evicted: AtomicU64,
     pub export_failed: AtomicU64,
     pub retries: AtomicU64,
+    /// Wake-ups in the queue (rare: flush and shutdown send them).
+    pub wakes: AtomicU64,
+}
+
+/// A value alone on its cache line (128 bytes: adjacent-line prefetch).
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct CacheLine<T>(pub T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Flush and stop requests, answered by the thread.
@@ -142,7 +178,7 @@ pub(crate) struct ControlState {
 /// The OpenTelemetry sink. Build it with [`OtelSink::new`]; attach it with
 /// `telemetry.attach_sink`; call [`Sink::shutdown`] to flush and stop.
 pub struct OtelSink {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     families: FamilyTable,
     counters: Arc<Counters>,
     control: Arc<Control>,
@@ -164,11 +200,12 @@ impl OtelSink {
     /// reports are emitted on `telemetry`.
     pub fn new(config: &OtelSinkConfig, telemetry: &Telemetry) -> Result<OtelSink, OtelError> {
         let url = export::traces_url(&config.endpoint)?;
-        let families = families(telemetry.catalog());
-        let (tx, rx) = sync_channel(config.queue_capacity.max(1));
+        let (families, infos) = families(telemetry.catalog());
+        let (tx, rx) = bounded(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let control = Arc::new(Control::default());
-        let exporter = export::Exporter::new(config, url, telemetry.clone(), counters.clone());
+        let exporter =
+            export::Exporter::new(config, url, telemetry.clone(), counters.clone(), infos);
         let ctl = control.clone();
         let thread = std::thread::Builder::new()
             .name("snakepit-otel".into())
@@ -197,7 +234,12 @@ impl OtelSink {
     }
 
     fn wake(&self) {
-        let _ = self.tx.try_send(Msg::Wake);
+        // Counted first so that the thread never sees more wakes taken
+        // than sent.
+        self.counters.wakes.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(Msg::Wake).is_err() {
+            self.counters.wakes.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Waits until `done(state)` or the deadline; true if done.
@@ -230,32 +272,40 @@ impl OtelSink {
         SinkError::Timeout {
             sink: "otel".into(),
             timeout,
-            pending: self.counters.queued.load(Ordering::Relaxed),
+            // Events in the queue: its length less the wake-ups in it.
+            pending: (self.tx.len() as u64)
+                .saturating_sub(self.counters.wakes.load(Ordering::Relaxed)),
         }
     }
 }
 
-/// The span role and family of every event, by id (`None`: not a span event).
-type FamilyTable = Box<[Option<(SpanRole, Arc<SpanInfo>)>]>;
+/// The span role and family index of every event, by id (`None`: not a
+/// span event).
+type FamilyTable = Box<[Option<(SpanRole, u16)>]>;
 
-/// The span family of every event in the catalog, by id.
-fn families(catalog: &Catalog) -> FamilyTable {
-    let mut out: Vec<Option<(SpanRole, Arc<SpanInfo>)>> = vec![None; catalog.len()];
+/// The span family of every event in the catalog, by id, and the families
+/// by index.
+fn families(catalog: &Catalog) -> (FamilyTable, Arc<[SpanInfo]>) {
+    let mut out: Vec<Option<(SpanRole, u16)>> = vec![None; catalog.len()];
+    let mut infos = Vec::new();
     for (id, spec) in catalog.iter() {
         let Some((SpanRole::Start, family)) = catalog.span_of(id) else {
             continue;
         };
+        let Ok(index) = u16::try_from(infos.len()) else {
+            break;
+        };
         let prefix = spec.name.strip_suffix(".start").unwrap_or(&spec.name);
-        let info = Arc::new(assemble::span_info(prefix));
+        infos.push(assemble::span_info(prefix));
         for (role, member) in [
             (SpanRole::Start, family.start),
             (SpanRole::Stop, family.stop),
             (SpanRole::Exception, family.exception),
         ] {
-            out[member.index()] = Some((role, info.clone()));
+            out[member.index()] = Some((role, index));
         }
     }
-    out.into_boxed_slice()
+    (out.into_boxed_slice(), infos.into())
 }
 
 impl Sink for OtelSink {
@@ -264,31 +314,32 @@ impl Sink for OtelSink {
     }
 
     fn handle(&self, event: &Event<'_>) {
-        let Some(Some((role, family))) = self.families.get(event.id().index()) else {
+        let Some(&Some((role, family))) = self.families.get(event.id().index()) else {
             return;
         };
-        let duration_ns = event
+        let duration = event
             .measurement("duration")
             .and_then(Value::as_i64)
-            .and_then(|d| u64::try_from(d).ok());
+            .and_then(|d| u64::try_from(d).ok())
+            .unwrap_or(NO_DURATION);
+        let trace_id = event.trace_id();
         let msg = Msg::Event(SpanEvent {
-            role: *role,
-            family: family.clone(),
+            role,
+            family,
             span_id: event.span_id(),
             parent_span_id: event.parent_span_id(),
-            trace_id: event.trace_id(),
+            trace: [(trace_id >> 64) as u64, trace_id as u64],
             timestamp_ns: event.timestamp_ns(),
-            duration_ns,
+            duration,
             fields: fields::PackedFields::new(
                 event.measurements(),
                 event.metadata(),
                 event.correlation_id(),
+                role != SpanRole::Start,
             ),
         });
         match self.tx.try_send(msg) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.counters
                     .dropped_queue_full

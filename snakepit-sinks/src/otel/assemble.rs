@@ -1,13 +1,14 @@
 //! Pairing start/stop/exception events into spans, with bounded state.
 
 use std::collections::{HashMap, VecDeque};
-
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use snakepit_core::SpanRole;
 
-use super::fields::FieldValue;
-use super::proto::{self, any_value, AnyValue, KeyValue};
+use super::fields::{FieldValue, MAX_FIELDS};
+use super::proto;
+use super::wire::{Exception, SpanRef};
 use super::{SpanEvent, SpanInfo};
 
 /// The span name of a span family prefix: `snakepit.grpc.call` is
@@ -60,37 +61,48 @@ impl Hasher for SpanIdHasher {
     }
 }
 
-/// Open spans by id, bounded: the oldest are evicted first.
+/// Open spans by id, bounded: the oldest are evicted first. Starts stay in
+/// place in `slots` (the map holds their index) until their end is encoded.
 pub(crate) struct Pairing {
-    open: HashMap<u64, Open, BuildHasherDefault<SpanIdHasher>>,
+    open: HashMap<u64, u32, BuildHasherDefault<SpanIdHasher>>,
+    slots: Vec<Open>,
+    /// Indexes of `slots` no open span uses.
+    free: Vec<u32>,
     order: VecDeque<u64>,
     max_open: usize,
+    /// Span families by [`SpanEvent::family`].
+    families: Arc<[SpanInfo]>,
 }
 
 impl Pairing {
-    pub fn new(max_open: usize) -> Pairing {
+    pub fn new(max_open: usize, families: Arc<[SpanInfo]>) -> Pairing {
         Pairing {
             open: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
             order: VecDeque::new(),
             max_open: max_open.max(1),
+            families,
         }
     }
 
-    /// Takes one event; returns a finished span and how many open spans were
-    /// evicted to make room (or were unusable).
-    pub fn accept(&mut self, event: SpanEvent) -> (Option<proto::Span>, u64) {
+    /// Takes one event; a finished span is appended to `out` as a
+    /// `ScopeSpans.spans` entry. Returns whether a span finished and how
+    /// many open spans were evicted to make room (or were unusable).
+    pub fn accept(&mut self, event: SpanEvent, out: &mut Vec<u8>) -> (bool, u64) {
         match event.role {
             SpanRole::Start => {
                 if event.span_id == 0 {
                     // Nothing can pair with it.
-                    return (None, 1);
+                    return (false, 1);
                 }
                 let trace_id = self.trace_of(&event);
                 let mut evicted = 0;
                 while self.open.len() >= self.max_open {
                     match self.order.pop_front() {
                         Some(old) => {
-                            if self.open.remove(&old).is_some() {
+                            if let Some(slot) = self.open.remove(&old) {
+                                self.free.push(slot);
                                 evicted += 1;
                             }
                         }
@@ -103,26 +115,45 @@ impl Pairing {
                     let open = &self.open;
                     self.order.retain(|id| open.contains_key(id));
                 }
-                self.open.insert(
-                    event.span_id,
-                    Open {
-                        start: event,
-                        trace_id,
-                    },
-                );
-                (None, evicted)
+                let span_id = event.span_id;
+                let open = Open {
+                    start: event,
+                    trace_id,
+                };
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = open;
+                        slot
+                    }
+                    None => {
+                        self.slots.push(open);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                if let Some(replaced) = self.open.insert(span_id, slot) {
+                    self.free.push(replaced);
+                }
+                (false, evicted)
             }
             SpanRole::Stop | SpanRole::Exception => {
                 if event.span_id == 0 {
                     // A span needs an id; a span-less stop is not exportable.
-                    return (None, 1);
+                    return (false, 1);
                 }
-                let open = self.open.remove(&event.span_id);
-                let trace_id = match &open {
+                let slot = self.open.remove(&event.span_id);
+                let open = slot.and_then(|i| self.slots.get(i as usize));
+                let trace_id = match open {
                     Some(o) => o.trace_id,
                     None => self.trace_of(&event),
                 };
-                (Some(build(open.map(|o| o.start), event, trace_id)), 0)
+                let info = self.families.get(usize::from(event.family));
+                if let Some(info) = info {
+                    encode(info, open.map(|o| &o.start), &event, trace_id, out);
+                }
+                if let Some(slot) = slot {
+                    self.free.push(slot);
+                }
+                (info.is_some(), 0)
             }
         }
     }
@@ -131,15 +162,21 @@ impl Pairing {
     pub fn abandon(&mut self) -> u64 {
         let n = self.open.len() as u64;
         self.open.clear();
+        self.slots.clear();
+        self.free.clear();
         self.order.clear();
         n
     }
 
     fn trace_of(&self, event: &SpanEvent) -> u128 {
-        if event.trace_id != 0 {
-            return event.trace_id;
+        if event.trace_id() != 0 {
+            return event.trace_id();
         }
-        if let Some(parent) = self.open.get(&event.parent_span_id) {
+        if let Some(parent) = self
+            .open
+            .get(&event.parent_span_id)
+            .and_then(|&i| self.slots.get(i as usize))
+        {
             return parent.trace_id;
         }
         // Derived from the span id, so the start and the end agree.
@@ -153,111 +190,202 @@ impl Pairing {
     }
 }
 
-fn value(v: &FieldValue<'_>) -> AnyValue {
-    AnyValue {
-        value: Some(match v {
-            FieldValue::Int(i) => any_value::Value::IntValue(*i),
-            FieldValue::Float(f) => any_value::Value::DoubleValue(*f),
-            FieldValue::Str(s) => any_value::Value::StringValue(s.to_string()),
-        }),
+/// Attributes of one span in first-seen order; a later value for a key
+/// replaces the earlier one in place.
+struct Attrs<'a> {
+    items: [(&'a [u8], FieldValue<'a>); MAX_ATTRS],
+    len: usize,
+}
+
+/// Start metadata, end metadata and measurements, correlation id, error type.
+const MAX_ATTRS: usize = 2 * MAX_FIELDS + 2;
+
+impl<'a> Attrs<'a> {
+    fn new() -> Self {
+        Attrs {
+            items: [(&b""[..], FieldValue::Int(0)); MAX_ATTRS],
+            len: 0,
+        }
+    }
+
+    fn put(&mut self, key: &'a [u8], value: FieldValue<'a>) {
+        // Length and first byte rule out most keys before a full compare.
+        let same = |k: &[u8]| k.len() == key.len() && k.first() == key.first() && k == key;
+        if let Some(slot) = self.items[..self.len].iter_mut().find(|(k, _)| same(k)) {
+            slot.1 = value;
+        } else if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = (key, value);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(&'a [u8], FieldValue<'a>)] {
+        &self.items[..self.len]
     }
 }
 
-fn put(attrs: &mut Vec<KeyValue>, key: &str, v: &FieldValue<'_>) {
-    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
-        kv.value = Some(value(v));
-    } else {
-        attrs.push(KeyValue {
-            key: key.to_string(),
-            value: Some(value(v)),
-        });
-    }
-}
-
-fn bytes_of_id(id: u64) -> Vec<u8> {
-    if id == 0 {
-        Vec::new()
-    } else {
-        id.to_be_bytes().to_vec()
-    }
-}
-
-/// Builds the span from its start (if known) and its end.
-fn build(start: Option<SpanEvent>, end: SpanEvent, trace_id: u128) -> proto::Span {
-    let info = end.family.clone();
-    let end_ns = match (&start, end.duration_ns) {
-        (Some(s), Some(d)) => s.timestamp_ns.saturating_add(d),
-        _ => end.timestamp_ns,
-    };
-    let start_ns = match (&start, end.duration_ns) {
-        (Some(s), _) => s.timestamp_ns,
-        (None, Some(d)) => end.timestamp_ns.saturating_sub(d),
-        (None, None) => end.timestamp_ns,
-    };
-    let parent = match (end.parent_span_id, &start) {
-        (0, Some(s)) => s.parent_span_id,
-        (p, _) => p,
-    };
-    let mut attrs: Vec<KeyValue> = Vec::with_capacity(8);
+/// Encodes the span from its start (if known) and its end.
+pub(crate) fn encode(
+    info: &SpanInfo,
+    start: Option<&SpanEvent>,
+    end: &SpanEvent,
+    trace_id: u128,
+    out: &mut Vec<u8>,
+) {
+    let (start_ns, end_ns, parent) = span_bounds(start, end);
+    let mut attrs = Attrs::new();
     let mut name = None;
     let correlation = end
         .fields
         .correlation_id()
-        .or_else(|| start.as_ref().and_then(|s| s.fields.correlation_id()));
-    for ev in start.iter().chain(std::iter::once(&end)) {
-        for (k, v) in ev.fields.metadata() {
-            match k {
-                "span_name" if info.named_by_metadata => {
-                    name = v.as_str().map(str::to_string);
+        .or_else(|| start.and_then(|s| s.fields.correlation_id()));
+    // Start metadata, end metadata, then end measurements (read in the
+    // same pass as its metadata, put after them).
+    let mut measurements = [(&b""[..], FieldValue::Int(0)); MAX_FIELDS];
+    let mut n = 0;
+    let ends = end.fields.all();
+    let starts = start.into_iter().flat_map(|s| s.fields.metadata());
+    for (is_measurement, k, v) in starts.map(|(k, v)| (false, k, v)).chain(ends) {
+        if is_measurement {
+            if k != b"duration" {
+                if let Some(slot) = measurements.get_mut(n) {
+                    *slot = (k, v);
+                    n += 1;
                 }
-                "error_message" => {}
-                _ => put(&mut attrs, k, &v),
             }
+            continue;
+        }
+        match k {
+            b"span_name" if info.named_by_metadata => name = v.as_str(),
+            b"error_message" => {}
+            _ => attrs.put(k, v),
         }
     }
-    for (k, v) in end.fields.measurements() {
-        if k != "duration" {
-            put(&mut attrs, k, &v);
-        }
+    for &(k, v) in &measurements[..n] {
+        attrs.put(k, v);
     }
     if let Some(c) = correlation {
-        put(&mut attrs, "snakepit.correlation_id", &FieldValue::Str(c));
+        attrs.put(b"snakepit.correlation_id", FieldValue::Str(c));
     }
-    let mut events = Vec::new();
-    let status = if end.role == SpanRole::Exception {
-        let meta = |key: &str| {
-            end.fields
-                .meta(key)
-                .and_then(|v| v.as_str().map(str::to_string))
-        };
-        let error_type = meta("error_type").unwrap_or_else(|| "error".to_string());
-        let message = meta("error_message").unwrap_or_else(|| error_type.clone());
-        put(&mut attrs, "error.type", &FieldValue::Str(&error_type));
-        events.push(proto::SpanEvent {
-            time_unix_nano: end_ns,
-            name: "exception".into(),
-            attributes: vec![
-                KeyValue::string("exception.type", error_type),
-                KeyValue::string("exception.message", message.clone()),
-            ],
-        });
-        Some(proto::Status {
+    let exception = (end.role == SpanRole::Exception).then(|| {
+        let meta = |key: &[u8]| end.fields.meta(key).and_then(|v| v.as_str());
+        let error_type = meta(b"error_type").unwrap_or(b"error");
+        let message = meta(b"error_message").unwrap_or(error_type);
+        attrs.put(b"error.type", FieldValue::Str(error_type));
+        Exception {
+            time_ns: end_ns,
+            error_type,
             message,
-            code: proto::STATUS_ERROR,
-        })
-    } else {
-        None
-    };
-    proto::Span {
-        trace_id: trace_id.to_be_bytes().to_vec(),
-        span_id: bytes_of_id(end.span_id),
-        parent_span_id: bytes_of_id(parent),
-        name: name.unwrap_or_else(|| info.name.clone()),
+        }
+    });
+    SpanRef {
+        trace_id,
+        span_id: end.span_id,
+        parent_span_id: parent,
+        name: name.unwrap_or(info.name.as_bytes()),
         kind: info.kind,
-        start_time_unix_nano: start_ns,
-        end_time_unix_nano: end_ns.max(start_ns),
-        attributes: attrs,
-        events,
-        status,
+        start_ns,
+        end_ns: end_ns.max(start_ns),
+        attributes: attrs.as_slice(),
+        exception,
+    }
+    .encode(2, out);
+}
+
+/// A span's start and end times and its parent: the start event's time, or
+/// the end's minus its duration; the end's time, or the start's plus the
+/// duration; the end's parent, else the start's.
+pub(crate) fn span_bounds(start: Option<&SpanEvent>, end: &SpanEvent) -> (u64, u64, u64) {
+    let end_ns = match (start, end.duration_ns()) {
+        (Some(s), Some(d)) => s.timestamp_ns.saturating_add(d),
+        _ => end.timestamp_ns,
+    };
+    let start_ns = match (start, end.duration_ns()) {
+        (Some(s), _) => s.timestamp_ns,
+        (None, Some(d)) => end.timestamp_ns.saturating_sub(d),
+        (None, None) => end.timestamp_ns,
+    };
+    let parent = match (end.parent_span_id, start) {
+        (0, Some(s)) => s.parent_span_id,
+        (p, _) => p,
+    };
+    (start_ns, end_ns, parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use snakepit_core::Value;
+
+    use super::super::encode_reference::event;
+    use super::*;
+
+    fn decoded(out: &[u8]) -> Vec<proto::Span> {
+        proto::ScopeSpans::decode(out).unwrap().spans
+    }
+
+    /// Evicted and replaced starts are not reused; slots are.
+    #[test]
+    fn pairing_evicts_oldest_and_reuses_slots() {
+        let infos: Arc<[SpanInfo]> = vec![span_info("snakepit.python.call")].into();
+        let mut p = Pairing::new(3, infos);
+        let mut out = Vec::new();
+        let start = |id: u64, parent: u64, trace: u128, ts: u64| {
+            event(
+                false,
+                SpanRole::Start,
+                id,
+                parent,
+                trace,
+                ts,
+                None,
+                &[],
+                &[],
+                None,
+            )
+        };
+        let stop = |id: u64, ts: u64| {
+            event(
+                false,
+                SpanRole::Stop,
+                id,
+                0,
+                0,
+                ts,
+                Some(5),
+                &[("duration", Value::Int(5))],
+                &[],
+                None,
+            )
+        };
+        assert_eq!(p.accept(start(1, 0, 77, 100), &mut out), (false, 0));
+        assert_eq!(p.accept(start(2, 1, 0, 200), &mut out), (false, 0));
+        assert_eq!(p.accept(stop(2, 2_000), &mut out), (true, 0));
+        assert_eq!(p.accept(start(3, 0, 9, 300), &mut out), (false, 0));
+        // A second start for an open span replaces the first.
+        assert_eq!(p.accept(start(3, 0, 9, 350), &mut out), (false, 0));
+        assert_eq!(p.accept(start(4, 0, 9, 400), &mut out), (false, 0));
+        // Full: the oldest open span (1) is evicted.
+        assert_eq!(p.accept(start(5, 0, 9, 500), &mut out), (false, 1));
+        for (id, ts) in [(1, 1_000), (3, 3_000), (4, 4_000), (5, 5_000)] {
+            assert_eq!(p.accept(stop(id, ts), &mut out), (true, 0));
+        }
+        let spans = decoded(&out);
+        let times: Vec<_> = spans
+            .iter()
+            .map(|s| (s.start_time_unix_nano, s.end_time_unix_nano))
+            .collect();
+        // Span 1 lost its start: its start comes from its duration.
+        assert_eq!(
+            times,
+            [(200, 205), (995, 1_000), (350, 355), (400, 405), (500, 505)]
+        );
+        // Span 2 took its open parent's trace.
+        assert_eq!(spans[0].trace_id, 77u128.to_be_bytes());
+        assert_eq!(spans[0].parent_span_id, 1u64.to_be_bytes());
+        assert_eq!(spans[2].trace_id, 9u128.to_be_bytes());
+        assert!(p.slots.len() <= 3, "{}", p.slots.len());
+        assert_eq!(p.accept(start(4, 0, 1, 1), &mut out), (false, 0));
+        assert_eq!(p.abandon(), 1);
     }
 }

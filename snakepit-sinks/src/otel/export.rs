@@ -1,11 +1,12 @@
 //! The export thread: drains the queue, pairs events into spans, and POSTs
 //! batches to `<endpoint>/v1/traces` as OTLP/HTTP protobuf.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use prost::Message;
 use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{builtin, Value};
@@ -13,7 +14,8 @@ use snakepit_telemetry::Telemetry;
 
 use super::assemble::Pairing;
 use super::proto::{self, KeyValue};
-use super::{Control, Counters, Msg, OtelError};
+use super::wire::{delimited_len, put_delimited_header};
+use super::{Control, Counters, Msg, OtelError, SpanInfo};
 
 /// `<endpoint>/v1/traces`, checked.
 pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
@@ -62,18 +64,89 @@ enum PostError {
     Fatal(String),
 }
 
+/// The parts of an `ExportTraceServiceRequest` around its spans, encoded
+/// once. A batch buffer starts with [`Frame::reserve`] spare bytes, then
+/// its spans as `ScopeSpans.spans` entries; the request's header is written
+/// at the end of the spare bytes when the batch is sent.
+pub(crate) struct Frame {
+    /// `ResourceSpans.resource` (field 1, with key and length).
+    resource: Vec<u8>,
+    /// `ScopeSpans.scope` (field 1, with key and length).
+    scope: Vec<u8>,
+    /// Room for the header: the two fields plus two keys and lengths.
+    reserve: usize,
+}
+
+impl Frame {
+    pub fn new(resource: &proto::Resource, scope: &proto::InstrumentationScope) -> Frame {
+        let field = |body: Vec<u8>| {
+            let mut out = Vec::with_capacity(delimited_len(body.len()));
+            put_delimited_header(&mut out, 1, body.len());
+            out.extend_from_slice(&body);
+            out
+        };
+        let resource = field(resource.encode_to_vec());
+        let scope = field(scope.encode_to_vec());
+        let reserve = resource.len() + scope.len() + 2 * (1 + 10);
+        Frame {
+            resource,
+            scope,
+            reserve,
+        }
+    }
+
+    /// An empty batch buffer.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.reserve + capacity);
+        buf.resize(self.reserve, 0);
+        buf
+    }
+
+    /// The request body: writes the header into the spare bytes of `buf`
+    /// (using `header` as scratch) and returns the request from there on.
+    pub fn finish<'b>(&self, buf: &'b mut [u8], header: &mut Vec<u8>) -> &'b [u8] {
+        let spans = buf.len().saturating_sub(self.reserve);
+        let scope_spans = self.scope.len() + spans;
+        let resource_spans = self.resource.len() + delimited_len(scope_spans);
+        header.clear();
+        put_delimited_header(header, 1, resource_spans);
+        header.extend_from_slice(&self.resource);
+        put_delimited_header(header, 2, scope_spans);
+        header.extend_from_slice(&self.scope);
+        let at = self.reserve - header.len();
+        buf[at..self.reserve].copy_from_slice(header);
+        &buf[at..]
+    }
+}
+
+/// Encoded spans waiting to be sent in one request.
+struct Batch {
+    buf: Vec<u8>,
+    spans: usize,
+}
+
+/// Batch buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
+
 pub(crate) struct Exporter {
     url: String,
     agent: ureq::Agent,
     telemetry: Telemetry,
     counters: Arc<Counters>,
     pairing: Pairing,
-    finished: Vec<proto::Span>,
+    /// The batch being filled.
+    current: Batch,
+    /// Full batches, oldest first.
+    ready: VecDeque<Batch>,
+    /// Spans in `current` and `ready`.
+    finished: usize,
+    spare: Vec<Vec<u8>>,
+    frame: Frame,
+    header: Vec<u8>,
     oldest_finished: Option<Instant>,
     batch_size: usize,
     interval: Duration,
     timeout: Duration,
-    resource: proto::Resource,
     capacity: u64,
     reported: Reported,
     last_report: Instant,
@@ -93,20 +166,11 @@ impl Exporter {
         url: String,
         telemetry: Telemetry,
         counters: Arc<Counters>,
+        families: Arc<[SpanInfo]>,
     ) -> Exporter {
         let timeout = Duration::from_millis(config.export_timeout_ms.max(1));
-        Exporter {
-            url,
-            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
-            telemetry,
-            counters,
-            pairing: Pairing::new(config.max_open_spans),
-            finished: Vec::new(),
-            oldest_finished: None,
-            batch_size: config.batch_size.max(1),
-            interval: Duration::from_millis(config.export_interval_ms.max(1)),
-            timeout,
-            resource: proto::Resource {
+        let frame = Frame::new(
+            &proto::Resource {
                 attributes: vec![
                     KeyValue::string("service.name", config.service_name.clone()),
                     KeyValue::string("telemetry.sdk.name", "snakepit"),
@@ -114,6 +178,30 @@ impl Exporter {
                     KeyValue::string("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
                 ],
             },
+            &proto::InstrumentationScope {
+                name: "snakepit".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        );
+        Exporter {
+            url,
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            telemetry,
+            counters,
+            pairing: Pairing::new(config.max_open_spans, families),
+            current: Batch {
+                buf: frame.buffer(0),
+                spans: 0,
+            },
+            ready: VecDeque::new(),
+            finished: 0,
+            spare: Vec::new(),
+            frame,
+            header: Vec::new(),
+            oldest_finished: None,
+            batch_size: config.batch_size.max(1),
+            interval: Duration::from_millis(config.export_interval_ms.max(1)),
+            timeout,
             capacity: config.queue_capacity as u64,
             reported: Reported::default(),
             last_report: Instant::now(),
@@ -134,7 +222,7 @@ impl Exporter {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             // Drain what is there, a batch at a time.
-            while self.finished.len() < self.batch_size {
+            while self.finished < self.batch_size {
                 match rx.try_recv() {
                     Ok(msg) => self.take(msg),
                     Err(_) => break,
@@ -159,7 +247,7 @@ impl Exporter {
                 for _ in 0..=self.capacity {
                     let Ok(msg) = rx.try_recv() else { break };
                     self.take(msg);
-                    if self.finished.len() >= self.batch_size {
+                    if self.finished >= self.batch_size {
                         self.export(Some(deadline), control);
                     }
                 }
@@ -173,7 +261,7 @@ impl Exporter {
                 let mut s = control.state.lock().unwrap_or_else(|p| p.into_inner());
                 s.flush_done = s.flush_done.max(flush_ticket.unwrap_or(0));
                 control.changed.notify_all();
-            } else if self.finished.len() >= self.batch_size
+            } else if self.finished >= self.batch_size
                 || self
                     .oldest_finished
                     .is_some_and(|t| t.elapsed() >= self.interval)
@@ -190,19 +278,55 @@ impl Exporter {
     }
 
     fn take(&mut self, msg: Msg) {
-        let Msg::Event(event) = msg else {
-            return;
+        let event = match msg {
+            Msg::Event(event) => event,
+            Msg::Wake => {
+                self.counters.wakes.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
         };
-        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-        let (span, evicted) = self.pairing.accept(event);
+        let (finished, evicted) = self.pairing.accept(event, &mut self.current.buf);
         if evicted > 0 {
             self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
         }
-        if let Some(span) = span {
-            if self.finished.is_empty() {
+        if finished {
+            if self.finished == 0 {
                 self.oldest_finished = Some(Instant::now());
             }
-            self.finished.push(span);
+            self.finished += 1;
+            self.current.spans += 1;
+            if self.current.spans >= self.batch_size {
+                let next = self.new_batch();
+                let full = std::mem::replace(&mut self.current, next);
+                self.ready.push_back(full);
+            }
+        }
+    }
+
+    fn new_batch(&mut self) -> Batch {
+        let buf = match self.spare.pop() {
+            Some(buf) => buf,
+            None => self.frame.buffer(0),
+        };
+        Batch { buf, spans: 0 }
+    }
+
+    /// The next batch to send, oldest first.
+    fn next_batch(&mut self) -> Option<Batch> {
+        if let Some(batch) = self.ready.pop_front() {
+            return Some(batch);
+        }
+        if self.current.spans == 0 {
+            return None;
+        }
+        let next = self.new_batch();
+        Some(std::mem::replace(&mut self.current, next))
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            buf.truncate(self.frame.reserve);
+            self.spare.push(buf);
         }
     }
 
@@ -212,11 +336,11 @@ impl Exporter {
     /// its first attempt, or the flush or shutdown deadline comes; only then
     /// are its spans counted as `export_failed`.
     fn export(&mut self, deadline: Option<Instant>, control: &Control) {
-        while !self.finished.is_empty() {
-            let n = self.finished.len().min(self.batch_size);
-            let spans: Vec<proto::Span> = self.finished.drain(..n).collect();
-            let count = spans.len() as u64;
-            let body = self.request(spans).encode_to_vec();
+        while let Some(batch) = self.next_batch() {
+            self.finished -= batch.spans;
+            let count = batch.spans as u64;
+            let mut buf = batch.buf;
+            let body = self.frame.finish(&mut buf, &mut self.header);
             let started = Instant::now();
             let mut backoff = FIRST_BACKOFF;
             let mut attempts = 0u32;
@@ -240,7 +364,7 @@ impl Exporter {
                     });
                 }
                 attempts += 1;
-                match self.post(&body, timeout) {
+                match self.post(body, timeout) {
                     Ok(()) => break Ok(()),
                     Err(PostError::Fatal(message)) => break Err(message),
                     Err(PostError::Retry { message, after }) => {
@@ -272,23 +396,9 @@ impl Exporter {
                     );
                 }
             }
+            self.recycle(buf);
         }
         self.oldest_finished = None;
-    }
-
-    fn request(&self, spans: Vec<proto::Span>) -> proto::ExportTraceServiceRequest {
-        proto::ExportTraceServiceRequest {
-            resource_spans: vec![proto::ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![proto::ScopeSpans {
-                    scope: Some(proto::InstrumentationScope {
-                        name: "snakepit".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                    }),
-                    spans,
-                }],
-            }],
-        }
     }
 
     fn post(&self, body: &[u8], timeout: Duration) -> Result<(), PostError> {
@@ -383,5 +493,51 @@ fn sleep_watching_stop(wait: Duration, control: &Control) {
             return;
         }
         std::thread::sleep((until - now).min(Duration::from_millis(20)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch framed by hand equals prost's encoding of the whole request.
+    #[test]
+    fn framed_batch_matches_prost_request() {
+        let resource = proto::Resource {
+            attributes: vec![KeyValue::string("service.name", "x".repeat(200))],
+        };
+        let scope = proto::InstrumentationScope {
+            name: "snakepit".into(),
+            version: "1.2.3".into(),
+        };
+        let frame = Frame::new(&resource, &scope);
+        let span = |i: u64| proto::Span {
+            trace_id: vec![1; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: "s".repeat(i as usize * 40),
+            kind: 1,
+            ..Default::default()
+        };
+        let mut header = Vec::new();
+        for n in [0u64, 1, 3, 200] {
+            let spans: Vec<_> = (1..=n).map(span).collect();
+            let mut buf = frame.buffer(0);
+            let entries = proto::ScopeSpans {
+                scope: None,
+                spans: spans.clone(),
+            };
+            buf.extend_from_slice(&entries.encode_to_vec());
+            let expected = proto::ExportTraceServiceRequest {
+                resource_spans: vec![proto::ResourceSpans {
+                    resource: Some(resource.clone()),
+                    scope_spans: vec![proto::ScopeSpans {
+                        scope: Some(scope.clone()),
+                        spans,
+                    }],
+                }],
+            }
+            .encode_to_vec();
+            assert_eq!(frame.finish(&mut buf, &mut header), &expected[..], "{n}");
+        }
     }
 }

@@ -1,0 +1,309 @@
+//! Test reference for span encoding: spans built as prost messages the
+//! way the sink built them before it encoded spans directly, and cases the
+//! direct encoding must match byte for byte.
+
+use prost::Message;
+use snakepit_core::{SpanRole, Value};
+
+use super::assemble::{encode, span_info};
+use super::fields::{FieldValue, PackedFields};
+use super::proto::{self, any_value, AnyValue, KeyValue};
+use super::{SpanEvent, SpanInfo};
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
+}
+
+fn value(v: &FieldValue<'_>) -> AnyValue {
+    AnyValue {
+        value: Some(match v {
+            FieldValue::Int(i) => any_value::Value::IntValue(*i),
+            FieldValue::Float(f) => any_value::Value::DoubleValue(*f),
+            FieldValue::Str(s) => any_value::Value::StringValue(text(s).to_string()),
+        }),
+    }
+}
+
+fn put(attrs: &mut Vec<KeyValue>, key: &[u8], v: &FieldValue<'_>) {
+    let key = text(key);
+    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == key) {
+        kv.value = Some(value(v));
+    } else {
+        attrs.push(KeyValue {
+            key: key.to_string(),
+            value: Some(value(v)),
+        });
+    }
+}
+
+fn bytes_of_id(id: u64) -> Vec<u8> {
+    if id == 0 {
+        Vec::new()
+    } else {
+        id.to_be_bytes().to_vec()
+    }
+}
+
+/// The span as prost messages, the way the sink built it before encoding
+/// spans directly: the reference the direct encoding must match.
+fn build(
+    info: &SpanInfo,
+    start: Option<&SpanEvent>,
+    end: &SpanEvent,
+    trace_id: u128,
+) -> proto::Span {
+    let (start_ns, end_ns, parent) = super::assemble::span_bounds(start, end);
+    let mut attrs: Vec<KeyValue> = Vec::with_capacity(8);
+    let mut name = None;
+    let correlation = end
+        .fields
+        .correlation_id()
+        .or_else(|| start.and_then(|s| s.fields.correlation_id()));
+    for ev in start.iter().copied().chain(std::iter::once(end)) {
+        for (k, v) in ev.fields.metadata() {
+            match k {
+                b"span_name" if info.named_by_metadata => {
+                    name = v.as_str().map(|s| text(s).to_string());
+                }
+                b"error_message" => {}
+                _ => put(&mut attrs, k, &v),
+            }
+        }
+    }
+    for (k, v) in end.fields.measurements() {
+        if k != b"duration" {
+            put(&mut attrs, k, &v);
+        }
+    }
+    if let Some(c) = correlation {
+        put(&mut attrs, b"snakepit.correlation_id", &FieldValue::Str(c));
+    }
+    let mut events = Vec::new();
+    let status = if end.role == SpanRole::Exception {
+        let meta = |key: &[u8]| {
+            end.fields
+                .meta(key)
+                .and_then(|v| v.as_str().map(|s| text(s).to_string()))
+        };
+        let error_type = meta(b"error_type").unwrap_or_else(|| "error".to_string());
+        let message = meta(b"error_message").unwrap_or_else(|| error_type.clone());
+        put(
+            &mut attrs,
+            b"error.type",
+            &FieldValue::Str(error_type.as_bytes()),
+        );
+        events.push(proto::SpanEvent {
+            time_unix_nano: end_ns,
+            name: "exception".into(),
+            attributes: vec![
+                KeyValue::string("exception.type", error_type),
+                KeyValue::string("exception.message", message.clone()),
+            ],
+        });
+        Some(proto::Status {
+            message,
+            code: proto::STATUS_ERROR,
+        })
+    } else {
+        None
+    };
+    proto::Span {
+        trace_id: trace_id.to_be_bytes().to_vec(),
+        span_id: bytes_of_id(end.span_id),
+        parent_span_id: bytes_of_id(parent),
+        name: name.unwrap_or_else(|| info.name.clone()),
+        kind: info.kind,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: end_ns.max(start_ns),
+        attributes: attrs,
+        events,
+        status,
+    }
+}
+
+/// An event with every field packed (`full`) or as the sink packs it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn event(
+    full: bool,
+    role: SpanRole,
+    span_id: u64,
+    parent_span_id: u64,
+    trace_id: u128,
+    timestamp_ns: u64,
+    duration_ns: Option<u64>,
+    measurements: &[(&str, Value<'_>)],
+    metadata: &[(&str, Value<'_>)],
+    correlation: Option<&str>,
+) -> SpanEvent {
+    SpanEvent {
+        role,
+        family: 0,
+        span_id,
+        parent_span_id,
+        trace: [(trace_id >> 64) as u64, trace_id as u64],
+        timestamp_ns,
+        duration: duration_ns.unwrap_or(super::NO_DURATION),
+        fields: if full {
+            PackedFields::pack(measurements, metadata, correlation, |_| true)
+        } else {
+            PackedFields::new(measurements, metadata, correlation, role != SpanRole::Start)
+        },
+    }
+}
+
+type Cases = ([Option<SpanEvent>; 4], [SpanEvent; 5]);
+
+/// Starts and ends covering names, kinds, ids, exceptions, duplicates,
+/// value types and spilled fields.
+fn cases(full: bool, long: &str) -> Cases {
+    // More fields than kept: measurements count towards the limit.
+    let many_m: Vec<(&str, Value)> = [("duration", Value::Int(7))]
+        .into_iter()
+        .chain((0..10).map(|i| ("m", Value::Int(i))))
+        .collect();
+    let many_md: Vec<(&str, Value)> = (0..5).map(|i| ("md", Value::Int(i))).collect();
+    let mut starts = [
+        None,
+        Some(event(
+            full,
+            SpanRole::Start,
+            7,
+            3,
+            0,
+            1_000,
+            None,
+            &[("system_time", Value::Int(1))],
+            &[
+                ("span_name", Value::from("inference")),
+                ("tool", Value::from("predict")),
+                ("error_message", Value::from("hidden")),
+                ("n", Value::Int(-4)),
+            ],
+            Some("corr-start"),
+        )),
+        Some(event(
+            full,
+            SpanRole::Start,
+            7,
+            0,
+            5,
+            0,
+            None,
+            &[],
+            &[("span_name", Value::Int(3)), ("", Value::from(""))],
+            None,
+        )),
+    ];
+    let starts = [
+        starts[0].take(),
+        starts[1].take(),
+        starts[2].take(),
+        Some(event(
+            full,
+            SpanRole::Start,
+            7,
+            0,
+            1,
+            10,
+            None,
+            &many_m,
+            &many_md,
+            None,
+        )),
+    ];
+    let ends = [
+        event(
+            full,
+            SpanRole::Stop,
+            7,
+            0,
+            1,
+            20,
+            Some(7),
+            &many_m,
+            &many_md,
+            None,
+        ),
+        event(
+            full,
+            SpanRole::Stop,
+            7,
+            0,
+            0,
+            9_000,
+            Some(2_500),
+            &[("duration", Value::Int(2_500)), ("bytes", Value::Int(10))],
+            &[
+                ("tool", Value::from("other")),
+                ("ratio", Value::Float(0.25)),
+                ("status", Value::from(long)),
+            ],
+            None,
+        ),
+        event(
+            full,
+            SpanRole::Exception,
+            7,
+            9,
+            u128::MAX,
+            500,
+            Some(10_000),
+            &[("duration", Value::Int(10_000))],
+            &[
+                ("error_type", Value::from("ValueError")),
+                ("error_message", Value::from("bad input")),
+                ("span_name", Value::from("renamed")),
+            ],
+            Some("corr-end"),
+        ),
+        event(
+            full,
+            SpanRole::Exception,
+            7,
+            0,
+            0,
+            0,
+            None,
+            &[],
+            &[("error_type", Value::Int(1))],
+            None,
+        ),
+        event(full, SpanRole::Stop, 7, 0, 0, 0, None, &[], &[], None),
+    ];
+    (starts, ends)
+}
+
+/// Direct encoding equals prost's encoding of the built messages.
+#[test]
+fn direct_encoding_matches_prost_messages() {
+    let long = "y".repeat(300);
+    let infos = [
+        span_info("snakepit.grpc.call"),
+        span_info("snakepit.python.call"),
+        span_info("snakepit.python.span"),
+        span_info("snakepit.python.tool.execution"),
+    ];
+    let (starts, ends) = cases(false, &long);
+    // The reference sees every field, as the sink once packed them.
+    let (full_starts, full_ends) = cases(true, &long);
+    let mut cases = 0;
+    for info in &infos {
+        for (start, full_start) in starts.iter().zip(&full_starts) {
+            for (end, full_end) in ends.iter().zip(&full_ends) {
+                for trace_id in [0, 1, u128::MAX] {
+                    let mut direct = Vec::new();
+                    encode(info, start.as_ref(), end, trace_id, &mut direct);
+                    let built = build(info, full_start.as_ref(), full_end, trace_id);
+                    let expected = proto::ScopeSpans {
+                        scope: None,
+                        spans: vec![built],
+                    }
+                    .encode_to_vec();
+                    assert_eq!(direct, expected, "{info:?}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 4 * 4 * 5 * 3);
+}
