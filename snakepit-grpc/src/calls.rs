@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::{BatchStream, Rpc};
+use crate::channel::{BatchStream, Pacer, Rpc};
 use crate::error::{from_status, CallError};
 use crate::proto::{self, call_reply::Body};
 
@@ -98,6 +98,7 @@ impl State {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    pacer: Arc<Pacer>,
     alive: AtomicBool,
     /// Set when the client let go of this stream on purpose (replaced,
     /// closed): its end is then not a lost connection.
@@ -139,9 +140,15 @@ impl Shared {
 
     /// Hands every reply of one batch to its waiting call.
     fn deliver_batch(&self, batch: proto::CallReplyBatch) {
+        let finals = batch
+            .replies
+            .iter()
+            .filter(|r| !matches!(r.body, Some(Body::Chunk(_))))
+            .count() as u64;
         for reply in batch.replies {
             self.deliver(reply);
         }
+        self.pacer.on_replies(finals);
     }
 
     fn deliver(&self, reply: proto::CallReply) {
@@ -273,10 +280,14 @@ impl CallStream {
             }),
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
+            pacer: Arc::new(Pacer::default()),
         });
         let reader = shared.clone();
         tokio::spawn(async move {
-            let reason = match rpc.call_batch_stream(BatchStream::new(rx)).await {
+            let reason = match rpc
+                .call_batch_stream(BatchStream::new(rx, reader.pacer.clone()))
+                .await
+            {
                 Ok(response) => {
                     on_open();
                     let mut replies = response.into_inner();

@@ -1,7 +1,10 @@
 //! The tonic channel to one worker (Unix socket or TCP) and the token
 //! interceptor.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
@@ -126,6 +129,48 @@ const MAX_BATCH_CALLS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Scheduler turns a batch waits at most, and only while it keeps growing.
 const MAX_YIELDS: u32 = 3;
+/// With at least this many calls sent and not yet answered, a new batch
+/// waits for the next reply batch (see [`Pacer`]).
+const PACE_ABOVE: u64 = 8;
+/// Longest a paced batch waits for a reply batch before it goes anyway
+/// (calls that run long must not hold up new ones for longer).
+const PACE_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Shared by a call stream's request side and its reply reader: under load,
+/// one request batch per reply batch.
+///
+/// Without pacing, 64 callers on one worker travel in ~35 small messages in
+/// flight (1.8 calls each, measured), and the worker pays its per-message
+/// gRPC cost (a read and a write through grpc.aio, tens of µs) for every
+/// two calls. When many calls are already in flight, a new batch waits until
+/// the worker's next reply batch arrives (or [`PACE_MAX_WAIT`]): it then
+/// carries every call that queued meanwhile. A lone call, or a few, never
+/// waits.
+#[derive(Default)]
+pub(crate) struct Pacer {
+    /// Calls sent (cancel requests excluded).
+    sent: AtomicU64,
+    /// Final replies received (result, error, stream end).
+    answered: AtomicU64,
+    /// Reply batches received.
+    reply_batches: AtomicU64,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Pacer {
+    /// The reader got a reply batch holding `finals` final replies.
+    pub(crate) fn on_replies(&self, finals: u64) {
+        self.answered.fetch_add(finals, Ordering::Relaxed);
+        self.reply_batches.fetch_add(1, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.answered.load(Ordering::Relaxed))
+    }
+}
 
 /// The call requests queued in an mpsc channel as a `Stream` of
 /// `CallBatch`es: each item takes every request ready at that moment (up to
@@ -142,16 +187,45 @@ pub(crate) struct BatchStream {
     held: Vec<CallRequest>,
     held_bytes: usize,
     yields: u32,
+    pacer: Arc<Pacer>,
+    /// `pacer.reply_batches` when the last batch was sent.
+    replies_at_send: u64,
+    /// Running while a paced batch waits.
+    pace_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl BatchStream {
-    pub(crate) fn new(rx: mpsc::Receiver<CallRequest>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<CallRequest>, pacer: Arc<Pacer>) -> Self {
         BatchStream {
             rx,
             held: Vec::new(),
             held_bytes: 0,
             yields: 0,
+            pacer,
+            replies_at_send: 0,
+            pace_timer: None,
         }
+    }
+
+    /// Whether the batch held now may go (see [`Pacer`]); if not, the task
+    /// is woken by the next reply batch or when [`PACE_MAX_WAIT`] passes.
+    fn may_send(&mut self, cx: &mut Context<'_>) -> bool {
+        let full = self.held.len() >= MAX_BATCH_CALLS || self.held_bytes >= MAX_BATCH_BYTES;
+        if full || self.pacer.outstanding() < PACE_ABOVE {
+            return true;
+        }
+        if self.pacer.reply_batches.load(Ordering::Acquire) != self.replies_at_send {
+            return true;
+        }
+        self.pacer.waker.register(cx.waker());
+        // A reply batch that came between the check and the registration.
+        if self.pacer.reply_batches.load(Ordering::Acquire) != self.replies_at_send {
+            return true;
+        }
+        let timer = self
+            .pace_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(PACE_MAX_WAIT)));
+        timer.as_mut().poll(cx).is_ready()
     }
 
     fn drain(&mut self) {
@@ -169,9 +243,12 @@ impl BatchStream {
     fn take(&mut self) -> CallBatch {
         self.held_bytes = 0;
         self.yields = 0;
-        CallBatch {
-            calls: std::mem::take(&mut self.held),
-        }
+        self.pace_timer = None;
+        self.replies_at_send = self.pacer.reply_batches.load(Ordering::Acquire);
+        let calls = std::mem::take(&mut self.held);
+        let counted = calls.iter().filter(|c| !c.cancel).count() as u64;
+        self.pacer.sent.fetch_add(counted, Ordering::Relaxed);
+        CallBatch { calls }
     }
 }
 
@@ -201,6 +278,9 @@ impl futures_core::Stream for BatchStream {
             if grew && !full && this.yields < MAX_YIELDS {
                 this.yields += 1;
                 cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !this.may_send(cx) {
                 return Poll::Pending;
             }
             return Poll::Ready(Some(this.take()));

@@ -290,3 +290,39 @@ async fn dropping_a_stream_cancels_the_tool_in_the_worker() {
     assert_eq!(out.value, json!(3));
     client.close().await;
 }
+
+/// Under load the client paces request batches to the worker's replies;
+/// calls that run long must not hold up a quick call sent after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_call_is_not_held_behind_long_running_ones() {
+    let worker = Worker::start(SHOWCASE, "w-pacing");
+    let client = WorkerClient::connect(Telemetry::new(), worker.options())
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..12)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                c.execute("sleep", json!({"ms": 3000}), CallOptions::default())
+                    .await
+            })
+        })
+        .collect();
+    // Let the slow calls reach the worker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let out = client
+            .execute("add", json!({"a": i, "b": 1}), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.value, json!(i + 1));
+    }
+    assert!(
+        slow.iter().all(|h| !h.is_finished()),
+        "the quick calls finished only after the slow ones"
+    );
+    for h in slow {
+        h.await.unwrap().unwrap();
+    }
+    client.close().await;
+}
