@@ -487,14 +487,30 @@ def span_event_kept(name: str, cid: Optional[str], span_id: int) -> bool:
 
 def call_events_all_kept() -> bool:
     """True when the policy keeps every call/tool span event unconditionally."""
+    cached = _all_kept_cache
+    if cached[0] is _policy:
+        return cached[1]
+    return _compute_all_kept()
+
+
+def _compute_all_kept() -> bool:
+    global _all_kept_cache
+    p = _policy
     ds = _decisions
+    kept = True
     for name in _CALL_EVENT_NAMES:
         d = ds.get(name)
         if d is None:
             d = _decide(name)
         if d:
-            return False
-    return True
+            kept = False
+            break
+    _all_kept_cache = (p, kept)
+    return kept
+
+
+# (policy, whether it keeps every call event): computed once per policy.
+_all_kept_cache: tuple = (None, False)
 
 
 _CALL_EVENT_NAMES = ("call.start", "call.stop", "call.exception", "tool.execution.start",

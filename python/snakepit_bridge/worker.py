@@ -331,7 +331,9 @@ class Dispatcher:
             if kept("call.stop" if failure is None else "call.exception", cid, call_sid):
                 emit |= 2
         tel = _wire.call_telemetry(
-            emit, call_start, call_dur, tool_start, tool_dur, call_sid, ctx[1], ctx[2],
+            # A valid traceparent (ctx[1] != 0) gave the trace: the host knows it.
+            emit, call_start, call_dur, tool_start, tool_dur, call_sid, ctx[1],
+            "" if ctx[1] else ctx[2],
             tool_sid if tool_start else 0, failure.type if failure is not None else "",
             tool_err_type, tool_err_msg) if emit else b""
         self.inflight -= 1

@@ -57,7 +57,8 @@ def test_a_batch_of_mixed_calls_is_answered_in_batches(worker, stream_clients):
         assert json.loads(r.result.result_json) == i + 1
         t = r.telemetry
         assert t.emit == 15
-        assert t.trace_id == TRACE_ID and t.call_parent_span_id == int(HOST_SPAN, 16)
+        # The trace is the traceparent's, which the host knows: not repeated.
+        assert t.trace_id == "" and t.call_parent_span_id == int(HOST_SPAN, 16)
         assert t.call_span_id and t.tool_span_id and t.tool_span_id != t.call_span_id
         assert t.call_start_ns <= t.tool_start_ns
         assert t.call_start_ns > 1_600_000_000 * 10**9
@@ -103,7 +104,12 @@ def test_inline_call_applies_the_policy_and_counts_drops():
     assert seen["correlation_id"] == "cid-7" and seen["trace_id"] == TRACE_ID
     assert int(seen["span_id"], 16) == reply.telemetry.tool_span_id
     assert int(seen["parent_span_id"], 16) == reply.telemetry.call_span_id
-    assert reply.telemetry.trace_id == TRACE_ID
+    assert reply.telemetry.trace_id == ""  # the traceparent's trace
+    # Without a traceparent the worker starts a trace and says which.
+    reply = pb.CallReply.FromString(d.call_inline_wire(tools["whoami"], req(9, "whoami")))
+    seen = json.loads(reply.result.result_json)
+    assert len(seen["trace_id"]) == 32 and reply.telemetry.trace_id == seen["trace_id"]
+    assert reply.telemetry.call_parent_span_id == 0
     telemetry.set_policy(telemetry.Policy(enabled=False))
     reply = pb.CallReply.FromString(d.call_inline_wire(tools["ping"], req(8, "ping")))
     assert not reply.HasField("telemetry")

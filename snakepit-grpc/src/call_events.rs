@@ -34,12 +34,24 @@ pub(crate) struct CallEvents<'a> {
 impl CallEvents<'_> {
     /// Emits the events `t` says the worker's policy kept, for a call of
     /// `tool` with `correlation_id` (a failed call has `t.error_type` set).
-    pub(crate) fn emit(&self, tool: &str, correlation_id: &str, t: &CallTelemetry) {
+    /// `request_trace` is the trace of the call's traceparent, used when the
+    /// worker left `t.trace_id` empty (it does when that is its trace).
+    pub(crate) fn emit(
+        &self,
+        tool: &str,
+        correlation_id: &str,
+        request_trace: u128,
+        t: &CallTelemetry,
+    ) {
         let bits = t.emit;
         if bits == 0 {
             return;
         }
-        let trace_id = parse_trace_id(&t.trace_id);
+        let trace_id = if t.trace_id.is_empty() {
+            request_trace
+        } else {
+            parse_trace_id(&t.trace_id)
+        };
         let correlation_id = (!correlation_id.is_empty())
             .then(|| truncate(correlation_id, MAX_CORRELATION_ID_BYTES));
         let call_ctx = |ts: i64| EventContext {

@@ -25,6 +25,11 @@ pub(crate) struct CallSpan {
 }
 
 impl CallSpan {
+    /// The trace this call belongs to (the one its traceparent names).
+    pub(crate) fn trace_id(&self) -> u128 {
+        self.trace_id
+    }
+
     /// Opens the span and emits `grpc.call.start`.
     pub(crate) fn begin(
         telemetry: &Telemetry,

@@ -297,15 +297,19 @@ impl WorkerClient {
             // If this call stops waiting (timeout), its events still come.
             let (client, tool_name) = (self.clone(), tool.to_string());
             let correlation = span.correlation.as_str().to_string();
+            let trace = span.trace_id();
             guard.on_late_reply(Box::new(move |t| {
-                client.call_events().emit(&tool_name, &correlation, &t);
+                client
+                    .call_events()
+                    .emit(&tool_name, &correlation, trace, &t);
             }));
             let (reply, worker_events) = rx
                 .await
                 .map_err(|_| CallError::unavailable("the call stream went away"))?;
             drop(guard);
             if let Some(t) = &worker_events {
-                self.call_events().emit(tool, span.correlation.as_str(), t);
+                self.call_events()
+                    .emit(tool, span.correlation.as_str(), span.trace_id(), t);
             }
             reply
         };

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use prost::Message;
 use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{builtin, Value};
@@ -47,6 +47,10 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Longest sleep between checks of the control state.
 const TICK: Duration = Duration::from_millis(100);
+/// Queue polling period while events keep coming.
+const POLL_EVERY: Duration = Duration::from_millis(1);
+/// How long after the last event the thread keeps polling before it blocks.
+const STAY_POLLING: Duration = Duration::from_millis(50);
 /// First wait before retrying a failed export; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between two attempts (also caps a collector's Retry-After).
@@ -209,6 +213,7 @@ impl Exporter {
     }
 
     pub fn run(mut self, rx: Receiver<Msg>, control: &Control) {
+        let mut last_msg: Option<Instant> = None;
         loop {
             let wait = match self.oldest_finished {
                 Some(t) => (t + self.interval)
@@ -216,8 +221,29 @@ impl Exporter {
                     .min(TICK),
                 None => TICK,
             };
-            match rx.recv_timeout(wait) {
-                Ok(msg) => self.take(msg),
+            // While events keep coming, poll the queue every millisecond
+            // instead of blocking on it: a sender must wake a blocked
+            // receiver (a futex call per event, which cost the emitting
+            // threads more than all the rest of the sink). Block only after
+            // a quiet spell, so an idle sink costs nothing.
+            let busy = last_msg.is_some_and(|t| t.elapsed() < STAY_POLLING);
+            let got = if busy {
+                match rx.try_recv() {
+                    Ok(msg) => Ok(msg),
+                    Err(TryRecvError::Empty) => {
+                        std::thread::sleep(POLL_EVERY.min(wait));
+                        Err(RecvTimeoutError::Timeout)
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                rx.recv_timeout(wait)
+            };
+            match got {
+                Ok(msg) => {
+                    self.take(msg);
+                    last_msg = Some(Instant::now());
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
