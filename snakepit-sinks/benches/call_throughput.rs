@@ -4,7 +4,8 @@
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
-//! `CALLS`, default 20000 per round; `ROUNDS`, default 3).
+//! `CALLS`, default 20000 per round; `ROUNDS`, default 3; `PROFILE=<0..3>`
+//! runs one configuration once, for a profiler such as `perf record`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -286,6 +287,17 @@ fn main() {
     // Rounds alternate the configurations so that drifts in machine load
     // hit all of them alike; each ratio is taken within one round, then the
     // median over rounds is reported.
+    // PROFILE=<index>: run only that configuration, CALLS calls, and stop
+    // (for a profiler attached to this process).
+    if let Some(i) = std::env::var("PROFILE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let (name, t) = configs[i.min(configs.len() - 1)];
+        let (rate, cpu) = rt.block_on(run(t, &workers, calls));
+        println!("{name}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
+        return;
+    }
     let mut rates: Vec<[f64; 4]> = Vec::new();
     let mut cpus: Vec<[f64; 4]> = Vec::new();
     let mut seq: [Vec<f64>; 4] = Default::default();
