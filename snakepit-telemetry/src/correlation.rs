@@ -73,8 +73,16 @@ thread_local! {
 }
 
 /// A fresh random id (a UUID v4 string), not yet current.
+///
+/// The random bits come from the same per-thread generator as span ids, not
+/// from the OS: `Uuid::new_v4` makes a `getrandom` system call, which cost
+/// ~5% of the host's CPU per call. Correlation ids need to be unique, not
+/// unpredictable.
 pub fn new_correlation_id() -> CorrelationId {
-    CorrelationId::from(uuid::Uuid::new_v4().to_string())
+    let bits = crate::rand::new_trace_id();
+    let id = uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    CorrelationId::from(id.hyphenated().encode_lower(&mut buf).to_string())
 }
 
 /// Makes `id` current on this thread until the guard is dropped.

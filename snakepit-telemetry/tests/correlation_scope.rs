@@ -130,3 +130,28 @@ fn with_current_correlation_captures_the_callers_id() {
     };
     assert_eq!(rt.block_on(fut), Some("captured".to_string()));
 }
+
+/// Generated ids are UUID v4 strings, unique across threads.
+#[test]
+fn generated_ids_are_unique_uuid_v4_strings() {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                (0..25_000)
+                    .map(|_| new_correlation_id().as_str().to_string())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = std::collections::HashSet::new();
+    for t in threads {
+        for id in t.join().unwrap() {
+            let u = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(id, id.to_lowercase());
+            assert!(all.insert(id), "a repeated id");
+        }
+    }
+    assert_eq!(all.len(), 100_000);
+}
