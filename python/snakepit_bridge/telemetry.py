@@ -556,7 +556,13 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
         self._ctx = ctx
         self._token = _span_set(ctx)
         self._cid = cid = _cid_get()
-        _emit_span_event(names[0], {"system_time": _time_ns()}, self.metadata, cid, ctx)
+        ev = names[0]
+        if _decisions.get(ev) == 0 and len(_buf) < _cap:
+            # Kept unconditionally (the common case): no calls on the way.
+            now = _time_ns()
+            _append((now, ev, {"system_time": now}, self.metadata, cid, ctx, True))
+        else:
+            _emit_span_event(ev, {"system_time": _time_ns()}, self.metadata, cid, ctx)
         self._t0 = _monotonic_ns()
         return self
 
@@ -567,9 +573,12 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
         except ValueError:  # exited in another context (e.g. a generator); keep going
             pass
         if exc_type is None:
-            _emit_span_event(
-                self._names[1], {"duration": duration}, self.metadata, self._cid, self._ctx
-            )
+            ev = self._names[1]
+            if _decisions.get(ev) == 0 and len(_buf) < _cap:
+                _append((_time_ns(), ev, {"duration": duration}, self.metadata, self._cid,
+                         self._ctx, True))
+            else:
+                _emit_span_event(ev, {"duration": duration}, self.metadata, self._cid, self._ctx)
         else:
             md = dict(self.metadata) if self.metadata else {}
             md["error_type"] = exc_type.__name__
