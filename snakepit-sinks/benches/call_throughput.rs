@@ -7,8 +7,7 @@
 //! `CALLS`, default 20000 per round; `ROUNDS`, default 3; `PROFILE=<0..3>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,6 +21,8 @@ use snakepit_sinks::log::LogSink;
 use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
+
+mod support;
 
 const WORKERS: usize = 2;
 const IN_FLIGHT_PER_WORKER: usize = 64;
@@ -70,48 +71,6 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A local OTLP receiver answering 200 to everything (counts bytes).
-fn receiver() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = stream.try_clone().unwrap();
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err()
-                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// CPU time (user + system) of a process so far, in µs (`None`: this process).
@@ -262,7 +221,7 @@ fn main() {
     let otel = Arc::new(
         OtelSink::new(
             &OtelSinkConfig {
-                endpoint: receiver(),
+                endpoint: support::otlp_sink_receiver(),
                 ..OtelSinkConfig::default()
             },
             &on,

@@ -6,8 +6,6 @@
 //! receiver) against telemetry off.
 
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,6 +16,8 @@ use snakepit_sinks::log::LogSink;
 use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::{SpanOptions, Telemetry};
+
+mod support;
 
 const COMMANDS: [&str; 4] = ["predict", "train", "embed", "score"];
 
@@ -93,48 +93,6 @@ fn execute(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("prometheus_sink_4_gauges", |b| b.iter(|| pool_status(&t)));
     g.finish();
-}
-
-/// A local OTLP receiver that answers 200 to everything.
-fn sink_receiver() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = stream.try_clone().unwrap();
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err()
-                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// The host-side events of one tool call: the host call span around the
@@ -237,7 +195,7 @@ fn call_dispatch(c: &mut Criterion) {
     let otel = Arc::new(
         OtelSink::new(
             &OtelSinkConfig {
-                endpoint: sink_receiver(),
+                endpoint: support::otlp_sink_receiver(),
                 ..OtelSinkConfig::default()
             },
             &t,
@@ -266,7 +224,7 @@ fn otel_span_cost(c: &mut Criterion) {
     let otel = Arc::new(
         OtelSink::new(
             &OtelSinkConfig {
-                endpoint: sink_receiver(),
+                endpoint: support::otlp_sink_receiver(),
                 queue_capacity: 1 << 20,
                 ..OtelSinkConfig::default()
             },
