@@ -229,19 +229,32 @@ impl Group {
             }
         };
         let hash = values.hash();
-        {
-            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((labels, handles)) = cache.find(hash, &values) {
-                self.record_all(handles, labels, event, recorder);
-                return;
-            }
-            if cache.len >= self.cap {
-                drop(cache);
-                self.record_overflow(event, recorder);
-                return;
-            }
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        if !self.record_known(&cache, hash, &values, event, recorder) {
+            drop(cache);
+            self.insert(hash, &values, event, recorder);
         }
-        self.insert(hash, &values, event, recorder);
+    }
+
+    /// Records into the series these tag values already have, or into the
+    /// overflow series when the cap is reached. False: a new series is needed.
+    #[inline]
+    fn record_known(
+        &self,
+        cache: &LabelCache,
+        hash: u64,
+        values: &TagValues<'_, '_>,
+        event: &Event<'_>,
+        recorder: &PrometheusRecorder,
+    ) -> bool {
+        if let Some((labels, handles)) = cache.find(hash, values) {
+            self.record_all(handles, labels, event, recorder);
+        } else if cache.len >= self.cap {
+            self.record_overflow(event, recorder);
+        } else {
+            return false;
+        }
+        true
     }
 
     #[cold]
@@ -253,13 +266,8 @@ impl Group {
         recorder: &PrometheusRecorder,
     ) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((labels, handles)) = cache.find(hash, values) {
-            self.record_all(handles, labels, event, recorder);
-            return;
-        }
-        if cache.len >= self.cap {
-            drop(cache);
-            self.record_overflow(event, recorder);
+        // Another thread may have added the series, or reached the cap.
+        if self.record_known(&cache, hash, values, event, recorder) {
             return;
         }
         let labels = values.to_owned();
