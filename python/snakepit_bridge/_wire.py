@@ -10,7 +10,6 @@ check it against the generated classes.
 from __future__ import annotations
 
 import struct
-from typing import Optional
 
 _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((i,)) for i in range(128)]
@@ -152,12 +151,21 @@ class BatchEncoder:
             self._names[name] = b
         return b
 
-    def event_body(self, ev, ctx_cache: Optional[dict] = None) -> bytes:
-        """One serialized TelemetryEvent message (raises EncodeError if it cannot be)."""
+    def event_bodies(self, events) -> tuple:
+        """(serialized TelemetryEvent messages, count of events that could not
+        be encoded): the events one by one, as the legacy StreamTelemetry
+        RPC sends them."""
         out: list = []
-        if self._events((ev,), out, 0):
+        errors = self._events(events, out, 0)
+        # _events appends a field header, then the body, per encoded event.
+        return out[1::2], errors
+
+    def event_body(self, ev) -> bytes:
+        """One serialized TelemetryEvent message (raises EncodeError if it cannot be)."""
+        bodies, errors = self.event_bodies((ev,))
+        if errors:
             raise EncodeError(f"cannot encode event {ev[1]!r}")
-        return out[1]
+        return bodies[0]
 
     def _meas_prefixes(self, k) -> list:
         """Per measurement key: the bytes before an int value's varint, by its length.

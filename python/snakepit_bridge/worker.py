@@ -962,14 +962,8 @@ class Servicer:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
                 events = telemetry.drain(1000)
-                ctx_cache: dict = {}
-                errors = 0
-                for ev in events:
-                    try:
-                        body = enc.event_body(ev, ctx_cache)
-                    except Exception:  # noqa: BLE001
-                        errors += 1
-                        continue
+                bodies, errors = enc.event_bodies(events)
+                for body in bodies:
                     yield body
                 if errors:
                     telemetry.add_encode_errors(errors)

@@ -122,5 +122,5 @@ def test_varint_and_timestamps():
         assert e == b"\x30" + varint(v)
     enc = BatchEncoder()
     for ts in [1, 2**28 - 1, 2**28, 1_700_000_000_123_456_789, 2**63 - 1]:
-        body = enc.event_body((ts, "a", None, None, None, None, False), {})
+        body = enc.event_body((ts, "a", None, None, None, None, False))
         assert pb.TelemetryEvent.FromString(body).timestamp_ns == ts
