@@ -140,12 +140,9 @@ impl Shared {
 
     /// Hands every reply of one batch to its waiting call.
     fn deliver_batch(&self, batch: proto::CallReplyBatch) {
-        let finals = batch
-            .replies
-            .iter()
-            .filter(|r| !matches!(r.body, Some(Body::Chunk(_))))
-            .count() as u64;
+        let mut finals = 0;
         for reply in batch.replies {
+            finals += u64::from(!matches!(reply.body, Some(Body::Chunk(_))));
             self.deliver(reply);
         }
         self.pacer.on_replies(finals);
