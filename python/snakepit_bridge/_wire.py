@@ -213,30 +213,57 @@ class BatchEncoder:
             chunks.append(eb)
         return b"".join(chunks)
 
+    def _fixed_bytes(self, name, meta, cid, ctx, is_span, meta_seen: dict) -> bytes:
+        """The fields of an event that are not its measurements or timestamp:
+        name, metadata, correlation id and span context, joined."""
+        nb = self._names.get(name)
+        if nb is None:
+            nb = self._name(name)
+        parts = [nb]
+        if meta:
+            mb = meta_seen.get(id(meta))
+            if mb is None:
+                mb = meta_seen[id(meta)] = self._meta_bytes(meta)
+            parts.append(mb)
+        if cid:
+            cids = self._cids
+            cb = cids.get(cid)
+            if cb is None:
+                cb = string_field(0x2A, str(cid))
+                if len(cid) <= self._CACHE_STR_MAX:
+                    if len(cids) > self._CACHE_MAX:
+                        cids.clear()
+                    cids[cid] = cb
+            parts.append(cb)
+        if ctx is not None:
+            parts.append(_ctx_bytes(ctx, is_span))
+        return b"".join(parts)
+
     def _events(self, events, out: list, max_bytes: int) -> int:
         """Appends each event, as a ``TelemetryBatch.events`` field, to ``out``.
 
         The same bytes as ``event_body`` with the loop inlined: this is the
-        worker's hottest Python. Within one batch the encoding of a metadata
-        dict and of a span context is reused when the same object comes
-        again (the events list keeps them alive, so ids are unique here, and
-        emitted dicts must not be mutated). Returns the number of events that
-        could not be encoded.
+        worker's hottest Python. An event's bytes are its fixed part (name,
+        metadata, correlation id, span context), then its measurements, then
+        its timestamp (protobuf fields may come in any order). Within one
+        batch the fixed part is reused while events of one name keep the
+        same metadata dict, correlation id and span context objects (the
+        events list keeps them alive, so identities are unique here, and
+        emitted dicts must not be mutated). Returns the number of events
+        that could not be encoded.
         """
-        names = self._names
         mkeys = self._mpre
-        cids = self._cids
         small = _SMALL
         hdr = _EVENT_HDR
         meta_seen: dict = {}
-        ctx_seen: dict = {}
+        # name -> (metadata, correlation id, ctx, is_span, fixed bytes)
+        fixed_by_name: dict = {}
         ts_hi = self._ts_hi
         ts_hi_b = self._ts_hi_bytes
         ts_mid = self._ts_mid
         ts_tail = self._ts_tail
         ts_lo = _ts_lo_table()
         max_event = self.MAX_EVENT_BYTES
-        cache_str_max = self._CACHE_STR_MAX
         append = out.append
         errors = 0
         size = 0
@@ -245,10 +272,13 @@ class BatchEncoder:
             done += 1
             try:
                 ts, name, meas, meta, cid, ctx, is_span = ev
-                nb = names.get(name)
-                if nb is None:
-                    nb = self._name(name)
-                parts = [nb]
+                f = fixed_by_name.get(name)
+                if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
+                        and f[3] is is_span):
+                    body = f[4]
+                else:
+                    body = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
+                    fixed_by_name[name] = (meta, cid, ctx, is_span, body)
                 if meas:
                     for k, v in meas.items():
                         if type(v) is int and 0 <= v <= _I64_MAX:
@@ -256,14 +286,9 @@ class BatchEncoder:
                             if pre is None:
                                 pre = self._meas_prefixes(k)
                             vv = small[v] if v < 0x80 else varint(v)
-                            parts.append(pre[len(vv)] + vv)
+                            body += pre[len(vv)] + vv
                         else:
-                            parts.append(self._meas_entry(k, v))
-                if meta:
-                    mb = meta_seen.get(id(meta))
-                    if mb is None:
-                        mb = meta_seen[id(meta)] = self._meta_bytes(meta)
-                    parts.append(mb)
+                            body += self._meas_entry(k, v)
                 # timestamp_ns (field 4): its varint is the low 14 bits (two
                 # groups, from a table), then the rest, which changes only
                 # every 16 µs and is cached.
@@ -276,26 +301,9 @@ class BatchEncoder:
                             ts_hi = hi
                             ts_hi_b = varint(hi)
                         ts_tail = bytes(((mid & 0x7F) | 0x80, ((mid >> 7) & 0x7F) | 0x80)) + ts_hi_b
-                    parts.append(ts_lo[ts & 0x3FFF])
-                    parts.append(ts_tail)
+                    body += ts_lo[ts & 0x3FFF] + ts_tail
                 else:
-                    parts.append(b"\x20" + varint(ts))
-                if cid:
-                    cb = cids.get(cid)
-                    if cb is None:
-                        cb = string_field(0x2A, str(cid))
-                        if len(cid) <= cache_str_max:
-                            if len(cids) > self._CACHE_MAX:
-                                cids.clear()
-                            cids[cid] = cb
-                    parts.append(cb)
-                if ctx is not None:
-                    key = id(ctx) * 2 + (1 if is_span else 0)
-                    sb = ctx_seen.get(key)
-                    if sb is None:
-                        sb = ctx_seen[key] = _ctx_bytes(ctx, is_span)
-                    parts.append(sb)
-                body = b"".join(parts)
+                    body += b"\x20" + varint(ts)
             except Exception:  # noqa: BLE001 - anything unencodable is counted
                 errors += 1
                 continue

@@ -3,7 +3,9 @@
 Protocol with the host (see python/README.md):
 * After the gRPC server has bound and started, exactly one line is written to
   stdout: ``SNAKEPIT_READY {"worker_id": ..., "pid": ..., "listen": ...,
-  "protocol": 1, "event_loop": "uvloop"|"asyncio"}``. Nothing else is ever
+  "protocol": 1, "event_loop": "uvloop"|"asyncio", "gc": "tuned"|"default"}``
+  (``gc``: see ``_tune_gc``; ``SNAKEPIT_GC=default`` keeps CPython's
+  settings). Nothing else is ever
   written to stdout (Python-level and fd-level stdout are redirected to
   stderr before the adapter is imported).
 * SIGTERM/SIGINT: graceful stop; calls in flight finish (up to --grace-s),
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import gc
 import hmac
 import importlib
 import json
@@ -1187,8 +1190,9 @@ async def serve(opts, ready_out) -> int:
             resource_sampler(opts.telemetry_interval_s, opts.worker_id)))
 
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    gc_mode = _tune_gc()
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
-             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind}
+             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode}
     ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
     ready_out.flush()
     log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
@@ -1216,6 +1220,30 @@ async def serve(opts, ready_out) -> int:
     dispatcher.pool.shutdown(wait=False, cancel_futures=True)
     del adapter
     return 0
+
+
+# Cyclic-GC thresholds of a worker (generation 0, 1, 2); see _tune_gc.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def _tune_gc() -> str:
+    """Unless SNAKEPIT_GC=default: freeze the heap loaded so far and raise the
+    cyclic GC thresholds to GC_THRESHOLDS. Returns "tuned" or "default".
+
+    Every buffered telemetry event is a GC-tracked tuple (it holds the
+    measurement and metadata dicts), so during a burst the default
+    thresholds (700, 10, 10) run full collections over a growing buffer
+    again and again: about half of the cost of ``emit``. Frozen objects
+    (the adapter, its libraries, grpc) are never scanned again; cyclic
+    garbage is still collected, every 50,000 allocations net instead of
+    every 700.
+    """
+    if os.environ.get("SNAKEPIT_GC", "").lower() == "default":
+        return "default"
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    return "tuned"
 
 
 def _use_uvloop() -> bool:

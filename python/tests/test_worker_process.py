@@ -50,6 +50,8 @@ def test_ready_line_and_describe(worker):
     assert r["listen"] == worker.listen and r["pid"] == worker.proc.pid
     # uvloop is a dependency on Linux and runs the loop unless told otherwise.
     assert r["event_loop"] == "uvloop"
+    # The cyclic GC is tuned for bursts of buffered events unless told otherwise.
+    assert r["gc"] == "tuned"
     stub = worker.connect()
     d = stub.Describe(pb.DescribeRequest(), timeout=10)
     names = [t.name for t in d.tools]
@@ -126,8 +128,9 @@ def test_unary_execute_tool_and_streaming_rpc(worker):
 
 
 def test_standard_asyncio_loop_on_request(start_worker, stream_clients):
-    w = start_worker("--telemetry-interval-s", "0", env={"SNAKEPIT_EVENT_LOOP": "asyncio"})
-    assert w.ready["event_loop"] == "asyncio"
+    w = start_worker("--telemetry-interval-s", "0",
+                     env={"SNAKEPIT_EVENT_LOOP": "asyncio", "SNAKEPIT_GC": "default"})
+    assert w.ready["event_loop"] == "asyncio" and w.ready["gc"] == "default"
     _exercise_unary_and_streaming(w)
 
 
