@@ -22,8 +22,18 @@ use crate::options::ConnectOptions;
 use crate::proto::bridge_service_client::BridgeServiceClient;
 use crate::proto::{CallBatch, CallRequest};
 
+/// The channel with the token interceptor.
+pub(crate) type Raw = InterceptedService<Channel, TokenAuth>;
+
 /// The generated client over the channel, with the token interceptor.
-pub(crate) type Rpc = BridgeServiceClient<InterceptedService<Channel, TokenAuth>>;
+pub(crate) type Rpc = BridgeServiceClient<Raw>;
+
+/// The generated client over `raw`, with the message size bounds.
+pub(crate) fn rpc(raw: Raw) -> Rpc {
+    BridgeServiceClient::new(raw)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
 
 /// Largest message accepted from a worker (a telemetry batch is bounded by
 /// the worker at about 4 MB; tool results may be larger).
@@ -44,8 +54,9 @@ impl Interceptor for TokenAuth {
     }
 }
 
-/// Connects (eagerly, within `connect_timeout`) and returns the RPC client.
-pub(crate) async fn connect(options: &ConnectOptions) -> Result<Rpc, CallError> {
+/// Connects (eagerly, within `connect_timeout`) and returns the channel
+/// with the token interceptor.
+pub(crate) async fn connect(options: &ConnectOptions) -> Result<Raw, CallError> {
     let token = match &options.token {
         Some(t) => Some(t.parse::<MetadataValue<Ascii>>().map_err(|_| {
             CallError::unavailable(
@@ -95,11 +106,7 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Rpc, CallError> 
                 chain(&e)
             ))
         })?;
-    Ok(
-        BridgeServiceClient::with_interceptor(channel, TokenAuth { token })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    )
+    Ok(InterceptedService::new(channel, TokenAuth { token }))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -134,7 +134,8 @@ impl WorkerClient {
         options: ConnectOptions,
     ) -> Result<WorkerClient, CallError> {
         let started = Instant::now();
-        let rpc = channel::connect(&options).await?;
+        let raw = channel::connect(&options).await?;
+        let rpc = channel::rpc(raw.clone());
         let info = describe_rpc(&rpc, options.connect_timeout).await?;
         if info.worker_id != options.worker_id {
             tracing::warn!(
@@ -161,7 +162,7 @@ impl WorkerClient {
             stats.clone(),
         );
         let mut task = TelemetryTask {
-            rpc: rpc.clone(),
+            raw,
             link: link.clone(),
             stats: stats.clone(),
             folder,

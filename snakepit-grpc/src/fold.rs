@@ -31,7 +31,8 @@ use std::sync::{Arc, OnceLock};
 use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
-use crate::proto::{self, telemetry_value};
+use crate::batch::{EventView, RawBatch, WireValue};
+use crate::proto;
 use crate::trace::parse_trace_id;
 
 /// Longest accepted event name (wire name, dots included), in bytes.
@@ -190,13 +191,13 @@ impl Folder {
     }
 
     /// Folds one batch: events, drop counters, logs.
-    pub(crate) fn fold(&mut self, batch: proto::TelemetryBatch) {
+    pub(crate) fn fold(&mut self, batch: &RawBatch) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .policy_version
             .store(batch.policy_version, Ordering::Relaxed);
-        for ev in &batch.events {
-            self.fold_event(ev);
+        for ev in batch.events() {
+            self.fold_event(&ev);
         }
         if let Some(d) = &batch.drops {
             self.drops(d);
@@ -228,10 +229,12 @@ impl Folder {
 
     /// Resolves the event id (and the span name for generic spans), or
     /// rejects the event.
-    fn resolve<'e>(&mut self, ev: &'e proto::TelemetryEvent) -> Option<(EventId, Option<&'e str>)> {
+    fn resolve<'e>(&mut self, ev: &EventView<'e>) -> Option<(EventId, Option<&'e str>)> {
         self.name.clear();
-        let mut valid = !ev.event_parts.is_empty();
-        for (i, part) in ev.event_parts.iter().enumerate() {
+        let mut first = None;
+        let mut valid = true;
+        for (i, part) in ev.parts().enumerate() {
+            first.get_or_insert(part);
             if self.name.len() + part.len() + 1 > MAX_NAME_BYTES {
                 valid = false;
                 break;
@@ -242,9 +245,10 @@ impl Folder {
             self.name.push_str(part);
             valid &= valid_segment(part);
         }
+        valid &= first.is_some();
         if !valid {
             let shown = if self.name.is_empty() {
-                ev.event_parts.first().map_or("", String::as_str)
+                first.unwrap_or("")
             } else {
                 self.name.as_str()
             };
@@ -270,7 +274,7 @@ impl Folder {
                 let span_name = if ev.span_name.is_empty() {
                     None
                 } else {
-                    Some(truncate(&ev.span_name, MAX_SPAN_NAME_BYTES))
+                    Some(truncate(ev.span_name, MAX_SPAN_NAME_BYTES))
                 };
                 return Some((id, span_name.or(Some(""))));
             }
@@ -280,29 +284,34 @@ impl Folder {
         None
     }
 
-    fn fold_event(&mut self, ev: &proto::TelemetryEvent) {
+    fn fold_event(&mut self, ev: &EventView<'_>) {
         let Some((id, span_name)) = self.resolve(ev) else {
             return;
         };
         let spec = self.catalog.spec(id);
         let mut dropped = Dropped::default();
-        let mut measurements: Vec<Field<'_>> = Vec::with_capacity(ev.measurements.len());
+        let mut measurements: Vec<Field<'_>> = Vec::with_capacity(ev.measurement_count);
         let mut bad_values = 0;
-        for (key, value) in &ev.measurements {
+        for (key, value) in ev.measurements() {
             let Some(index) = spec.measurement_index(key) else {
                 dropped.unknown_measurement += 1;
                 continue;
             };
             let key: &str = &spec.measurements[index].key;
-            let v = match &value.value {
-                Some(telemetry_value::Value::IntValue(i)) => Value::Int(*i),
-                Some(telemetry_value::Value::FloatValue(f)) if f.is_finite() => Value::Float(*f),
-                Some(telemetry_value::Value::FloatValue(_)) => {
+            // A map key sent again replaces the value before (proto3 maps);
+            // the bad value it replaces still counts as dropped.
+            if let Some(at) = measurements.iter().position(|(k, _)| *k == key) {
+                measurements.remove(at);
+            }
+            let v = match value {
+                Some(WireValue::Int(i)) => Value::Int(i),
+                Some(WireValue::Float(f)) if f.is_finite() => Value::Float(f),
+                Some(WireValue::Float(_)) => {
                     dropped.non_finite += 1;
                     bad_values += 1;
                     continue;
                 }
-                Some(telemetry_value::Value::StringValue(s)) => match s.trim().parse::<f64>() {
+                Some(WireValue::Str(s)) => match s.trim().parse::<f64>() {
                     Ok(f) if f.is_finite() => Value::Float(f),
                     Ok(_) => {
                         dropped.non_finite += 1;
@@ -333,23 +342,33 @@ impl Folder {
         let enabled = self.telemetry.is_enabled(id);
         let mut metadata: Vec<Field<'_>> = Vec::new();
         if enabled {
-            metadata.reserve(ev.metadata.len().min(MAX_METADATA_FIELDS) + 5);
+            metadata.reserve(ev.metadata_count.min(MAX_METADATA_FIELDS) + 5);
         }
-        let mut kept = 0;
-        for (key, value) in &ev.metadata {
-            if ENRICHMENT_KEYS.contains(&key.as_str()) {
+        // Keys kept so far (cut to their bound), for the repeated-key rule.
+        let mut kept: [&str; MAX_METADATA_FIELDS] = [""; MAX_METADATA_FIELDS];
+        let mut n_kept = 0;
+        for (key, value) in ev.metadata() {
+            if ENRICHMENT_KEYS.contains(&key) {
                 continue;
             }
-            if kept == MAX_METADATA_FIELDS {
-                dropped.too_many += 1;
-                continue;
-            }
-            kept += 1;
             let k = truncate(key, MAX_METADATA_KEY_BYTES);
             let v = truncate(value, MAX_METADATA_VALUE_BYTES);
             if k.len() < key.len() || v.len() < value.len() {
                 dropped.truncated += 1;
             }
+            // A map key sent again replaces the value before (proto3 maps).
+            if let Some(at) = kept[..n_kept].iter().position(|x| *x == k) {
+                if enabled {
+                    metadata[at].1 = Value::Str(Cow::Borrowed(v));
+                }
+                continue;
+            }
+            if n_kept == MAX_METADATA_FIELDS {
+                dropped.too_many += 1;
+                continue;
+            }
+            kept[n_kept] = k;
+            n_kept += 1;
             if enabled {
                 metadata.push((k, Value::Str(Cow::Borrowed(v))));
             }
@@ -368,13 +387,13 @@ impl Folder {
         }
         metadata.push(("node", Value::Str(Cow::Borrowed(node_name()))));
         let correlation_id = (!ev.correlation_id.is_empty())
-            .then(|| truncate(&ev.correlation_id, MAX_CORRELATION_ID_BYTES));
+            .then(|| truncate(ev.correlation_id, MAX_CORRELATION_ID_BYTES));
         let context = EventContext {
             timestamp_ns: u64::try_from(ev.timestamp_ns).unwrap_or(0),
             correlation_id,
             span_id: ev.span_id,
             parent_span_id: ev.parent_span_id,
-            trace_id: parse_trace_id(&ev.trace_id),
+            trace_id: parse_trace_id(ev.trace_id),
         };
         self.telemetry
             .execute_with(id, &measurements, &metadata, context);

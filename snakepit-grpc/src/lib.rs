@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod batch;
 mod call_events;
 mod call_span;
 mod calls;

@@ -9,9 +9,11 @@ use std::time::Duration;
 use snakepit_core::Policy;
 use snakepit_telemetry::{LogLevels, PolicyWatch};
 use tokio::sync::{mpsc, watch};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::Streaming;
 
-use crate::channel::{RecvStream, Rpc};
+use crate::batch::{BatchCodec, RawBatch};
+use crate::channel::{Raw, RecvStream, MAX_MESSAGE_BYTES};
 use crate::error::{from_status, CallError};
 use crate::fold::{Folder, StatCounters};
 use crate::link::Link;
@@ -54,11 +56,12 @@ pub(crate) fn policy_control(
 /// An open telemetry stream: the control sender and the batch receiver.
 pub(crate) struct OpenStream {
     controls: mpsc::Sender<proto::TelemetryControl>,
-    batches: Streaming<proto::TelemetryBatch>,
+    batches: Streaming<RawBatch>,
 }
 
 pub(crate) struct TelemetryTask {
-    pub(crate) rpc: Rpc,
+    /// The channel (the stream uses its own codec, see `batch`).
+    pub(crate) raw: Raw,
     pub(crate) link: Arc<Link>,
     pub(crate) stats: Arc<StatCounters>,
     pub(crate) folder: Folder,
@@ -80,17 +83,29 @@ impl TelemetryTask {
         let first = self.current_policy();
         // The channel is empty: this cannot fail.
         let _ = controls.try_send(first);
-        let mut rpc = self.rpc.clone();
-        let response =
-            tokio::time::timeout(self.open_timeout, rpc.telemetry_stream(RecvStream(rx)))
+        let mut grpc = tonic::client::Grpc::new(self.raw.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let opening = async move {
+            grpc.ready()
                 .await
-                .map_err(|_| {
-                    CallError::unavailable(format!(
-                        "opening the telemetry stream timed out after {:?}",
-                        self.open_timeout
-                    ))
-                })?
-                .map_err(|s| from_status(&s, None))?;
+                .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+            grpc.streaming(
+                tonic::Request::new(RecvStream(rx)),
+                PathAndQuery::from_static("/snakepit.bridge.BridgeService/TelemetryStream"),
+                BatchCodec,
+            )
+            .await
+        };
+        let response = tokio::time::timeout(self.open_timeout, opening)
+            .await
+            .map_err(|_| {
+                CallError::unavailable(format!(
+                    "opening the telemetry stream timed out after {:?}",
+                    self.open_timeout
+                ))
+            })?
+            .map_err(|s| from_status(&s, None))?;
         Ok(OpenStream {
             controls,
             batches: response.into_inner(),
@@ -131,7 +146,7 @@ impl TelemetryTask {
         loop {
             tokio::select! {
                 message = batches.message() => match message {
-                    Ok(Some(batch)) => self.folder.fold(batch),
+                    Ok(Some(batch)) => self.folder.fold(&batch),
                     Ok(None) => return "the worker ended the telemetry stream".to_string(),
                     Err(status) => return from_status(&status, None).to_string(),
                 },
