@@ -4,13 +4,15 @@
 //! Decoding a batch with the generated prost types costs about ten
 //! allocations per event (the name parts, two maps, their keys and values),
 //! and that was most of the host's CPU per folded event. Here the batch
-//! stays one `Bytes` buffer: [`BatchCodec`] checks the whole message when it
-//! arrives (the same wire rules prost applies: known fields with the right
-//! wire type, lengths inside the message, UTF-8 strings; unknown fields are
-//! skipped), and the fold then reads each event through an [`EventView`]
-//! that borrows its strings from the buffer. A batch that breaks a rule is
-//! refused whole, as prost would refuse it: the stream ends with an
-//! `INTERNAL` status naming the problem.
+//! stays one `Bytes` buffer and the fold reads each event in one pass
+//! through an [`EventView`] that borrows its strings from the buffer. The
+//! wire rules are prost's: known fields with the right wire type, lengths
+//! inside the message, UTF-8 strings; unknown fields (groups too) are
+//! skipped. [`BatchCodec`] checks the batch's outer fields when it arrives;
+//! a batch that breaks a rule there is refused whole, as prost would refuse
+//! it (the stream ends with an `INTERNAL` status naming the problem). An
+//! event that breaks a rule is rejected alone (`malformed`) and the rest of
+//! its batch is folded.
 //!
 //! Semantics follow proto3 decoding: for a repeated scalar field the last
 //! value wins, map entries may lack their key or value (the default is
@@ -220,51 +222,44 @@ fn metadata_entry(b: &[u8]) -> Result<(&str, &str)> {
     Ok((key, value))
 }
 
-/// One `TelemetryEvent`, read in place: the scalar fields decoded, the
-/// repeated ones (name parts, measurements, metadata) read on demand.
-#[derive(Debug, Clone, Copy)]
+/// The repeated fields of one event, decoded in place (reused from one
+/// event to the next: cleared by [`EventView::parse`]).
+#[derive(Debug, Default)]
+pub(crate) struct EventFields<'a> {
+    /// `event_parts`, in order.
+    pub(crate) parts: Vec<&'a str>,
+    /// `measurements` entries in wire order: key ("" if absent) and value
+    /// (`None` if absent or empty). A repeated key comes twice.
+    pub(crate) measurements: Vec<(&'a str, Option<WireValue<'a>>)>,
+    /// `metadata` entries in wire order ("" for an absent key or value).
+    pub(crate) metadata: Vec<(&'a str, &'a str)>,
+}
+
+/// The scalar fields of one `TelemetryEvent`, read in place.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EventView<'a> {
-    raw: &'a [u8],
     pub(crate) timestamp_ns: i64,
     pub(crate) correlation_id: &'a str,
     pub(crate) span_id: u64,
     pub(crate) parent_span_id: u64,
     pub(crate) trace_id: &'a str,
     pub(crate) span_name: &'a str,
-    /// Number of measurement entries (repeated keys counted each time).
-    pub(crate) measurement_count: usize,
-    /// Number of metadata entries (repeated keys counted each time).
-    pub(crate) metadata_count: usize,
 }
 
 impl<'a> EventView<'a> {
-    /// Checks and reads one serialized `TelemetryEvent`.
-    pub(crate) fn parse(raw: &'a [u8]) -> Result<Self> {
-        let mut ev = EventView {
-            raw,
-            timestamp_ns: 0,
-            correlation_id: "",
-            span_id: 0,
-            parent_span_id: 0,
-            trace_id: "",
-            span_name: "",
-            measurement_count: 0,
-            metadata_count: 0,
-        };
+    /// Checks and reads one serialized `TelemetryEvent` in one pass: the
+    /// scalars into the view, the repeated fields into `fields`.
+    pub(crate) fn parse(raw: &'a [u8], fields: &mut EventFields<'a>) -> Result<Self> {
+        fields.parts.clear();
+        fields.measurements.clear();
+        fields.metadata.clear();
+        let mut ev = EventView::default();
         let mut f = Fields::new(raw);
         while let Some((tag, w)) = f.next_field()? {
             match tag {
-                1 => {
-                    string(w)?;
-                }
-                2 => {
-                    measurement_entry(message(w)?)?;
-                    ev.measurement_count += 1;
-                }
-                3 => {
-                    metadata_entry(message(w)?)?;
-                    ev.metadata_count += 1;
-                }
+                1 => fields.parts.push(string(w)?),
+                2 => fields.measurements.push(measurement_entry(message(w)?)?),
+                3 => fields.metadata.push(metadata_entry(message(w)?)?),
                 // int64: the varint's bits, two's complement.
                 4 => ev.timestamp_ns = uint(w)? as i64,
                 5 => ev.correlation_id = string(w)?,
@@ -277,38 +272,11 @@ impl<'a> EventView<'a> {
         }
         Ok(ev)
     }
-
-    /// The fields with number `tag` (already checked by `parse`).
-    fn each(&self, tag: u32) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let mut f = Fields::new(self.raw);
-        std::iter::from_fn(move || loop {
-            match f.next_field() {
-                Ok(Some((t, Wire::Len(b)))) if t == tag => return Some(b),
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return None,
-            }
-        })
-    }
-
-    /// The name parts (`event_parts`), in order.
-    pub(crate) fn parts(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.each(1).filter_map(|b| utf8(b).ok())
-    }
-
-    /// The measurement entries, in wire order.
-    pub(crate) fn measurements(
-        &self,
-    ) -> impl Iterator<Item = (&'a str, Option<WireValue<'a>>)> + 'a {
-        self.each(2).filter_map(|b| measurement_entry(b).ok())
-    }
-
-    /// The metadata entries, in wire order.
-    pub(crate) fn metadata(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        self.each(3).filter_map(|b| metadata_entry(b).ok())
-    }
 }
 
-/// A checked `TelemetryBatch`, its events still in the received buffer.
+/// A `TelemetryBatch` whose outer fields are checked and read; its events
+/// are still bytes in the received buffer, each checked when it is read
+/// ([`EventView::parse`]), so one damaged event costs only itself.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawBatch {
     bytes: Bytes,
@@ -320,7 +288,7 @@ pub(crate) struct RawBatch {
 }
 
 impl RawBatch {
-    /// Checks a serialized `TelemetryBatch`.
+    /// Checks the outer fields of a serialized `TelemetryBatch`.
     pub(crate) fn parse(bytes: Bytes) -> Result<RawBatch> {
         let mut out = RawBatch::default();
         let base = bytes.as_ptr() as usize;
@@ -329,7 +297,6 @@ impl RawBatch {
             match tag {
                 1 => {
                     let b = message(w)?;
-                    EventView::parse(b)?;
                     let start = b.as_ptr() as usize - base;
                     out.events.push(start..start + b.len());
                 }
@@ -357,11 +324,9 @@ impl RawBatch {
         Ok(out)
     }
 
-    /// The events, in order.
-    pub(crate) fn events(&self) -> impl Iterator<Item = EventView<'_>> {
-        self.events
-            .iter()
-            .filter_map(|r| EventView::parse(&self.bytes[r.clone()]).ok())
+    /// The serialized events, in order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = &[u8]> {
+        self.events.iter().map(|r| &self.bytes[r.clone()])
     }
 }
 
@@ -437,7 +402,11 @@ mod tests {
                 measurements,
                 metadata,
                 timestamp_ns: 1_700_000_000_000_000_000 + i as i64,
-                correlation_id: if i % 2 == 0 { format!("cid-{i}") } else { String::new() },
+                correlation_id: if i % 2 == 0 {
+                    format!("cid-{i}")
+                } else {
+                    String::new()
+                },
                 span_id: i * 77,
                 parent_span_id: u64::MAX - i,
                 trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
@@ -488,7 +457,11 @@ mod tests {
                 (k.clone(), v)
             })
             .collect();
-        let md = e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let md = e
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         (
             e.event_parts.clone(),
             m,
@@ -504,9 +477,12 @@ mod tests {
         )
     }
 
-    fn from_view(e: &EventView<'_>) -> Seen {
-        let m = e
-            .measurements()
+    fn from_view(raw: &[u8]) -> Result<Seen> {
+        let mut f = EventFields::default();
+        let e = EventView::parse(raw, &mut f)?;
+        let m = f
+            .measurements
+            .iter()
             .map(|(k, v)| {
                 let v = v.map(|v| match v {
                     WireValue::Int(i) => format!("i{i}"),
@@ -516,12 +492,13 @@ mod tests {
                 (k.to_string(), v)
             })
             .collect();
-        let md = e
-            .metadata()
+        let md = f
+            .metadata
+            .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        (
-            e.parts().map(str::to_string).collect(),
+        Ok((
+            f.parts.iter().map(|p| p.to_string()).collect(),
             m,
             md,
             (
@@ -532,17 +509,20 @@ mod tests {
                 e.trace_id.to_string(),
                 e.span_name.to_string(),
             ),
-        )
+        ))
     }
 
-    /// Both decoders accept or refuse `bytes` alike, and read the same.
+    /// Both decoders accept or refuse `bytes` alike (ours: the batch and
+    /// every event in it), and read the same.
     fn agree(bytes: &[u8]) -> bool {
         let prost = TelemetryBatch::decode(bytes);
-        let ours = RawBatch::parse(Bytes::copy_from_slice(bytes));
+        let ours = RawBatch::parse(Bytes::copy_from_slice(bytes)).and_then(|b| {
+            let events = b.events().map(from_view).collect::<Result<Vec<_>>>()?;
+            Ok((b, events))
+        });
         match (prost, ours) {
-            (Ok(p), Ok(o)) => {
+            (Ok(p), Ok((o, oe))) => {
                 let pe: Vec<Seen> = p.events.iter().map(from_prost).collect();
-                let oe: Vec<Seen> = o.events().map(|e| from_view(&e)).collect();
                 assert_eq!(pe, oe);
                 assert_eq!(p.drops, o.drops);
                 assert_eq!(p.logs, o.logs);
@@ -563,9 +543,10 @@ mod tests {
         let bytes = sample().encode_to_vec();
         assert!(agree(&bytes));
         let b = RawBatch::parse(Bytes::from(bytes)).unwrap();
-        let first = b.events().next().unwrap();
-        assert_eq!(first.parts().collect::<Vec<_>>(), ["tool", "execution", "stop"]);
-        assert_eq!(first.measurement_count, 4);
+        let mut fields = EventFields::default();
+        let first = EventView::parse(b.events().next().unwrap(), &mut fields).unwrap();
+        assert_eq!(fields.parts, ["tool", "execution", "stop"]);
+        assert_eq!(fields.measurements.len(), 4);
         assert_eq!(first.correlation_id, "cid-0");
         assert_eq!(b.events().count(), 6);
         assert_eq!(b.policy_version, 42);
@@ -637,8 +618,8 @@ mod tests {
             &[0x0A, 0x07, 0x12, 0x05, 0x12, 0x03, 0x0A, 0x01, 0x41],
             // The same measurement key twice: the last value wins.
             &[
-                0x0A, 0x0E, 0x12, 0x05, 0x0A, 0x01, 0x61, 0x12, 0x00, 0x12, 0x05, 0x0A, 0x01,
-                0x61, 0x12, 0x00,
+                0x0A, 0x0E, 0x12, 0x05, 0x0A, 0x01, 0x61, 0x12, 0x00, 0x12, 0x05, 0x0A, 0x01, 0x61,
+                0x12, 0x00,
             ],
             // Field number 0.
             &[0x02, 0x00],

@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
-use crate::batch::{EventView, RawBatch, WireValue};
+use crate::batch::{EventFields, EventView, RawBatch, WireValue};
 use crate::proto;
 use crate::trace::parse_trace_id;
 
@@ -196,8 +196,13 @@ impl Folder {
         self.stats
             .policy_version
             .store(batch.policy_version, Ordering::Relaxed);
-        for ev in batch.events() {
-            self.fold_event(&ev);
+        let mut fields = EventFields::default();
+        for raw in batch.events() {
+            match EventView::parse(raw, &mut fields) {
+                Ok(ev) => self.fold_event(&ev, &fields),
+                // Its name may be what is damaged: none is reported.
+                Err(_) => self.reject("", "malformed"),
+            }
         }
         if let Some(d) = &batch.drops {
             self.drops(d);
@@ -229,11 +234,15 @@ impl Folder {
 
     /// Resolves the event id (and the span name for generic spans), or
     /// rejects the event.
-    fn resolve<'e>(&mut self, ev: &EventView<'e>) -> Option<(EventId, Option<&'e str>)> {
+    fn resolve<'e>(
+        &mut self,
+        ev: &EventView<'e>,
+        fields: &EventFields<'e>,
+    ) -> Option<(EventId, Option<&'e str>)> {
         self.name.clear();
         let mut first = None;
         let mut valid = true;
-        for (i, part) in ev.parts().enumerate() {
+        for (i, &part) in fields.parts.iter().enumerate() {
             first.get_or_insert(part);
             if self.name.len() + part.len() + 1 > MAX_NAME_BYTES {
                 valid = false;
@@ -284,15 +293,15 @@ impl Folder {
         None
     }
 
-    fn fold_event(&mut self, ev: &EventView<'_>) {
-        let Some((id, span_name)) = self.resolve(ev) else {
+    fn fold_event(&mut self, ev: &EventView<'_>, fields: &EventFields<'_>) {
+        let Some((id, span_name)) = self.resolve(ev, fields) else {
             return;
         };
         let spec = self.catalog.spec(id);
         let mut dropped = Dropped::default();
-        let mut measurements: Vec<Field<'_>> = Vec::with_capacity(ev.measurement_count);
+        let mut measurements: Vec<Field<'_>> = Vec::with_capacity(fields.measurements.len());
         let mut bad_values = 0;
-        for (key, value) in ev.measurements() {
+        for &(key, value) in &fields.measurements {
             let Some(index) = spec.measurement_index(key) else {
                 dropped.unknown_measurement += 1;
                 continue;
@@ -342,12 +351,12 @@ impl Folder {
         let enabled = self.telemetry.is_enabled(id);
         let mut metadata: Vec<Field<'_>> = Vec::new();
         if enabled {
-            metadata.reserve(ev.metadata_count.min(MAX_METADATA_FIELDS) + 5);
+            metadata.reserve(fields.metadata.len().min(MAX_METADATA_FIELDS) + 5);
         }
         // Keys kept so far (cut to their bound), for the repeated-key rule.
         let mut kept: [&str; MAX_METADATA_FIELDS] = [""; MAX_METADATA_FIELDS];
         let mut n_kept = 0;
-        for (key, value) in ev.metadata() {
+        for &(key, value) in &fields.metadata {
             if ENRICHMENT_KEYS.contains(&key) {
                 continue;
             }
@@ -496,7 +505,84 @@ impl Folder {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn a_damaged_event_is_rejected_alone_and_the_rest_of_its_batch_folds() {
+        let telemetry = Telemetry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for pattern in [
+            "snakepit.python.tool.execution.stop",
+            "snakepit.telemetry.event.rejected",
+        ] {
+            let seen = seen.clone();
+            telemetry
+                .attach(pattern, pattern, move |e| {
+                    let what = match e.meta_str("reason") {
+                        Some(r) => format!("{} {r}", e.name()),
+                        None => format!("{} {:?}", e.name(), e.meta_str("tool")),
+                    };
+                    seen.lock().unwrap().push(what);
+                })
+                .unwrap();
+        }
+        let good = |tool: &str| proto::TelemetryEvent {
+            event_parts: vec!["tool".into(), "execution".into(), "stop".into()],
+            measurements: [(
+                "duration".to_string(),
+                proto::TelemetryValue {
+                    value: Some(proto::telemetry_value::Value::IntValue(5)),
+                },
+            )]
+            .into(),
+            metadata: [("tool".to_string(), tool.to_string())].into(),
+            ..Default::default()
+        };
+        // A batch of one event whose name part is not UTF-8.
+        let mut damaged = proto::TelemetryBatch {
+            events: vec![good("x")],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let at = damaged.windows(4).position(|w| w == b"tool").unwrap();
+        damaged[at] = 0xFF;
+        let mut batch = vec![];
+        for ev in [good("a"), good("b")] {
+            batch.push(
+                proto::TelemetryBatch {
+                    events: vec![ev],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            );
+        }
+        let all = [batch[0].clone(), damaged, batch[1].clone()].concat();
+        let raw = RawBatch::parse(Bytes::from(all)).expect("the batch's outer fields are sound");
+        let stats = Arc::new(StatCounters::default());
+        let mut folder = Folder::new(
+            telemetry.clone(),
+            Arc::from("w1"),
+            Arc::from("p"),
+            None,
+            stats.clone(),
+        );
+        folder.fold(&raw);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "snakepit.python.tool.execution.stop Some(\"a\")",
+                "snakepit.telemetry.event.rejected malformed",
+                "snakepit.python.tool.execution.stop Some(\"b\")",
+            ]
+        );
+        let s = stats.snapshot();
+        assert_eq!((s.events_folded, s.events_rejected), (2, 1));
+    }
 
     #[test]
     fn truncates_on_char_boundaries() {
