@@ -310,6 +310,8 @@ class BatchEncoder:
             n = len(body)
             if n < 0x80:
                 append(hdr[n])
+            elif n < 0x4000:
+                append(bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)))
             elif n > max_event:
                 errors += 1
                 continue

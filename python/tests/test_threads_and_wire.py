@@ -124,3 +124,14 @@ def test_varint_and_timestamps():
     for ts in [1, 2**28 - 1, 2**28, 1_700_000_000_123_456_789, 2**63 - 1]:
         body = enc.event_body((ts, "a", None, None, None, None, False))
         assert pb.TelemetryEvent.FromString(body).timestamp_ns == ts
+
+
+def test_event_lengths_across_varint_sizes():
+    # The event's length prefix takes 1, 2 or 3 bytes.
+    enc = BatchEncoder()
+    for n in (10, 100, 127, 128, 150, 16_000, 16_384, 20_000, 100_000):
+        data, errs = enc.batch([(1_700_000_000_000_000_000, "a.b", {"x": 1}, {"k": "v" * n},
+                                 "cid", None, False)], (0,) * 6, [], 0, "", 0)
+        assert errs == 0
+        ev = pb.TelemetryBatch.FromString(data).events[0]
+        assert ev.metadata["k"] == "v" * n and ev.correlation_id == "cid"
