@@ -274,6 +274,24 @@ fn a_collector_that_is_briefly_unavailable_loses_nothing() {
 }
 
 #[test]
+fn exports_reuse_one_connection() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    // Five exports, one span each.
+    for i in 1..=5 {
+        t.span(family, &[], || ());
+        sink.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(receiver.wait_spans(i, Duration::from_secs(5)).len(), i);
+    }
+    assert_eq!(receiver.received.lock().unwrap().requests.len(), 5);
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 1);
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
 fn unmatched_starts_are_bounded_and_counted() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();

@@ -2,6 +2,7 @@
 //! batches to `<endpoint>/v1/traces` as OTLP/HTTP protobuf.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -435,7 +436,10 @@ impl Exporter {
             .set("Content-Type", "application/x-protobuf")
             .send_bytes(body)
         {
-            Ok(_) => Ok(()),
+            Ok(resp) => {
+                drain(resp);
+                Ok(())
+            }
             Err(ureq::Error::Status(code, resp)) => {
                 let message = format!(
                     "HTTP {code} {}",
@@ -446,6 +450,7 @@ impl Exporter {
                         .header("Retry-After")
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    drain(resp);
                     Err(PostError::Retry { message, after })
                 } else {
                     Err(PostError::Fatal(message))
@@ -520,6 +525,14 @@ fn sleep_watching_stop(wait: Duration, control: &Control) {
         }
         std::thread::sleep((until - now).min(Duration::from_millis(20)));
     }
+}
+
+/// Reads a response body to its end (up to 64 KiB), so that ureq can put
+/// the connection back in its pool for the next export whatever the
+/// collector answers (a body that is not read to its end cannot be).
+fn drain(resp: ureq::Response) {
+    let mut body = resp.into_reader().take(64 * 1024);
+    let _ = std::io::copy(&mut body, &mut std::io::sink());
 }
 
 #[cfg(test)]

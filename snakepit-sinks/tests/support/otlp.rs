@@ -35,6 +35,8 @@ pub struct OtlpReceiver {
     pub script: Arc<Mutex<std::collections::VecDeque<u16>>>,
     /// Requests answered from `script` with a status other than 200.
     pub refused: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl OtlpReceiver {
@@ -47,12 +49,15 @@ impl OtlpReceiver {
         let status = Arc::new(Mutex::new(200u16));
         let script = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conns = connections.clone();
         let (r, s, st) = (received.clone(), stop.clone(), status.clone());
         let (sc, rf) = (script.clone(), refused.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        conns.fetch_add(1, Ordering::SeqCst);
                         let (r, st, sc, rf) = (r.clone(), st.clone(), sc.clone(), rf.clone());
                         std::thread::spawn(move || serve(stream, &r, &st, &sc, &rf));
                     }
@@ -68,6 +73,7 @@ impl OtlpReceiver {
             status,
             script,
             refused,
+            connections,
         }
     }
 
@@ -169,8 +175,12 @@ fn serve(
                 }
             }
         }
+        // A 200 carries an ExportTraceServiceResponse with an empty
+        // `partial_success`, as collectors may send.
+        let body = if code == 200 { "\x0a\x00" } else { "" };
         let reply = format!(
-            "HTTP/1.1 {code} X\r\n{retry_after}Content-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 {code} X\r\n{retry_after}Content-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
