@@ -919,9 +919,9 @@ class Servicer:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
                 if leftover:
-                    events = leftover + telemetry.drain(1000 - len(leftover))
+                    events = leftover + telemetry.drain(BATCH_EVENTS - len(leftover))
                 else:
-                    events = telemetry.drain(1000)
+                    events = telemetry.drain(BATCH_EVENTS)
                 logs = handler.drain(1000) if handler else []
                 version = telemetry.policy().version
                 now = time.monotonic()
@@ -936,7 +936,7 @@ class Servicer:
                     yield data
                 if stopping and not events and not logs and not leftover:
                     break
-                if len(events) >= 1000 or leftover:
+                if len(events) >= BATCH_EVENTS or leftover:
                     sleep = 0.0
                 elif events or logs:
                     sleep = 0.001
@@ -1221,6 +1221,10 @@ async def serve(opts, ready_out) -> int:
     del adapter
     return 0
 
+
+# Most events in one TelemetryBatch (TelemetryStream); a full batch is
+# followed by the next at once.
+BATCH_EVENTS = 1000
 
 # Cyclic-GC thresholds of a worker (generation 0, 1, 2); see _tune_gc.
 GC_THRESHOLDS = (50_000, 20, 100)
