@@ -23,6 +23,7 @@
 //! | `SNAKEPIT_PROMETHEUS_LISTEN` | `listen` of every `prometheus` sink (`host:port`) |
 //! | `SNAKEPIT_OTEL_ENDPOINT` | `endpoint` of every `otel` sink (`http://host:port`) |
 //! | `SNAKEPIT_OTEL_SERVICE_NAME` | `service_name` of every `otel` sink |
+//! | `SNAKEPIT_OTEL_SAMPLE_RATIO` | `sample_ratio` of every `otel` sink (`0.0` to `1.0`) |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -287,6 +288,13 @@ pub struct OtelSinkConfig {
     /// Started spans waiting for their stop event before the oldest are
     /// evicted (and counted as dropped); default 10000.
     pub max_open_spans: usize,
+    /// Fraction of traces exported, 0.0 to 1.0 (default 1.0: every span).
+    /// The decision is taken per trace id (its low 56 bits, which W3C trace
+    /// ids keep random), so a trace is exported whole or not at all, and
+    /// every process sampling at the same ratio keeps the same traces.
+    /// Unlike `telemetry.sampling_rate`, the other sinks still see every
+    /// event: metrics and logs count all calls.
+    pub sample_ratio: f64,
 }
 
 impl Default for OtelSinkConfig {
@@ -300,6 +308,7 @@ impl Default for OtelSinkConfig {
             export_interval_ms: 1000,
             export_timeout_ms: 5000,
             max_open_spans: 10_000,
+            sample_ratio: 1.0,
         }
     }
 }
@@ -405,6 +414,12 @@ impl Config {
                             ),
                         ));
                     }
+                    if !rate_ok(o.sample_ratio) {
+                        return Err(invalid(
+                            format!("sinks[{i}].sample_ratio"),
+                            format!("{} is out of range; allowed 0.0 to 1.0", o.sample_ratio),
+                        ));
+                    }
                     let at_least_one = [
                         ("queue_capacity", o.queue_capacity as u64),
                         ("batch_size", o.batch_size as u64),
@@ -508,6 +523,19 @@ impl Config {
                     for sink in &mut self.sinks {
                         if let SinkConfig::Otel(o) = sink {
                             o.service_name = v.to_string();
+                        }
+                    }
+                }
+                "SNAKEPIT_OTEL_SAMPLE_RATIO" => {
+                    let ratio = v
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))?;
+                    for sink in &mut self.sinks {
+                        if let SinkConfig::Otel(o) = sink {
+                            o.sample_ratio = ratio;
                         }
                     }
                 }

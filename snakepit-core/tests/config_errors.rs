@@ -106,6 +106,11 @@ fn out_of_range_values_name_the_key_and_range() {
     );
     let e = err("[[sinks]]\nkind = \"otel\"\nendpoint = \"collector:4318\"\n");
     assert!(e.contains("sinks[0].endpoint") && e.contains("http"), "{e}");
+    let e = err("[[sinks]]\nkind = \"otel\"\nsample_ratio = 1.5\n");
+    assert!(
+        e.contains("sinks[0].sample_ratio") && e.contains("0.0 to 1.0"),
+        "{e}"
+    );
     let e = err("[[sinks]]\nkind = \"prometheus\"\nlisten = \"not-an-address\"\n");
     assert!(
         e.contains("sinks[0].listen") || e.contains("sinks[0]"),

@@ -77,6 +77,7 @@ fn env_overrides_set_every_sink_of_their_kind() {
         ("SNAKEPIT_PROMETHEUS_LISTEN", "127.0.0.1:9999"),
         ("SNAKEPIT_OTEL_ENDPOINT", "http://127.0.0.1:4999"),
         ("SNAKEPIT_OTEL_SERVICE_NAME", "svc"),
+        ("SNAKEPIT_OTEL_SAMPLE_RATIO", "0.25"),
     ])
     .unwrap();
     match (&c.sinks[0], &c.sinks[1]) {
@@ -84,6 +85,7 @@ fn env_overrides_set_every_sink_of_their_kind() {
             assert_eq!(p.listen.port(), 9999);
             assert_eq!(o.endpoint, "http://127.0.0.1:4999");
             assert_eq!(o.service_name, "svc");
+            assert_eq!(o.sample_ratio, 0.25);
         }
         other => panic!("{other:?}"),
     }
@@ -101,6 +103,14 @@ fn env_overrides_set_every_sink_of_their_kind() {
         .to_string();
     assert!(
         e.contains("SNAKEPIT_OTEL_ENDPOINT") && e.contains("http"),
+        "{e}"
+    );
+    let e = c
+        .apply_env([("SNAKEPIT_OTEL_SAMPLE_RATIO", "half")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("SNAKEPIT_OTEL_SAMPLE_RATIO") && e.contains("0.0 to 1.0"),
         "{e}"
     );
 }

@@ -4,7 +4,7 @@
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
-//! `CALLS`, default 20000 per round; `ROUNDS`, default 3; `PROFILE=<0..3>`
+//! `CALLS`, default 20000 per round; `ROUNDS`, default 3; `PROFILE=<0..4>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
 use std::io::{BufRead, BufReader};
@@ -237,11 +237,46 @@ fn main() {
     );
     prom_only.attach_sink("prometheus", &[], p2).unwrap();
 
-    let configs: [(&str, &Telemetry); 4] = [
+    // Every sink again, the OTel sink exporting 10% of the traces.
+    let sampled = Telemetry::new();
+    sampled
+        .attach_sink("log", &[], Arc::new(LogSink::new(&sampled)))
+        .unwrap();
+    let prom3 = Arc::new(
+        PrometheusSink::from_config(
+            &PrometheusSinkConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..PrometheusSinkConfig::default()
+            },
+            sampled.catalog(),
+        )
+        .unwrap(),
+    );
+    sampled
+        .attach_sink("prometheus", &[], prom3.clone())
+        .unwrap();
+    let otel_sampled = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: support::otlp_sink_receiver(),
+                sample_ratio: 0.1,
+                ..OtelSinkConfig::default()
+            },
+            &sampled,
+        )
+        .unwrap(),
+    );
+    sampled
+        .attach_sink("otel", &[], otel_sampled.clone())
+        .unwrap();
+
+    const N: usize = 5;
+    let configs: [(&str, &Telemetry); N] = [
         ("telemetry off", &off),
         ("telemetry on, no sink", &bare),
         ("prometheus sink only", &prom_only),
         ("every sink on", &on),
+        ("every sink on, otel sample_ratio 0.1", &sampled),
     ];
     // Rounds alternate the configurations so that drifts in machine load
     // hit all of them alike; each ratio is taken within one round, then the
@@ -257,12 +292,12 @@ fn main() {
         println!("{name}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
         return;
     }
-    let mut rates: Vec<[f64; 4]> = Vec::new();
-    let mut cpus: Vec<[f64; 4]> = Vec::new();
-    let mut seq: [Vec<f64>; 4] = Default::default();
+    let mut rates: Vec<[f64; N]> = Vec::new();
+    let mut cpus: Vec<[f64; N]> = Vec::new();
+    let mut seq: [Vec<f64>; N] = Default::default();
     for round in 0..rounds {
         let mut line = format!("round {round}:");
-        let (mut r, mut c) = ([0f64; 4], [0f64; 4]);
+        let (mut r, mut c) = ([0f64; N], [0f64; N]);
         for (i, (name, t)) in configs.iter().enumerate() {
             (r[i], c[i]) = rt.block_on(run(t, &workers, calls));
             line.push_str(&format!(" {name} {:.0}/s {:.1} µs CPU/call;", r[i], c[i]));
@@ -275,6 +310,7 @@ fn main() {
         cpus.push(c);
     }
     let _ = otel.flush(Duration::from_secs(5));
+    let _ = otel_sampled.flush(Duration::from_secs(5));
     let median = |mut v: Vec<f64>| -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -309,6 +345,11 @@ fn main() {
         );
     }
     println!("otel sink: {:?}", otel.stats());
-    let _ = otel.shutdown(Duration::from_secs(5));
-    let _ = prom.shutdown(Duration::from_secs(2));
+    println!("otel sink, sample_ratio 0.1: {:?}", otel_sampled.stats());
+    for o in [&otel, &otel_sampled] {
+        let _ = o.shutdown(Duration::from_secs(5));
+    }
+    for p in [&prom, &prom3] {
+        let _ = p.shutdown(Duration::from_secs(2));
+    }
 }

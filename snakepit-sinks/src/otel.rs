@@ -32,6 +32,11 @@
 //!   since its first attempt or the flush/shutdown deadline comes; only then
 //!   are its spans counted as `export_failed`. Other statuses are final.
 //!   [`OtelStats::retries`] counts the second tries.
+//! * `sample_ratio` (default 1.0) exports that fraction of traces, decided
+//!   on the low 56 bits of the trace id, so a trace is exported whole or not
+//!   at all; events of other traces are not queued
+//!   ([`OtelStats::sampled_out`] counts their spans). Spans without a trace
+//!   id are always kept.
 //! * The thread needs no async runtime: `flush` and `shutdown` wait on plain
 //!   condition variables with a deadline, so calling them from a
 //!   current-thread Tokio runtime cannot deadlock.
@@ -86,6 +91,9 @@ pub struct OtelStats {
     /// Export requests sent again after a retryable failure (HTTP 429, 502,
     /// 503, 504 or a transport error).
     pub retries: u64,
+    /// Spans not exported because their trace was not sampled
+    /// (`sample_ratio`; counted at their stop or exception event).
+    pub sampled_out: u64,
 }
 
 /// What the handler hands to the thread.
@@ -138,6 +146,7 @@ pub(crate) struct SpanInfo {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub dropped_queue_full: CacheLine<AtomicU64>,
+    pub sampled_out: CacheLine<AtomicU64>,
     pub exported: AtomicU64,
     pub evicted: AtomicU64,
     pub export_failed: AtomicU64,
@@ -184,6 +193,9 @@ pub struct OtelSink {
     control: Arc<Control>,
     thread: Mutex<Option<JoinHandle<()>>>,
     capacity: usize,
+    /// Traces whose id's low 56 bits are below this are exported (`None`:
+    /// all of them).
+    sample_below: Option<u64>,
 }
 
 impl std::fmt::Debug for OtelSink {
@@ -218,6 +230,7 @@ impl OtelSink {
             control,
             thread: Mutex::new(Some(thread)),
             capacity: config.queue_capacity.max(1),
+            sample_below: sample_threshold(config.sample_ratio),
         })
     }
 
@@ -230,6 +243,7 @@ impl OtelSink {
             evicted: c.evicted.load(Ordering::Relaxed),
             export_failed: c.export_failed.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
+            sampled_out: c.sampled_out.load(Ordering::Relaxed),
         }
     }
 
@@ -279,6 +293,19 @@ impl OtelSink {
     }
 }
 
+/// The bits of a trace id the sampler reads: its low 56, which W3C trace
+/// ids (version 00, level 2) keep random.
+const SAMPLE_MASK: u64 = (1 << 56) - 1;
+
+/// The sampler's threshold for `ratio` (`None`: keep every trace).
+fn sample_threshold(ratio: f64) -> Option<u64> {
+    if ratio >= 1.0 || ratio.is_nan() {
+        return None;
+    }
+    // Exact for ratios with few binary digits; 0.0 keeps nothing.
+    Some((ratio.max(0.0) * (SAMPLE_MASK as f64 + 1.0)) as u64)
+}
+
 /// The span role and family index of every event, by id (`None`: not a
 /// span event).
 type FamilyTable = Box<[Option<(SpanRole, u16)>]>;
@@ -317,12 +344,21 @@ impl Sink for OtelSink {
         let Some(&Some((role, family))) = self.families.get(event.id().index()) else {
             return;
         };
+        let trace_id = event.trace_id();
+        if let Some(below) = self.sample_below {
+            // A span without a trace id cannot be sampled consistently: kept.
+            if trace_id != 0 && (trace_id as u64) & SAMPLE_MASK >= below {
+                if role != SpanRole::Start {
+                    self.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
         let duration = event
             .measurement("duration")
             .and_then(Value::as_i64)
             .and_then(|d| u64::try_from(d).ok())
             .unwrap_or(NO_DURATION);
-        let trace_id = event.trace_id();
         let msg = Msg::Event(SpanEvent {
             role,
             family,

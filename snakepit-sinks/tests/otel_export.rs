@@ -291,6 +291,104 @@ fn exports_reuse_one_connection() {
     sink.shutdown(Duration::from_secs(5)).unwrap();
 }
 
+/// Emits `traces` traces of two spans each (a host call span and the
+/// Python call span inside it) with random trace ids.
+fn two_span_traces(t: &Telemetry, traces: usize) {
+    let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+    for i in 0..traces {
+        let trace_id = snakepit_telemetry::new_trace_id();
+        let host_md = [("tool", Value::from("ping"))];
+        let host = t.start_span_with(
+            family,
+            &host_md,
+            SpanOptions {
+                parent_span_id: 0,
+                trace_id,
+            },
+        );
+        let call = 0x1000 + i as u64;
+        let md = [("command", Value::from("ping"))];
+        t.execute_with(
+            builtin::PYTHON_CALL_START,
+            &[("system_time", Value::Int(1))],
+            &md,
+            ctx(call, host.span_id(), trace_id),
+        );
+        t.execute_with(
+            builtin::PYTHON_CALL_STOP,
+            &[("duration", Value::Int(1000))],
+            &md,
+            ctx(call, host.span_id(), trace_id),
+        );
+        drop(host);
+    }
+}
+
+#[test]
+fn trace_sampling_exports_whole_traces_at_the_configured_ratio() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                sample_ratio: 0.25,
+                ..config(receiver.endpoint())
+            },
+            &t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let traces = 800;
+    two_span_traces(&t, traces);
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let stats = sink.stats();
+    let spans = receiver.wait_spans(stats.exported as usize, Duration::from_secs(5));
+    assert_eq!(spans.len() as u64, stats.exported);
+    // Every exported trace is whole: its host span and the Python span in it.
+    let mut by_trace = std::collections::HashMap::<String, Vec<String>>::new();
+    for (_, span) in &spans {
+        by_trace
+            .entry(hex(&span.trace_id))
+            .or_default()
+            .push(span.name.clone());
+    }
+    for names in by_trace.values_mut() {
+        names.sort();
+        assert_eq!(*names, ["grpc.call", "python.call"]);
+    }
+    // About a quarter of the traces (200 expected; the bounds are 7 standard
+    // deviations wide), and every span of the others is counted.
+    let kept = by_trace.len();
+    assert!(
+        (120..=280).contains(&kept),
+        "{kept} traces of {traces} kept"
+    );
+    assert_eq!(stats.sampled_out, 2 * (traces - kept) as u64, "{stats:?}");
+    assert_eq!(stats.dropped_queue_full, 0);
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+
+    // Ratio 0: nothing is exported, everything is counted.
+    let t = Telemetry::new();
+    let sink = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                sample_ratio: 0.0,
+                ..config(receiver.endpoint())
+            },
+            &t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    two_span_traces(&t, 50);
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let stats = sink.stats();
+    assert_eq!((stats.exported, stats.sampled_out), (0, 100), "{stats:?}");
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(receiver.received.lock().unwrap().spans.len(), kept * 2);
+}
+
 #[test]
 fn unmatched_starts_are_bounded_and_counted() {
     let receiver = OtlpReceiver::start();
