@@ -10,6 +10,8 @@ check it against the generated classes.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 
 _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((i,)) for i in range(128)]
@@ -40,6 +42,40 @@ def varint(v: int) -> bytes:
         v >>= 7
     out.append(v)
     return bytes(out)
+
+
+def read_fields(data: bytes):
+    """Yield (field number, body) for the length-delimited fields of a
+    serialized message, in wire order (a reading aid for tests and tools;
+    other wire types are skipped)."""
+    i, n = 0, len(data)
+
+    def read_varint():
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = data[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    while i < n:
+        key = read_varint()
+        wire = key & 7
+        if wire == 0:
+            read_varint()
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length = read_varint()
+            yield key >> 3, data[i:i + length]
+            i += length
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
 
 
 def _ld(tag: int, payload: bytes) -> bytes:
@@ -76,6 +112,9 @@ def encode_value(v) -> bytes:
     if isinstance(v, float):
         return encode_value(float(v))
     raise EncodeError(f"unsupported measurement type {t.__name__}")
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 # The tag and one-byte length of a TelemetryBatch.events field, by length.
@@ -156,7 +195,7 @@ class BatchEncoder:
         be encoded): the events one by one, as the legacy StreamTelemetry
         RPC sends them."""
         out: list = []
-        errors = self._events(events, out, 0)
+        errors = self._events(events, out, 0, runs=False)
         # _events appends a field header, then the body, per encoded event.
         return out[1::2], errors
 
@@ -239,7 +278,60 @@ class BatchEncoder:
             parts.append(_ctx_bytes(ctx, is_span))
         return b"".join(parts)
 
-    def _events(self, events, out: list, max_bytes: int) -> int:
+    def _run(self, events, start: int, fixed_by_name: dict, meta_seen: dict):
+        """An ``EventRun`` of ``events[start:]`` if at least two qualify:
+        (index after the run, its serialized bytes, its event count), else None."""
+        head = events[start]
+        ts, name, meas, meta, cid, ctx, is_span = head
+        ((k, v),) = meas.items()
+        if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
+            return None
+        stamps = [ts]
+        values = [v]
+        i = start + 1
+        n_events = len(events)
+        while i < n_events:
+            e = events[i]
+            if not (e[1] == name and e[3] is meta and e[5] is ctx and e[4] == cid
+                    and e[6] is is_span):
+                break
+            m = e[2]
+            if m is None or len(m) != 1:
+                break
+            v = m.get(k)
+            if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
+                break
+            stamps.append(e[0])
+            values.append(v)
+            i += 1
+        if len(stamps) < 2:
+            return None
+        try:
+            tb = array("q", stamps)
+            vb = array("q", values)
+        except (TypeError, OverflowError):
+            return None
+        if _BIG_ENDIAN:
+            tb.byteswap()
+            vb.byteswap()
+        f = fixed_by_name.get(name)
+        if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
+                and f[3] is is_span):
+            fixed = f[4]
+        else:
+            fixed = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
+            fixed_by_name[name] = (meta, cid, ctx, is_span, fixed)
+        pre = self._mpre.get(k)
+        if pre is None:
+            pre = self._meas_prefixes(k)
+        # The template's one measurement, value 0 (varint 0x00).
+        template = fixed + pre[1] + b"\x00"
+        rb = b"".join((
+            _ld(0x0A, template), _ld(0x12, tb.tobytes()), _ld(0x1A, vb.tobytes()),
+        ))
+        return i, rb, len(stamps)
+
+    def _events(self, events, out: list, max_bytes: int, runs: bool = True) -> int:
         """Appends each event, as a ``TelemetryBatch.events`` field, to ``out``.
 
         The same bytes as ``event_body`` with the loop inlined: this is the
@@ -267,11 +359,34 @@ class BatchEncoder:
         append = out.append
         errors = 0
         size = 0
-        done = 0
-        for ev in events:
-            done += 1
+        n_events = len(events)
+        i = 0
+        while i < n_events:
+            ev = events[i]
+            i += 1
             try:
                 ts, name, meas, meta, cid, ctx, is_span = ev
+                # A run: this event and the next ones that differ only in the
+                # timestamp and the value of their one int measurement.
+                if runs and meas is not None and len(meas) == 1 and i < n_events:
+                    nxt = events[i]
+                    if (nxt[1] == name and nxt[3] is meta and nxt[5] is ctx
+                            and nxt[4] == cid and nxt[6] is is_span):
+                        run = self._run(events, i - 1, fixed_by_name, meta_seen)
+                        if run is not None:
+                            i, rb, count = run
+                            n = len(rb)
+                            if n > max_event:
+                                errors += count
+                                continue
+                            append(b"\x3a" + varint(n))
+                            append(rb)
+                            if max_bytes:
+                                size += n
+                                if size >= max_bytes:
+                                    self.leftover = events[i:]
+                                    break
+                            continue
                 f = fixed_by_name.get(name)
                 if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
                         and f[3] is is_span):
@@ -321,7 +436,7 @@ class BatchEncoder:
             if max_bytes:
                 size += n
                 if size >= max_bytes:
-                    self.leftover = events[done:]
+                    self.leftover = events[i:]
                     break
         self._ts_hi = ts_hi
         self._ts_hi_bytes = ts_hi_b

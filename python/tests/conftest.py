@@ -22,6 +22,36 @@ PYTHON_DIR = Path(__file__).resolve().parents[1]
 SHOWCASE = "snakepit_bridge.adapters.showcase:ShowcaseAdapter"
 
 
+def batch_events(batch) -> list:
+    """The events of a TelemetryBatch with its runs expanded (see EventRun in
+    the proto). Given the serialized bytes, events and runs come in wire
+    order (the emit order); given a parsed message, events come first."""
+    from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+
+    def expand(run) -> list:
+        key = next(iter(run.template.measurements))
+        out = []
+        for ts, v in zip(run.timestamps, run.values, strict=True):
+            e = pb.TelemetryEvent()
+            e.CopyFrom(run.template)
+            e.timestamp_ns = ts
+            e.measurements[key].int_value = v
+            out.append(e)
+        return out
+
+    if not isinstance(batch, (bytes, bytearray)):
+        return list(batch.events) + [e for r in batch.runs for e in expand(r)]
+    from snakepit_bridge._wire import read_fields
+
+    out = []
+    for tag, body in read_fields(bytes(batch)):
+        if tag == 1:
+            out.append(pb.TelemetryEvent.FromString(body))
+        elif tag == 7:
+            out.extend(expand(pb.EventRun.FromString(body)))
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _clean_telemetry():
     telemetry._reset_for_tests()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from conftest import batch_events
+
 from snakepit_bridge import telemetry as t
 from snakepit_bridge._wire import BatchEncoder, varint
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
@@ -44,7 +46,7 @@ def test_many_threads_with_background_drain_and_encoding():
             if evs:
                 data, errs = enc.batch(evs, lambda e: t.drop_counts(), [], 1, "w", 1)
                 assert errs == 0
-                delivered[0] += len(pb.TelemetryBatch.FromString(data).events)
+                delivered[0] += len(batch_events(data))
             elif stop.is_set():
                 return
             else:
@@ -135,3 +137,39 @@ def test_event_lengths_across_varint_sizes():
         assert errs == 0
         ev = pb.TelemetryBatch.FromString(data).events[0]
         assert ev.metadata["k"] == "v" * n and ev.correlation_id == "cid"
+
+
+def test_events_of_one_shape_travel_as_runs_in_emit_order():
+    meta = {"tool": "burst"}
+    other = {"tool": "other"}
+    base = 1_700_000_000_000_000_000
+    evs = [(base + i, "burst", {"duration": v}, meta, "cid", None, False)
+           for i, v in enumerate([5, -7, (1 << 63) - 1, -(1 << 63), 0])]
+    evs.append((base + 10, "single", {"duration": 1}, other, None, None, False))
+    # Not a run: two measurements, a float, a different metadata dict.
+    evs.append((base + 11, "burst", {"duration": 1, "n": 2}, meta, "cid", None, False))
+    evs.append((base + 12, "burst", {"duration": 1.5}, meta, "cid", None, False))
+    evs.append((base + 13, "burst", {"duration": 3}, dict(meta), "cid", None, False))
+    evs += [(base + 20 + i, "burst", {"duration": i}, meta, "cid", None, False)
+            for i in range(3)]
+    data, errs = BatchEncoder().batch(evs, (0,) * 6, [], 0, "", 0)
+    assert errs == 0
+    b = pb.TelemetryBatch.FromString(data)
+    assert [len(r.timestamps) for r in b.runs] == [5, 3]
+    assert len(b.events) == 4
+    got = batch_events(data)
+    assert [(e.timestamp_ns, e.correlation_id, dict(e.metadata)) for e in got] == [
+        (ev[0], ev[4] or "", {k: str(v) for k, v in ev[3].items()}) for ev in evs]
+    for e, ev in zip(got, evs, strict=True):
+        want = {k: (v if isinstance(v, float) else int(v)) for k, v in ev[2].items()}
+        assert {k: getattr(m, m.WhichOneof("value")) for k, m in e.measurements.items()} == want
+    # A run costs 16 bytes per event after the first.
+    long_run = [(base + i, "burst", {"duration": i * 1000}, meta, "cid", None, False)
+                for i in range(1000)]
+    data, _ = BatchEncoder().batch(long_run, (0,) * 6, [], 0, "", 0)
+    assert len(data) < 1000 * 16 + 200
+    # The legacy one-event-per-message path never makes runs.
+    bodies, errs = BatchEncoder().event_bodies(long_run[:3])
+    assert errs == 0 and len(bodies) == 3
+    assert [pb.TelemetryEvent.FromString(x).timestamp_ns for x in bodies] == [
+        base, base + 1, base + 2]

@@ -10,6 +10,7 @@ import zlib
 
 import grpc
 import pytest
+from conftest import batch_events
 
 from snakepit_bridge import telemetry
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
@@ -33,7 +34,7 @@ def collect_telemetry(tc, until, timeout=15.0):
         if b is None:
             break
         batches.append(b)
-        events.extend(b.events)
+        events.extend(batch_events(b))
         if until(events, batches):
             return events, batches
     raise AssertionError(f"telemetry condition not met; got {len(events)} events "

@@ -254,6 +254,14 @@ impl<'a> EventView<'a> {
         fields.measurements.clear();
         fields.metadata.clear();
         let mut ev = EventView::default();
+        ev.merge(raw, fields)?;
+        Ok(ev)
+    }
+
+    /// Reads more bytes of the same message (protobuf merges a message
+    /// field sent twice: scalars take the later value, lists grow).
+    fn merge(&mut self, raw: &'a [u8], fields: &mut EventFields<'a>) -> Result<()> {
+        let ev = self;
         let mut f = Fields::new(raw);
         while let Some((tag, w)) = f.next_field()? {
             match tag {
@@ -270,18 +278,84 @@ impl<'a> EventView<'a> {
                 _ => {}
             }
         }
-        Ok(ev)
+        Ok(())
     }
 }
 
+/// Reads packed or unpacked `sfixed64` values into `out`.
+fn sfixed64s(w: Wire<'_>, out: &mut Vec<i64>) -> Result<()> {
+    match w {
+        Wire::Fixed64(v) => out.push(v as i64),
+        Wire::Len(b) => {
+            if b.len() % 8 != 0 {
+                return Err(WireError("packed sfixed64 list with a partial value"));
+            }
+            out.extend(
+                b.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
+            );
+        }
+        _ => return Err(WireError("wrong wire type for an sfixed64 field")),
+    }
+    Ok(())
+}
+
+/// The lists of one `EventRun` (reused from one run to the next).
+#[derive(Debug, Default)]
+pub(crate) struct RunFields<'a> {
+    /// The template's bytes (more than one if the field came more than once).
+    templates: Vec<&'a [u8]>,
+    pub(crate) timestamps: Vec<i64>,
+    pub(crate) values: Vec<i64>,
+}
+
+/// Checks and reads one serialized `EventRun`: the template into the view
+/// and `fields`, the lists into `run`.
+pub(crate) fn parse_run<'a>(
+    raw: &'a [u8],
+    fields: &mut EventFields<'a>,
+    run: &mut RunFields<'a>,
+) -> Result<EventView<'a>> {
+    run.templates.clear();
+    run.timestamps.clear();
+    run.values.clear();
+    let mut f = Fields::new(raw);
+    while let Some((tag, w)) = f.next_field()? {
+        match tag {
+            1 => run.templates.push(message(w)?),
+            2 => sfixed64s(w, &mut run.timestamps)?,
+            3 => sfixed64s(w, &mut run.values)?,
+            _ => {}
+        }
+    }
+    fields.parts.clear();
+    fields.measurements.clear();
+    fields.metadata.clear();
+    let mut ev = EventView::default();
+    for t in &run.templates {
+        ev.merge(t, fields)?;
+    }
+    Ok(ev)
+}
+
+/// An event or a run of events, as bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item<'a> {
+    /// A `TelemetryEvent`.
+    Event(&'a [u8]),
+    /// An `EventRun`.
+    Run(&'a [u8]),
+}
+
 /// A `TelemetryBatch` whose outer fields are checked and read; its events
-/// are still bytes in the received buffer, each checked when it is read
-/// ([`EventView::parse`]), so one damaged event costs only itself.
+/// and runs are still bytes in the received buffer, each checked when it is
+/// read ([`EventView::parse`], [`parse_run`]), so one damaged event costs
+/// only itself.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawBatch {
     bytes: Bytes,
-    /// Where each event's bytes are.
-    events: Vec<Range<usize>>,
+    /// Where each event (false) or run (true) is, in wire order.
+    items: Vec<(bool, Range<usize>)>,
     pub(crate) drops: Option<proto::DropCounts>,
     pub(crate) logs: Vec<proto::LogRecord>,
     pub(crate) policy_version: u64,
@@ -295,10 +369,10 @@ impl RawBatch {
         let mut f = Fields::new(&bytes);
         while let Some((tag, w)) = f.next_field()? {
             match tag {
-                1 => {
+                1 | 7 => {
                     let b = message(w)?;
                     let start = b.as_ptr() as usize - base;
-                    out.events.push(start..start + b.len());
+                    out.items.push((tag == 7, start..start + b.len()));
                 }
                 2 => {
                     // A repeated message field merges into the one before.
@@ -324,9 +398,16 @@ impl RawBatch {
         Ok(out)
     }
 
-    /// The serialized events, in order.
-    pub(crate) fn events(&self) -> impl Iterator<Item = &[u8]> {
-        self.events.iter().map(|r| &self.bytes[r.clone()])
+    /// The serialized events and runs, in wire order.
+    pub(crate) fn items(&self) -> impl Iterator<Item = Item<'_>> {
+        self.items.iter().map(|(run, r)| {
+            let b = &self.bytes[r.clone()];
+            if *run {
+                Item::Run(b)
+            } else {
+                Item::Event(b)
+            }
+        })
     }
 }
 
@@ -371,7 +452,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::proto::{telemetry_value, TelemetryBatch, TelemetryEvent, TelemetryValue};
+    use crate::proto::{telemetry_value, EventRun, TelemetryBatch, TelemetryEvent, TelemetryValue};
 
     fn value(v: telemetry_value::Value) -> TelemetryValue {
         TelemetryValue { value: Some(v) }
@@ -433,6 +514,21 @@ mod tests {
             policy_version: 42,
             worker_id: "w1".into(),
             seq: 7,
+            runs: vec![EventRun {
+                template: Some(TelemetryEvent {
+                    event_parts: vec!["burst".into()],
+                    measurements: [(
+                        "duration".to_string(),
+                        value(telemetry_value::Value::IntValue(0)),
+                    )]
+                    .into(),
+                    metadata: [("tool".to_string(), "emit".to_string())].into(),
+                    correlation_id: "cid-run".into(),
+                    ..Default::default()
+                }),
+                timestamps: vec![1, 2, -3, i64::MAX],
+                values: vec![10, -20, 30, i64::MIN],
+            }],
         }
     }
 
@@ -477,9 +573,31 @@ mod tests {
         )
     }
 
+    /// A run as prost reads it: template, timestamps, values.
+    type SeenRun = (Seen, Vec<i64>, Vec<i64>);
+
+    fn run_from_prost(r: &EventRun) -> SeenRun {
+        (
+            from_prost(&r.template.clone().unwrap_or_default()),
+            r.timestamps.clone(),
+            r.values.clone(),
+        )
+    }
+
+    fn run_from_view(raw: &[u8]) -> Result<SeenRun> {
+        let mut f = EventFields::default();
+        let mut run = RunFields::default();
+        let e = parse_run(raw, &mut f, &mut run)?;
+        Ok((seen(&e, &f), run.timestamps.clone(), run.values.clone()))
+    }
+
     fn from_view(raw: &[u8]) -> Result<Seen> {
         let mut f = EventFields::default();
         let e = EventView::parse(raw, &mut f)?;
+        Ok(seen(&e, &f))
+    }
+
+    fn seen(e: &EventView<'_>, f: &EventFields<'_>) -> Seen {
         let m = f
             .measurements
             .iter()
@@ -497,7 +615,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Ok((
+        (
             f.parts.iter().map(|p| p.to_string()).collect(),
             m,
             md,
@@ -509,7 +627,7 @@ mod tests {
                 e.trace_id.to_string(),
                 e.span_name.to_string(),
             ),
-        ))
+        )
     }
 
     /// Both decoders accept or refuse `bytes` alike (ours: the batch and
@@ -517,13 +635,21 @@ mod tests {
     fn agree(bytes: &[u8]) -> bool {
         let prost = TelemetryBatch::decode(bytes);
         let ours = RawBatch::parse(Bytes::copy_from_slice(bytes)).and_then(|b| {
-            let events = b.events().map(from_view).collect::<Result<Vec<_>>>()?;
-            Ok((b, events))
+            let (mut events, mut runs) = (Vec::new(), Vec::new());
+            for item in b.items() {
+                match item {
+                    Item::Event(raw) => events.push(from_view(raw)?),
+                    Item::Run(raw) => runs.push(run_from_view(raw)?),
+                }
+            }
+            Ok((b, events, runs))
         });
         match (prost, ours) {
-            (Ok(p), Ok((o, oe))) => {
+            (Ok(p), Ok((o, oe, or))) => {
                 let pe: Vec<Seen> = p.events.iter().map(from_prost).collect();
                 assert_eq!(pe, oe);
+                let pr: Vec<SeenRun> = p.runs.iter().map(run_from_prost).collect();
+                assert_eq!(pr, or);
                 assert_eq!(p.drops, o.drops);
                 assert_eq!(p.logs, o.logs);
                 assert_eq!(p.policy_version, o.policy_version);
@@ -544,11 +670,21 @@ mod tests {
         assert!(agree(&bytes));
         let b = RawBatch::parse(Bytes::from(bytes)).unwrap();
         let mut fields = EventFields::default();
-        let first = EventView::parse(b.events().next().unwrap(), &mut fields).unwrap();
+        let Some(Item::Event(raw)) = b.items().next() else {
+            panic!("the first item is an event")
+        };
+        let first = EventView::parse(raw, &mut fields).unwrap();
         assert_eq!(fields.parts, ["tool", "execution", "stop"]);
         assert_eq!(fields.measurements.len(), 4);
         assert_eq!(first.correlation_id, "cid-0");
-        assert_eq!(b.events().count(), 6);
+        assert_eq!(b.items().count(), 7);
+        let Some(Item::Run(raw)) = b.items().last() else {
+            panic!("the last item is the run")
+        };
+        let (template, timestamps, values) = run_from_view(raw).unwrap();
+        assert_eq!(template.0, ["burst"]);
+        assert_eq!(timestamps, [1, 2, -3, i64::MAX]);
+        assert_eq!(values, [10, -20, 30, i64::MIN]);
         assert_eq!(b.policy_version, 42);
     }
 

@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
-use crate::batch::{EventFields, EventView, RawBatch, WireValue};
+use crate::batch::{parse_run, EventFields, EventView, Item, RawBatch, RunFields, WireValue};
 use crate::proto;
 use crate::trace::parse_trace_id;
 
@@ -197,11 +197,15 @@ impl Folder {
             .policy_version
             .store(batch.policy_version, Ordering::Relaxed);
         let mut fields = EventFields::default();
-        for raw in batch.events() {
-            match EventView::parse(raw, &mut fields) {
-                Ok(ev) => self.fold_event(&ev, &fields),
-                // Its name may be what is damaged: none is reported.
-                Err(_) => self.reject("", "malformed"),
+        let mut run = RunFields::default();
+        for item in batch.items() {
+            match item {
+                Item::Event(raw) => match EventView::parse(raw, &mut fields) {
+                    Ok(ev) => self.fold_event(&ev, &fields),
+                    // Its name may be what is damaged: none is reported.
+                    Err(_) => self.reject("", "malformed", 1),
+                },
+                Item::Run(raw) => self.fold_run(raw, &mut fields, &mut run),
             }
         }
         if let Some(d) = &batch.drops {
@@ -212,14 +216,44 @@ impl Folder {
         }
     }
 
-    fn reject(&self, name: &str, reason: &'static str) {
-        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    /// Folds the events of one run: the template with each timestamp and
+    /// value in turn. A run that breaks the wire rules, or whose template
+    /// does not have exactly one measurement, or whose lists differ in
+    /// length, is rejected whole (`malformed`, counted per event).
+    fn fold_run<'b>(
+        &mut self,
+        raw: &'b [u8],
+        fields: &mut EventFields<'b>,
+        run: &mut RunFields<'b>,
+    ) {
+        let parsed = parse_run(raw, fields, run);
+        let n = run.timestamps.len().max(run.values.len()).max(1) as u64;
+        let mut ev = match parsed {
+            Ok(ev)
+                if fields.measurements.len() == 1 && run.timestamps.len() == run.values.len() =>
+            {
+                ev
+            }
+            _ => return self.reject("", "malformed", n),
+        };
+        for (&ts, &v) in run.timestamps.iter().zip(&run.values) {
+            ev.timestamp_ns = ts;
+            fields.measurements[0].1 = Some(WireValue::Int(v));
+            self.fold_event(&ev, fields);
+        }
+    }
+
+    fn reject(&self, name: &str, reason: &'static str, count: u64) {
+        self.stats.rejected.fetch_add(count, Ordering::Relaxed);
         if !self.telemetry.is_enabled(builtin::TELEMETRY_EVENT_REJECTED) {
             return;
         }
         self.telemetry.execute_with(
             builtin::TELEMETRY_EVENT_REJECTED,
-            &[("count", Value::Int(1))],
+            &[(
+                "count",
+                Value::Int(i64::try_from(count).unwrap_or(i64::MAX)),
+            )],
             &[
                 ("worker_id", Value::from(&*self.worker_id)),
                 (
@@ -262,7 +296,7 @@ impl Folder {
                 self.name.as_str()
             };
             let shown = shown.to_string();
-            self.reject(&shown, "invalid_name");
+            self.reject(&shown, "invalid_name", 1);
             return None;
         }
         if let Some(id) = self.catalog.python_id(&self.name) {
@@ -289,7 +323,7 @@ impl Folder {
             }
         }
         let name = self.name.clone();
-        self.reject(&name, "unknown_event");
+        self.reject(&name, "unknown_event", 1);
         None
     }
 
@@ -344,7 +378,7 @@ impl Folder {
         let name: &str = &spec.name;
         if measurements.is_empty() && bad_values > 0 {
             self.report_dropped(name, &dropped);
-            self.reject(name, "malformed");
+            self.reject(name, "malformed", 1);
             return;
         }
         self.stats.folded.fetch_add(1, Ordering::Relaxed);
@@ -582,6 +616,81 @@ mod tests {
         );
         let s = stats.snapshot();
         assert_eq!((s.events_folded, s.events_rejected), (2, 1));
+    }
+
+    #[test]
+    fn a_run_folds_into_one_event_per_timestamp_and_a_bad_run_is_rejected_whole() {
+        let telemetry = Telemetry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        telemetry
+            .attach("stops", "snakepit.python.tool.execution.stop", move |e| {
+                let d = e.measurement("duration").and_then(Value::as_i64);
+                s.lock().unwrap().push((
+                    e.timestamp_ns(),
+                    d,
+                    e.meta_str("tool").map(str::to_string),
+                    e.correlation_id().map(str::to_string),
+                ));
+            })
+            .unwrap();
+        let template = |measurements: &[&str]| proto::TelemetryEvent {
+            event_parts: vec!["tool".into(), "execution".into(), "stop".into()],
+            measurements: measurements
+                .iter()
+                .map(|k| {
+                    (
+                        k.to_string(),
+                        proto::TelemetryValue {
+                            value: Some(proto::telemetry_value::Value::IntValue(0)),
+                        },
+                    )
+                })
+                .collect(),
+            metadata: [("tool".to_string(), "t".to_string())].into(),
+            correlation_id: "c1".into(),
+            ..Default::default()
+        };
+        let batch = proto::TelemetryBatch {
+            runs: vec![
+                proto::EventRun {
+                    template: Some(template(&["duration"])),
+                    timestamps: vec![100, 200, 300],
+                    values: vec![7, 8, 9],
+                },
+                // Two measurements in the template: 2 events rejected.
+                proto::EventRun {
+                    template: Some(template(&["duration", "x"])),
+                    timestamps: vec![1, 2],
+                    values: vec![1, 2],
+                },
+                // Lists of different lengths: 3 events rejected.
+                proto::EventRun {
+                    template: Some(template(&["duration"])),
+                    timestamps: vec![1, 2, 3],
+                    values: vec![1],
+                },
+            ],
+            ..Default::default()
+        };
+        let raw = RawBatch::parse(Bytes::from(batch.encode_to_vec())).unwrap();
+        let stats = Arc::new(StatCounters::default());
+        let mut folder = Folder::new(
+            telemetry,
+            Arc::from("w1"),
+            Arc::from("p"),
+            None,
+            stats.clone(),
+        );
+        folder.fold(&raw);
+        let got = seen.lock().unwrap().clone();
+        let want: Vec<_> = [(100, 7), (200, 8), (300, 9)]
+            .into_iter()
+            .map(|(ts, d)| (ts, Some(d), Some("t".to_string()), Some("c1".to_string())))
+            .collect();
+        assert_eq!(got, want);
+        let s = stats.snapshot();
+        assert_eq!((s.events_folded, s.events_rejected), (3, 5));
     }
 
     #[test]
