@@ -275,7 +275,13 @@ class BatchEncoder:
                     cids[cid] = cb
             parts.append(cb)
         if ctx is not None:
-            parts.append(_ctx_bytes(ctx, is_span))
+            # Cached per batch by identity, as metadata are (negative keys:
+            # apart from the metadata's ids in the same dict).
+            key = -2 * id(ctx) - (2 if is_span else 1)
+            cb = meta_seen.get(key)
+            if cb is None:
+                cb = meta_seen[key] = _ctx_bytes(ctx, is_span)
+            parts.append(cb)
         return b"".join(parts)
 
     def _run(self, events, start: int, fixed_by_name: dict, meta_seen: dict):
@@ -314,13 +320,16 @@ class BatchEncoder:
         if _BIG_ENDIAN:
             tb.byteswap()
             vb.byteswap()
-        f = fixed_by_name.get(name)
+        by_meta = fixed_by_name.get(name)
+        if by_meta is None:
+            by_meta = fixed_by_name[name] = {}
+        f = by_meta.get(id(meta))
         if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
                 and f[3] is is_span):
             fixed = f[4]
         else:
             fixed = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
-            fixed_by_name[name] = (meta, cid, ctx, is_span, fixed)
+            by_meta[id(meta)] = (meta, cid, ctx, is_span, fixed)
         pre = self._mpre.get(k)
         if pre is None:
             pre = self._meas_prefixes(k)
@@ -338,17 +347,20 @@ class BatchEncoder:
         worker's hottest Python. An event's bytes are its fixed part (name,
         metadata, correlation id, span context), then its measurements, then
         its timestamp (protobuf fields may come in any order). Within one
-        batch the fixed part is reused while events of one name keep the
-        same metadata dict, correlation id and span context objects (the
+        batch the fixed part is reused for events of one name and metadata
+        dict with the same correlation id and span context objects (the
         events list keeps them alive, so identities are unique here, and
-        emitted dicts must not be mutated). Returns the number of events
-        that could not be encoded.
+        emitted dicts must not be mutated). Consecutive events that differ
+        only in their timestamp and one int measurement become an EventRun
+        (see ``_run``; not with ``runs=False``). Returns the number of
+        events that could not be encoded.
         """
         mkeys = self._mpre
         small = _SMALL
         hdr = _EVENT_HDR
         meta_seen: dict = {}
-        # name -> (metadata, correlation id, ctx, is_span, fixed bytes)
+        # name -> id(metadata) -> (metadata, correlation id, ctx, is_span,
+        # fixed bytes)
         fixed_by_name: dict = {}
         ts_hi = self._ts_hi
         ts_hi_b = self._ts_hi_bytes
@@ -387,13 +399,16 @@ class BatchEncoder:
                                     self.leftover = events[i:]
                                     break
                             continue
-                f = fixed_by_name.get(name)
+                by_meta = fixed_by_name.get(name)
+                if by_meta is None:
+                    by_meta = fixed_by_name[name] = {}
+                f = by_meta.get(id(meta))
                 if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
                         and f[3] is is_span):
                     body = f[4]
                 else:
                     body = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
-                    fixed_by_name[name] = (meta, cid, ctx, is_span, body)
+                    by_meta[id(meta)] = (meta, cid, ctx, is_span, body)
                 if meas:
                     for k, v in meas.items():
                         if type(v) is int and 0 <= v <= _I64_MAX:

@@ -86,14 +86,24 @@ class ShowcaseAdapter(BaseAdapter):
             yield {"i": k}
         raise RuntimeError(f"stream failed after {fail_after} chunks")
 
-    @tool(description="Emits count telemetry events as fast as possible")
-    def emit_events(self, count: int = 1000, name: str = "tool.execution.stop") -> int:
+    @tool(description="Emits count telemetry events as fast as possible (duration 1, "
+                      "or i for event i with vary_duration); alternate_metadata "
+                      "switches between two metadata dicts from one event to the next")
+    def emit_events(self, count: int = 1000, name: str = "tool.execution.stop",
+                    vary_duration: bool = False, alternate_metadata: bool = False) -> int:
         emit = telemetry.emit
+        metas = ({"tool": "emit_events"}, {"tool": "emit_events_b"})
+        meta = metas[0]
         meas = {"duration": 1}
-        meta = {"tool": "emit_events"}
-        for _ in range(int(count)):
-            emit(name, meas, meta)
-        return int(count)
+        count = int(count)
+        if not (vary_duration or alternate_metadata):
+            for _ in range(count):
+                emit(name, meas, meta)
+            return count
+        for i in range(count):
+            emit(name, {"duration": i} if vary_duration else meas,
+                 metas[i & 1] if alternate_metadata else meta)
+        return count
 
     @tool(description="In the background: waits until no host holds the telemetry "
                       "stream, emits count events, then creates the file marker")
