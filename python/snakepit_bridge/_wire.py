@@ -380,10 +380,10 @@ class BatchEncoder:
                 ts, name, meas, meta, cid, ctx, is_span = ev
                 # A run: this event and the next ones that differ only in the
                 # timestamp and the value of their one int measurement.
-                if runs and meas is not None and len(meas) == 1 and i < n_events:
+                if runs and i < n_events and events[i][3] is meta and len(meas or ()) == 1:
                     nxt = events[i]
-                    if (nxt[1] == name and nxt[3] is meta and nxt[5] is ctx
-                            and nxt[4] == cid and nxt[6] is is_span):
+                    if (nxt[1] == name and nxt[5] is ctx and nxt[4] == cid
+                            and nxt[6] is is_span):
                         run = self._run(events, i - 1, fixed_by_name, meta_seen)
                         if run is not None:
                             i, rb, count = run
