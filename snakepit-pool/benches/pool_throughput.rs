@@ -11,7 +11,8 @@
 //!
 //! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
 //! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128),
-//! `BENCH_ROUNDS` (alternating on/no-handler/off rounds, default 5),
+//! `BENCH_ROUNDS` (alternating on/no-handler/off rounds, default 6; odd
+//! rounds run the three in reverse order),
 //! `BENCH_CALL_STREAMS` (per worker, default 1), `BENCH_CONCURRENCY` (per
 //! worker, default 256).
 
@@ -290,12 +291,17 @@ fn main() {
                 .expect("pool no handler"),
         );
         let off_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
-        let rounds = env_num("BENCH_ROUNDS", 5).max(1) as usize;
+        let rounds = env_num("BENCH_ROUNDS", 6).max(1) as usize;
         let (mut on_rates, mut nh_rates, mut off_rates) = (Vec::new(), Vec::new(), Vec::new());
         let (mut on_ratio, mut nh_ratio) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let mut r = [0f64; 3];
-            for (k, pool) in [&on_pool, &nohandler_pool, &off_pool].into_iter().enumerate() {
+            // Odd rounds run the pools in the reverse order, so that a load
+            // drift within a round favours neither side over two rounds.
+            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            let pools = [&on_pool, &nohandler_pool, &off_pool];
+            for k in order {
+                let pool = pools[k];
                 let p = pool.clone();
                 let a = args.clone();
                 r[k] = throughput(in_flight, secs, move || {

@@ -4,7 +4,8 @@
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
-//! `CALLS`, default 20000 per round; `ROUNDS`, default 3; `PROFILE=<0..4>`
+//! `CALLS`, default 20000 per round; `ROUNDS`, default 4, odd rounds in
+//! reverse order; `PROFILE=<0..4>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
 use std::io::{BufRead, BufReader};
@@ -187,7 +188,7 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(4);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -298,8 +299,18 @@ fn main() {
     for round in 0..rounds {
         let mut line = format!("round {round}:");
         let (mut r, mut c) = ([0f64; N], [0f64; N]);
-        for (i, (name, t)) in configs.iter().enumerate() {
+        // Odd rounds run the configurations in reverse order, so that a
+        // load drift within a round favours none of them over two rounds.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..N).collect()
+        } else {
+            (0..N).rev().collect()
+        };
+        for i in order {
+            let (_, t) = configs[i];
             (r[i], c[i]) = rt.block_on(run(t, &workers, calls));
+        }
+        for (i, (name, _)) in configs.iter().enumerate() {
             line.push_str(&format!(" {name} {:.0}/s {:.1} µs CPU/call;", r[i], c[i]));
         }
         for (i, (_, t)) in configs.iter().enumerate() {

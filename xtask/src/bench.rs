@@ -189,7 +189,7 @@ fn table_bench(
         cmd.envs([
             ("SNAKEPIT_BENCH_QUICK", "1"),
             ("BENCH_SECONDS", "1"),
-            ("ROUNDS", "5"),
+            ("ROUNDS", "6"),
             ("CALLS", "10000"),
         ]);
     }
