@@ -156,13 +156,15 @@ impl CallEvents<'_> {
         if !self.telemetry.is_enabled(id) {
             return;
         }
-        let mut metadata: Vec<Field<'_>> = Vec::with_capacity(7);
-        metadata.push((
+        // At most 7 fields: on the stack, no allocation per event.
+        let mut metadata = Fields7::new();
+        let mut push = |f| metadata.push(f);
+        push((
             key,
             Value::Str(Cow::Borrowed(truncate(tool, MAX_METADATA_VALUE_BYTES))),
         ));
         if let Some((error_type, message)) = error {
-            metadata.push((
+            push((
                 "error_type",
                 Value::Str(Cow::Borrowed(truncate(
                     error_type,
@@ -170,19 +172,45 @@ impl CallEvents<'_> {
                 ))),
             ));
             if let Some(m) = message {
-                metadata.push((
+                push((
                     "error_message",
                     Value::Str(Cow::Borrowed(truncate(m, MAX_METADATA_VALUE_BYTES))),
                 ));
             }
         }
-        metadata.push(("worker_id", Value::Str(Cow::Borrowed(self.worker_id))));
-        metadata.push(("pool_name", Value::Str(Cow::Borrowed(self.pool_name))));
+        push(("worker_id", Value::Str(Cow::Borrowed(self.worker_id))));
+        push(("pool_name", Value::Str(Cow::Borrowed(self.pool_name))));
         if let Some(pid) = self.python_pid {
-            metadata.push(("python_pid", Value::Int(i64::from(pid))));
+            push(("python_pid", Value::Int(i64::from(pid))));
         }
-        metadata.push(("node", Value::Str(Cow::Borrowed(node_name()))));
+        push(("node", Value::Str(Cow::Borrowed(node_name()))));
         self.telemetry
-            .execute_with(id, measurements, &metadata, context);
+            .execute_with(id, measurements, metadata.as_slice(), context);
+    }
+}
+
+/// Up to seven metadata fields, kept on the stack.
+struct Fields7<'a> {
+    items: [Field<'a>; 7],
+    len: usize,
+}
+
+impl<'a> Fields7<'a> {
+    fn new() -> Self {
+        Fields7 {
+            items: std::array::from_fn(|_| ("", Value::Int(0))),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, field: Field<'a>) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = field;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[Field<'a>] {
+        &self.items[..self.len]
     }
 }

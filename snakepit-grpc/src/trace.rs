@@ -1,8 +1,17 @@
 //! W3C traceparent: formatting the host call span, parsing a caller's.
 
-/// `00-<32 hex trace id>-<16 hex span id>-01`.
+/// `00-<32 hex trace id>-<16 hex span id>-01`. Written digit by digit: the
+/// `format!` machinery was a few percent of the host's CPU per call.
 pub(crate) fn format_traceparent(trace_id: u128, span_id: u64) -> String {
-    format!("00-{trace_id:032x}-{span_id:016x}-01")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    for (i, b) in out[3..35].iter_mut().enumerate() {
+        *b = HEX[((trace_id >> (124 - 4 * i)) & 0xF) as usize];
+    }
+    for (i, b) in out[36..52].iter_mut().enumerate() {
+        *b = HEX[((span_id >> (60 - 4 * i)) & 0xF) as usize];
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The trace id and span id of a traceparent, if it is well formed.
@@ -42,5 +51,14 @@ mod tests {
         assert_eq!(parse_traceparent(&tp), Some((0xabc, 0x12)));
         assert_eq!(parse_traceparent("00-zz-11-01"), None);
         assert_eq!(parse_trace_id("nope"), 0);
+        for (t, sp) in [
+            (u128::MAX, u64::MAX),
+            (0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331),
+            (1, 1),
+        ] {
+            let tp = format_traceparent(t, sp);
+            assert_eq!(tp, format!("00-{t:032x}-{sp:016x}-01"));
+            assert_eq!(parse_traceparent(&tp), Some((t, sp)));
+        }
     }
 }
