@@ -284,9 +284,10 @@ class BatchEncoder:
             parts.append(cb)
         return b"".join(parts)
 
-    def _run(self, events, start: int, fixed_by_name: dict, meta_seen: dict):
+    def _run(self, events, start: int, fixed: bytes):
         """An ``EventRun`` of ``events[start:]`` if at least two qualify:
-        (index after the run, its serialized bytes, its event count), else None."""
+        (index after the run, its serialized bytes, its event count), else None.
+        ``fixed`` is the head event's fixed part (see ``_events``)."""
         head = events[start]
         ts, name, meas, meta, cid, ctx, is_span = head
         ((k, v),) = meas.items()
@@ -320,16 +321,6 @@ class BatchEncoder:
         if _BIG_ENDIAN:
             tb.byteswap()
             vb.byteswap()
-        by_meta = fixed_by_name.get(name)
-        if by_meta is None:
-            by_meta = fixed_by_name[name] = {}
-        f = by_meta.get(id(meta))
-        if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
-                and f[3] is is_span):
-            fixed = f[4]
-        else:
-            fixed = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
-            by_meta[id(meta)] = (meta, cid, ctx, is_span, fixed)
         pre = self._mpre.get(k)
         if pre is None:
             pre = self._meas_prefixes(k)
@@ -378,13 +369,23 @@ class BatchEncoder:
             i += 1
             try:
                 ts, name, meas, meta, cid, ctx, is_span = ev
+                by_meta = fixed_by_name.get(name)
+                if by_meta is None:
+                    by_meta = fixed_by_name[name] = {}
+                f = by_meta.get(id(meta))
+                if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
+                        and f[3] is is_span):
+                    body = f[4]
+                else:
+                    body = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
+                    by_meta[id(meta)] = (meta, cid, ctx, is_span, body)
                 # A run: this event and the next ones that differ only in the
                 # timestamp and the value of their one int measurement.
                 if runs and i < n_events and events[i][3] is meta and len(meas or ()) == 1:
                     nxt = events[i]
                     if (nxt[1] == name and nxt[5] is ctx and nxt[4] == cid
                             and nxt[6] is is_span):
-                        run = self._run(events, i - 1, fixed_by_name, meta_seen)
+                        run = self._run(events, i - 1, body)
                         if run is not None:
                             i, rb, count = run
                             n = len(rb)
@@ -399,16 +400,6 @@ class BatchEncoder:
                                     self.leftover = events[i:]
                                     break
                             continue
-                by_meta = fixed_by_name.get(name)
-                if by_meta is None:
-                    by_meta = fixed_by_name[name] = {}
-                f = by_meta.get(id(meta))
-                if (f is not None and f[0] is meta and f[1] == cid and f[2] is ctx
-                        and f[3] is is_span):
-                    body = f[4]
-                else:
-                    body = self._fixed_bytes(name, meta, cid, ctx, is_span, meta_seen)
-                    by_meta[id(meta)] = (meta, cid, ctx, is_span, body)
                 if meas:
                     for k, v in meas.items():
                         if type(v) is int and 0 <= v <= _I64_MAX:
