@@ -114,6 +114,23 @@ struct EventFigures {
     worker_drops: [u64; 6],
 }
 
+/// Three `emit_events` bursts: the slowest rate, the median burst, the
+/// fastest rate.
+async fn three_bursts(
+    client: &WorkerClient,
+    seen: &AtomicU64,
+    args: serde_json::Value,
+    n: u64,
+) -> (f64, EventFigures, f64) {
+    let mut bursts = Vec::new();
+    for _ in 0..3 {
+        bursts.push(events(client, seen, "emit_events", args.clone(), n).await);
+    }
+    bursts.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+    let (slowest, fastest) = (bursts[0].per_s, bursts[2].per_s);
+    (slowest, bursts.swap_remove(1), fastest)
+}
+
 async fn events(
     client: &WorkerClient,
     seen: &AtomicU64,
@@ -237,23 +254,9 @@ fn main() {
 
         // Events: a burst, as fast as the worker can emit.
         let burst_n: u64 = if quick { 100_000 } else { 500_000 };
-        // Three bursts; the median one is reported (the machine is shared).
-        let mut bursts = Vec::new();
-        for _ in 0..3 {
-            bursts.push(
-                events(
-                    &client,
-                    &seen,
-                    "emit_events",
-                    json!({"count": burst_n, "vary_duration": true}),
-                    burst_n,
-                )
-                .await,
-            );
-        }
-        bursts.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
-        let (slowest, fastest) = (bursts[0].per_s, bursts[2].per_s);
-        let burst = bursts.swap_remove(1);
+        // Three bursts each; the median one is reported (the machine is shared).
+        let burst_args = json!({"count": burst_n, "vary_duration": true});
+        let (slowest, burst, fastest) = three_bursts(&client, &seen, burst_args, burst_n).await;
         row(
             "events/s delivered to a host handler, burst (median of 3)",
             format!("{:.0}", burst.per_s),
@@ -280,21 +283,9 @@ fn main() {
         );
         // The same with two metadata dicts in turn: no two events in a row
         // share a shape, so none travels in a run (EventRun).
-        let mut mixed = Vec::new();
-        for _ in 0..3 {
-            mixed.push(
-                events(
-                    &client,
-                    &seen,
-                    "emit_events",
-                    json!({"count": burst_n, "vary_duration": true, "alternate_metadata": true}),
-                    burst_n,
-                )
-                .await,
-            );
-        }
-        mixed.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
-        let mixed = mixed.swap_remove(1);
+        let mixed_args =
+            json!({"count": burst_n, "vary_duration": true, "alternate_metadata": true});
+        let (_, mixed, _) = three_bursts(&client, &seen, mixed_args, burst_n).await;
         row(
             "events/s, burst of alternating shapes (no runs; median of 3)",
             format!("{:.0}", mixed.per_s),
