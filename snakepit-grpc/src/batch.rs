@@ -235,6 +235,15 @@ pub(crate) struct EventFields<'a> {
     pub(crate) metadata: Vec<(&'a str, &'a str)>,
 }
 
+impl EventFields<'_> {
+    /// Empties the lists (their memory is kept for the next event).
+    fn clear(&mut self) {
+        self.parts.clear();
+        self.measurements.clear();
+        self.metadata.clear();
+    }
+}
+
 /// The scalar fields of one `TelemetryEvent`, read in place.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EventView<'a> {
@@ -250,9 +259,7 @@ impl<'a> EventView<'a> {
     /// Checks and reads one serialized `TelemetryEvent` in one pass: the
     /// scalars into the view, the repeated fields into `fields`.
     pub(crate) fn parse(raw: &'a [u8], fields: &mut EventFields<'a>) -> Result<Self> {
-        fields.parts.clear();
-        fields.measurements.clear();
-        fields.metadata.clear();
+        fields.clear();
         let mut ev = EventView::default();
         ev.merge(raw, fields)?;
         Ok(ev)
@@ -328,9 +335,7 @@ pub(crate) fn parse_run<'a>(
             _ => {}
         }
     }
-    fields.parts.clear();
-    fields.measurements.clear();
-    fields.metadata.clear();
+    fields.clear();
     let mut ev = EventView::default();
     for t in &run.templates {
         ev.merge(t, fields)?;
