@@ -22,6 +22,13 @@ fn config(endpoint: String) -> OtelSinkConfig {
     }
 }
 
+/// An OTel sink built from `config` and attached to `t` for every event.
+fn attached(t: &Telemetry, config: OtelSinkConfig) -> Arc<OtelSink> {
+    let sink = Arc::new(OtelSink::new(&config, t).unwrap());
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    sink
+}
+
 fn ctx(span_id: u64, parent_span_id: u64, trace_id: u128) -> EventContext<'static> {
     EventContext {
         timestamp_ns: 0,
@@ -36,8 +43,7 @@ fn ctx(span_id: u64, parent_span_id: u64, trace_id: u128) -> EventContext<'stati
 fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let sink = attached(&t, config(receiver.endpoint()));
 
     let trace_id: u128 = 0x0af7651916cd43dd8448eb211c80319c;
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
@@ -217,17 +223,13 @@ fn a_full_queue_drops_and_counts_and_reports_overflow() {
         }
     })
     .unwrap();
-    let sink = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                queue_capacity: 4,
-                ..config(receiver.endpoint())
-            },
-            &t,
-        )
-        .unwrap(),
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            queue_capacity: 4,
+            ..config(receiver.endpoint())
+        },
     );
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
     for _ in 0..5_000 {
         t.span(family, &[], || ());
@@ -248,8 +250,7 @@ fn a_collector_that_is_briefly_unavailable_loses_nothing() {
     let receiver = OtlpReceiver::start();
     receiver.script.lock().unwrap().extend([503, 429]);
     let t = Telemetry::new();
-    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let sink = attached(&t, config(receiver.endpoint()));
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
     for _ in 0..10 {
         t.span(family, &[], || ());
@@ -277,8 +278,7 @@ fn a_collector_that_is_briefly_unavailable_loses_nothing() {
 fn exports_reuse_one_connection() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let sink = Arc::new(OtelSink::new(&config(receiver.endpoint()), &t).unwrap());
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let sink = attached(&t, config(receiver.endpoint()));
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
     // Five exports, one span each.
     for i in 1..=5 {
@@ -328,17 +328,13 @@ fn two_span_traces(t: &Telemetry, traces: usize) {
 fn trace_sampling_exports_whole_traces_at_the_configured_ratio() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let sink = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                sample_ratio: 0.25,
-                ..config(receiver.endpoint())
-            },
-            &t,
-        )
-        .unwrap(),
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            sample_ratio: 0.25,
+            ..config(receiver.endpoint())
+        },
     );
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
     let traces = 800;
     two_span_traces(&t, traces);
     sink.flush(Duration::from_secs(10)).unwrap();
@@ -370,17 +366,13 @@ fn trace_sampling_exports_whole_traces_at_the_configured_ratio() {
 
     // Ratio 0: nothing is exported, everything is counted.
     let t = Telemetry::new();
-    let sink = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                sample_ratio: 0.0,
-                ..config(receiver.endpoint())
-            },
-            &t,
-        )
-        .unwrap(),
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            sample_ratio: 0.0,
+            ..config(receiver.endpoint())
+        },
     );
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
     two_span_traces(&t, 50);
     sink.flush(Duration::from_secs(10)).unwrap();
     let stats = sink.stats();
@@ -393,17 +385,13 @@ fn trace_sampling_exports_whole_traces_at_the_configured_ratio() {
 fn unmatched_starts_are_bounded_and_counted() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let sink = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                max_open_spans: 10,
-                ..config(receiver.endpoint())
-            },
-            &t,
-        )
-        .unwrap(),
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            max_open_spans: 10,
+            ..config(receiver.endpoint())
+        },
     );
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
     for i in 1..=100u64 {
         t.execute_with(builtin::PYTHON_CALL_START, &[], &[], ctx(i, 0, 7));
     }
@@ -433,8 +421,7 @@ fn shutdown_meets_its_deadline_with_a_dead_collector_and_on_a_current_thread_run
     let endpoint = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
     let t = Telemetry::new();
-    let sink = Arc::new(OtelSink::new(&config(endpoint), &t).unwrap());
-    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let sink = attached(&t, config(endpoint));
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
     for _ in 0..100 {
         t.span(family, &[], || ());
