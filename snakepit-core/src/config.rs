@@ -477,6 +477,13 @@ impl Config {
                 value: v.to_string(),
                 message,
             };
+            // A rate or ratio: a number from 0.0 to 1.0.
+            let rate = || {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))
+            };
             match k {
                 "SNAKEPIT_TELEMETRY_ENABLED" => {
                     self.telemetry.enabled = match v {
@@ -486,14 +493,7 @@ impl Config {
                     }
                 }
                 "SNAKEPIT_LOG_LEVEL" => self.telemetry.log_level = v.parse().map_err(env_err)?,
-                "SNAKEPIT_SAMPLING_RATE" => {
-                    let rate: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|r| (0.0..=1.0).contains(r))
-                        .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))?;
-                    self.telemetry.sampling_rate = rate;
-                }
+                "SNAKEPIT_SAMPLING_RATE" => self.telemetry.sampling_rate = rate()?,
                 "SNAKEPIT_PROMETHEUS_LISTEN" => {
                     let listen: SocketAddr = v.parse().map_err(|_| {
                         env_err("allowed: a socket address such as 127.0.0.1:9568".into())
@@ -527,12 +527,7 @@ impl Config {
                     }
                 }
                 "SNAKEPIT_OTEL_SAMPLE_RATIO" => {
-                    let ratio = v
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|r| (0.0..=1.0).contains(r))
-                        .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))?;
+                    let ratio = rate()?;
                     for sink in &mut self.sinks {
                         if let SinkConfig::Otel(o) = sink {
                             o.sample_ratio = ratio;
