@@ -236,10 +236,14 @@ impl Folder {
             }
             _ => return self.reject("", "malformed", n),
         };
+        // Every event of the run has the template's name: resolved once.
+        let Some(resolved) = self.resolve(&ev, fields, n) else {
+            return;
+        };
         for (&ts, &v) in run.timestamps.iter().zip(&run.values) {
             ev.timestamp_ns = ts;
             fields.measurements[0].1 = Some(WireValue::Int(v));
-            self.fold_event(&ev, fields);
+            self.fold_resolved(resolved, &ev, fields);
         }
     }
 
@@ -267,11 +271,12 @@ impl Folder {
     }
 
     /// Resolves the event id (and the span name for generic spans), or
-    /// rejects the event.
+    /// rejects the event (`count` events: a run's share its name).
     fn resolve<'e>(
         &mut self,
         ev: &EventView<'e>,
         fields: &EventFields<'e>,
+        count: u64,
     ) -> Option<(EventId, Option<&'e str>)> {
         self.name.clear();
         let mut first = None;
@@ -296,7 +301,7 @@ impl Folder {
                 self.name.as_str()
             };
             let shown = shown.to_string();
-            self.reject(&shown, "invalid_name", 1);
+            self.reject(&shown, "invalid_name", count);
             return None;
         }
         if let Some(id) = self.catalog.python_id(&self.name) {
@@ -323,14 +328,23 @@ impl Folder {
             }
         }
         let name = self.name.clone();
-        self.reject(&name, "unknown_event", 1);
+        self.reject(&name, "unknown_event", count);
         None
     }
 
     fn fold_event(&mut self, ev: &EventView<'_>, fields: &EventFields<'_>) {
-        let Some((id, span_name)) = self.resolve(ev, fields) else {
-            return;
-        };
+        if let Some(resolved) = self.resolve(ev, fields, 1) {
+            self.fold_resolved(resolved, ev, fields);
+        }
+    }
+
+    /// Validates, enriches and emits one event whose name resolved.
+    fn fold_resolved(
+        &mut self,
+        (id, span_name): (EventId, Option<&str>),
+        ev: &EventView<'_>,
+        fields: &EventFields<'_>,
+    ) {
         let spec = self.catalog.spec(id);
         let mut dropped = Dropped::default();
         let mut measurements: Vec<Field<'_>> = Vec::with_capacity(fields.measurements.len());
@@ -670,9 +684,28 @@ mod tests {
                     timestamps: vec![1, 2, 3],
                     values: vec![1],
                 },
+                // A name the catalog does not know: 4 events, one report.
+                proto::EventRun {
+                    template: Some(proto::TelemetryEvent {
+                        event_parts: vec!["not".into(), "in".into(), "catalog".into()],
+                        ..template(&["duration"])
+                    }),
+                    timestamps: vec![1, 2, 3, 4],
+                    values: vec![1, 2, 3, 4],
+                },
             ],
             ..Default::default()
         };
+        let rejected = Arc::new(Mutex::new(Vec::new()));
+        let r = rejected.clone();
+        telemetry
+            .attach("rejected", "snakepit.telemetry.event.rejected", move |e| {
+                r.lock().unwrap().push((
+                    e.meta_str("reason").map(str::to_string),
+                    e.measurement("count").and_then(Value::as_i64),
+                ));
+            })
+            .unwrap();
         let raw = RawBatch::parse(Bytes::from(batch.encode_to_vec())).unwrap();
         let stats = Arc::new(StatCounters::default());
         let mut folder = Folder::new(
@@ -690,7 +723,16 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         let s = stats.snapshot();
-        assert_eq!((s.events_folded, s.events_rejected), (3, 5));
+        assert_eq!((s.events_folded, s.events_rejected), (3, 9));
+        let reason = |r: &str, n: i64| (Some(r.to_string()), Some(n));
+        assert_eq!(
+            *rejected.lock().unwrap(),
+            [
+                reason("malformed", 2),
+                reason("malformed", 3),
+                reason("unknown_event", 4)
+            ]
+        );
     }
 
     #[test]
