@@ -44,40 +44,6 @@ def varint(v: int) -> bytes:
     return bytes(out)
 
 
-def read_fields(data: bytes):
-    """Yield (field number, body) for the length-delimited fields of a
-    serialized message, in wire order (a reading aid for tests and tools;
-    other wire types are skipped)."""
-    i, n = 0, len(data)
-
-    def read_varint():
-        nonlocal i
-        shift = result = 0
-        while True:
-            b = data[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
-    while i < n:
-        key = read_varint()
-        wire = key & 7
-        if wire == 0:
-            read_varint()
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            length = read_varint()
-            yield key >> 3, data[i:i + length]
-            i += length
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-
-
 def _ld(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (tag byte + length + payload)."""
     return _SMALL[tag] + varint(len(payload)) + payload

@@ -22,6 +22,39 @@ PYTHON_DIR = Path(__file__).resolve().parents[1]
 SHOWCASE = "snakepit_bridge.adapters.showcase:ShowcaseAdapter"
 
 
+def read_fields(data: bytes):
+    """Yield (field number, body) for the length-delimited fields of a
+    serialized message, in wire order (other wire types are skipped)."""
+    i, n = 0, len(data)
+
+    def read_varint():
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = data[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    while i < n:
+        key = read_varint()
+        wire = key & 7
+        if wire == 0:
+            read_varint()
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length = read_varint()
+            yield key >> 3, data[i:i + length]
+            i += length
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
 def batch_events(batch) -> list:
     """The events of a TelemetryBatch with its runs expanded (see EventRun in
     the proto). Given the serialized bytes, events and runs come in wire
@@ -41,7 +74,6 @@ def batch_events(batch) -> list:
 
     if not isinstance(batch, (bytes, bytearray)):
         return list(batch.events) + [e for r in batch.runs for e in expand(r)]
-    from snakepit_bridge._wire import read_fields
 
     out = []
     for tag, body in read_fields(bytes(batch)):
