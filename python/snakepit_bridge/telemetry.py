@@ -150,20 +150,35 @@ def correlation_filter() -> logging.Filter:
     return _CorrelationFilter()
 
 
-_TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-
-
 def parse_traceparent(tp: Optional[str]) -> Optional[Tuple[str, int]]:
-    """Return (trace_id, parent span id) from a W3C traceparent, or None if invalid."""
+    """Return (trace_id, parent span id) from a W3C traceparent, or None if invalid.
+
+    Accepts ``vv-<32 hex>-<16 hex>-ff`` after stripping whitespace, in either
+    case; version ``ff``, an all-zero trace id and an all-zero span id are
+    invalid. It runs on every call, so there is no regex (twice the time):
+    with the three dashes in place, ``bytes.fromhex`` of the rest gives 26
+    bytes exactly when the rest is 52 hex digits.
+    """
     if not tp:
         return None
-    m = _TRACEPARENT_RE.match(tp.strip().lower())
-    if not m or m.group(1) == "ff":
+    s = tp if len(tp) == 55 else tp.strip()
+    if len(s) != 55 or s[2] != "-" or s[35] != "-" or s[52] != "-":
         return None
-    trace_id, span_hex = m.group(2), m.group(3)
-    if trace_id == "0" * 32 or span_hex == "0" * 16:
+    try:
+        b = _fromhex(s.replace("-", ""))
+    except ValueError:
         return None
-    return trace_id, int(span_hex, 16)
+    if len(b) != 26 or b[0] == 255:
+        return None
+    trace_id = s[3:35].lower()
+    span_id = int(s[36:52], 16)
+    if not span_id or trace_id == _ZERO_TRACE:
+        return None
+    return trace_id, span_id
+
+
+_fromhex = bytes.fromhex
+_ZERO_TRACE = "0" * 32
 
 
 def new_span_id() -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import re
 import zlib
 from pathlib import Path
 
@@ -223,3 +225,53 @@ def test_emit_decision_agrees_with_rule_for_vectors():
             ctx = (v["key"], 0, "0" * 31 + "1", "x", None)
             t._emit_span_event("x.start", {}, None, None, ctx)
         assert (t.buffered() == 1) == v["keep"], v
+
+
+_TRACEPARENT_RULE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _traceparent_by_the_rule(tp):
+    """W3C traceparent, the rule written out: stripped, either case, version
+    ff and all-zero ids invalid."""
+    m = _TRACEPARENT_RULE.fullmatch(tp.strip().lower()) if tp else None
+    if not m or m.group(1) == "ff" or m.group(2) == "0" * 32 or m.group(3) == "0" * 16:
+        return None
+    return m.group(2), int(m.group(3), 16)
+
+
+def test_traceparent_parser_follows_the_rule_on_damaged_input():
+    assert t.parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01") == (
+        "ab" * 16, 0xCDCDCDCDCDCDCDCD)
+    rng = random.Random(7)
+    # Characters int() or bytes.fromhex would take where the rule does not.
+    alphabet = "0123456789abcdefABCDEF-_+ x\n\t\x0b\u0663\u0130g"
+    valid = 0
+    for _ in range(40_000):
+        version = rng.choice([0, 1, 255, rng.getrandbits(8)])
+        trace = rng.choice([0, rng.getrandbits(128)])
+        span = rng.choice([0, rng.getrandbits(64)])
+        s = list(f"{version:02x}-{trace:032x}-{span:016x}-{rng.getrandbits(8):02x}")
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            k = rng.randrange(len(s) + 1)
+            op = rng.random()
+            if op < 0.4 and k < len(s):
+                s[k] = rng.choice(alphabet)
+            elif op < 0.7:
+                s.insert(k, rng.choice(alphabet))
+            elif k < len(s):
+                del s[k]
+        tp = "".join(s)
+        if rng.random() < 0.2:
+            tp = tp.upper()
+        if rng.random() < 0.1:
+            tp = " " + tp + "\n"
+        expected = _traceparent_by_the_rule(tp)
+        assert t.parse_traceparent(tp) == expected, tp
+        valid += expected is not None
+    # Both outcomes are well represented.
+    assert 3_000 < valid < 35_000, valid
+    for bad in (None, "", "00-" + "0" * 32 + "-" + "1" * 16 + "-01",
+                "ff-" + "1" * 32 + "-" + "1" * 16 + "-01",
+                "00-0x" + "1" * 30 + "-" + "1" * 16 + "-01",
+                "00-" + "1" * 31 + "_-" + "1" * 16 + "-01"):
+        assert t.parse_traceparent(bad) is None, bad

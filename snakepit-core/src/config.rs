@@ -285,8 +285,9 @@ pub struct OtelSinkConfig {
     pub export_interval_ms: u64,
     /// Timeout of one export request, in milliseconds (default 5000).
     pub export_timeout_ms: u64,
-    /// Started spans waiting for their stop event before the oldest are
-    /// evicted (and counted as dropped); default 10000.
+    /// Started user spans waiting for their stop event before the oldest are
+    /// evicted (and counted as dropped); default 10000. The three spans of
+    /// every call are built from their end alone and take no room here.
     pub max_open_spans: usize,
     /// Fraction of traces exported, 0.0 to 1.0 (default 1.0: every span).
     /// The decision is taken per trace id (its low 56 bits, which W3C trace

@@ -11,8 +11,11 @@
 //!
 //! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
 //! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128),
-//! `BENCH_ROUNDS` (alternating on/no-handler/off rounds, default 6; odd
-//! rounds run the three in reverse order),
+//! `BENCH_ROUNDS` (alternating on / no-handler / off / off-again rounds,
+//! default 10; odd rounds run the four in reverse order),
+//! `BENCH_ROUND_SECONDS` (per pool per round, default 2),
+//! `BENCH_PROFILE=on|nohandler|off` (run that pool only, `BENCH_SECONDS`, for
+//! a profiler),
 //! `BENCH_CALL_STREAMS` (per worker, default 1), `BENCH_CONCURRENCY` (per
 //! worker, default 256).
 
@@ -26,6 +29,10 @@ use serde_json::json;
 use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_pool::{CallOptions, Pool, PoolConfig};
 use snakepit_telemetry::Telemetry;
+
+#[path = "../../benches-common/proc_cpu.rs"]
+mod proc_cpu;
+use proc_cpu::cpu_us;
 
 const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
 const TOOL: &str = "ping";
@@ -208,6 +215,36 @@ fn baselines() -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Calls/s from `in_flight` callers on `pool` for `secs`, and CPU µs per
+/// call (this process plus the pool's workers).
+async fn rate_and_cpu(pool: &Arc<Pool>, in_flight: usize, secs: u64) -> (f64, f64) {
+    let pids = pool.worker_pids();
+    let cpu = || cpu_us(None) + pids.iter().map(|p| cpu_us(Some(*p))).sum::<f64>();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (p, n) = (pool.clone(), calls.clone());
+    let c0 = cpu();
+    let rate = throughput(in_flight, secs, move || {
+        let (p, n) = (p.clone(), n.clone());
+        async move {
+            n.fetch_add(1, Ordering::Relaxed);
+            p.execute(TOOL, json!({}), CallOptions::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let used = cpu() - c0;
+    (rate, used / calls.load(Ordering::Relaxed).max(1) as f64)
+}
+
+/// `median [lower quartile, upper quartile]` of per-round ratios.
+fn spread(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+    format!("{:.3} [{:.3}, {:.3}]", q(0.5), q(0.25), q(0.75))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -280,9 +317,14 @@ fn main() {
 
         // Telemetry on (every event, counting handler), enabled with no
         // handler (Python still emits, the host still folds, nothing is
-        // delivered), and off: three pools side by side, measured in
-        // alternating rounds so that drifts in machine load hit all three
-        // alike; ratios are taken within a round, medians reported.
+        // delivered), off, and off again (an A/A control: what two identical
+        // pools differ by is the machine's noise). Four pools side by side,
+        // measured in short alternating rounds so that drifts in machine load
+        // hit all four alike; ratios are taken within a round, medians and
+        // quartiles over rounds reported. Besides calls/s, each round reads
+        // the CPU time per call (host + that pool's workers): while every
+        // core is busy throughput is CPU per call, and CPU time does not count
+        // the seconds another tenant of the machine takes away.
         let (t_on, counted) = telemetry_on();
         let on_pool = Arc::new(Pool::start(t_on.clone(), config("bench_on", 2)).await.expect("pool on"));
         let nohandler_pool = Arc::new(
@@ -291,37 +333,52 @@ fn main() {
                 .expect("pool no handler"),
         );
         let off_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
-        let rounds = env_num("BENCH_ROUNDS", 6).max(1) as usize;
-        let (mut on_rates, mut nh_rates, mut off_rates) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut on_ratio, mut nh_ratio) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let mut r = [0f64; 3];
-            // Odd rounds run the pools in the reverse order, so that a load
-            // drift within a round favours neither side over two rounds.
-            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
-            let pools = [&on_pool, &nohandler_pool, &off_pool];
-            for k in order {
-                let pool = pools[k];
-                let p = pool.clone();
-                let a = args.clone();
-                r[k] = throughput(in_flight, secs, move || {
-                    let (p, a) = (p.clone(), a.clone());
-                    async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
-                })
-                .await;
-            }
-            eprintln!("round {round}: on {:.0}/s, no handler {:.0}/s, off {:.0}/s", r[0], r[1], r[2]);
-            on_rates.push(r[0]);
-            nh_rates.push(r[1]);
-            off_rates.push(r[2]);
-            on_ratio.push(r[0] / r[2]);
-            nh_ratio.push(r[1] / r[2]);
+        let off2_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off2", 2)).await.expect("pool off 2"));
+        let pools = [&on_pool, &nohandler_pool, &off_pool, &off2_pool];
+        if let Ok(which) = std::env::var("BENCH_PROFILE") {
+            // One pool only, for a profiler: on, nohandler, off.
+            let k = ["on", "nohandler", "off"].iter().position(|n| *n == which).unwrap_or(0);
+            let (rate, cpu) = rate_and_cpu(pools[k], in_flight, secs).await;
+            println!("{which}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
+            return;
         }
-        let (on_rate, nohandler_rate, off_rate) = (median(on_rates), median(nh_rates), median(off_rates));
-        let (on_ratio, nh_ratio) = (median(on_ratio), median(nh_ratio));
-        // The other two pools go first: the round trip is measured with one
+        let rounds = env_num("BENCH_ROUNDS", 10).max(1) as usize;
+        let round_secs = env_num("BENCH_ROUND_SECONDS", 2).max(1);
+        let mut rates: [Vec<f64>; 4] = Default::default();
+        let mut cpus: [Vec<f64>; 4] = Default::default();
+        for round in 0..rounds {
+            // Odd rounds run the pools in the reverse order, so that a load
+            // drift within a round favours none of them over two rounds.
+            let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+            for k in order {
+                let (rate, cpu) = rate_and_cpu(pools[k], in_flight, round_secs).await;
+                rates[k].push(rate);
+                cpus[k].push(cpu);
+            }
+            eprintln!(
+                "round {round}: on {:.0}/s {:.1} µs, no handler {:.0}/s {:.1} µs, off {:.0}/s {:.1} µs, off again {:.0}/s {:.1} µs",
+                rates[0][round], cpus[0][round], rates[1][round], cpus[1][round],
+                rates[2][round], cpus[2][round], rates[3][round], cpus[3][round]
+            );
+        }
+        // Per-round ratios against `off`: calls/s k / off, CPU off / k (so
+        // that for both, 1.0 is no cost and below 1.0 is slower).
+        let ratios = |k: usize| -> (Vec<f64>, Vec<f64>) {
+            (
+                (0..rounds).map(|r| rates[k][r] / rates[2][r]).collect(),
+                (0..rounds).map(|r| cpus[2][r] / cpus[k][r]).collect(),
+            )
+        };
+        let (on_ratio, on_cpu_ratio) = ratios(0);
+        let (nh_ratio, nh_cpu_ratio) = ratios(1);
+        let (aa_ratio, aa_cpu_ratio) = ratios(3);
+        let on_rate = median(rates[0].clone());
+        let nohandler_rate = median(rates[1].clone());
+        let off_rate = median(rates[2].clone());
+        let (on_cpu, off_cpu) = (median(cpus[0].clone()), median(cpus[2].clone()));
+        // The other pools go first: the round trip is measured with one
         // pool in the process, as for the raw client.
-        for pool in [nohandler_pool, off_pool] {
+        for pool in [nohandler_pool, off_pool, off2_pool] {
             if let Ok(pool) = Arc::try_unwrap(pool) {
                 pool.shutdown().await;
             }
@@ -418,14 +475,38 @@ fn main() {
         row(
             "throughput telemetry on / off (median ratio)",
             format!("{on_rate:.0}/s"),
-            &format!("telemetry off: {off_rate:.0}/s"),
-            format!("{on_ratio:.3}"),
+            &format!("telemetry off: {off_rate:.0}/s (target >= 0.95)"),
+            spread(&on_ratio),
+        );
+        row(
+            "CPU per call telemetry off / on (median ratio)",
+            format!("{on_cpu:.1} µs"),
+            &format!("telemetry off: {off_cpu:.1} µs"),
+            spread(&on_cpu_ratio),
         );
         row(
             "throughput no handler / off (median ratio)",
             format!("{nohandler_rate:.0}/s"),
             &format!("telemetry off: {off_rate:.0}/s"),
-            format!("{nh_ratio:.3}"),
+            spread(&nh_ratio),
+        );
+        row(
+            "CPU per call off / no handler (median ratio)",
+            format!("{:.1} µs", median(cpus[1].clone())),
+            &format!("telemetry off: {off_cpu:.1} µs"),
+            spread(&nh_cpu_ratio),
+        );
+        row(
+            "A/A control: throughput off again / off",
+            format!("{:.0}/s", median(rates[3].clone())),
+            &format!("telemetry off: {off_rate:.0}/s"),
+            spread(&aa_ratio),
+        );
+        row(
+            "A/A control: CPU per call off / off again",
+            format!("{:.1} µs", median(cpus[3].clone())),
+            &format!("telemetry off: {off_cpu:.1} µs"),
+            spread(&aa_cpu_ratio),
         );
         row(
             "pool of 4 ready (median of 5)",

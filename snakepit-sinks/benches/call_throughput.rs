@@ -23,7 +23,10 @@ use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
 
+#[path = "../../benches-common/proc_cpu.rs"]
+mod proc_cpu;
 mod support;
+use proc_cpu::cpu_us;
 
 const WORKERS: usize = 2;
 const IN_FLIGHT_PER_WORKER: usize = 64;
@@ -74,21 +77,6 @@ impl Drop for Worker {
     }
 }
 
-/// CPU time (user + system) of a process so far, in µs (`None`: this process).
-fn cpu_us(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the command name: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks * 1e6 / 100.0 // USER_HZ is 100 on Linux
-}
-
 /// CPU µs of the host and of every worker so far.
 fn total_cpu_us(workers: &[Worker]) -> f64 {
     cpu_us(None)
@@ -119,6 +107,7 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f
         }
     }
     let cpu0 = total_cpu_us(workers);
+    let host0 = cpu_us(None);
     let started = Instant::now();
     let tasks = clients.len() * IN_FLIGHT_PER_WORKER;
     let per_task = calls / tasks;
@@ -139,6 +128,10 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f
     let done = (per_task * tasks) as f64;
     let rate = done / started.elapsed().as_secs_f64();
     let cpu = (total_cpu_us(workers) - cpu0) / done;
+    let host = (cpu_us(None) - host0) / done;
+    if std::env::var_os("PROFILE").is_some() {
+        eprintln!("host CPU {host:.1} µs per call");
+    }
     for c in clients {
         c.close().await;
     }

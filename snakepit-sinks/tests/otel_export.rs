@@ -392,12 +392,14 @@ fn unmatched_starts_are_bounded_and_counted() {
             ..config(receiver.endpoint())
         },
     );
+    // User spans pair their start and end (the call spans need no pairing,
+    // see the next test).
     for i in 1..=100u64 {
-        t.execute_with(builtin::PYTHON_CALL_START, &[], &[], ctx(i, 0, 7));
+        t.execute_with(builtin::PYTHON_SPAN_START, &[], &[], ctx(i, 0, 7));
     }
     // A stop whose start was evicted still makes a span, from its duration.
     t.execute_with(
-        builtin::PYTHON_CALL_STOP,
+        builtin::PYTHON_SPAN_STOP,
         &[("duration", Value::Int(1_000_000))],
         &[],
         ctx(1, 0, 7),
@@ -412,6 +414,93 @@ fn unmatched_starts_are_bounded_and_counted() {
     assert_eq!(spans.len(), 1);
     let s = &spans[0].1;
     assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 1_000_000);
+}
+
+/// The three spans of every call are built from their end alone: their
+/// starts are not held (so never evicted), the span starts `duration` before
+/// its end, and its attributes are the end's metadata, which for these
+/// families repeats the start's. A user span still pairs: metadata only its
+/// start carried is kept.
+#[test]
+fn call_spans_are_built_from_their_end_and_user_spans_from_both_events() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            max_open_spans: 1,
+            ..config(receiver.endpoint())
+        },
+    );
+    let at = |span_id, parent, ts| EventContext {
+        timestamp_ns: ts,
+        ..ctx(span_id, parent, 7)
+    };
+    let tool = [("tool", Value::from("predict"))];
+    for (id, start, stop) in [
+        (1, builtin::GRPC_CALL_START, builtin::GRPC_CALL_STOP),
+        (2, builtin::PYTHON_CALL_START, builtin::PYTHON_CALL_STOP),
+        (
+            3,
+            builtin::PYTHON_TOOL_EXECUTION_START,
+            builtin::PYTHON_TOOL_EXECUTION_STOP,
+        ),
+    ] {
+        // The start says 1,000 ns; the end says it began 5,000 ns before
+        // 10,000 ns. The end wins.
+        t.execute_with(start, &[], &tool, at(id, id - 1, 1_000));
+        t.execute_with(
+            stop,
+            &[("duration", Value::Int(5_000))],
+            &tool,
+            at(id, id - 1, 10_000),
+        );
+    }
+    // A user span: `phase` is only on its start.
+    t.execute_with(
+        builtin::PYTHON_SPAN_START,
+        &[],
+        &[
+            ("span_name", Value::from("load")),
+            ("phase", Value::from("warm")),
+        ],
+        at(4, 3, 2_000),
+    );
+    t.execute_with(
+        builtin::PYTHON_SPAN_STOP,
+        &[("duration", Value::Int(3_000))],
+        &[("span_name", Value::from("load"))],
+        at(4, 3, 9_000),
+    );
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let spans = receiver.wait_spans(4, Duration::from_secs(5));
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no span {n}: {spans:?}"))
+    };
+    for name in ["grpc.call", "python.call", "tool.execution"] {
+        let s = by_name(name);
+        assert_eq!(
+            (s.start_time_unix_nano, s.end_time_unix_nano),
+            (5_000, 10_000),
+            "{name}"
+        );
+        assert_eq!(attr(s, "tool").as_deref(), Some("predict"), "{name}");
+    }
+    let user = by_name("load");
+    // Paired: the start's timestamp and metadata.
+    assert_eq!(
+        (user.start_time_unix_nano, user.end_time_unix_nano),
+        (2_000, 5_000)
+    );
+    assert_eq!(attr(user, "phase").as_deref(), Some("warm"));
+    assert_eq!(hex(&user.parent_span_id), format!("{:016x}", 3));
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+    // Three call starts with room for one open span: none was held.
+    assert_eq!(sink.stats().evicted, 0, "{:?}", sink.stats());
 }
 
 #[test]
