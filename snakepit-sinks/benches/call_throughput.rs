@@ -86,8 +86,9 @@ fn total_cpu_us(workers: &[Worker]) -> f64 {
             .sum::<f64>()
 }
 
-/// One measured run: calls/s, and CPU µs per call (host + workers).
-async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f64) {
+/// One measured run: calls/s, CPU µs per call (host + workers), and the
+/// host's share of it.
+async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f64, f64) {
     let mut clients = Vec::new();
     for (i, w) in workers.iter().enumerate() {
         let c = WorkerClient::connect(
@@ -129,13 +130,10 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f
     let rate = done / started.elapsed().as_secs_f64();
     let cpu = (total_cpu_us(workers) - cpu0) / done;
     let host = (cpu_us(None) - host0) / done;
-    if std::env::var_os("PROFILE").is_some() {
-        eprintln!("host CPU {host:.1} µs per call");
-    }
     for c in clients {
         c.close().await;
     }
-    (rate, cpu)
+    (rate, cpu, host)
 }
 
 /// One call at a time on one worker: CPU µs per call (host + that worker).
@@ -282,16 +280,17 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         let (name, t) = configs[i.min(configs.len() - 1)];
-        let (rate, cpu) = rt.block_on(run(t, &workers, calls));
-        println!("{name}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
+        let (rate, cpu, host) = rt.block_on(run(t, &workers, calls));
+        println!("{name}: {rate:.0} calls/s, {cpu:.1} µs CPU per call ({host:.1} on the host)");
         return;
     }
     let mut rates: Vec<[f64; N]> = Vec::new();
     let mut cpus: Vec<[f64; N]> = Vec::new();
+    let mut hosts: Vec<[f64; N]> = Vec::new();
     let mut seq: [Vec<f64>; N] = Default::default();
     for round in 0..rounds {
         let mut line = format!("round {round}:");
-        let (mut r, mut c) = ([0f64; N], [0f64; N]);
+        let (mut r, mut c, mut h) = ([0f64; N], [0f64; N], [0f64; N]);
         // Odd rounds run the configurations in reverse order, so that a
         // load drift within a round favours none of them over two rounds.
         let order: Vec<usize> = if round % 2 == 0 {
@@ -301,7 +300,7 @@ fn main() {
         };
         for i in order {
             let (_, t) = configs[i];
-            (r[i], c[i]) = rt.block_on(run(t, &workers, calls));
+            (r[i], c[i], h[i]) = rt.block_on(run(t, &workers, calls));
         }
         for (i, (name, _)) in configs.iter().enumerate() {
             line.push_str(&format!(" {name} {:.0}/s {:.1} µs CPU/call;", r[i], c[i]));
@@ -312,6 +311,7 @@ fn main() {
         println!("{line}");
         rates.push(r);
         cpus.push(c);
+        hosts.push(h);
     }
     let _ = otel.flush(Duration::from_secs(5));
     let _ = otel_sampled.flush(Duration::from_secs(5));
@@ -339,6 +339,15 @@ fn main() {
             "| {name}: CPU µs per call, host + workers (off / on) | {cpu:.1} | {cpu_off:.1} | {:.1}% |",
             100.0 * ratio
         );
+    }
+    // The host's CPU per call, and what telemetry adds to it (median of
+    // the per-round differences): the figure to weigh against a real
+    // tool's own time.
+    let host_off = median(hosts.iter().map(|h| h[0]).collect());
+    for (i, (name, _)) in configs.iter().enumerate().skip(1) {
+        let host = median(hosts.iter().map(|h| h[i]).collect());
+        let added = median(hosts.iter().map(|h| h[i] - h[0]).collect());
+        println!("| {name}: host CPU µs per call | {host:.1} | {host_off:.1} | {added:+.1} µs |");
     }
     let seq_off = median(seq[0].clone());
     for (i, (name, _)) in configs.iter().enumerate().skip(1) {
