@@ -11,7 +11,8 @@ pub(crate) fn format_traceparent(trace_id: u128, span_id: u64) -> String {
     for (i, b) in out[36..52].iter_mut().enumerate() {
         *b = HEX[((span_id >> (60 - 4 * i)) & 0xF) as usize];
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    // Every byte is ASCII: one copy, not a char-by-char push.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The trace id and span id of a traceparent, if it is well formed.
