@@ -12,7 +12,8 @@
 //! Env: `SNAKEPIT_PYTHON` (else the workspace venv), `BENCH_SECONDS` (per
 //! throughput figure, default 3), `BENCH_IN_FLIGHT` (default 128),
 //! `BENCH_ROUNDS` (alternating on / no-handler / off / off-again rounds,
-//! default 10; odd rounds run the four in reverse order),
+//! default 12; each round starts one pool later, so that every four rounds
+//! each pool runs once in every position),
 //! `BENCH_ROUND_SECONDS` (per pool per round, default 2),
 //! `BENCH_PROFILE=on|nohandler|off` (run that pool only, `BENCH_SECONDS`, for
 //! a profiler),
@@ -262,6 +263,27 @@ fn main() {
         .expect("runtime");
     let secs = env_num("BENCH_SECONDS", 3);
     let in_flight = env_num("BENCH_IN_FLIGHT", 128) as usize;
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        // One pool only, for a profiler or an A/B run in fresh processes.
+        rt.block_on(async {
+            let telemetry = match which.as_str() {
+                "on" => telemetry_on().0,
+                "nohandler" => Telemetry::new(),
+                _ => telemetry_off(),
+            };
+            let pool = Arc::new(
+                Pool::start(telemetry, config("bench_profile", 2))
+                    .await
+                    .expect("pool"),
+            );
+            let (rate, cpu) = rate_and_cpu(&pool, in_flight, secs).await;
+            println!("{which}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
+            if let Ok(pool) = Arc::try_unwrap(pool) {
+                pool.shutdown().await;
+            }
+        });
+        return;
+    }
     let py = baselines();
     rt.block_on(async move {
         let args = json!({});
@@ -335,21 +357,17 @@ fn main() {
         let off_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off", 2)).await.expect("pool off"));
         let off2_pool = Arc::new(Pool::start(telemetry_off(), config("bench_off2", 2)).await.expect("pool off 2"));
         let pools = [&on_pool, &nohandler_pool, &off_pool, &off2_pool];
-        if let Ok(which) = std::env::var("BENCH_PROFILE") {
-            // One pool only, for a profiler: on, nohandler, off.
-            let k = ["on", "nohandler", "off"].iter().position(|n| *n == which).unwrap_or(0);
-            let (rate, cpu) = rate_and_cpu(pools[k], in_flight, secs).await;
-            println!("{which}: {rate:.0} calls/s, {cpu:.1} µs CPU per call");
-            return;
-        }
-        let rounds = env_num("BENCH_ROUNDS", 10).max(1) as usize;
+        let rounds = env_num("BENCH_ROUNDS", 12).max(1) as usize;
         let round_secs = env_num("BENCH_ROUND_SECONDS", 2).max(1);
         let mut rates: [Vec<f64>; 4] = Default::default();
         let mut cpus: [Vec<f64>; 4] = Default::default();
         for round in 0..rounds {
-            // Odd rounds run the pools in the reverse order, so that a load
-            // drift within a round favours none of them over two rounds.
-            let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+            // Each round starts one pool later (a rotation): over four
+            // rounds every pool runs once in every position, and no pool
+            // runs twice in a row across a round boundary (a pool that does
+            // runs warm, which favoured it by up to 9% in an A/A pair when
+            // odd rounds simply ran in reverse).
+            let order: [usize; 4] = std::array::from_fn(|i| (i + round) % 4);
             for k in order {
                 let (rate, cpu) = rate_and_cpu(pools[k], in_flight, round_secs).await;
                 rates[k].push(rate);

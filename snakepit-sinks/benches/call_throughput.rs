@@ -4,8 +4,8 @@
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
-//! `CALLS`, default 20000 per round; `ROUNDS`, default 4, odd rounds in
-//! reverse order; `PROFILE=<0..4>`
+//! `CALLS`, default 20000 per round; `ROUNDS`, default 5, each round
+//! starting one configuration later; `PROFILE=<0..4>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
 use std::io::{BufRead, BufReader};
@@ -179,7 +179,7 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(N);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -291,13 +291,10 @@ fn main() {
     for round in 0..rounds {
         let mut line = format!("round {round}:");
         let (mut r, mut c, mut h) = ([0f64; N], [0f64; N], [0f64; N]);
-        // Odd rounds run the configurations in reverse order, so that a
-        // load drift within a round favours none of them over two rounds.
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..N).collect()
-        } else {
-            (0..N).rev().collect()
-        };
+        // Each round starts one configuration later (a rotation): every N
+        // rounds each runs once in every position, and none runs twice in a
+        // row across a round boundary (a configuration that does runs warm).
+        let order: Vec<usize> = (0..N).map(|i| (i + round) % N).collect();
         for i in order {
             let (_, t) = configs[i];
             (r[i], c[i], h[i]) = rt.block_on(run(t, &workers, calls));

@@ -190,7 +190,7 @@ fn table_bench(
             ("SNAKEPIT_BENCH_QUICK", "1"),
             ("BENCH_SECONDS", "1"),
             ("ROUNDS", "6"),
-            ("BENCH_ROUNDS", "6"),
+            ("BENCH_ROUNDS", "8"),
             ("BENCH_ROUND_SECONDS", "1"),
             ("CALLS", "10000"),
         ]);
