@@ -333,15 +333,22 @@ class Dispatcher:
                     emit |= 8
             if kept("call.stop" if failure is None else "call.exception", cid, call_sid):
                 emit |= 2
-        tel = _wire.call_telemetry(
-            # A valid traceparent (ctx[1] != 0) gave the trace: the host knows it.
-            emit, call_start, call_dur, tool_start, tool_dur, call_sid, ctx[1],
-            "" if ctx[1] else ctx[2],
-            tool_sid if tool_start else 0, failure.type if failure is not None else "",
-            tool_err_type, tool_err_msg) if emit else b""
         self.inflight -= 1
         if self.inflight == 0:
             self.idle.set()
+        parent = ctx[1]
+        if emit and failure is None and parent and tool_start and not bins:
+            # The usual call (and the host's traceparent): one pack.
+            out = _wire.reply_result_call(rid, rj, emit, call_start, call_dur, tool_start,
+                                          tool_dur, call_sid, parent, tool_sid)
+            if out is not None:
+                return out
+        tel = _wire.call_telemetry(
+            # A valid traceparent (ctx[1] != 0) gave the trace: the host knows it.
+            emit, call_start, call_dur, tool_start, tool_dur, call_sid, parent,
+            "" if parent else ctx[2],
+            tool_sid if tool_start else 0, failure.type if failure is not None else "",
+            tool_err_type, tool_err_msg) if emit else b""
         if failure is None:
             return _wire.reply_result(rid, rj, tel, bins)
         return _wire.reply_error(rid, failure.type, failure.message, failure.tb, tel)
