@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from typing import Optional
 
 _pack_double = struct.Struct("<d").pack
 _SMALL = [bytes((i,)) for i in range(128)]
@@ -511,28 +510,22 @@ def reply_result(request_id: int, result_json: bytes, telemetry: bytes = b"",
 
 
 # CallReply.telemetry (field 6, 68 bytes) holding CallTelemetry fields 1-7 and
-# tool_span_id (9), in one pack.
+# tool_span_id (9): what _ld(0x32, _pack_call_tel(...) + _pack_tool_span(...))
+# gives, in one pack.
 _pack_call_tel_field = struct.Struct("<BBBIBqBQBqBQBQBQBQ").pack
 
 
-def reply_result_call(request_id: int, result_json: bytes, emit: int, call_start_ns: int,
-                      call_duration_ns: int, tool_start_ns: int, tool_duration_ns: int,
-                      call_span_id: int, call_parent_span_id: int,
-                      tool_span_id: int) -> Optional[bytes]:
-    """``reply_result(request_id, result_json, call_telemetry(...))``, byte for
-    byte, for the usual call: a result under 126 bytes and no binaries, a tool
-    span, no trace id and no errors. None when the result is larger.
-
-    One pack instead of two encoders: about 1 µs less per call.
-    """
-    n = len(result_json)
-    if not 0 < n < 126:
-        return None
-    return (_u64_field(0x08, request_id) + bytes((0x12, n + 2, 0x0A, n)) + result_json
-            + _pack_call_tel_field(0x32, 68, 0x0D, emit, 0x11, call_start_ns,
-                                   0x19, call_duration_ns, 0x21, tool_start_ns,
-                                   0x29, tool_duration_ns, 0x31, call_span_id,
-                                   0x39, call_parent_span_id, 0x49, tool_span_id))
+def call_telemetry_field(emit: int, call_start_ns: int, call_duration_ns: int,
+                         tool_start_ns: int, tool_duration_ns: int, call_span_id: int,
+                         call_parent_span_id: int, tool_span_id: int) -> bytes:
+    """The ``CallReply.telemetry`` field for the usual call (a tool span, no
+    trace id, no errors), to append to a ``reply_result`` without telemetry:
+    the same bytes as passing ``call_telemetry(...)`` to it, in one pack
+    instead of two encoders (about 1 µs less per call)."""
+    return _pack_call_tel_field(0x32, 68, 0x0D, emit, 0x11, call_start_ns,
+                                0x19, call_duration_ns, 0x21, tool_start_ns,
+                                0x29, tool_duration_ns, 0x31, call_span_id,
+                                0x39, call_parent_span_id, 0x49, tool_span_id)
 
 
 def reply_error(request_id: int, type_: str, message: str, tb: str,

@@ -337,12 +337,10 @@ class Dispatcher:
         if self.inflight == 0:
             self.idle.set()
         parent = ctx[1]
-        if emit and failure is None and parent and tool_start and not bins:
-            # The usual call (and the host's traceparent): one pack.
-            out = _wire.reply_result_call(rid, rj, emit, call_start, call_dur, tool_start,
-                                          tool_dur, call_sid, parent, tool_sid)
-            if out is not None:
-                return out
+        if emit and failure is None and parent and tool_start:
+            # The usual call (and the host's traceparent): telemetry in one pack.
+            return _wire.reply_result(rid, rj, b"", bins) + _wire.call_telemetry_field(
+                emit, call_start, call_dur, tool_start, tool_dur, call_sid, parent, tool_sid)
         tel = _wire.call_telemetry(
             # A valid traceparent (ctx[1] != 0) gave the trace: the host knows it.
             emit, call_start, call_dur, tool_start, tool_dur, call_sid, parent,
