@@ -5,7 +5,9 @@
 //!   event enabled, one counting handler on `snakepit.*`), many callers;
 //!   baselines: one raw `WorkerClient`, Python's ProcessPoolExecutor and
 //!   multiprocessing.Pool (`py_baselines.py`);
-//! * one call at a time, round trip p50; baselines: raw client, mp.Pool.apply;
+//! * one call at a time, round trip p50, the caller a task on the runtime
+//!   (and, for comparison, a caller in `block_on`); baselines: raw client,
+//!   mp.Pool.apply;
 //! * throughput with telemetry off vs on;
 //! * time until a pool of 4 is ready.
 //!
@@ -133,8 +135,22 @@ where
     done.load(Ordering::Relaxed) as f64 / elapsed
 }
 
-/// Median round trip of one call at a time, µs.
+/// Median round trip of one call at a time, µs, measured by a task
+/// spawned on the runtime: the way a tokio service calls the pool (from a
+/// request handler, itself a task).
 async fn p50_us<F, Fut>(n: usize, call: F) -> f64
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    tokio::spawn(p50_here(n, call)).await.expect("p50 task")
+}
+
+/// Median round trip of one call at a time, µs, measured where it is
+/// awaited. From `block_on` (a thread outside the runtime's workers) every
+/// call adds two wake-ups across threads: the call's tasks run on a worker
+/// thread, and the reply wakes the blocked thread.
+async fn p50_here<F, Fut>(n: usize, call: F) -> f64
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -302,13 +318,19 @@ fn main() {
             async move { c.execute(TOOL, a, CallOptions::default()).await.is_ok() }
         })
         .await;
-        let raw_p50 = p50_us(3000, || async {
-            client.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
+        let c = client.clone();
+        let raw_p50 = p50_us(3000, move || {
+            let c = c.clone();
+            async move { c.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
         })
         .await;
-        let raw_p50_timeout = p50_us(3000, || async {
-            let opts = CallOptions::with_timeout(Duration::from_secs(30));
-            client.execute(TOOL, json!({}), opts).await.is_ok()
+        let c = client.clone();
+        let raw_p50_timeout = p50_us(3000, move || {
+            let c = c.clone();
+            async move {
+                let opts = CallOptions::with_timeout(Duration::from_secs(30));
+                c.execute(TOOL, json!({}), opts).await.is_ok()
+            }
         })
         .await;
         client.close().await;
@@ -327,10 +349,10 @@ fn main() {
             async move { p.execute(TOOL, a, CallOptions::default()).await.is_ok() }
         })
         .await;
-        let one_p50 = p50_us(3000, || async {
-            pool.execute(TOOL, json!({}), CallOptions::default())
-                .await
-                .is_ok()
+        let p = pool.clone();
+        let one_p50 = p50_us(3000, move || {
+            let p = p.clone();
+            async move { p.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
         })
         .await;
         if let Ok(pool) = Arc::try_unwrap(pool) {
@@ -401,7 +423,13 @@ fn main() {
                 pool.shutdown().await;
             }
         }
-        let pool_p50 = p50_us(3000, || async {
+        let p = on_pool.clone();
+        let pool_p50 = p50_us(3000, move || {
+            let p = p.clone();
+            async move { p.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
+        })
+        .await;
+        let pool_p50_block_on = p50_here(3000, || async {
             on_pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
         })
         .await;
@@ -474,6 +502,12 @@ fn main() {
             format!("{pool_p50:.1} µs"),
             &format!("raw WorkerClient: {raw_p50:.1} µs"),
             format!("{:.2}", pool_p50 / raw_p50),
+        );
+        row(
+            "round trip p50, one at a time, caller in block_on",
+            format!("{pool_p50_block_on:.1} µs"),
+            &format!("caller a task on the runtime: {pool_p50:.1} µs"),
+            format!("{:.2}", pool_p50_block_on / pool_p50),
         );
         row(
             "raw p50 with a 30 s call timeout",
