@@ -6,7 +6,8 @@
 //!   baselines: one raw `WorkerClient`, Python's ProcessPoolExecutor and
 //!   multiprocessing.Pool (`py_baselines.py`);
 //! * one call at a time, round trip p50, the caller a task on the runtime
-//!   (and, for comparison, a caller in `block_on`); baselines: raw client,
+//!   (and, for comparison, a caller in `block_on`, and a pool on a
+//!   current-thread runtime); baselines: raw client,
 //!   mp.Pool.apply;
 //! * throughput with telemetry off vs on;
 //! * time until a pool of 4 is ready.
@@ -438,6 +439,30 @@ fn main() {
             pool.shutdown().await;
         }
 
+        // The same round trip with the pool on a current-thread runtime: every
+        // task of a call runs on the caller's thread, no wake-up crosses
+        // threads on the host.
+        let ct_p50 = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("current-thread runtime");
+            rt.block_on(async {
+                let (t, _) = telemetry_on();
+                let pool = Pool::start(t, config("bench_current_thread", 1))
+                    .await
+                    .expect("pool on a current-thread runtime");
+                let p50 = p50_here(3000, || async {
+                    pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
+                })
+                .await;
+                pool.shutdown().await;
+                p50
+            })
+        })
+        .join()
+        .expect("current-thread runtime thread");
+
         // Pool of 4 ready.
         let mut ready = Vec::new();
         for i in 0..5 {
@@ -508,6 +533,12 @@ fn main() {
             format!("{pool_p50_block_on:.1} µs"),
             &format!("caller a task on the runtime: {pool_p50:.1} µs"),
             format!("{:.2}", pool_p50_block_on / pool_p50),
+        );
+        row(
+            "round trip p50, pool on a current-thread runtime",
+            format!("{ct_p50:.1} µs"),
+            &format!("multi-thread runtime: {pool_p50:.1} µs"),
+            format!("{:.2}", ct_p50 / pool_p50),
         );
         row(
             "raw p50 with a 30 s call timeout",
