@@ -5,10 +5,11 @@
 //!   event enabled, one counting handler on `snakepit.*`), many callers;
 //!   baselines: one raw `WorkerClient`, Python's ProcessPoolExecutor and
 //!   multiprocessing.Pool (`py_baselines.py`);
-//! * one call at a time, round trip p50, the caller a task on the runtime
-//!   (and, for comparison, a caller in `block_on`, and a pool on a
-//!   current-thread runtime); baselines: raw client,
-//!   mp.Pool.apply;
+//! * one call at a time, round trip p50, the caller a task on the runtime:
+//!   the median of `BENCH_P50_BLOCKS` blocks of 1,000 calls (default 8),
+//!   alternating with blocks of mp.Pool.apply (its baseline, measured in the
+//!   same minutes); also the raw client, a caller in `block_on`, and a pool
+//!   on a current-thread runtime;
 //! * throughput with telemetry off vs on;
 //! * time until a pool of 4 is ready.
 //!
@@ -233,6 +234,48 @@ fn baselines() -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// `py_baselines.py serve-p50`: multiprocessing.Pool.apply, one call at a
+/// time, a block of calls per request.
+struct MpApply {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl MpApply {
+    fn start() -> Option<MpApply> {
+        use std::io::BufRead;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py_baselines.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg("serve-p50")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut out = std::io::BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        out.read_line(&mut line).ok()?;
+        (line.trim() == "ready").then_some(MpApply { child, out })
+    }
+
+    /// The p50 of `n` calls, µs.
+    fn p50(&mut self, n: usize) -> Option<f64> {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut()?;
+        writeln!(stdin, "{n}").ok()?;
+        let mut line = String::new();
+        self.out.read_line(&mut line).ok()?;
+        line.trim().parse().ok()
+    }
+}
+
+impl Drop for MpApply {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // the script ends at end of input
+        let _ = self.child.wait();
+    }
+}
+
 /// Calls/s from `in_flight` callers on `pool` for `secs`, and CPU µs per
 /// call (this process plus the pool's workers).
 async fn rate_and_cpu(pool: &Arc<Pool>, in_flight: usize, secs: u64) -> (f64, f64) {
@@ -424,12 +467,26 @@ fn main() {
                 pool.shutdown().await;
             }
         }
-        let p = on_pool.clone();
-        let pool_p50 = p50_us(3000, move || {
-            let p = p.clone();
-            async move { p.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
-        })
-        .await;
+        // One call at a time, in blocks alternating with blocks of
+        // multiprocessing.Pool.apply, so that both are measured in the same
+        // minutes (the machine's speed drifts by 2x over minutes).
+        let mut mp = MpApply::start();
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..env_num("BENCH_P50_BLOCKS", 8).max(1) {
+            let p = on_pool.clone();
+            ours.push(
+                p50_us(1000, move || {
+                    let p = p.clone();
+                    async move { p.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
+                })
+                .await,
+            );
+            if let Some(p50) = mp.as_mut().and_then(|m| m.p50(1000)) {
+                theirs.push(p50);
+            }
+        }
+        drop(mp);
+        let pool_p50 = median(ours.clone());
         let pool_p50_block_on = p50_here(3000, || async {
             on_pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
         })
@@ -546,15 +603,25 @@ fn main() {
             &format!("raw WorkerClient, no timeout: {raw_p50:.1} µs"),
             format!("{:.2}", raw_p50_timeout / raw_p50),
         );
-        if let Some(py) = &py {
-            let mp = py["mp_p50_us"].as_f64().unwrap_or(f64::NAN);
+        if !theirs.is_empty() {
+            let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
             row(
                 "round trip p50 vs multiprocessing.Pool.apply",
                 format!("{pool_p50:.1} µs"),
-                &format!("mp.Pool.apply: {mp:.1} µs (target 120)"),
-                format!("{:.2}", pool_p50 / mp),
+                &format!("mp.Pool.apply, same blocks: {:.1} µs", median(theirs.clone())),
+                spread(&ratios),
             );
         }
+        let (lo, hi) = (
+            ours.iter().copied().fold(f64::INFINITY, f64::min),
+            ours.iter().copied().fold(0.0, f64::max),
+        );
+        row(
+            "round trip p50 vs target 120 µs",
+            format!("{pool_p50:.1} µs"),
+            &format!("target: 120 µs (blocks {lo:.0}-{hi:.0} µs)"),
+            format!("{:.2}", pool_p50 / 120.0),
+        );
         row(
             "throughput telemetry on / off (median ratio)",
             format!("{on_rate:.0}/s"),

@@ -4,6 +4,11 @@ concurrent.futures.ProcessPoolExecutor and multiprocessing.Pool, 2 workers.
 Prints one JSON object: calls/s with many calls in flight (one submit /
 apply_async per call, no batching) and the p50 round trip of one call at a
 time (apply / submit().result()), in microseconds.
+
+``py_baselines.py serve-p50``: starts a multiprocessing.Pool(2), prints
+``ready``, then for each line N read from stdin prints the p50 of N
+``apply`` calls (µs), until stdin closes. The pool benchmark alternates
+these blocks with its own, so that both are measured in the same minutes.
 """
 import json
 import multiprocessing
@@ -51,7 +56,19 @@ def bench_mp(calls, seq):
     return rate, p50
 
 
+def serve_p50():
+    with multiprocessing.Pool(WORKERS) as pool:
+        p50_us(lambda i: pool.apply(trivial, (i,)), 200)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            n = int(line)
+            print(p50_us(lambda i: pool.apply(trivial, (i,)), n), flush=True)
+
+
 def main():
+    if sys.argv[1:2] == ["serve-p50"]:
+        serve_p50()
+        return
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
     seq = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
     ppe_rate, ppe_p50 = bench_ppe(calls, seq)
