@@ -506,11 +506,28 @@ class Dispatcher:
 # --------------------------------------------------------------------------
 
 
-class _CallStreamState:
-    __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing", "streams")
+def _pop_reply_batch(out: list) -> bytes:
+    """Removes the first serialized replies of ``out`` (up to
+    MAX_REPLY_BATCH_BYTES, at least one) and returns them as one
+    CallReplyBatch."""
+    n, size = 0, 0
+    while n < len(out) and size < MAX_REPLY_BATCH_BYTES:
+        size += len(out[n])
+        n += 1
+    replies = out[:n]
+    del out[:n]
+    return _wire.reply_batch(replies)
 
-    def __init__(self) -> None:
+
+class _CallStreamState:
+    __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing", "streams",
+                 "finish")
+
+    def __init__(self, finish=None) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
+        # Ends the stream once everything is answered (grpc.aio: the
+        # handler's wait on `queue` returns; native: the server ends it).
+        self.finish = finish or self._end_handler
         self.pending = 0
         self.reader_done = False
         self.closed = False
@@ -520,11 +537,116 @@ class _CallStreamState:
         # Streaming calls running, by request id (a cancel request stops one).
         self.streams: dict = {}
 
+    def _end_handler(self) -> None:
+        self.queue.put_nowait(_SENTINEL_END)
+
     def maybe_finish(self) -> None:
         if (self.reader_done and self.pending == 0 and not self.closed and not self.out
                 and not self.flushing):
             self.closed = True
-            self.queue.put_nowait(_SENTINEL_END)
+            self.finish()
+
+
+class NativeCalls:
+    """CallBatchStream served by ``snakepit_bridge._native`` on a Unix socket
+    of its own (``<socket>.calls``), instead of by grpc.aio.
+
+    The native server hands over request messages as bytes when a byte on
+    its notification socket wakes the loop; each batch is taken at once
+    (``Servicer._take_batch``: inline calls answered right there) and the
+    replies are sent without waiting for anything. grpc.aio needs a read and
+    a write operation per call, each completing through its poller thread and
+    a loop wake-up; this needs one wake-up. Same messages, same rules.
+    """
+
+    def __init__(self, servicer: "Servicer", path: str) -> None:
+        from . import _native
+
+        self.s = servicer
+        self.pb = servicer.pb
+        self.server = _native.CallServer(path)
+        self.address = "unix:" + path
+        self.streams: dict = {}
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.server.fileno(), self._ready)
+
+    def _open(self, sid: int) -> _CallStreamState:
+        server, streams = self.server, self.streams
+
+        def finish() -> None:
+            streams.pop(sid, None)
+            self.s.call_streams.discard(st)
+            server.end(sid)
+
+        st = _CallStreamState(finish)
+        streams[sid] = st
+        self.s.call_streams.add(st)
+        return st
+
+    def _flush(self, sid: int, st: _CallStreamState) -> None:
+        st.flushing = False
+        out = st.out
+        while out:
+            if not self.server.send(sid, _pop_reply_batch(out)):
+                # The client went away: nobody to answer.
+                out.clear()
+                if not st.closed:
+                    st.closed = True
+                    st.finish()
+                break
+        st.maybe_finish()
+
+    def _put(self, sid: int, st: _CallStreamState):
+        def put(msg) -> None:
+            st.out.append(msg.SerializeToString())
+            if not st.flushing:
+                # Replies of tasks finishing in the same loop pass go together.
+                st.flushing = True
+                self.loop.call_soon(self._flush, sid, st)
+        return put
+
+    def _ready(self) -> None:
+        batch_from = self.pb.CallBatch.FromString
+        for sid, data in self.server.take():
+            st = self.streams.get(sid)
+            if st is None:
+                st = self._open(sid)
+            if data is None:
+                st.reader_done = True
+                st.maybe_finish()
+                continue
+            if st.closed:
+                continue
+            try:
+                batch = batch_from(data)
+            except Exception as e:  # noqa: BLE001 - a client bug must not stop the worker
+                log.warning("call stream %d: undecodable CallBatch dropped: %r", sid, e)
+                continue
+            self.s._take_batch(batch, st, self._put(sid, st))
+            if st.out and not st.flushing:
+                self._flush(sid, st)
+
+    def close(self) -> None:
+        try:
+            self.loop.remove_reader(self.server.fileno())
+        finally:
+            self.server.close()
+
+
+def start_native_calls(servicer: "Servicer", listen: str):
+    """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
+    socket and the native module is built (``cargo xtask setup``), unless
+    SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call)."""
+    if not listen.startswith("unix:") or os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+        return None
+    path = listen[len("unix:"):] + ".calls"
+    try:
+        return NativeCalls(servicer, path)
+    except ImportError:
+        log.debug("snakepit_bridge._native is not built: grpc.aio serves calls")
+    except OSError as e:
+        log.warning("native call server not started (%s): grpc.aio serves calls", e)
+    return None
 
 
 class Servicer:
@@ -545,6 +667,8 @@ class Servicer:
         self.telemetry_done.set()
         self.encoder = BatchEncoder()
         self.batch_seq = 0
+        # The native CallBatchStream server, if one runs (see NativeCalls).
+        self.native = None
 
     # --- helpers ---------------------------------------------------------
 
@@ -606,7 +730,8 @@ class Servicer:
         ]
         return self.pb.DescribeReply(
             worker_id=self.worker_id, pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
-            tools=tools, pool_name=self.opts.pool_name or "", adapter=self.adapter_path)
+            tools=tools, pool_name=self.opts.pool_name or "", adapter=self.adapter_path,
+            call_address=self.native.address if self.native is not None else "")
 
     # --- unary tool calls --------------------------------------------------
 
@@ -725,21 +850,13 @@ class Servicer:
             return
         st = _CallStreamState()
         self.call_streams.add(st)
-        d = self.d
-        tools = d.tools
         out = st.out
         write = context.write
 
         async def flush():
             try:
                 while out:
-                    n, size = 0, 0
-                    while n < len(out) and size < MAX_REPLY_BATCH_BYTES:
-                        size += len(out[n])
-                        n += 1
-                    replies = out[:n]
-                    del out[:n]
-                    await write(_wire.reply_batch(replies))
+                    await write(_pop_reply_batch(out))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the client went away
@@ -760,31 +877,7 @@ class Servicer:
         async def reader():
             try:
                 async for batch in request_iterator:
-                    for req in batch.calls:
-                        if req.cancel:
-                            running = st.streams.pop(req.request_id, None)
-                            if running is not None:
-                                running.cancel()
-                            continue
-                        if d.draining:
-                            out.append(_wire.reply_error(
-                                req.request_id, "Unavailable", "worker is shutting down", ""))
-                            continue
-                        t = tools.get(req.tool_name)
-                        if t is not None and t.spec.inline and not req.stream \
-                                and not t.spec.supports_streaming:
-                            try:
-                                out.append(d.call_inline_wire(t, req))
-                            except Exception as e:  # noqa: BLE001 - must always answer
-                                log.exception("internal error running %s", req.tool_name)
-                                out.append(_wire.reply_error(
-                                    req.request_id, "InternalError", repr(e),
-                                    traceback.format_exc()))
-                            continue
-                        st.pending += 1
-                        task = self._track(self._run_call(req, st, put))
-                        if req.stream:
-                            st.streams[req.request_id] = task
+                    self._take_batch(batch, st, put)
                     if out and not st.flushing:
                         st.flushing = True
                         if len(out) == 1 and not st.pending:
@@ -817,6 +910,38 @@ class Servicer:
             self.call_streams.discard(st)
             if not rt.done():
                 rt.cancel()
+
+    def _take_batch(self, batch, st: _CallStreamState, put) -> None:
+        """Takes one CallBatch: inline calls are answered into ``st.out`` now,
+        the others start as tasks that answer through ``put``; a cancel
+        request stops a streaming call."""
+        d = self.d
+        tools = d.tools
+        out = st.out
+        for req in batch.calls:
+            if req.cancel:
+                running = st.streams.pop(req.request_id, None)
+                if running is not None:
+                    running.cancel()
+                continue
+            if d.draining:
+                out.append(_wire.reply_error(
+                    req.request_id, "Unavailable", "worker is shutting down", ""))
+                continue
+            t = tools.get(req.tool_name)
+            if t is not None and t.spec.inline and not req.stream \
+                    and not t.spec.supports_streaming:
+                try:
+                    out.append(d.call_inline_wire(t, req))
+                except Exception as e:  # noqa: BLE001 - must always answer
+                    log.exception("internal error running %s", req.tool_name)
+                    out.append(_wire.reply_error(
+                        req.request_id, "InternalError", repr(e), traceback.format_exc()))
+                continue
+            st.pending += 1
+            task = self._track(self._run_call(req, st, put))
+            if req.stream:
+                st.streams[req.request_id] = task
 
     def _dispatch(self, req, st: _CallStreamState) -> None:
         pb = self.pb
@@ -883,7 +1008,7 @@ class Servicer:
         for st in list(self.call_streams):
             if not st.closed:
                 st.closed = True
-                st.queue.put_nowait(_SENTINEL_END)
+                st.finish()
 
     # --- telemetry -----------------------------------------------------------
 
@@ -1153,6 +1278,7 @@ async def serve(opts, ready_out) -> int:
     if not listen.startswith("unix:") and listen.rsplit(":", 1)[-1] == "0":
         listen = f"{listen.rsplit(':', 1)[0]}:{port}"
     await server.start()
+    servicer.native = start_native_calls(servicer, listen)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -1197,7 +1323,8 @@ async def serve(opts, ready_out) -> int:
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     gc_mode = _tune_gc()
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
-             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode}
+             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode,
+             "calls": servicer.native.address if servicer.native is not None else ""}
     ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
     ready_out.flush()
     log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
@@ -1221,6 +1348,8 @@ async def serve(opts, ready_out) -> int:
         pass
     for t in bg:
         t.cancel()
+    if servicer.native is not None:
+        servicer.native.close()
     await server.stop(0.5)
     dispatcher.pool.shutdown(wait=False, cancel_futures=True)
     del adapter

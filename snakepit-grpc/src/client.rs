@@ -12,6 +12,7 @@ use crate::call_events::CallEvents;
 use crate::call_span::CallSpan;
 use crate::calls::{CallStream, Pending};
 use crate::channel::{self, Rpc};
+use crate::WorkerAddress;
 use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
@@ -28,6 +29,9 @@ pub(crate) struct Inner {
     pub(crate) worker_id: Arc<str>,
     python_pid: Option<u32>,
     pub(crate) rpc: Rpc,
+    /// Where the call streams go: the worker's native call socket when it
+    /// serves one (`DescribeReply.call_address`), else `rpc`.
+    call_rpc: Rpc,
     link: Arc<Link>,
     streams: Box<[Mutex<Option<Arc<CallStream>>>]>,
     next_stream: AtomicUsize,
@@ -146,6 +150,28 @@ impl WorkerClient {
                 "worker reports a different id than the one it was connected as"
             );
         }
+        let call_rpc = match native_call_address(&options, &info) {
+            Some(address) => {
+                let native = ConnectOptions {
+                    address,
+                    ..options.clone()
+                };
+                match channel::connect(&native).await {
+                    Ok(raw) => channel::rpc(raw),
+                    Err(e) => {
+                        tracing::warn!(
+                            target: "snakepit::grpc",
+                            worker_id = %options.worker_id,
+                            address = %native.address,
+                            error = %e,
+                            "cannot reach the worker's call socket; calls go to its main socket"
+                        );
+                        rpc.clone()
+                    }
+                }
+            }
+            None => rpc.clone(),
+        };
         let python_pid = options.python_pid.or(Some(info.pid));
         let worker_id: Arc<str> = Arc::from(options.worker_id.as_str());
         let link = Arc::new(Link::new(
@@ -182,6 +208,7 @@ impl WorkerClient {
                 worker_id,
                 python_pid,
                 rpc,
+                call_rpc,
                 link: link.clone(),
                 streams,
                 next_stream: AtomicUsize::new(0),
@@ -202,7 +229,7 @@ impl WorkerClient {
         let on_open = self.inner.link.clone();
         let on_break = self.inner.link.clone();
         CallStream::open(
-            self.inner.rpc.clone(),
+            self.inner.call_rpc.clone(),
             move || {
                 if reopen {
                     on_open.restored(1);
@@ -505,5 +532,27 @@ async fn describe_rpc(rpc: &Rpc, after: Duration) -> Result<WorkerInfo, CallErro
             .collect(),
         pool_name: reply.pool_name,
         adapter: reply.adapter,
+        call_address: reply.call_address,
     })
+}
+
+/// The worker's native call socket, when it reports one and is itself on a
+/// Unix socket (a local worker: the call socket is a file beside it). A
+/// worker reached over TCP keeps every call on its address.
+fn native_call_address(options: &ConnectOptions, info: &WorkerInfo) -> Option<WorkerAddress> {
+    if !matches!(options.address, WorkerAddress::Unix(_)) || info.call_address.is_empty() {
+        return None;
+    }
+    match info.call_address.parse::<WorkerAddress>() {
+        Ok(address @ WorkerAddress::Unix(_)) => Some(address),
+        _ => {
+            tracing::warn!(
+                target: "snakepit::grpc",
+                worker_id = %options.worker_id,
+                call_address = %info.call_address,
+                "the worker reports a call socket that is not a Unix socket path; ignored"
+            );
+            None
+        }
+    }
 }

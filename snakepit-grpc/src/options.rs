@@ -110,4 +110,7 @@ pub struct WorkerInfo {
     pub pool_name: String,
     /// The adapter, `package.module:Class`.
     pub adapter: String,
+    /// Where it serves its call streams natively (`unix:<path>`), or "" when
+    /// they go to its address (see `snakepit_bridge._native`).
+    pub call_address: String,
 }
