@@ -559,7 +559,7 @@ class NativeCalls:
     a loop wake-up; this needs one wake-up. Same messages, same rules.
     """
 
-    def __init__(self, servicer: "Servicer", path: str) -> None:
+    def __init__(self, servicer: Servicer, path: str) -> None:
         from . import _native
 
         self.s = servicer
@@ -633,7 +633,7 @@ class NativeCalls:
             self.server.close()
 
 
-def start_native_calls(servicer: "Servicer", listen: str):
+def start_native_calls(servicer: Servicer, listen: str):
     """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
     socket and the native module is built (``cargo xtask setup``), unless
     SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call)."""

@@ -120,6 +120,16 @@ def _no_processes_left_behind():
     assert not left, f"test run left child processes behind: {left}"
 
 
+def calls_channel(address: str):
+    """A channel to a native call socket. grpc-core names a Unix socket's
+    path as the HTTP/2 authority, which the Rust server (hyper) refuses as a
+    malformed request (RST_STREAM PROTOCOL_ERROR): the tests name a plain
+    authority. The host (tonic) does the same."""
+    import grpc
+
+    return grpc.insecure_channel(address, options=[("grpc.default_authority", "localhost")])
+
+
 class Worker:
     """A worker started as a real subprocess on a unix socket in a private temp dir."""
 
@@ -193,6 +203,18 @@ class Worker:
             self.channel = grpc.insecure_channel(self.listen)
         return pbg.BridgeServiceStub(self.channel)
 
+    def connect_calls(self):
+        """A stub on the worker's native call socket (``calls`` in the ready
+        line), which serves CallBatchStream only."""
+
+        from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
+
+        calls = self.ready.get("calls")
+        assert calls, ("the worker serves no native call socket: build "
+                       "snakepit_bridge._native with `cargo xtask setup`")
+        self.calls_channel = calls_channel(calls)
+        return pbg.BridgeServiceStub(self.calls_channel)
+
     def md(self, *pairs):
         out = list(pairs)
         if self.token:
@@ -206,6 +228,9 @@ class Worker:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        if getattr(self, "calls_channel", None) is not None:
+            self.calls_channel.close()
+            self.calls_channel = None
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

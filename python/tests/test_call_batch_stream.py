@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from snakepit_bridge import _wire, telemetry
 from snakepit_bridge import worker as worker_mod
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
@@ -34,8 +36,10 @@ def collect(sc, until, timeout=20.0):
     return replies, batches
 
 
-def test_a_batch_of_mixed_calls_is_answered_in_batches(worker, stream_clients):
-    sc = stream_clients(worker.connect().CallBatchStream)
+@pytest.mark.parametrize("transport", ["grpc.aio", "native"])
+def test_a_batch_of_mixed_calls_is_answered_in_batches(worker, stream_clients, transport):
+    stub = worker.connect() if transport == "grpc.aio" else worker.connect_calls()
+    sc = stream_clients(stub.CallBatchStream)
     calls = [req(i, "add", {"a": i, "b": 1}, correlation_id=f"c-{i}", traceparent=TRACEPARENT)
              for i in range(1, 101)]
     calls += [

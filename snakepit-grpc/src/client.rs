@@ -12,7 +12,6 @@ use crate::call_events::CallEvents;
 use crate::call_span::CallSpan;
 use crate::calls::{CallStream, Pending};
 use crate::channel::{self, Rpc};
-use crate::WorkerAddress;
 use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
@@ -20,6 +19,7 @@ use crate::link::Link;
 use crate::options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
 use crate::proto;
 use crate::telemetry_stream::TelemetryTask;
+use crate::WorkerAddress;
 
 const CLOSED: &str = "the client was closed";
 

@@ -326,3 +326,95 @@ async fn a_quick_call_is_not_held_behind_long_running_ones() {
     }
     client.close().await;
 }
+
+/// Connections accepted on the Unix socket `path`, from /proc/net/unix (the
+/// listener is one entry; each accepted connection shows the same path).
+fn unix_entries(path: &std::path::Path) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let path = path.to_str().unwrap();
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(7) == Some(path))
+        .count()
+}
+
+/// A local worker serves its call streams natively on `<socket>.calls`
+/// (`snakepit_bridge._native`, built by `cargo xtask setup`) and the client
+/// sends its calls there; with `SNAKEPIT_NATIVE_CALLS=0` the worker serves
+/// them with grpc.aio on its socket, and the same calls behave the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_to_the_native_call_socket_and_work_without_it() {
+    for native in [true, false] {
+        let env: &[(&str, &str)] = if native {
+            &[]
+        } else {
+            &[("SNAKEPIT_NATIVE_CALLS", "0")]
+        };
+        let worker = Worker::start_env(SHOWCASE, "w-native", &[], env);
+        let snakepit_grpc::WorkerAddress::Unix(sock) = &worker.address else {
+            unreachable!()
+        };
+        let calls_sock = std::path::PathBuf::from(format!("{}.calls", sock.display()));
+        let client = WorkerClient::connect(Telemetry::new(), worker.options())
+            .await
+            .unwrap();
+        let info = client.describe().await.unwrap();
+        if native {
+            assert_eq!(
+                info.call_address,
+                format!("unix:{}", calls_sock.display()),
+                "the worker serves no native call socket: is snakepit_bridge._native built (cargo xtask setup)?"
+            );
+            // The listener, and the connection it accepted from us.
+            assert_eq!(unix_entries(&calls_sock), 2);
+        } else {
+            assert_eq!(info.call_address, "");
+            assert!(!calls_sock.exists());
+        }
+        let out = client
+            .execute("add", json!({"a": 2, "b": 3}), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.value, json!(5));
+        // A task (not inline), an error and a stream on the same call stream.
+        let slept = client
+            .execute("sleep", json!({"ms": 20}), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(slept.value, json!({"slept_ms": 20}));
+        match client
+            .execute("fail", json!({"message": "bad"}), CallOptions::default())
+            .await
+        {
+            Err(CallError::Tool { error_type, .. }) => assert_eq!(error_type, "ValueError"),
+            other => panic!("expected a tool error, got {other:?}"),
+        }
+        let chunks: Vec<_> = collect(
+            client
+                .execute_stream("stream", json!({"n": 3}), CallOptions::default())
+                .await
+                .unwrap(),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(chunks.len(), 3);
+        // Many calls in flight share the stream and are matched to their replies.
+        let calls: Vec<_> = (0..200)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move {
+                    c.execute("add", json!({"a": i, "b": 1}), CallOptions::default())
+                        .await
+                        .unwrap()
+                        .value
+                })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), json!(i + 1));
+        }
+        client.close().await;
+    }
+}

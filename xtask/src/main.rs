@@ -177,7 +177,41 @@ pub(crate) fn setup() -> Result {
         step("generating Python gRPC stubs from proto/");
         run(Command::new(&py).arg("python/tools/gen_proto.py"))?;
     }
+    if root.join("python/native/Cargo.toml").exists() {
+        build_native(&py)?;
+    }
     println!("Python ready: {}", py.display());
+    Ok(())
+}
+
+/// Builds `snakepit_bridge._native` (python/native, the worker's native
+/// call server) in release, as the benchmarks need it, and installs it into
+/// the package: `python/snakepit_bridge/_native.abi3.so`, replaced by a
+/// rename so that a worker running the old one keeps its mapping.
+fn build_native(py: &Path) -> Result {
+    step("building the worker's native call server (python/native, release)");
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "snakepit-bridge-native",
+        ])
+        .env("PYO3_PYTHON", py)
+        .current_dir(root()))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let built = target.join("release/lib_native.so");
+    let installed = root().join("python/snakepit_bridge/_native.abi3.so");
+    let bytes = std::fs::read(&built).map_err(|e| format!("cannot read {built:?}: {e}"))?;
+    if std::fs::read(&installed).ok().as_deref() == Some(bytes.as_slice()) {
+        return Ok(());
+    }
+    let tmp = installed.with_extension("so.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| format!("cannot write {tmp:?}: {e}"))?;
+    std::fs::rename(&tmp, &installed).map_err(|e| format!("cannot install {installed:?}: {e}"))?;
     Ok(())
 }
 

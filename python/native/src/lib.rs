@@ -206,8 +206,8 @@ impl CallServer {
     /// serving.
     #[new]
     fn new(path: &str) -> PyResult<Self> {
-        let listener =
-            UnixListener::bind(path).map_err(|e| os_error(&format!("cannot listen on {path}"), e))?;
+        let listener = UnixListener::bind(path)
+            .map_err(|e| os_error(&format!("cannot listen on {path}"), e))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| os_error("set_nonblocking", e))?;
@@ -224,7 +224,7 @@ impl CallServer {
             next_id: AtomicU64::new(1),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
+            .enable_all()
             .build()
             .map_err(|e| os_error("cannot start the call server's runtime", e))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -277,7 +277,13 @@ impl CallServer {
         let out = PyList::empty(py);
         for (id, message) in items {
             let bytes = message.map(|m| PyBytes::new(py, &m));
-            out.append(PyTuple::new(py, [id.into_pyobject(py)?.into_any(), bytes.into_pyobject(py)?.into_any()])?)?;
+            out.append(PyTuple::new(
+                py,
+                [
+                    id.into_pyobject(py)?.into_any(),
+                    bytes.into_pyobject(py)?.into_any(),
+                ],
+            )?)?;
         }
         Ok(out)
     }

@@ -37,6 +37,15 @@ impl Worker {
     }
 
     pub fn start_with(adapter: &str, worker_id: &str, extra: &[&str]) -> Worker {
+        Worker::start_env(adapter, worker_id, extra, &[])
+    }
+
+    pub fn start_env(
+        adapter: &str,
+        worker_id: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let dir = tempfile::Builder::new().prefix("spg-").tempdir().unwrap();
         let sock = dir.path().join("w.sock");
         let mut child = Command::new(python())
@@ -51,6 +60,7 @@ impl Worker {
                 "0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,72 @@
+"""The native call server (snakepit_bridge._native): CallBatchStream served
+from Rust inside the worker, on ``<socket>.calls``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import grpc
+import pytest
+from conftest import calls_channel
+
+from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+
+
+def req(rid, tool, args=None, **kw):
+    return pb.CallRequest(request_id=rid, tool_name=tool,
+                          args_json=json.dumps(args or {}).encode(), **kw)
+
+
+def test_the_ready_line_and_describe_name_the_call_socket(worker):
+    calls = worker.ready["calls"]
+    assert calls == f"unix:{worker.sock}.calls"
+    assert os.path.exists(worker.sock + ".calls")
+    info = worker.connect().Describe(pb.DescribeRequest(), timeout=10)
+    assert info.call_address == calls
+
+
+def test_switched_off_the_worker_serves_calls_with_grpc_aio(start_worker, stream_clients):
+    w = start_worker(env={"SNAKEPIT_NATIVE_CALLS": "0"})
+    assert w.ready["calls"] == ""
+    assert not os.path.exists(w.sock + ".calls")
+    assert w.connect().Describe(pb.DescribeRequest(), timeout=10).call_address == ""
+    sc = stream_clients(w.connect().CallBatchStream)
+    sc.send(pb.CallBatch(calls=[req(1, "ping")]))
+    b = sc.get(timeout=10)
+    assert b.replies[0].request_id == 1
+
+
+def test_the_call_socket_serves_only_call_batch_stream(worker):
+    stub = worker.connect_calls()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Ping(pb.PingRequest(message="x"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "main socket" in e.value.details()
+
+
+def test_a_closed_request_side_ends_the_stream_after_its_replies(worker):
+    stub = worker.connect_calls()
+    # Every request is sent, then the request side closes: the slow call is
+    # still answered, then the stream ends with OK.
+    batches = iter([pb.CallBatch(calls=[req(1, "sleep", {"ms": 100}), req(2, "ping")])])
+    call = stub.CallBatchStream(batches, timeout=20)
+    replies = [r for b in call for r in b.replies]
+    assert sorted(r.request_id for r in replies) == [1, 2]
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_an_undecodable_batch_is_dropped_and_the_stream_goes_on(worker):
+    channel = calls_channel(worker.ready["calls"])
+    try:
+        raw = channel.stream_stream("/snakepit.bridge.BridgeService/CallBatchStream",
+                                    request_serializer=lambda b: b,
+                                    response_deserializer=pb.CallReplyBatch.FromString)
+        good = pb.CallBatch(calls=[req(7, "add", {"a": 1, "b": 2})]).SerializeToString()
+        call = raw(iter([b"\x0a\xff\xff\xff", good]), timeout=20)
+        replies = [r for b in call for r in b.replies]
+        assert [r.request_id for r in replies] == [7]
+        assert json.loads(replies[0].result.result_json) == 3
+    finally:
+        channel.close()
+    assert "undecodable CallBatch dropped" in worker.stderr()
