@@ -3,9 +3,10 @@
 Protocol with the host (see python/README.md):
 * After the gRPC server has bound and started, exactly one line is written to
   stdout: ``SNAKEPIT_READY {"worker_id": ..., "pid": ..., "listen": ...,
-  "protocol": 1, "event_loop": "uvloop"|"asyncio", "gc": "tuned"|"default"}``
-  (``gc``: see ``_tune_gc``; ``SNAKEPIT_GC=default`` keeps CPython's
-  settings). Nothing else is ever
+  "protocol": 1, "event_loop": "uvloop"|"asyncio", "gc": "tuned"|"default",
+  "calls": "unix:<socket>.calls"|""}`` (``gc``: see ``_tune_gc``;
+  ``SNAKEPIT_GC=default`` keeps CPython's settings; ``calls``: the native
+  call server, see ``NativeCalls``). Nothing else is ever
   written to stdout (Python-level and fd-level stdout are redirected to
   stderr before the adapter is imported).
 * SIGTERM/SIGINT: graceful stop; calls in flight finish (up to --grace-s),
