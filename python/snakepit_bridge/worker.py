@@ -631,7 +631,8 @@ class NativeCalls:
         try:
             self.loop.remove_reader(self.server.fileno())
         finally:
-            self.server.close()
+            if not self.server.close():
+                log.debug("native call server: a client kept its connection open")
 
 
 def start_native_calls(servicer: Servicer, listen: str):

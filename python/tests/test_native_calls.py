@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import time
 
 import grpc
 import pytest
@@ -70,3 +72,36 @@ def test_an_undecodable_batch_is_dropped_and_the_stream_goes_on(worker):
     finally:
         channel.close()
     assert "undecodable CallBatch dropped" in worker.stderr()
+
+
+def test_close_returns_while_a_client_keeps_its_stream_open(tmp_path):
+    from snakepit_bridge import _native
+    from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
+
+    path = str(tmp_path / "c.sock")
+    server = _native.CallServer(path)
+    channel = calls_channel("unix:" + path)
+    try:
+        requests = queue.Queue()
+        call = pbg.BridgeServiceStub(channel).CallBatchStream(iter(requests.get, None),
+                                                             timeout=20)
+        requests.put(pb.CallBatch(calls=[req(1, "ping")]))
+        deadline = time.monotonic() + 10
+        taken = []
+        while not taken and time.monotonic() < deadline:
+            taken = server.take()
+            time.sleep(0.01)
+        [(sid, data)] = taken
+        assert pb.CallBatch.FromString(data).calls[0].request_id == 1
+        assert server.open_streams() == 1
+        # The client never closes its side; close still returns (it waits
+        # for the server at most a second).
+        started = time.monotonic()
+        server.close()
+        assert time.monotonic() - started < 3
+        assert server.open_streams() == 0
+        assert not server.send(sid, b"")  # the stream is gone
+        # The stream ended with OK and no replies.
+        assert list(call) == [] and call.code() == grpc.StatusCode.OK
+    finally:
+        channel.close()

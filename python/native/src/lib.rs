@@ -193,8 +193,13 @@ struct CallServer {
     /// The event loop's end of the notification socket.
     notified: UnixStream,
     stop: Mutex<Option<oneshot::Sender<()>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Receives when the server thread has finished.
+    stopped: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// How long [`CallServer::close`] waits for the server to finish: a
+/// graceful stop waits for connections to close, which is up to clients.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn os_error(what: &str, e: std::io::Error) -> PyErr {
     PyOSError::new_err(format!("{what}: {e}"))
@@ -228,8 +233,9 @@ impl CallServer {
             .build()
             .map_err(|e| os_error("cannot start the call server's runtime", e))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
         let router = Router(shared.clone());
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("snakepit-calls".into())
             .spawn(move || {
                 runtime.block_on(async move {
@@ -250,13 +256,14 @@ impl CallServer {
                         eprintln!("snakepit call server: {e}");
                     }
                 });
+                let _ = stopped_tx.send(());
             })
             .map_err(|e| os_error("cannot start the call server's thread", e))?;
         Ok(CallServer {
             shared,
             notified,
             stop: Mutex::new(Some(stop_tx)),
-            thread: Mutex::new(Some(thread)),
+            stopped: Mutex::new(Some(stopped_rx)),
         })
     }
 
@@ -312,17 +319,22 @@ impl CallServer {
         lock(&self.shared.streams).len()
     }
 
-    /// Stops listening, ends every stream and waits for the server thread.
-    fn close(&self, py: Python<'_>) {
+    /// Stops listening and ends every stream; waits up to a second for the
+    /// server to finish (clients closing their connections). True if it did.
+    fn close(&self, py: Python<'_>) -> bool {
         lock(&self.shared.streams).clear();
         if let Some(stop) = lock(&self.stop).take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = lock(&self.thread).take() {
-            py.detach(|| {
-                let _ = thread.join();
-            });
-        }
+        let Some(stopped) = lock(&self.stopped).take() else {
+            return true; // closed before
+        };
+        py.detach(move || {
+            !matches!(
+                stopped.recv_timeout(CLOSE_WAIT),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            )
+        })
     }
 }
 
