@@ -607,25 +607,30 @@ class NativeCalls:
         return put
 
     def _ready(self) -> None:
-        batch_from = self.pb.CallBatch.FromString
         for sid, data in self.server.take():
-            st = self.streams.get(sid)
-            if st is None:
-                st = self._open(sid)
-            if data is None:
-                st.reader_done = True
-                st.maybe_finish()
-                continue
-            if st.closed:
-                continue
             try:
-                batch = batch_from(data)
-            except Exception as e:  # noqa: BLE001 - a client bug must not stop the worker
-                log.warning("call stream %d: undecodable CallBatch dropped: %r", sid, e)
-                continue
-            self.s._take_batch(batch, st, self._put(sid, st))
-            if st.out and not st.flushing:
-                self._flush(sid, st)
+                self._take(sid, data)
+            except Exception:  # noqa: BLE001 - the rest must still be taken
+                log.exception("native call stream %d: a message was not handled", sid)
+
+    def _take(self, sid: int, data) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            st = self._open(sid)
+        if data is None:
+            st.reader_done = True
+            st.maybe_finish()
+            return
+        if st.closed:
+            return
+        try:
+            batch = self.pb.CallBatch.FromString(data)
+        except Exception as e:  # noqa: BLE001 - a client bug must not stop the worker
+            log.warning("call stream %d: undecodable CallBatch dropped: %r", sid, e)
+            return
+        self.s._take_batch(batch, st, self._put(sid, st))
+        if st.out and not st.flushing:
+            self._flush(sid, st)
 
     def close(self) -> None:
         try:
