@@ -105,3 +105,19 @@ def test_close_returns_while_a_client_keeps_its_stream_open(tmp_path):
         assert list(call) == [] and call.code() == grpc.StatusCode.OK
     finally:
         channel.close()
+
+
+def test_a_socket_path_too_long_for_the_call_socket_keeps_calls_on_grpc_aio(
+        start_worker, stream_clients, tmp_path_factory):
+    # A Unix socket path holds at most 107 bytes: the worker's own path fits,
+    # its ".calls" sibling does not.
+    base = str(tmp_path_factory.mktemp("long"))
+    sock = os.path.join(base, "w" * (104 - len(base) - 1))
+    assert len(sock) == 104
+    w = start_worker(listen=f"unix:{sock}")
+    assert w.ready["calls"] == ""
+    assert "native call server not started" in w.stderr()
+    sc = stream_clients(w.connect().CallBatchStream)
+    sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 1, "b": 1})]))
+    b = sc.get(timeout=10)
+    assert json.loads(b.replies[0].result.result_json) == 2
