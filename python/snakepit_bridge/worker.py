@@ -541,6 +541,13 @@ class _CallStreamState:
     def _end_handler(self) -> None:
         self.queue.put_nowait(_SENTINEL_END)
 
+    def abort(self) -> None:
+        """The client went away: drop the unsent replies and end the stream."""
+        self.out.clear()
+        if not self.closed:
+            self.closed = True
+            self.finish()
+
     def maybe_finish(self) -> None:
         if (self.reader_done and self.pending == 0 and not self.closed and not self.out
                 and not self.flushing):
@@ -571,7 +578,8 @@ class NativeCalls:
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.server.fileno(), self._ready)
 
-    def _open(self, sid: int) -> _CallStreamState:
+    def _open(self, sid: int):
+        """A new stream's state and the ``put`` its tasks answer through."""
         server, streams = self.server, self.streams
 
         def finish() -> None:
@@ -579,32 +587,26 @@ class NativeCalls:
             self.s.call_streams.discard(st)
             server.end(sid)
 
-        st = _CallStreamState(finish)
-        streams[sid] = st
-        self.s.call_streams.add(st)
-        return st
-
-    def _flush(self, sid: int, st: _CallStreamState) -> None:
-        st.flushing = False
-        out = st.out
-        while out:
-            if not self.server.send(sid, _pop_reply_batch(out)):
-                # The client went away: nobody to answer.
-                out.clear()
-                if not st.closed:
-                    st.closed = True
-                    st.finish()
-                break
-        st.maybe_finish()
-
-    def _put(self, sid: int, st: _CallStreamState):
         def put(msg) -> None:
             st.out.append(msg.SerializeToString())
             if not st.flushing:
                 # Replies of tasks finishing in the same loop pass go together.
                 st.flushing = True
                 self.loop.call_soon(self._flush, sid, st)
-        return put
+
+        st = _CallStreamState(finish)
+        streams[sid] = st, put
+        self.s.call_streams.add(st)
+        return st, put
+
+    def _flush(self, sid: int, st: _CallStreamState) -> None:
+        st.flushing = False
+        out = st.out
+        while out:
+            if not self.server.send(sid, _pop_reply_batch(out)):
+                st.abort()  # the client went away: nobody to answer
+                break
+        st.maybe_finish()
 
     def _ready(self) -> None:
         for sid, data in self.server.take():
@@ -614,9 +616,7 @@ class NativeCalls:
                 log.exception("native call stream %d: a message was not handled", sid)
 
     def _take(self, sid: int, data) -> None:
-        st = self.streams.get(sid)
-        if st is None:
-            st = self._open(sid)
+        st, put = self.streams.get(sid) or self._open(sid)
         if data is None:
             st.reader_done = True
             st.maybe_finish()
@@ -628,7 +628,7 @@ class NativeCalls:
         except Exception as e:  # noqa: BLE001 - a client bug must not stop the worker
             log.warning("call stream %d: undecodable CallBatch dropped: %r", sid, e)
             return
-        self.s._take_batch(batch, st, self._put(sid, st))
+        self.s._take_batch(batch, st, put)
         if st.out and not st.flushing:
             self._flush(sid, st)
 
@@ -676,6 +676,12 @@ class Servicer:
         self.batch_seq = 0
         # The native CallBatchStream server, if one runs (see NativeCalls).
         self.native = None
+
+    @property
+    def call_address(self) -> str:
+        """Where CallBatchStream is served natively, or "" (Describe's
+        ``call_address``, the ready line's ``calls``)."""
+        return self.native.address if self.native is not None else ""
 
     # --- helpers ---------------------------------------------------------
 
@@ -738,7 +744,7 @@ class Servicer:
         return self.pb.DescribeReply(
             worker_id=self.worker_id, pid=os.getpid(), protocol_version=PROTOCOL_VERSION,
             tools=tools, pool_name=self.opts.pool_name or "", adapter=self.adapter_path,
-            call_address=self.native.address if self.native is not None else "")
+            call_address=self.call_address)
 
     # --- unary tool calls --------------------------------------------------
 
@@ -868,9 +874,7 @@ class Servicer:
                 raise
             except Exception as e:  # noqa: BLE001 - the client went away
                 log.debug("call batch stream write failed: %r", e)
-                out.clear()
-                st.closed = True
-                st.queue.put_nowait(_SENTINEL_END)
+                st.abort()
             finally:
                 st.flushing = False
                 st.maybe_finish()
@@ -1331,7 +1335,7 @@ async def serve(opts, ready_out) -> int:
     gc_mode = _tune_gc()
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
              "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode,
-             "calls": servicer.native.address if servicer.native is not None else ""}
+             "calls": servicer.call_address}
     ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
     ready_out.flush()
     log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
