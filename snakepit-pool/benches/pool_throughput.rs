@@ -216,12 +216,15 @@ impl Drop for RawWorker {
     }
 }
 
+/// `py_baselines.py`, beside this file.
+fn baselines_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py_baselines.py")
+}
+
 fn baselines() -> Option<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py_baselines.py");
     let out = Command::new(python())
-        .arg(script)
+        .arg(baselines_script())
         .arg("50000")
-        .arg("3000")
         .output()
         .ok()?;
     if !out.status.success() {
@@ -244,9 +247,8 @@ struct MpApply {
 impl MpApply {
     fn start() -> Option<MpApply> {
         use std::io::BufRead;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py_baselines.py");
         let mut child = Command::new(python())
-            .arg(script)
+            .arg(baselines_script())
             .arg("serve-p50")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -2,8 +2,7 @@
 concurrent.futures.ProcessPoolExecutor and multiprocessing.Pool, 2 workers.
 
 Prints one JSON object: calls/s with many calls in flight (one submit /
-apply_async per call, no batching) and the p50 round trip of one call at a
-time (apply / submit().result()), in microseconds.
+apply_async per call, no batching).
 
 ``py_baselines.py serve-p50``: starts a multiprocessing.Pool(2), prints
 ``ready``, then for each line N read from stdin prints the p50 of N
@@ -33,17 +32,15 @@ def p50_us(call, n):
     return statistics.median(samples) / 1000.0
 
 
-def bench_ppe(calls, seq):
+def bench_ppe(calls):
     with ProcessPoolExecutor(WORKERS) as ex:
         wait([ex.submit(trivial, i) for i in range(1000)])
         t0 = time.perf_counter()
         wait([ex.submit(trivial, i) for i in range(calls)])
-        rate = calls / (time.perf_counter() - t0)
-        p50 = p50_us(lambda i: ex.submit(trivial, i).result(), seq)
-    return rate, p50
+        return calls / (time.perf_counter() - t0)
 
 
-def bench_mp(calls, seq):
+def bench_mp(calls):
     with multiprocessing.Pool(WORKERS) as pool:
         for r in [pool.apply_async(trivial, (i,)) for i in range(1000)]:
             r.get()
@@ -51,9 +48,7 @@ def bench_mp(calls, seq):
         results = [pool.apply_async(trivial, (i,)) for i in range(calls)]
         for r in results:
             r.get()
-        rate = calls / (time.perf_counter() - t0)
-        p50 = p50_us(lambda i: pool.apply(trivial, (i,)), seq)
-    return rate, p50
+        return calls / (time.perf_counter() - t0)
 
 
 def serve_p50():
@@ -70,14 +65,9 @@ def main():
         serve_p50()
         return
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
-    seq = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
-    ppe_rate, ppe_p50 = bench_ppe(calls, seq)
-    mp_rate, mp_p50 = bench_mp(calls, seq)
     print(json.dumps({
-        "ppe_calls_per_s": ppe_rate,
-        "ppe_p50_us": ppe_p50,
-        "mp_calls_per_s": mp_rate,
-        "mp_p50_us": mp_p50,
+        "ppe_calls_per_s": bench_ppe(calls),
+        "mp_calls_per_s": bench_mp(calls),
     }))
 
 
