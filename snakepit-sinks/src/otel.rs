@@ -48,6 +48,7 @@
 //!   current-thread Tokio runtime cannot deadlock.
 
 mod assemble;
+mod direct;
 #[cfg(test)]
 mod encode_reference;
 mod export;
@@ -62,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use snakepit_core::config::OtelSinkConfig;
-use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, SpanRole, Value};
+use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, SpanRole};
 use snakepit_telemetry::Telemetry;
 
 pub use self::assemble::span_name_of;
@@ -107,6 +108,8 @@ pub struct OtelStats {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Event(SpanEvent),
+    /// Spans encoded on the emitting thread (see [`direct`]).
+    Chunk(direct::Chunk),
     Wake,
 }
 
@@ -159,6 +162,8 @@ pub(crate) struct Counters {
     pub retries: AtomicU64,
     /// Wake-ups in the queue (rare: flush and shutdown send them).
     pub wakes: AtomicU64,
+    /// Spans in the chunks in the queue (bounded by `queue_capacity`).
+    pub chunk_spans: CacheLine<AtomicU64>,
 }
 
 /// A value alone on its cache line (128 bytes: adjacent-line prefetch).
@@ -195,6 +200,8 @@ pub(crate) struct ControlState {
 pub struct OtelSink {
     tx: Sender<Msg>,
     families: FamilyTable,
+    infos: Arc<[SpanInfo]>,
+    shards: Arc<direct::Shards>,
     counters: Arc<Counters>,
     control: Arc<Control>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -219,11 +226,25 @@ impl OtelSink {
     pub fn new(config: &OtelSinkConfig, telemetry: &Telemetry) -> Result<OtelSink, OtelError> {
         let url = export::traces_url(&config.endpoint)?;
         let (families, infos) = families(telemetry.catalog());
-        let (tx, rx) = bounded(config.queue_capacity.max(1));
+        let capacity = config.queue_capacity.max(1);
+        let (tx, rx) = bounded(capacity);
         let counters = Arc::new(Counters::default());
         let control = Arc::new(Control::default());
-        let exporter =
-            export::Exporter::new(config, url, telemetry.clone(), counters.clone(), infos);
+        let frame = export::Frame::for_config(config);
+        // A full chunk must fit in the queue's span budget.
+        let shards = Arc::new(direct::Shards::new(
+            frame.reserve(),
+            config.batch_size.clamp(1, capacity),
+        ));
+        let exporter = export::Exporter::new(
+            config,
+            url,
+            telemetry.clone(),
+            counters.clone(),
+            infos.clone(),
+            frame,
+            shards.clone(),
+        );
         let ctl = control.clone();
         let thread = std::thread::Builder::new()
             .name("snakepit-otel".into())
@@ -232,10 +253,12 @@ impl OtelSink {
         Ok(OtelSink {
             tx,
             families,
+            infos,
+            shards,
             counters,
             control,
             thread: Mutex::new(Some(thread)),
-            capacity: config.queue_capacity.max(1),
+            capacity,
             sample_below: sample_threshold(config.sample_ratio),
         })
     }
@@ -292,9 +315,26 @@ impl OtelSink {
         SinkError::Timeout {
             sink: "otel".into(),
             timeout,
-            // Events in the queue: its length less the wake-ups in it.
+            // Messages in the queue less the wake-ups in it (a chunk counts
+            // once), plus the spans in chunks.
             pending: (self.tx.len() as u64)
-                .saturating_sub(self.counters.wakes.load(Ordering::Relaxed)),
+                .saturating_sub(self.counters.wakes.load(Ordering::Relaxed))
+                + self.counters.chunk_spans.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues a full chunk of spans encoded on an emitting thread, or drops
+    /// and counts them when the queue holds its capacity in spans already.
+    #[cold]
+    fn hand_over(&self, chunk: direct::Chunk) {
+        let n = chunk.spans as u64;
+        let queued = self.counters.chunk_spans.fetch_add(n, Ordering::Relaxed) + n;
+        let sent = queued <= self.capacity as u64 && self.tx.try_send(Msg::Chunk(chunk)).is_ok();
+        if !sent {
+            self.counters.chunk_spans.fetch_sub(n, Ordering::Relaxed);
+            self.counters
+                .dropped_queue_full
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -313,8 +353,9 @@ fn sample_threshold(ratio: f64) -> Option<u64> {
 }
 
 /// The span role and family index of every event, by id (`None`: not a
-/// span event).
-type FamilyTable = Box<[Option<(SpanRole, u16)>]>;
+/// span event), and whether the event is the end of a span that is
+/// encoded from it alone on the emitting thread.
+type FamilyTable = Box<[Option<(SpanRole, u16, bool)>]>;
 
 /// Span families whose stop and exception events carry everything their
 /// start does: the same metadata (the stop adds to it), the span context,
@@ -330,7 +371,7 @@ const STOP_CARRIES_START: [&str; 3] = [
 /// The span family of every event in the catalog, by id, and the families
 /// by index.
 fn families(catalog: &Catalog) -> (FamilyTable, Arc<[SpanInfo]>) {
-    let mut out: Vec<Option<(SpanRole, u16)>> = vec![None; catalog.len()];
+    let mut out: Vec<Option<(SpanRole, u16, bool)>> = vec![None; catalog.len()];
     let mut infos = Vec::new();
     for (id, spec) in catalog.iter() {
         let Some((SpanRole::Start, family)) = catalog.span_of(id) else {
@@ -350,7 +391,7 @@ fn families(catalog: &Catalog) -> (FamilyTable, Arc<[SpanInfo]>) {
             if role == SpanRole::Start && skip_start {
                 continue;
             }
-            out[member.index()] = Some((role, index));
+            out[member.index()] = Some((role, index, skip_start));
         }
     }
     (out.into_boxed_slice(), infos.into())
@@ -362,7 +403,7 @@ impl Sink for OtelSink {
     }
 
     fn handle(&self, event: &Event<'_>) {
-        let Some(&Some((role, family))) = self.families.get(event.id().index()) else {
+        let Some(&Some((role, family, direct))) = self.families.get(event.id().index()) else {
             return;
         };
         let trace_id = event.trace_id();
@@ -375,11 +416,33 @@ impl Sink for OtelSink {
                 return;
             }
         }
-        let duration = event
-            .measurement("duration")
-            .and_then(Value::as_i64)
-            .and_then(|d| u64::try_from(d).ok())
-            .unwrap_or(NO_DURATION);
+        if direct {
+            // A span needs an id; a span-less end is not exportable.
+            if event.span_id() == 0 {
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let trace_id = match trace_id {
+                0 => assemble::derived_trace(event.span_id(), event.parent_span_id()),
+                t => t,
+            };
+            let info = &self.infos[usize::from(family)];
+            match self
+                .shards
+                .push(|out| assemble::encode_event(info, role, event, trace_id, out))
+            {
+                Ok(None) => {}
+                Ok(Some(full)) => self.hand_over(full),
+                // Shut down: dropped and counted, as a closed queue's are.
+                Err(direct::Closed) => {
+                    self.counters
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let duration = assemble::duration_of(event).unwrap_or(NO_DURATION);
         let msg = Msg::Event(SpanEvent {
             role,
             family,

@@ -240,8 +240,12 @@ fn a_full_queue_drops_and_counts_and_reports_overflow() {
     assert!(stats.export_failed > 0, "a 503 loses the batch: {stats:?}");
     assert_eq!(overflow.load(Ordering::Relaxed), stats.dropped_queue_full);
     assert_eq!(dropped.load(Ordering::Relaxed), stats.dropped_queue_full);
-    // Events after shutdown are dropped, not blocking.
+    // Events after shutdown are dropped and counted, not blocking.
     t.span(family, &[], || ());
+    assert_eq!(
+        sink.stats().dropped_queue_full,
+        stats.dropped_queue_full + 1
+    );
 }
 
 #[test]
@@ -538,4 +542,55 @@ fn endpoints_are_checked() {
             .to_string();
         assert!(e.contains(bad), "{e}");
     }
+}
+
+/// Call spans are encoded on the emitting threads into per-thread chunks:
+/// from many threads at once, every span is exported exactly once, full
+/// chunks as their own requests and partly filled ones when the export
+/// interval comes, with no flush.
+#[test]
+fn call_spans_from_many_threads_are_each_exported_once_without_a_flush() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let sink = attached(
+        &t,
+        OtelSinkConfig {
+            batch_size: 64,
+            ..config(receiver.endpoint())
+        },
+    );
+    let (threads, per_thread) = (4, 1_001);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
+                for _ in 0..per_thread {
+                    t.span(family, &[("tool", Value::from("ping"))], || ());
+                }
+            });
+        }
+    });
+    let total = threads * per_thread;
+    let spans = receiver.wait_spans(total, Duration::from_secs(10));
+    let mut ids: Vec<_> = spans.iter().map(|(_, s)| s.span_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((spans.len(), ids.len()), (total, total));
+    assert!(spans
+        .iter()
+        .all(|(_, s)| s.name == "grpc.call" && attr(s, "tool").as_deref() == Some("ping")));
+    // Batched: full chunks of 64, then the partly filled ones (one per
+    // thread at most) when the interval comes.
+    let requests = receiver.received.lock().unwrap().requests.len();
+    assert!(
+        (total / 64..=total / 64 + threads + 1).contains(&requests),
+        "{requests} requests"
+    );
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let stats = sink.stats();
+    assert_eq!(
+        (stats.exported, stats.dropped_queue_full),
+        (total as u64, 0)
+    );
+    sink.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use snakepit_core::SpanRole;
+use snakepit_core::{Event, SpanRole, Value};
 
 use super::fields::{FieldValue, MAX_FIELDS};
 use super::proto;
@@ -179,15 +179,21 @@ impl Pairing {
         {
             return parent.trace_id;
         }
-        // Derived from the span id, so the start and the end agree.
-        let id = if event.parent_span_id != 0 {
-            event.parent_span_id
-        } else {
-            event.span_id
-        };
-        let mixed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (u128::from(mixed) << 64) | u128::from(id.rotate_left(17) | 1)
+        derived_trace(event.span_id, event.parent_span_id)
     }
+}
+
+/// The trace id of a span that has none (and no open parent to take one
+/// from): derived from its parent's id, else its own, so its start and its
+/// end agree.
+pub(crate) fn derived_trace(span_id: u64, parent_span_id: u64) -> u128 {
+    let id = if parent_span_id != 0 {
+        parent_span_id
+    } else {
+        span_id
+    };
+    let mixed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (u128::from(mixed) << 64) | u128::from(id.rotate_left(17) | 1)
 }
 
 /// Attributes of one span in first-seen order; a later value for a key
@@ -233,19 +239,115 @@ pub(crate) fn encode(
     out: &mut Vec<u8>,
 ) {
     let (start_ns, end_ns, parent) = span_bounds(start, end);
-    let mut attrs = Attrs::new();
-    let mut name = None;
     let correlation = end
         .fields
         .correlation_id()
         .or_else(|| start.and_then(|s| s.fields.correlation_id()));
-    // Start metadata, end metadata, then end measurements (read in the
-    // same pass as its metadata, put after them).
+    let ids = SpanIds {
+        trace_id,
+        span_id: end.span_id,
+        parent_span_id: parent,
+    };
+    encode_span(
+        info,
+        end.role,
+        ids,
+        (start_ns, end_ns),
+        start.into_iter().flat_map(|s| s.fields.metadata()),
+        end.fields.all(),
+        correlation,
+        out,
+    );
+}
+
+/// Encodes the span a stop or exception event carries alone (its family's
+/// end carries the start's metadata and context, and its `duration` places
+/// the start), straight from the event: what [`encode`] writes for the
+/// same event queued as a [`SpanEvent`] with no start, byte for byte.
+pub(crate) fn encode_event(
+    info: &SpanInfo,
+    role: SpanRole,
+    event: &Event<'_>,
+    trace_id: u128,
+    out: &mut Vec<u8>,
+) {
+    let end_ns = event.timestamp_ns();
+    let start_ns = duration_of(event).map_or(end_ns, |d| end_ns.saturating_sub(d));
+    // The same fields a queued copy keeps (see `PackedFields::new`).
+    let measurements = event.measurements();
+    let metadata = event.metadata();
+    let kept_measurements = measurements.len().min(MAX_FIELDS);
+    let kept_metadata = metadata.len().min(MAX_FIELDS - kept_measurements);
+    let ends = measurements[..kept_measurements]
+        .iter()
+        .filter(|(k, _)| *k != "duration")
+        .map(|(k, v)| (true, k.as_bytes(), field_value(v)))
+        .chain(
+            metadata[..kept_metadata]
+                .iter()
+                .map(|(k, v)| (false, k.as_bytes(), field_value(v))),
+        );
+    let ids = SpanIds {
+        trace_id,
+        span_id: event.span_id(),
+        parent_span_id: event.parent_span_id(),
+    };
+    encode_span(
+        info,
+        role,
+        ids,
+        (start_ns, end_ns),
+        std::iter::empty(),
+        ends,
+        event.correlation_id().map(str::as_bytes),
+        out,
+    );
+}
+
+/// An event's `duration` measurement in nanoseconds, if it has a usable one.
+pub(crate) fn duration_of(event: &Event<'_>) -> Option<u64> {
+    event
+        .measurement("duration")
+        .and_then(Value::as_i64)
+        .and_then(|d| u64::try_from(d).ok())
+}
+
+fn field_value<'a>(v: &'a Value<'_>) -> FieldValue<'a> {
+    match v {
+        Value::Int(i) => FieldValue::Int(*i),
+        Value::Float(f) => FieldValue::Float(*f),
+        Value::Str(s) => FieldValue::Str(s.as_bytes()),
+    }
+}
+
+struct SpanIds {
+    trace_id: u128,
+    span_id: u64,
+    parent_span_id: u64,
+}
+
+/// Writes one span: start metadata, end metadata, then end measurements
+/// (read in the same pass as its metadata, put after them), the
+/// correlation id, and the error of an exception.
+#[allow(clippy::too_many_arguments)]
+fn encode_span<'a>(
+    info: &'a SpanInfo,
+    role: SpanRole,
+    ids: SpanIds,
+    (start_ns, end_ns): (u64, u64),
+    starts: impl Iterator<Item = (&'a [u8], FieldValue<'a>)>,
+    ends: impl Iterator<Item = (bool, &'a [u8], FieldValue<'a>)>,
+    correlation: Option<&'a [u8]>,
+    out: &mut Vec<u8>,
+) {
+    let mut attrs = Attrs::new();
+    let mut name = None;
     let mut measurements = [(&b""[..], FieldValue::Int(0)); MAX_FIELDS];
     let mut n = 0;
-    let ends = end.fields.all();
-    let starts = start.into_iter().flat_map(|s| s.fields.metadata());
-    for (is_measurement, k, v) in starts.map(|(k, v)| (false, k, v)).chain(ends) {
+    // The first `error_type` and `error_message` of the end's metadata.
+    let (mut error_type, mut error_message) = (None, None);
+    let starts = starts.map(|(k, v)| (false, false, k, v));
+    for (is_end, is_measurement, k, v) in starts.chain(ends.map(|(m, k, v)| (true, m, k, v))) {
         if is_measurement {
             if k != b"duration" {
                 if let Some(slot) = measurements.get_mut(n) {
@@ -254,6 +356,13 @@ pub(crate) fn encode(
                 }
             }
             continue;
+        }
+        if is_end {
+            match k {
+                b"error_type" if error_type.is_none() => error_type = Some(v),
+                b"error_message" if error_message.is_none() => error_message = Some(v),
+                _ => {}
+            }
         }
         match k {
             b"span_name" if info.named_by_metadata => name = v.as_str(),
@@ -267,10 +376,9 @@ pub(crate) fn encode(
     if let Some(c) = correlation {
         attrs.put(b"snakepit.correlation_id", FieldValue::Str(c));
     }
-    let exception = (end.role == SpanRole::Exception).then(|| {
-        let meta = |key: &[u8]| end.fields.meta(key).and_then(|v| v.as_str());
-        let error_type = meta(b"error_type").unwrap_or(b"error");
-        let message = meta(b"error_message").unwrap_or(error_type);
+    let exception = (role == SpanRole::Exception).then(|| {
+        let error_type = error_type.and_then(|v| v.as_str()).unwrap_or(b"error");
+        let message = error_message.and_then(|v| v.as_str()).unwrap_or(error_type);
         attrs.put(b"error.type", FieldValue::Str(error_type));
         Exception {
             time_ns: end_ns,
@@ -279,9 +387,9 @@ pub(crate) fn encode(
         }
     });
     SpanRef {
-        trace_id,
-        span_id: end.span_id,
-        parent_span_id: parent,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        parent_span_id: ids.parent_span_id,
         name: name.unwrap_or(info.name.as_bytes()),
         kind: info.kind,
         start_ns,

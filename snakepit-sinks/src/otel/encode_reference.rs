@@ -5,7 +5,7 @@
 use prost::Message;
 use snakepit_core::{SpanRole, Value};
 
-use super::assemble::{encode, span_info};
+use super::assemble::{encode, encode_event, span_info};
 use super::fields::{FieldValue, PackedFields};
 use super::proto::{self, any_value, AnyValue, KeyValue};
 use super::{SpanEvent, SpanInfo};
@@ -153,6 +153,68 @@ pub(crate) fn event(
 
 type Cases = ([Option<SpanEvent>; 4], [SpanEvent; 5]);
 
+/// The fields of an end event (span id 7).
+pub(crate) struct RawEnd<'a> {
+    role: SpanRole,
+    parent_span_id: u64,
+    trace_id: u128,
+    timestamp_ns: u64,
+    duration_ns: Option<u64>,
+    measurements: Vec<(&'a str, Value<'a>)>,
+    metadata: Vec<(&'a str, Value<'a>)>,
+    correlation: Option<&'a str>,
+}
+
+/// Ends covering exceptions, duplicates, value types, spilled and dropped
+/// fields.
+fn end_cases<'a>(
+    many_m: &[(&'a str, Value<'a>)],
+    many_md: &[(&'a str, Value<'a>)],
+    long: &'a str,
+) -> [RawEnd<'a>; 5] {
+    let raw = |role, parent_span_id, trace_id, timestamp_ns, duration_ns| RawEnd {
+        role,
+        parent_span_id,
+        trace_id,
+        timestamp_ns,
+        duration_ns,
+        measurements: Vec::new(),
+        metadata: Vec::new(),
+        correlation: None,
+    };
+    [
+        RawEnd {
+            measurements: many_m.to_vec(),
+            metadata: many_md.to_vec(),
+            ..raw(SpanRole::Stop, 0, 1, 20, Some(7))
+        },
+        RawEnd {
+            measurements: vec![("duration", Value::Int(2_500)), ("bytes", Value::Int(10))],
+            metadata: vec![
+                ("tool", Value::from("other")),
+                ("ratio", Value::Float(0.25)),
+                ("status", Value::from(long)),
+            ],
+            ..raw(SpanRole::Stop, 0, 0, 9_000, Some(2_500))
+        },
+        RawEnd {
+            measurements: vec![("duration", Value::Int(10_000))],
+            metadata: vec![
+                ("error_type", Value::from("ValueError")),
+                ("error_message", Value::from("bad input")),
+                ("span_name", Value::from("renamed")),
+            ],
+            correlation: Some("corr-end"),
+            ..raw(SpanRole::Exception, 9, u128::MAX, 500, Some(10_000))
+        },
+        RawEnd {
+            metadata: vec![("error_type", Value::Int(1))],
+            ..raw(SpanRole::Exception, 0, 0, 3, None)
+        },
+        raw(SpanRole::Stop, 0, 0, 1, None),
+    ]
+}
+
 /// Starts and ends covering names, kinds, ids, exceptions, duplicates,
 /// value types and spilled fields.
 fn cases(full: bool, long: &str) -> Cases {
@@ -211,65 +273,20 @@ fn cases(full: bool, long: &str) -> Cases {
             None,
         )),
     ];
-    let ends = [
+    let ends = end_cases(&many_m, &many_md, long).map(|r| {
         event(
             full,
-            SpanRole::Stop,
+            r.role,
             7,
-            0,
-            1,
-            20,
-            Some(7),
-            &many_m,
-            &many_md,
-            None,
-        ),
-        event(
-            full,
-            SpanRole::Stop,
-            7,
-            0,
-            0,
-            9_000,
-            Some(2_500),
-            &[("duration", Value::Int(2_500)), ("bytes", Value::Int(10))],
-            &[
-                ("tool", Value::from("other")),
-                ("ratio", Value::Float(0.25)),
-                ("status", Value::from(long)),
-            ],
-            None,
-        ),
-        event(
-            full,
-            SpanRole::Exception,
-            7,
-            9,
-            u128::MAX,
-            500,
-            Some(10_000),
-            &[("duration", Value::Int(10_000))],
-            &[
-                ("error_type", Value::from("ValueError")),
-                ("error_message", Value::from("bad input")),
-                ("span_name", Value::from("renamed")),
-            ],
-            Some("corr-end"),
-        ),
-        event(
-            full,
-            SpanRole::Exception,
-            7,
-            0,
-            0,
-            0,
-            None,
-            &[],
-            &[("error_type", Value::Int(1))],
-            None,
-        ),
-        event(full, SpanRole::Stop, 7, 0, 0, 0, None, &[], &[], None),
-    ];
+            r.parent_span_id,
+            r.trace_id,
+            r.timestamp_ns,
+            r.duration_ns,
+            &r.measurements,
+            &r.metadata,
+            r.correlation,
+        )
+    });
     (starts, ends)
 }
 
@@ -306,4 +323,63 @@ fn direct_encoding_matches_prost_messages() {
         }
     }
     assert_eq!(cases, 4 * 4 * 5 * 3);
+}
+
+/// A span encoded on the emitting thread straight from its end event equals
+/// the one the export thread encodes from the event's queued copy.
+#[test]
+fn span_from_the_event_matches_span_from_its_queued_copy() {
+    use snakepit_core::{builtin, Catalog, Event, EventContext};
+
+    let catalog = Catalog::builtin();
+    let spec = catalog.spec(builtin::PYTHON_CALL_STOP);
+    let long = "y".repeat(300);
+    let many_m: Vec<(&str, Value)> = [("duration", Value::Int(7))]
+        .into_iter()
+        .chain((0..10).map(|i| ("m", Value::Int(i))))
+        .collect();
+    let many_md: Vec<(&str, Value)> = (0..5).map(|i| ("md", Value::Int(i))).collect();
+    let mut cases = 0;
+    for info in [
+        span_info("snakepit.grpc.call"),
+        span_info("snakepit.python.call"),
+        span_info("snakepit.python.tool.execution"),
+    ] {
+        for r in end_cases(&many_m, &many_md, &long) {
+            let event = Event::new(
+                builtin::PYTHON_CALL_STOP,
+                spec,
+                &r.measurements,
+                &r.metadata,
+                EventContext {
+                    timestamp_ns: r.timestamp_ns,
+                    correlation_id: r.correlation,
+                    span_id: 7,
+                    parent_span_id: r.parent_span_id,
+                    trace_id: r.trace_id,
+                },
+            );
+            let queued = self::event(
+                false,
+                r.role,
+                7,
+                r.parent_span_id,
+                r.trace_id,
+                r.timestamp_ns,
+                super::assemble::duration_of(&event),
+                &r.measurements,
+                &r.metadata,
+                r.correlation,
+            );
+            for trace_id in [1, u128::MAX] {
+                let mut from_event = Vec::new();
+                encode_event(&info, r.role, &event, trace_id, &mut from_event);
+                let mut from_copy = Vec::new();
+                encode(&info, None, &queued, trace_id, &mut from_copy);
+                assert_eq!(from_event, from_copy, "{info:?}");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 3 * 5 * 2);
 }

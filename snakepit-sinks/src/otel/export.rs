@@ -14,6 +14,7 @@ use snakepit_core::{builtin, Value};
 use snakepit_telemetry::Telemetry;
 
 use super::assemble::Pairing;
+use super::direct::{Chunk, Shards};
 use super::proto::{self, KeyValue};
 use super::wire::{delimited_len, put_delimited_header};
 use super::{Control, Counters, Msg, OtelError, SpanInfo};
@@ -46,8 +47,10 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
 
 /// How often drop counters are reported at most.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Longest sleep between checks of the control state.
-const TICK: Duration = Duration::from_millis(100);
+/// Longest sleep between checks of the control state and of the chunks.
+const TICK: Duration = Duration::from_millis(25);
+/// How often the emitting threads' chunks are looked at, at most.
+const SCAN_EVERY: Duration = Duration::from_millis(20);
 /// Queue polling period while events keep coming.
 const POLL_EVERY: Duration = Duration::from_millis(1);
 /// How long after the last event the thread keeps polling before it blocks.
@@ -100,6 +103,30 @@ impl Frame {
         }
     }
 
+    /// The frame of this config's requests: its resource (`service.name`
+    /// and the SDK's attributes) and the `snakepit` scope.
+    pub fn for_config(config: &OtelSinkConfig) -> Frame {
+        Frame::new(
+            &proto::Resource {
+                attributes: vec![
+                    KeyValue::string("service.name", config.service_name.clone()),
+                    KeyValue::string("telemetry.sdk.name", "snakepit"),
+                    KeyValue::string("telemetry.sdk.language", "rust"),
+                    KeyValue::string("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+                ],
+            },
+            &proto::InstrumentationScope {
+                name: "snakepit".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        )
+    }
+
+    /// Spare bytes at the start of a batch buffer.
+    pub fn reserve(&self) -> usize {
+        self.reserve
+    }
+
     /// An empty batch buffer.
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.reserve + capacity);
@@ -134,6 +161,8 @@ struct Batch {
 const SPARE_BUFFERS: usize = 4;
 
 pub(crate) struct Exporter {
+    /// Spans encoded on the emitting threads, not yet handed over.
+    shards: Arc<Shards>,
     url: String,
     agent: ureq::Agent,
     telemetry: Telemetry,
@@ -155,6 +184,7 @@ pub(crate) struct Exporter {
     capacity: u64,
     reported: Reported,
     last_report: Instant,
+    last_scan: Instant,
 }
 
 /// Counter values at the last drop report.
@@ -172,23 +202,12 @@ impl Exporter {
         telemetry: Telemetry,
         counters: Arc<Counters>,
         families: Arc<[SpanInfo]>,
+        frame: Frame,
+        shards: Arc<Shards>,
     ) -> Exporter {
         let timeout = Duration::from_millis(config.export_timeout_ms.max(1));
-        let frame = Frame::new(
-            &proto::Resource {
-                attributes: vec![
-                    KeyValue::string("service.name", config.service_name.clone()),
-                    KeyValue::string("telemetry.sdk.name", "snakepit"),
-                    KeyValue::string("telemetry.sdk.language", "rust"),
-                    KeyValue::string("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
-                ],
-            },
-            &proto::InstrumentationScope {
-                name: "snakepit".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-        );
         Exporter {
+            shards,
             url,
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             telemetry,
@@ -210,6 +229,7 @@ impl Exporter {
             capacity: config.queue_capacity as u64,
             reported: Reported::default(),
             last_report: Instant::now(),
+            last_scan: Instant::now(),
         }
     }
 
@@ -278,25 +298,46 @@ impl Exporter {
                         self.export(Some(deadline), control);
                     }
                 }
+                // Then what the emitting threads hold.
+                self.collect_shards();
                 self.export(Some(deadline), control);
                 if stop_deadline.is_some() {
                     let open = self.pairing.abandon();
                     self.counters.evicted.fetch_add(open, Ordering::Relaxed);
+                    // Spans written since the collection above are dropped;
+                    // later ones are refused by the shards and counted there.
+                    let late = self.shards.close() as u64;
+                    self.counters
+                        .dropped_queue_full
+                        .fetch_add(late, Ordering::Relaxed);
                     self.report_drops();
                     break;
                 }
                 let mut s = control.state.lock().unwrap_or_else(|p| p.into_inner());
                 s.flush_done = s.flush_done.max(flush_ticket.unwrap_or(0));
                 control.changed.notify_all();
-            } else if self.finished >= self.batch_size
-                || self
-                    .oldest_finished
-                    .is_some_and(|t| t.elapsed() >= self.interval)
+            } else if self
+                .oldest_finished
+                .is_some_and(|t| t.elapsed() >= self.interval)
             {
+                // The interval is up: send everything, the emitting
+                // threads' partly filled chunks too.
+                self.collect_shards();
+                self.export(None, control);
+            } else if self.finished >= self.batch_size {
                 self.export(None, control);
             }
             if self.last_report.elapsed() >= REPORT_EVERY {
                 self.report_drops();
+            }
+            // Spans waiting in the emitting threads' chunks run the export
+            // interval's clock from when they were written (looked at every
+            // `SCAN_EVERY` at most: the locks are the emitting threads').
+            if self.last_scan.elapsed() >= SCAN_EVERY {
+                self.last_scan = Instant::now();
+                if let Some(t) = self.shards.oldest() {
+                    self.oldest_finished = Some(self.oldest_finished.map_or(t, |o| o.min(t)));
+                }
             }
         }
         let mut s = control.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -307,6 +348,12 @@ impl Exporter {
     fn take(&mut self, msg: Msg) {
         let event = match msg {
             Msg::Event(event) => event,
+            Msg::Chunk(chunk) => {
+                let n = chunk.spans as u64;
+                self.counters.chunk_spans.fetch_sub(n, Ordering::Relaxed);
+                self.absorb(chunk);
+                return;
+            }
             Msg::Wake => {
                 self.counters.wakes.fetch_sub(1, Ordering::Relaxed);
                 return;
@@ -327,6 +374,42 @@ impl Exporter {
                 let full = std::mem::replace(&mut self.current, next);
                 self.ready.push_back(full);
             }
+        }
+    }
+
+    /// Adds a chunk of spans encoded elsewhere: a large one becomes a batch
+    /// of its own as it is, a small one is copied into the current batch.
+    fn absorb(&mut self, chunk: Chunk) {
+        if chunk.spans == 0 {
+            return;
+        }
+        let started = chunk.started.unwrap_or_else(Instant::now);
+        self.oldest_finished = Some(self.oldest_finished.map_or(started, |o| o.min(started)));
+        self.finished += chunk.spans;
+        if 2 * chunk.spans >= self.batch_size {
+            self.ready.push_back(Batch {
+                buf: chunk.buf,
+                spans: chunk.spans,
+            });
+            return;
+        }
+        let reserve = self.frame.reserve;
+        self.current
+            .buf
+            .extend_from_slice(chunk.buf.get(reserve..).unwrap_or(&[]));
+        self.current.spans += chunk.spans;
+        if self.current.spans >= self.batch_size {
+            let next = self.new_batch();
+            let full = std::mem::replace(&mut self.current, next);
+            self.ready.push_back(full);
+        }
+    }
+
+    /// Takes the partly filled chunks of the emitting threads.
+    fn collect_shards(&mut self) {
+        let shards = self.shards.clone();
+        for chunk in shards.drain() {
+            self.absorb(chunk);
         }
     }
 

@@ -245,6 +245,8 @@ impl PackedFields {
         self.fields().skip(usize::from(self.measurements))
     }
 
+    /// The first metadata value of `key` (the exporter reads them in order).
+    #[cfg(test)]
     pub fn meta(&self, key: &[u8]) -> Option<FieldValue<'_>> {
         self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
     }

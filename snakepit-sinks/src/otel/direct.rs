@@ -1,0 +1,151 @@
+//! Spans encoded on the emitting thread: the three spans of every call are
+//! built from their end event alone, so the handler writes each straight
+//! into a batch buffer as OTLP protobuf, with no copy of the event, no
+//! queue message per span and no work on the export thread but the POST.
+//!
+//! Each emitting thread writes into one of a few shards (picked once per
+//! thread), so two threads rarely share a lock. A shard's chunk goes to the
+//! export thread as one message when it holds a batch; the export thread
+//! takes partly filled chunks when its export interval comes, and on flush
+//! and shutdown.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::CacheLine;
+
+/// Spans encoded as `ScopeSpans.spans` entries after `reserve` spare bytes
+/// (see `Frame`), so a chunk is sent as a request without copying.
+pub(crate) struct Chunk {
+    pub buf: Vec<u8>,
+    pub spans: usize,
+    /// When its first span was written.
+    pub started: Option<Instant>,
+}
+
+/// A chunk is handed over at this size even short of a batch (a few spans
+/// with very large attributes).
+const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// Shards per sink. Tokio's worker threads are one per core; more shards
+/// than emitting threads only cost a lock each at export time.
+const SHARDS: usize = 8;
+
+/// The shard buffers of one sink.
+pub(crate) struct Shards {
+    shards: Box<[CacheLine<Mutex<Chunk>>]>,
+    /// Spare bytes at the start of every chunk, for the request header.
+    reserve: usize,
+    /// Spans per chunk handed over.
+    per_chunk: usize,
+    /// Set when the export thread stops.
+    closed: AtomicBool,
+}
+
+/// The shards are closed: the sink has shut down.
+pub(crate) struct Closed;
+
+thread_local! {
+    /// This thread's shard index (before the modulo).
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
+impl Shards {
+    pub fn new(reserve: usize, per_chunk: usize) -> Shards {
+        Shards {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    CacheLine(Mutex::new(Chunk {
+                        buf: Vec::new(),
+                        spans: 0,
+                        started: None,
+                    }))
+                })
+                .collect(),
+            reserve,
+            per_chunk: per_chunk.max(1),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Chunk> {
+        self.shards[i % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one span with `write` to this thread's chunk; returns the
+    /// chunk when it is full, for the caller to hand over. `Err` once the
+    /// shards are closed (the span is not written).
+    #[inline]
+    pub fn push(&self, write: impl FnOnce(&mut Vec<u8>)) -> Result<Option<Chunk>, Closed> {
+        let mut chunk = self.lock(SHARD.with(|s| *s));
+        // Read under the lock: `close` sets it before draining, so a span
+        // is either drained by `close` or refused here.
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Closed);
+        }
+        if chunk.spans == 0 {
+            chunk.buf.resize(self.reserve, 0);
+            chunk.started = Some(Instant::now());
+        }
+        write(&mut chunk.buf);
+        chunk.spans += 1;
+        Ok(
+            if chunk.spans >= self.per_chunk || chunk.buf.len() >= MAX_CHUNK_BYTES {
+                Some(take(&mut chunk))
+            } else {
+                None
+            },
+        )
+    }
+
+    /// Refuses spans from now on; returns how many were waiting (dropped).
+    pub fn close(&self) -> usize {
+        self.closed.store(true, Ordering::Relaxed);
+        (0..self.shards.len())
+            .map(|i| {
+                let mut chunk = self.lock(i);
+                let n = chunk.spans;
+                *chunk = Chunk {
+                    buf: Vec::new(),
+                    spans: 0,
+                    started: None,
+                };
+                n
+            })
+            .sum()
+    }
+
+    /// When the oldest span waiting in a shard was written.
+    pub fn oldest(&self) -> Option<Instant> {
+        (0..self.shards.len())
+            .filter_map(|i| self.lock(i).started)
+            .min()
+    }
+
+    /// Takes every partly filled chunk.
+    pub fn drain(&self) -> impl Iterator<Item = Chunk> + '_ {
+        (0..self.shards.len()).filter_map(|i| {
+            let mut chunk = self.lock(i);
+            (chunk.spans > 0).then(|| take(&mut chunk))
+        })
+    }
+}
+
+fn take(chunk: &mut Chunk) -> Chunk {
+    // The next chunk will need about as much room.
+    let capacity = chunk.buf.capacity();
+    std::mem::replace(
+        chunk,
+        Chunk {
+            buf: Vec::with_capacity(capacity),
+            spans: 0,
+            started: None,
+        },
+    )
+}
