@@ -4,7 +4,7 @@
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
-//! `CALLS`, default 20000 per round; `ROUNDS`, default 5, each round
+//! `CALLS`, default 100000 per round, and a tenth of that one at a time; `ROUNDS`, default 5, each round
 //! starting one configuration later; `PROFILE=<0..4>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
@@ -175,7 +175,7 @@ fn main() {
     let calls: usize = std::env::var("CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(100_000);
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -303,7 +303,7 @@ fn main() {
             line.push_str(&format!(" {name} {:.0}/s {:.1} µs CPU/call;", r[i], c[i]));
         }
         for (i, (_, t)) in configs.iter().enumerate() {
-            seq[i].push(rt.block_on(run_sequential(t, &workers[0], calls / 4)));
+            seq[i].push(rt.block_on(run_sequential(t, &workers[0], calls / 10)));
         }
         println!("{line}");
         rates.push(r);

@@ -192,7 +192,7 @@ fn table_bench(
             ("ROUNDS", "6"),
             ("BENCH_ROUNDS", "8"),
             ("BENCH_ROUND_SECONDS", "1"),
-            ("CALLS", "10000"),
+            ("CALLS", "30000"),
         ]);
     }
     let out = cmd
