@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
 //! `CALLS`, default 100000 per round, and a tenth of that one at a time; `ROUNDS`, default 5, each round
-//! starting one configuration later; `PROFILE=<0..4>`
+//! starting one configuration later; `PROFILE=<0..5>`
 //! runs one configuration once, for a profiler such as `perf record`).
 
 use std::io::{BufRead, BufReader};
@@ -262,11 +262,26 @@ fn main() {
         .attach_sink("otel", &[], otel_sampled.clone())
         .unwrap();
 
-    const N: usize = 5;
+    // The OTel sink alone, exporting every span.
+    let otel_only = Telemetry::new();
+    let otel4 = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: support::otlp_sink_receiver(),
+                ..OtelSinkConfig::default()
+            },
+            &otel_only,
+        )
+        .unwrap(),
+    );
+    otel_only.attach_sink("otel", &[], otel4.clone()).unwrap();
+
+    const N: usize = 6;
     let configs: [(&str, &Telemetry); N] = [
         ("telemetry off", &off),
         ("telemetry on, no sink", &bare),
         ("prometheus sink only", &prom_only),
+        ("otel sink only", &otel_only),
         ("every sink on", &on),
         ("every sink on, otel sample_ratio 0.1", &sampled),
     ];
@@ -356,7 +371,7 @@ fn main() {
     }
     println!("otel sink: {:?}", otel.stats());
     println!("otel sink, sample_ratio 0.1: {:?}", otel_sampled.stats());
-    for o in [&otel, &otel_sampled] {
+    for o in [&otel, &otel_sampled, &otel4] {
         let _ = o.shutdown(Duration::from_secs(5));
     }
     for p in [&prom, &prom3] {
