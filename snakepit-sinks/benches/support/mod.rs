@@ -13,6 +13,9 @@ pub fn otlp_sink_receiver() -> String {
             std::thread::spawn(move || {
                 let mut w = stream.try_clone().unwrap();
                 let mut r = BufReader::new(stream);
+                // One body buffer for the connection, as a collector would
+                // reuse its read buffers.
+                let mut body = Vec::new();
                 loop {
                     let mut len = 0usize;
                     let mut line = String::new();
@@ -32,7 +35,7 @@ pub fn otlp_sink_receiver() -> String {
                             len = v.trim().parse().unwrap_or(0);
                         }
                     }
-                    let mut body = vec![0; len];
+                    body.resize(len, 0);
                     if r.read_exact(&mut body).is_err()
                         || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                             .is_err()

@@ -198,18 +198,21 @@ pub(crate) fn derived_trace(span_id: u64, parent_span_id: u64) -> u128 {
 
 /// Attributes of one span in first-seen order; a later value for a key
 /// replaces the earlier one in place.
-struct Attrs<'a> {
-    items: [(&'a [u8], FieldValue<'a>); MAX_ATTRS],
+struct Attrs<'a, const N: usize> {
+    items: [(&'a [u8], FieldValue<'a>); N],
     len: usize,
 }
 
 /// Start metadata, end metadata and measurements, correlation id, error type.
 const MAX_ATTRS: usize = 2 * MAX_FIELDS + 2;
 
-impl<'a> Attrs<'a> {
+/// The same for a span built from its end alone.
+const MAX_END_ATTRS: usize = MAX_FIELDS + 2;
+
+impl<'a, const N: usize> Attrs<'a, N> {
     fn new() -> Self {
         Attrs {
-            items: [(&b""[..], FieldValue::Int(0)); MAX_ATTRS],
+            items: [(&b""[..], FieldValue::Int(0)); N],
             len: 0,
         }
     }
@@ -248,7 +251,7 @@ pub(crate) fn encode(
         span_id: end.span_id,
         parent_span_id: parent,
     };
-    encode_span(
+    encode_span::<MAX_ATTRS>(
         info,
         end.role,
         ids,
@@ -292,7 +295,7 @@ pub(crate) fn encode_event(
         span_id: event.span_id(),
         parent_span_id: event.parent_span_id(),
     };
-    encode_span(
+    encode_span::<MAX_END_ATTRS>(
         info,
         role,
         ids,
@@ -330,7 +333,7 @@ struct SpanIds {
 /// (read in the same pass as its metadata, put after them), the
 /// correlation id, and the error of an exception.
 #[allow(clippy::too_many_arguments)]
-fn encode_span<'a>(
+fn encode_span<'a, const N: usize>(
     info: &'a SpanInfo,
     role: SpanRole,
     ids: SpanIds,
@@ -340,7 +343,7 @@ fn encode_span<'a>(
     correlation: Option<&'a [u8]>,
     out: &mut Vec<u8>,
 ) {
-    let mut attrs = Attrs::new();
+    let mut attrs = Attrs::<N>::new();
     let mut name = None;
     let mut measurements = [(&b""[..], FieldValue::Int(0)); MAX_FIELDS];
     let mut n = 0;

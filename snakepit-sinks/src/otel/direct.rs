@@ -41,6 +41,9 @@ pub(crate) struct Shards {
     per_chunk: usize,
     /// Set when the export thread stops.
     closed: AtomicBool,
+    /// Buffers of sent chunks, for the next chunks: written again while
+    /// still in cache, and seldom freed on another thread than their own.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The shards are closed: the sink has shut down.
@@ -69,6 +72,7 @@ impl Shards {
             reserve,
             per_chunk: per_chunk.max(1),
             closed: AtomicBool::new(false),
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -97,7 +101,7 @@ impl Shards {
         chunk.spans += 1;
         Ok(
             if chunk.spans >= self.per_chunk || chunk.buf.len() >= MAX_CHUNK_BYTES {
-                Some(take(&mut chunk))
+                Some(self.take(&mut chunk))
             } else {
                 None
             },
@@ -132,20 +136,33 @@ impl Shards {
     pub fn drain(&self) -> impl Iterator<Item = Chunk> + '_ {
         (0..self.shards.len()).filter_map(|i| {
             let mut chunk = self.lock(i);
-            (chunk.spans > 0).then(|| take(&mut chunk))
+            (chunk.spans > 0).then(|| self.take(&mut chunk))
         })
     }
-}
 
-fn take(chunk: &mut Chunk) -> Chunk {
-    // The next chunk will need about as much room.
-    let capacity = chunk.buf.capacity();
-    std::mem::replace(
-        chunk,
-        Chunk {
-            buf: Vec::with_capacity(capacity),
-            spans: 0,
-            started: None,
-        },
-    )
+    /// Keeps the buffer of a sent chunk for a next one (a few at most).
+    pub fn recycle(&self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() >= SHARDS || self.closed.load(Ordering::Relaxed) {
+            return Some(buf);
+        }
+        buf.clear();
+        spare.push(buf);
+        None
+    }
+
+    /// The chunk, replaced by an empty one.
+    fn take(&self, chunk: &mut Chunk) -> Chunk {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // The next chunk will need about as much room.
+        let buf = spare.unwrap_or_else(|| Vec::with_capacity(chunk.buf.capacity()));
+        std::mem::replace(
+            chunk,
+            Chunk {
+                buf,
+                spans: 0,
+                started: None,
+            },
+        )
+    }
 }

@@ -293,7 +293,7 @@ fn cases(full: bool, long: &str) -> Cases {
 /// Direct encoding equals prost's encoding of the built messages.
 #[test]
 fn direct_encoding_matches_prost_messages() {
-    let long = "y".repeat(300);
+    let long = "y".repeat(20_000);
     let infos = [
         span_info("snakepit.grpc.call"),
         span_info("snakepit.python.call"),
@@ -333,7 +333,7 @@ fn span_from_the_event_matches_span_from_its_queued_copy() {
 
     let catalog = Catalog::builtin();
     let spec = catalog.spec(builtin::PYTHON_CALL_STOP);
-    let long = "y".repeat(300);
+    let long = "y".repeat(20_000);
     let many_m: Vec<(&str, Value)> = [("duration", Value::Int(7))]
         .into_iter()
         .chain((0..10).map(|i| ("m", Value::Int(i))))

@@ -433,7 +433,11 @@ impl Exporter {
         Some(std::mem::replace(&mut self.current, next))
     }
 
-    fn recycle(&mut self, mut buf: Vec<u8>) {
+    fn recycle(&mut self, buf: Vec<u8>) {
+        // The emitting threads' chunks first: they write the most.
+        let Some(mut buf) = self.shards.recycle(buf) else {
+            return;
+        };
         if self.spare.len() < SPARE_BUFFERS {
             buf.truncate(self.frame.reserve);
             self.spare.push(buf);

@@ -54,27 +54,10 @@ fn put_fixed64(out: &mut Vec<u8>, tag: u8, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// prost leaves out proto3 fields with their default value.
-fn opt_bytes_len(bytes: &[u8]) -> usize {
-    if bytes.is_empty() {
-        0
-    } else {
-        delimited_len(bytes.len())
-    }
-}
-
 #[inline]
 fn put_opt_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     if !bytes.is_empty() {
         put_bytes(out, tag, bytes);
-    }
-}
-
-fn opt_fixed64_len(v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        9
     }
 }
 
@@ -84,33 +67,70 @@ fn put_opt_fixed64(out: &mut Vec<u8>, tag: u8, v: u64) {
     }
 }
 
-/// `AnyValue` body.
-fn any_value_len(v: &FieldValue<'_>) -> usize {
-    match v {
-        FieldValue::Str(s) => delimited_len(s.len()),
-        FieldValue::Int(i) => 1 + encoded_len_varint(*i as u64),
-        FieldValue::Float(_) => 9,
+/// A length-delimited field being written: its length bytes are reserved
+/// before its body and filled in by [`end`], which moves the body when the
+/// length needs another number of bytes than reserved. The result is the
+/// canonical encoding (the shortest varint), as prost writes it, in one
+/// pass over the data.
+struct Open {
+    /// Where the reserved length bytes start.
+    at: usize,
+    /// How many were reserved.
+    reserved: usize,
+}
+
+/// Starts field `tag`, reserving `reserved` length bytes (1 holds a body of
+/// up to 127 bytes, 2 up to 16,383).
+#[inline]
+fn begin(out: &mut Vec<u8>, tag: u8, reserved: usize) -> Open {
+    out.push(key(tag, LEN));
+    let at = out.len();
+    out.resize(at + reserved, 0);
+    Open { at, reserved }
+}
+
+/// Ends a field started with [`begin`]: writes its length.
+#[inline(always)]
+fn end(out: &mut Vec<u8>, open: Open) {
+    let body = open.at + open.reserved;
+    let n = out.len() - body;
+    if open.reserved == 1 && n < 0x80 {
+        out[open.at] = n as u8;
+        return;
     }
+    end_moving(out, open, n);
 }
 
-/// `KeyValue` body.
-fn key_value_len(k: &[u8], v: &FieldValue<'_>) -> usize {
-    opt_bytes_len(k) + delimited_len(any_value_len(v))
-}
-
-/// A repeated `KeyValue` field `tag`.
-fn attributes_len(attrs: &[(&[u8], FieldValue<'_>)]) -> usize {
-    attrs
-        .iter()
-        .map(|(k, v)| delimited_len(key_value_len(k, v)))
-        .sum()
+/// [`end`] when the length takes another number of bytes than reserved:
+/// rare for 1-byte reservations (a body over 127 bytes), a short copy for
+/// the span's own 2 bytes (a body under 128 bytes).
+#[inline(never)]
+fn end_moving(out: &mut Vec<u8>, open: Open, n: usize) {
+    let body = open.at + open.reserved;
+    let need = encoded_len_varint(n as u64);
+    if need != open.reserved {
+        let old_len = out.len();
+        if need > open.reserved {
+            out.resize(old_len + need - open.reserved, 0);
+        }
+        out.copy_within(body..old_len, open.at + need);
+        out.truncate(open.at + need + n);
+    }
+    let mut v = n as u64;
+    let mut i = open.at;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
 }
 
 fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
     for (k, v) in attrs {
-        put_delimited_header(out, tag, key_value_len(k, v));
+        let kv = begin(out, tag, 1);
         put_opt_bytes(out, 1, k);
-        put_delimited_header(out, 2, any_value_len(v));
+        let any = begin(out, 2, 1);
         match v {
             FieldValue::Str(s) => put_bytes(out, 1, s),
             FieldValue::Int(i) => {
@@ -119,6 +139,8 @@ fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)])
             }
             FieldValue::Float(f) => put_fixed64(out, 4, f.to_bits()),
         }
+        end(out, any);
+        end(out, kv);
     }
 }
 
@@ -143,58 +165,16 @@ pub(crate) struct SpanRef<'a> {
     pub exception: Option<Exception<'a>>,
 }
 
-/// `Span.Event` body of an exception.
-fn exception_event_len(e: &Exception<'_>) -> usize {
-    opt_fixed64_len(e.time_ns)
-        + delimited_len("exception".len())
-        + attributes_len(&exception_attributes(e))
-}
-
-fn exception_attributes<'a>(e: &Exception<'a>) -> [(&'a [u8], FieldValue<'a>); 2] {
-    [
-        (&b"exception.type"[..], FieldValue::Str(e.error_type)),
-        (&b"exception.message"[..], FieldValue::Str(e.message)),
-    ]
-}
-
-/// `Status` body of an error.
-fn status_len(message: &[u8]) -> usize {
-    opt_bytes_len(message) + 1 + encoded_len_varint(proto::STATUS_ERROR as u64)
-}
-
 fn id_bytes(id: u64) -> ([u8; 8], usize) {
     (id.to_be_bytes(), if id == 0 { 0 } else { 8 })
 }
 
 impl SpanRef<'_> {
-    /// `Span` body.
-    fn body_len(&self) -> usize {
-        let (span_id, n) = id_bytes(self.span_id);
-        let (parent, p) = id_bytes(self.parent_span_id);
-        let mut len = delimited_len(16)
-            + opt_bytes_len(&span_id[..n])
-            + opt_bytes_len(&parent[..p])
-            + opt_bytes_len(self.name)
-            + if self.kind == 0 {
-                0
-            } else {
-                1 + encoded_len_varint(self.kind as u64)
-            }
-            + opt_fixed64_len(self.start_ns)
-            + opt_fixed64_len(self.end_ns)
-            + attributes_len(self.attributes);
-        if let Some(e) = &self.exception {
-            len += delimited_len(exception_event_len(e));
-            len += delimited_len(status_len(e.message));
-        }
-        len
-    }
-
     /// Appends the span as field `tag` (a `ScopeSpans.spans` entry is tag 2).
     pub fn encode(&self, tag: u8, out: &mut Vec<u8>) {
-        let body = self.body_len();
-        out.reserve(delimited_len(body));
-        put_delimited_header(out, tag, body);
+        // A span's body is a few hundred bytes: two length bytes.
+        out.reserve(512);
+        let span = begin(out, tag, 2);
         put_bytes(out, 1, &self.trace_id.to_be_bytes());
         let (span_id, n) = id_bytes(self.span_id);
         put_opt_bytes(out, 2, &span_id[..n]);
@@ -209,14 +189,24 @@ impl SpanRef<'_> {
         put_opt_fixed64(out, 8, self.end_ns);
         put_attributes(out, 9, self.attributes);
         if let Some(e) = &self.exception {
-            put_delimited_header(out, 11, exception_event_len(e));
+            let event = begin(out, 11, 1);
             put_opt_fixed64(out, 1, e.time_ns);
             put_bytes(out, 2, b"exception");
-            put_attributes(out, 3, &exception_attributes(e));
-            put_delimited_header(out, 15, status_len(e.message));
+            put_attributes(
+                out,
+                3,
+                &[
+                    (&b"exception.type"[..], FieldValue::Str(e.error_type)),
+                    (&b"exception.message"[..], FieldValue::Str(e.message)),
+                ],
+            );
+            end(out, event);
+            let status = begin(out, 15, 1);
             put_opt_bytes(out, 2, e.message);
             out.push(key(3, VARINT));
             encode_varint(proto::STATUS_ERROR as u64, out);
+            end(out, status);
         }
+        end(out, span);
     }
 }
