@@ -22,7 +22,8 @@
 //!   takes partly filled chunks when `export_interval_ms` has passed since
 //!   their first span, and on flush and shutdown. Chunks in the queue count
 //!   against `queue_capacity` in spans; a chunk that does not fit is dropped
-//!   and its spans counted. (Measured with every sink on, 2 workers, a
+//!   and its spans counted. Sent chunks' buffers are reused (at most one
+//!   filling and one spare per shard, of about `batch_size` spans each). (Measured with every sink on, 2 workers, a
 //!   trivial tool: 5.7 µs less CPU per call than queueing a copy of each
 //!   event for the thread to encode, which did 3.3 µs better than pairing
 //!   starts and stops.)
@@ -95,7 +96,8 @@ pub enum OtelError {
 pub struct OtelStats {
     /// Spans accepted by the collector.
     pub exported: u64,
-    /// Events dropped because the queue was full.
+    /// Events (or call spans) dropped because the queue was full, or
+    /// because they came after shutdown.
     pub dropped_queue_full: u64,
     /// Started spans evicted before their stop arrived (or left open at shutdown).
     pub evicted: u64,

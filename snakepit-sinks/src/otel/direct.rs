@@ -49,6 +49,18 @@ pub(crate) struct Shards {
 /// The shards are closed: the sink has shut down.
 pub(crate) struct Closed;
 
+/// Truncates a buffer back to `len` when dropped (forgotten on success).
+struct Truncate<'a> {
+    buf: &'a mut Vec<u8>,
+    len: usize,
+}
+
+impl Drop for Truncate<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.len);
+    }
+}
+
 thread_local! {
     /// This thread's shard index (before the modulo).
     static SHARD: usize = {
@@ -97,7 +109,14 @@ impl Shards {
             chunk.buf.resize(self.reserve, 0);
             chunk.started = Some(Instant::now());
         }
-        write(&mut chunk.buf);
+        // A panic while writing (a bug) must not leave half a span in the
+        // chunk: the whole request would be refused.
+        let undo = Truncate {
+            len: chunk.buf.len(),
+            buf: &mut chunk.buf,
+        };
+        write(undo.buf);
+        std::mem::forget(undo);
         chunk.spans += 1;
         Ok(
             if chunk.spans >= self.per_chunk || chunk.buf.len() >= MAX_CHUNK_BYTES {
@@ -164,5 +183,36 @@ impl Shards {
                 started: None,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that panics halfway leaves nothing of its span behind, and
+    /// the shard takes the next span as if nothing happened.
+    #[test]
+    fn a_panicking_writer_leaves_no_partial_span() {
+        let shards = Shards::new(3, 2);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = shards.push(|out| {
+                out.extend_from_slice(b"half");
+                panic!("encoder bug");
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(shards.push(|out| out.push(7)), Ok(None)));
+        let chunk = match shards.push(|out| out.push(8)) {
+            Ok(Some(chunk)) => chunk,
+            _ => panic!("the second span fills the chunk"),
+        };
+        assert_eq!((chunk.spans, &chunk.buf[..]), (2, &[0, 0, 0, 7, 8][..]));
+        assert!(chunk.started.is_some());
+        // Closed: refused, and what was waiting is counted.
+        assert!(matches!(shards.push(|out| out.push(9)), Ok(None)));
+        assert_eq!(shards.close(), 1);
+        assert!(shards.push(|out| out.push(10)).is_err());
+        assert_eq!(shards.drain().count(), 0);
     }
 }
