@@ -398,6 +398,7 @@ impl Exporter {
             .buf
             .extend_from_slice(chunk.buf.get(reserve..).unwrap_or(&[]));
         self.current.spans += chunk.spans;
+        self.recycle(chunk.buf);
         if self.current.spans >= self.batch_size {
             let next = self.new_batch();
             let full = std::mem::replace(&mut self.current, next);
