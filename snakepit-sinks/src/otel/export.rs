@@ -246,7 +246,9 @@ impl Exporter {
             // instead of blocking on it: a sender must wake a blocked
             // receiver (a futex call per event, which cost the emitting
             // threads more than all the rest of the sink). Block only after
-            // a quiet spell, so an idle sink costs nothing.
+            // a quiet spell, so an idle sink costs nothing. Only event
+            // messages count: chunks of call spans come a batch at a time,
+            // and one wake-up per batch costs less than polling.
             let busy = last_msg.is_some_and(|t| t.elapsed() < STAY_POLLING);
             let got = if busy {
                 match rx.try_recv() {
@@ -262,8 +264,10 @@ impl Exporter {
             };
             match got {
                 Ok(msg) => {
+                    if matches!(msg, Msg::Event(_)) {
+                        last_msg = Some(Instant::now());
+                    }
                     self.take(msg);
-                    last_msg = Some(Instant::now());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
