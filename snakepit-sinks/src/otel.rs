@@ -13,7 +13,12 @@
 //!   are paired by span id, so metadata only a start carried is kept. The
 //!   span's parent is the event's `parent_span_id` and its trace the event's
 //!   `trace_id`, so a host call span, the Python call span inside it and the
-//!   user spans inside that form one trace.
+//!   user spans inside that form one trace. A span whose trace id is 0 takes
+//!   its open parent's, or one derived from its parent's id (else its own).
+//! * An exception sets status `ERROR` (message: `error_message`, else
+//!   `error_type`) and adds an `exception` span event. Metadata become
+//!   attributes, plus `snakepit.correlation_id`; stop measurements other
+//!   than `duration` too.
 //! * A call span is encoded by `handle` itself, on the emitting thread,
 //!   straight from the event into OTLP protobuf bytes: into a chunk of one
 //!   of a few shards (each thread keeps to one, so the lock is uncontended).
