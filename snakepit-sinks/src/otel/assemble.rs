@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use snakepit_core::{Event, SpanRole, Value};
 
-use super::fields::{FieldValue, MAX_FIELDS};
+use super::fields::{kept, FieldValue, MAX_FIELDS};
 use super::proto;
 use super::wire::{Exception, SpanRef};
 use super::{SpanEvent, SpanInfo};
@@ -277,16 +277,13 @@ pub(crate) fn encode_event(
     let end_ns = event.timestamp_ns();
     let start_ns = duration_of(event).map_or(end_ns, |d| end_ns.saturating_sub(d));
     // The same fields a queued copy keeps (see `PackedFields::new`).
-    let measurements = event.measurements();
-    let metadata = event.metadata();
-    let kept_measurements = measurements.len().min(MAX_FIELDS);
-    let kept_metadata = metadata.len().min(MAX_FIELDS - kept_measurements);
-    let ends = measurements[..kept_measurements]
+    let (measurements, metadata) = kept(event.measurements(), event.metadata());
+    let ends = measurements
         .iter()
         .filter(|(k, _)| *k != "duration")
         .map(|(k, v)| (true, k.as_bytes(), field_value(v)))
         .chain(
-            metadata[..kept_metadata]
+            metadata
                 .iter()
                 .map(|(k, v)| (false, k.as_bytes(), field_value(v))),
         );

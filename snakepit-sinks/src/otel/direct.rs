@@ -24,6 +24,17 @@ pub(crate) struct Chunk {
     pub started: Option<Instant>,
 }
 
+impl Chunk {
+    /// A chunk with no span, writing into `buf`.
+    fn empty(buf: Vec<u8>) -> Chunk {
+        Chunk {
+            buf,
+            spans: 0,
+            started: None,
+        }
+    }
+}
+
 /// A chunk is handed over at this size even short of a batch (a few spans
 /// with very large attributes).
 const MAX_CHUNK_BYTES: usize = 4 << 20;
@@ -73,13 +84,7 @@ impl Shards {
     pub fn new(reserve: usize, per_chunk: usize) -> Shards {
         Shards {
             shards: (0..SHARDS)
-                .map(|_| {
-                    CacheLine(Mutex::new(Chunk {
-                        buf: Vec::new(),
-                        spans: 0,
-                        started: None,
-                    }))
-                })
+                .map(|_| CacheLine(Mutex::new(Chunk::empty(Vec::new()))))
                 .collect(),
             reserve,
             per_chunk: per_chunk.max(1),
@@ -133,13 +138,7 @@ impl Shards {
         (0..self.shards.len())
             .map(|i| {
                 let mut chunk = self.lock(i);
-                let n = chunk.spans;
-                *chunk = Chunk {
-                    buf: Vec::new(),
-                    spans: 0,
-                    started: None,
-                };
-                n
+                std::mem::replace(&mut *chunk, Chunk::empty(Vec::new())).spans
             })
             .sum()
     }
@@ -175,14 +174,7 @@ impl Shards {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // The next chunk will need about as much room.
         let buf = spare.unwrap_or_else(|| Vec::with_capacity(chunk.buf.capacity()));
-        std::mem::replace(
-            chunk,
-            Chunk {
-                buf,
-                spans: 0,
-                started: None,
-            },
-        )
+        std::mem::replace(chunk, Chunk::empty(buf))
     }
 }
 

@@ -340,7 +340,7 @@ impl Exporter {
             if self.last_scan.elapsed() >= SCAN_EVERY {
                 self.last_scan = Instant::now();
                 if let Some(t) = self.shards.oldest() {
-                    self.oldest_finished = Some(self.oldest_finished.map_or(t, |o| o.min(t)));
+                    self.note_oldest(t);
                 }
             }
         }
@@ -368,16 +368,30 @@ impl Exporter {
             self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
         }
         if finished {
-            if self.finished == 0 {
-                self.oldest_finished = Some(Instant::now());
-            }
-            self.finished += 1;
-            self.current.spans += 1;
-            if self.current.spans >= self.batch_size {
-                let next = self.new_batch();
-                let full = std::mem::replace(&mut self.current, next);
-                self.ready.push_back(full);
-            }
+            self.note_finished(1, Instant::now());
+            self.grow_current(1);
+        }
+    }
+
+    /// Counts `spans` finished spans, the oldest finished at `at`: the
+    /// export interval runs from the oldest span waiting.
+    fn note_finished(&mut self, spans: usize, at: Instant) {
+        self.finished += spans;
+        self.note_oldest(at);
+    }
+
+    fn note_oldest(&mut self, at: Instant) {
+        self.oldest_finished = Some(self.oldest_finished.map_or(at, |o| o.min(at)));
+    }
+
+    /// `spans` more spans were written into the current batch; a full one
+    /// is queued for sending.
+    fn grow_current(&mut self, spans: usize) {
+        self.current.spans += spans;
+        if self.current.spans >= self.batch_size {
+            let next = self.new_batch();
+            let full = std::mem::replace(&mut self.current, next);
+            self.ready.push_back(full);
         }
     }
 
@@ -387,9 +401,7 @@ impl Exporter {
         if chunk.spans == 0 {
             return;
         }
-        let started = chunk.started.unwrap_or_else(Instant::now);
-        self.oldest_finished = Some(self.oldest_finished.map_or(started, |o| o.min(started)));
-        self.finished += chunk.spans;
+        self.note_finished(chunk.spans, chunk.started.unwrap_or_else(Instant::now));
         if 2 * chunk.spans >= self.batch_size {
             self.ready.push_back(Batch {
                 buf: chunk.buf,
@@ -401,13 +413,8 @@ impl Exporter {
         self.current
             .buf
             .extend_from_slice(chunk.buf.get(reserve..).unwrap_or(&[]));
-        self.current.spans += chunk.spans;
         self.recycle(chunk.buf);
-        if self.current.spans >= self.batch_size {
-            let next = self.new_batch();
-            let full = std::mem::replace(&mut self.current, next);
-            self.ready.push_back(full);
-        }
+        self.grow_current(chunk.spans);
     }
 
     /// Takes the partly filled chunks of the emitting threads.

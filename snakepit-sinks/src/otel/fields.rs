@@ -17,6 +17,18 @@ use snakepit_core::{Field, Value};
 /// Fields kept per event; more are dropped.
 pub(crate) const MAX_FIELDS: usize = 12;
 
+/// The fields of an event a span keeps: the first [`MAX_FIELDS`],
+/// measurements first (they count towards the limit even when a span
+/// does not use them).
+pub(crate) fn kept<'f, 'a>(
+    measurements: &'f [Field<'a>],
+    metadata: &'f [Field<'a>],
+) -> (&'f [Field<'a>], &'f [Field<'a>]) {
+    let measurements = &measurements[..measurements.len().min(MAX_FIELDS)];
+    let metadata = &metadata[..metadata.len().min(MAX_FIELDS - measurements.len())];
+    (measurements, metadata)
+}
+
 /// Bytes stored inside the message; larger events spill to the heap.
 const INLINE: usize = 96;
 
@@ -158,19 +170,10 @@ impl PackedFields {
         correlation: Option<&str>,
         wanted: impl Fn(&str) -> bool,
     ) -> Self {
-        let kept_measurements = measurements.len().min(MAX_FIELDS);
-        let kept_metadata = metadata.len().min(MAX_FIELDS - kept_measurements);
+        let (measurements, metadata) = kept(measurements, metadata);
         let wanted = |(k, _): &&Field<'_>| wanted(k);
-        let stored_measurements = measurements[..kept_measurements]
-            .iter()
-            .filter(wanted)
-            .count();
-        let fields = || {
-            measurements[..kept_measurements]
-                .iter()
-                .filter(wanted)
-                .chain(&metadata[..kept_metadata])
-        };
+        let stored_measurements = measurements.iter().filter(wanted).count();
+        let fields = || measurements.iter().filter(wanted).chain(metadata);
         // Returns the bytes written, or None if they did not fit.
         let write = |out: &mut [u8]| {
             let mut c = Cursor {
@@ -204,7 +207,7 @@ impl PackedFields {
         PackedFields {
             bytes,
             measurements: stored_measurements as u8,
-            len: (stored_measurements + kept_metadata) as u8,
+            len: (stored_measurements + metadata.len()) as u8,
             correlation: correlation.map_or(NO_CORRELATION, |c| c.len() as u32),
         }
     }
