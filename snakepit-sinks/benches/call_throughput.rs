@@ -141,6 +141,42 @@ async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f
     (rate, cpu, host)
 }
 
+/// Attaches an OTel sink that exports `sample_ratio` of the traces to a
+/// local receiver.
+fn attach_otel(t: &Telemetry, sample_ratio: f64) -> Arc<OtelSink> {
+    let otel = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: support::otlp_sink_receiver(),
+                sample_ratio,
+                ..OtelSinkConfig::default()
+            },
+            t,
+        )
+        .unwrap(),
+    );
+    t.attach_sink("otel", &[], otel.clone()).unwrap();
+    otel
+}
+
+/// Attaches every sink: log, Prometheus with its listener, and OTel.
+fn attach_every_sink(t: &Telemetry, sample_ratio: f64) -> (Arc<PrometheusSink>, Arc<OtelSink>) {
+    t.attach_sink("log", &[], Arc::new(LogSink::new(t)))
+        .unwrap();
+    let prom = Arc::new(
+        PrometheusSink::from_config(
+            &PrometheusSinkConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..PrometheusSinkConfig::default()
+            },
+            t.catalog(),
+        )
+        .unwrap(),
+    );
+    t.attach_sink("prometheus", &[], prom.clone()).unwrap();
+    (prom, attach_otel(t, sample_ratio))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -170,30 +206,7 @@ fn main() {
         .build();
     let bare = Telemetry::new();
     let on = Telemetry::new();
-    on.attach_sink("log", &[], Arc::new(LogSink::new(&on)))
-        .unwrap();
-    let prom = Arc::new(
-        PrometheusSink::from_config(
-            &PrometheusSinkConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..PrometheusSinkConfig::default()
-            },
-            on.catalog(),
-        )
-        .unwrap(),
-    );
-    on.attach_sink("prometheus", &[], prom.clone()).unwrap();
-    let otel = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                endpoint: support::otlp_sink_receiver(),
-                ..OtelSinkConfig::default()
-            },
-            &on,
-        )
-        .unwrap(),
-    );
-    on.attach_sink("otel", &[], otel.clone()).unwrap();
+    let (prom, otel) = attach_every_sink(&on, 1.0);
     let prom_only = Telemetry::new();
     let p2 = Arc::new(
         PrometheusSink::builder()
@@ -201,53 +214,12 @@ fn main() {
             .unwrap(),
     );
     prom_only.attach_sink("prometheus", &[], p2).unwrap();
-
     // Every sink again, the OTel sink exporting 10% of the traces.
     let sampled = Telemetry::new();
-    sampled
-        .attach_sink("log", &[], Arc::new(LogSink::new(&sampled)))
-        .unwrap();
-    let prom3 = Arc::new(
-        PrometheusSink::from_config(
-            &PrometheusSinkConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..PrometheusSinkConfig::default()
-            },
-            sampled.catalog(),
-        )
-        .unwrap(),
-    );
-    sampled
-        .attach_sink("prometheus", &[], prom3.clone())
-        .unwrap();
-    let otel_sampled = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                endpoint: support::otlp_sink_receiver(),
-                sample_ratio: 0.1,
-                ..OtelSinkConfig::default()
-            },
-            &sampled,
-        )
-        .unwrap(),
-    );
-    sampled
-        .attach_sink("otel", &[], otel_sampled.clone())
-        .unwrap();
-
+    let (prom3, otel_sampled) = attach_every_sink(&sampled, 0.1);
     // The OTel sink alone, exporting every span.
     let otel_only = Telemetry::new();
-    let otel4 = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                endpoint: support::otlp_sink_receiver(),
-                ..OtelSinkConfig::default()
-            },
-            &otel_only,
-        )
-        .unwrap(),
-    );
-    otel_only.attach_sink("otel", &[], otel4.clone()).unwrap();
+    let otel4 = attach_otel(&otel_only, 1.0);
 
     const N: usize = 6;
     let configs: [(&str, &Telemetry); N] = [
