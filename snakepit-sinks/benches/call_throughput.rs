@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
 //! `CALLS`, default 100000 per round; `ROUNDS`, default 7, each round
-//! starting one configuration later; `PROFILE=<0..5>`
+//! starting one configuration later; `PROFILE=<0..7>`
 //! runs one configuration once, for a profiler such as `perf record`).
 //!
 //! One call at a time is not measured here (the pool bench measures its
@@ -13,15 +13,16 @@
 //! 191 µs of wall time per call within one run, far more than the few µs
 //! telemetry adds.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use snakepit_core::config::{OtelSinkConfig, PrometheusSinkConfig};
-use snakepit_core::{Policy, Sink};
+use snakepit_core::{Event, Policy, Sink};
 use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_sinks::log::LogSink;
 use snakepit_sinks::otel::OtelSink;
@@ -159,6 +160,88 @@ fn attach_otel(t: &Telemetry, sample_ratio: f64) -> Arc<OtelSink> {
     otel
 }
 
+/// A sink that does nothing: what building and dispatching the events of
+/// a call costs once any sink wants them.
+struct NoopSink;
+
+impl Sink for NoopSink {
+    fn name(&self) -> &str {
+        "noop"
+    }
+
+    fn handle(&self, _event: &Event<'_>) {}
+}
+
+/// Bytes a span of this bench takes in OTLP, as the OTel sink encodes it.
+const SPAN_BYTES: usize = 230;
+/// Spans a floor batch holds (the OTel sink's default `batch_size`).
+const FLOOR_BATCH: usize = 512;
+
+/// The least an exporter of every span must do, with no encoding and no
+/// HTTP: for each event that ends a span, `SPAN_BYTES` copied into a batch;
+/// full batches handed to a thread that writes them to a loopback TCP
+/// socket, which another thread reads. If this alone costs more than 5%,
+/// no OTel sink can meet the 95% target on this machine with this tool.
+struct FloorSink {
+    batch: Mutex<Vec<u8>>,
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    spare: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
+impl FloorSink {
+    fn new() -> FloorSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = vec![0u8; 1 << 17];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        });
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(64);
+        let (back, spare) = crossbeam_channel::bounded::<Vec<u8>>(64);
+        let mut out = TcpStream::connect(addr).unwrap();
+        std::thread::spawn(move || {
+            for mut b in rx {
+                if out.write_all(&b).is_err() {
+                    return;
+                }
+                b.clear();
+                let _ = back.try_send(b);
+            }
+        });
+        FloorSink {
+            batch: Mutex::new(Vec::with_capacity(SPAN_BYTES * FLOOR_BATCH)),
+            tx,
+            spare,
+        }
+    }
+}
+
+impl Sink for FloorSink {
+    fn name(&self) -> &str {
+        "floor"
+    }
+
+    fn handle(&self, event: &Event<'_>) {
+        const SPAN: [u8; SPAN_BYTES] = [7; SPAN_BYTES];
+        if !(event.name().ends_with(".stop") || event.name().ends_with(".exception")) {
+            return;
+        }
+        let mut batch = self.batch.lock().unwrap();
+        batch.extend_from_slice(&SPAN);
+        if batch.len() >= SPAN_BYTES * FLOOR_BATCH {
+            let next = self
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(SPAN_BYTES * FLOOR_BATCH));
+            let full = std::mem::replace(&mut *batch, next);
+            drop(batch);
+            let _ = self.tx.send(full);
+        }
+    }
+}
+
 /// Attaches every sink: log, Prometheus with its listener, and OTel.
 fn attach_every_sink(t: &Telemetry, sample_ratio: f64) -> (Arc<PrometheusSink>, Arc<OtelSink>) {
     t.attach_sink("log", &[], Arc::new(LogSink::new(t)))
@@ -221,10 +304,20 @@ fn main() {
     let otel_only = Telemetry::new();
     let otel4 = attach_otel(&otel_only, 1.0);
 
-    const N: usize = 6;
+    // Lower bounds: a sink that does nothing, and the floor of an exporter.
+    let noop = Telemetry::new();
+    noop.attach_sink("noop", &[], Arc::new(NoopSink)).unwrap();
+    let floor = Telemetry::new();
+    floor
+        .attach_sink("floor", &[], Arc::new(FloorSink::new()))
+        .unwrap();
+
+    const N: usize = 8;
     let configs: [(&str, &Telemetry); N] = [
         ("telemetry off", &off),
         ("telemetry on, no sink", &bare),
+        ("one sink that does nothing", &noop),
+        ("floor: 230 bytes per span to a socket", &floor),
         ("prometheus sink only", &prom_only),
         ("otel sink only", &otel_only),
         ("every sink on", &on),
