@@ -16,5 +16,6 @@ pub mod otel;
 pub mod plugin;
 pub mod prometheus;
 pub mod set;
+mod shard;
 
 pub use set::{telemetry_from_config, SinkSet, SinkSetError};

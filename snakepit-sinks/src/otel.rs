@@ -78,6 +78,8 @@ use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError, SpanRole};
 use snakepit_telemetry::Telemetry;
 
+use crate::shard::CacheLine;
+
 pub use self::assemble::span_name_of;
 
 /// The OTel sink could not be built.
@@ -179,17 +181,6 @@ pub(crate) struct Counters {
     pub chunk_spans: CacheLine<AtomicU64>,
 }
 
-/// A value alone on its cache line (128 bytes: adjacent-line prefetch).
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct CacheLine<T>(pub T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
 
 /// Flush and stop requests, answered by the thread.
 #[derive(Default)]

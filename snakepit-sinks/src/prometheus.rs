@@ -24,6 +24,7 @@
 
 mod listener;
 mod naming;
+mod samples;
 mod series;
 
 use std::collections::HashMap;
@@ -32,9 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Recorder;
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use snakepit_core::config::PrometheusSinkConfig;
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError};
 use snakepit_telemetry::metrics::{
@@ -43,6 +42,7 @@ use snakepit_telemetry::metrics::{
 
 use self::listener::Listener;
 pub use self::naming::prometheus_name;
+use self::samples::Registry;
 use self::series::{Group, Member};
 
 /// Label value of the overflow series.
@@ -86,8 +86,7 @@ pub enum PrometheusError {
 }
 
 struct Shared {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
+    registry: Arc<Registry>,
     by_event: Box<[Box<[Group]>]>,
 }
 
@@ -144,7 +143,7 @@ impl PrometheusSink {
 
     /// The exposition text (Prometheus text format 0.0.4), as a scrape sees it.
     pub fn render(&self) -> String {
-        self.shared.handle.render()
+        self.shared.registry.render()
     }
 
     /// The address the `/metrics` listener is bound to (useful with port 0).
@@ -234,8 +233,8 @@ impl PrometheusSinkBuilder {
                 scale,
             });
         }
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
+        let registry = Arc::new(Registry::new(builder.build_recorder()));
+        let recorder = &registry.recorder;
         recorder.describe_counter(
             OVERFLOW_METRIC.into(),
             None,
@@ -279,11 +278,10 @@ impl PrometheusSinkBuilder {
             }
         }
         let shared = Arc::new(Shared {
-            recorder,
-            handle,
+            registry: registry.clone(),
             by_event: by_event.into_iter().map(Vec::into_boxed_slice).collect(),
         });
-        let listener = Listener::start(self.listen, shared.handle.clone())?;
+        let listener = Listener::start(self.listen, registry)?;
         let local_addr = listener.addr;
         Ok(PrometheusSink {
             shared,
@@ -303,13 +301,13 @@ impl Sink for PrometheusSink {
         let shared = &*self.shared;
         if let Some(groups) = shared.by_event.get(event.id().index()) {
             for group in groups.iter() {
-                group.record(event, &shared.recorder);
+                group.record(event, &shared.registry);
             }
         }
     }
 
     fn flush(&self, _timeout: Duration) -> Result<(), SinkError> {
-        self.shared.handle.run_upkeep();
+        self.shared.registry.upkeep();
         Ok(())
     }
 

@@ -9,11 +9,11 @@
 //! takes partly filled chunks when its export interval comes, and on flush
 //! and shutdown.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::CacheLine;
+use crate::shard::{self, CacheLine, SHARDS};
 
 /// Spans encoded as `ScopeSpans.spans` entries after `reserve` spare bytes
 /// (see `Frame`), so a chunk is sent as a request without copying.
@@ -38,10 +38,6 @@ impl Chunk {
 /// A chunk is handed over at this size even short of a batch (a few spans
 /// with very large attributes).
 const MAX_CHUNK_BYTES: usize = 4 << 20;
-
-/// Shards per sink. Tokio's worker threads are one per core; more shards
-/// than emitting threads only cost a lock each at export time.
-const SHARDS: usize = 8;
 
 /// The shard buffers of one sink.
 pub(crate) struct Shards {
@@ -72,14 +68,6 @@ impl Drop for Truncate<'_> {
     }
 }
 
-thread_local! {
-    /// This thread's shard index (before the modulo).
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    };
-}
-
 impl Shards {
     pub fn new(reserve: usize, per_chunk: usize) -> Shards {
         Shards {
@@ -104,7 +92,7 @@ impl Shards {
     /// shards are closed (the span is not written).
     #[inline]
     pub fn push(&self, write: impl FnOnce(&mut Vec<u8>)) -> Result<Option<Chunk>, Closed> {
-        let mut chunk = self.lock(SHARD.with(|s| *s));
+        let mut chunk = self.lock(shard::this_thread());
         // Read under the lock: `close` sets it before draining, so a span
         // is either drained by `close` or refused here.
         if self.closed.load(Ordering::Relaxed) {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use snakepit_core::SinkError;
 
+use super::samples::Registry;
 use super::PrometheusError;
 
 /// The sink's thread: serves `/metrics` when a listen address is set,
@@ -30,7 +30,7 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 impl Listener {
     pub fn start(
         addr: Option<SocketAddr>,
-        handle: PrometheusHandle,
+        registry: Arc<Registry>,
     ) -> Result<Listener, PrometheusError> {
         let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
         let err = |source| PrometheusError::Listen {
@@ -50,7 +50,7 @@ impl Listener {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("snakepit-prometheus".into())
-            .spawn(move || serve(socket, handle, flag))
+            .spawn(move || serve(socket, &registry, flag))
             .map_err(err)?;
         Ok(Listener {
             addr: local,
@@ -77,20 +77,20 @@ impl Listener {
     }
 }
 
-fn serve(socket: Option<TcpListener>, handle: PrometheusHandle, stop: Arc<AtomicBool>) {
+fn serve(socket: Option<TcpListener>, registry: &Registry, stop: Arc<AtomicBool>) {
     let mut last_upkeep = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let Some(socket) = &socket else {
             std::thread::sleep(POLL * 5);
             if last_upkeep.elapsed() >= UPKEEP_EVERY {
-                handle.run_upkeep();
+                registry.upkeep();
                 last_upkeep = Instant::now();
             }
             continue;
         };
         match socket.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = answer(stream, &handle) {
+                if let Err(e) = answer(stream, registry) {
                     tracing::debug!(target: "snakepit::telemetry", error = %e, "prometheus scrape failed");
                 }
             }
@@ -101,7 +101,7 @@ fn serve(socket: Option<TcpListener>, handle: PrometheusHandle, stop: Arc<Atomic
             }
         }
         if last_upkeep.elapsed() >= UPKEEP_EVERY {
-            handle.run_upkeep();
+            registry.upkeep();
             last_upkeep = Instant::now();
         }
     }
@@ -109,7 +109,7 @@ fn serve(socket: Option<TcpListener>, handle: PrometheusHandle, stop: Arc<Atomic
 
 /// Answers one HTTP/1.x request: `GET /metrics` gets the exposition, anything
 /// else a 404 (or 405). The connection is closed afterwards.
-fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -137,7 +137,7 @@ fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<(
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = handle.render();
+            let body = registry.render();
             respond(
                 &mut stream,
                 "200 OK",

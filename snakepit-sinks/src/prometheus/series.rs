@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use arc_swap::ArcSwap;
+
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use snakepit_core::{Event, Value};
 use snakepit_telemetry::metrics::{MetricKind, ResolvedMetric};
 
+use super::samples::{Buffered, Registry};
 use super::{OVERFLOW_LABEL, OVERFLOW_METRIC};
 
 /// A registered series handle.
@@ -17,12 +19,12 @@ use super::{OVERFLOW_LABEL, OVERFLOW_METRIC};
 enum Handle {
     Counter(Counter),
     Gauge(Gauge),
-    Histogram(Histogram),
+    Histogram(Arc<Buffered>),
 }
 
 impl Handle {
     fn register(
-        recorder: &PrometheusRecorder,
+        registry: &Registry,
         kind: MetricKind,
         name: &str,
         labels: Vec<Label>,
@@ -31,11 +33,11 @@ impl Handle {
         let meta = metadata();
         match kind {
             MetricKind::Counter | MetricKind::Sum => {
-                Handle::Counter(recorder.register_counter(&key, &meta))
+                Handle::Counter(registry.recorder.register_counter(&key, &meta))
             }
-            MetricKind::LastValue => Handle::Gauge(recorder.register_gauge(&key, &meta)),
+            MetricKind::LastValue => Handle::Gauge(registry.recorder.register_gauge(&key, &meta)),
             MetricKind::Summary | MetricKind::Distribution => {
-                Handle::Histogram(recorder.register_histogram(&key, &meta))
+                Handle::Histogram(registry.histogram(&key, &meta))
             }
         }
     }
@@ -80,11 +82,15 @@ impl Member {
 /// member whose measurement an event lacks does not get a series at 0).
 type Handles = Box<[OnceLock<Handle>]>;
 
-/// Label values and handles of the label sets that share one hash.
-type LabelSets = Vec<(Box<[String]>, Handles)>;
+/// Label values and handles of the label sets that share one hash (shared
+/// by the cache's copies).
+type LabelSets = Vec<Arc<(Box<[String]>, Handles)>>;
 
-/// The label sets seen so far, by a hash of their values.
-#[derive(Default)]
+/// The label sets seen so far, by a hash of their values. Read without a
+/// lock (a lock's shared counter would move between cores on every event);
+/// a new label set replaces the whole cache with a copy, which is rare: at
+/// most `cap` times per group.
+#[derive(Default, Clone)]
 struct LabelCache {
     by_hash: HashMap<u64, LabelSets, BuildHasherDefault<PreHashed>>,
     len: usize,
@@ -127,7 +133,10 @@ pub(super) struct Group {
     tags: Box<[String]>,
     members: Box<[Member]>,
     cap: usize,
-    cache: RwLock<LabelCache>,
+    cache: ArcSwap<LabelCache>,
+    /// Held while adding a label set, so that two threads adding at once
+    /// do not lose one.
+    adding: Mutex<()>,
     /// The one label set of a group without tags.
     single: Option<Handles>,
     /// The `other` series, their overflow counters and labels, registered
@@ -146,7 +155,8 @@ impl Group {
             tags,
             members: members.into_boxed_slice(),
             cap: cap.max(1),
-            cache: RwLock::new(LabelCache::default()),
+            cache: ArcSwap::from_pointee(LabelCache::default()),
+            adding: Mutex::new(()),
             single,
             overflow: OnceLock::new(),
         }
@@ -184,7 +194,7 @@ impl Group {
         handles: &Handles,
         labels: &[String],
         event: &Event<'_>,
-        recorder: &PrometheusRecorder,
+        registry: &Registry,
     ) {
         for (member, slot) in self.members.iter().zip(handles.iter()) {
             if let Some(value) = member.value(event) {
@@ -195,7 +205,7 @@ impl Group {
                         .zip(labels)
                         .map(|(k, v)| Label::new(k.clone(), v.clone()))
                         .collect();
-                    Handle::register(recorder, member.kind, &member.name, labels)
+                    Handle::register(registry, member.kind, &member.name, labels)
                 });
                 handle.record(member.kind, value);
             }
@@ -204,9 +214,9 @@ impl Group {
 
     /// Records one event into every member.
     #[inline]
-    pub fn record(&self, event: &Event<'_>, recorder: &PrometheusRecorder) {
+    pub fn record(&self, event: &Event<'_>, registry: &Registry) {
         if let Some(single) = &self.single {
-            self.record_all(single, &[], event, recorder);
+            self.record_all(single, &[], event, registry);
             return;
         }
         let transformed;
@@ -229,10 +239,10 @@ impl Group {
             }
         };
         let hash = values.hash();
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        if !self.record_known(&cache, hash, &values, event, recorder) {
+        let cache = self.cache.load();
+        if !self.record_known(&cache, hash, &values, event, registry) {
             drop(cache);
-            self.insert(hash, &values, event, recorder);
+            self.insert(hash, &values, event, registry);
         }
     }
 
@@ -245,12 +255,12 @@ impl Group {
         hash: u64,
         values: &TagValues<'_, '_>,
         event: &Event<'_>,
-        recorder: &PrometheusRecorder,
+        registry: &Registry,
     ) -> bool {
         if let Some((labels, handles)) = cache.find(hash, values) {
-            self.record_all(handles, labels, event, recorder);
+            self.record_all(handles, labels, event, registry);
         } else if cache.len >= self.cap {
-            self.record_overflow(event, recorder);
+            self.record_overflow(event, registry);
         } else {
             return false;
         }
@@ -263,25 +273,27 @@ impl Group {
         hash: u64,
         values: &TagValues<'_, '_>,
         event: &Event<'_>,
-        recorder: &PrometheusRecorder,
+        registry: &Registry,
     ) {
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.cache.load_full();
         // Another thread may have added the series, or reached the cap.
-        if self.record_known(&cache, hash, values, event, recorder) {
+        if self.record_known(&current, hash, values, event, registry) {
             return;
         }
         let labels = values.to_owned();
         let handles = empty_handles(self.members.len());
-        self.record_all(&handles, &labels, event, recorder);
-        cache
-            .by_hash
+        self.record_all(&handles, &labels, event, registry);
+        let mut next = (*current).clone();
+        next.by_hash
             .entry(hash)
             .or_default()
-            .push((labels, handles));
-        cache.len += 1;
+            .push(Arc::new((labels, handles)));
+        next.len += 1;
+        self.cache.store(Arc::new(next));
     }
 
-    fn record_overflow(&self, event: &Event<'_>, recorder: &PrometheusRecorder) {
+    fn record_overflow(&self, event: &Event<'_>, registry: &Registry) {
         let overflow = self.overflow.get_or_init(|| {
             let counters = self
                 .members
@@ -291,7 +303,7 @@ impl Group {
                         OVERFLOW_METRIC,
                         vec![Label::new("metric", m.name.clone())],
                     );
-                    recorder.register_counter(&key, &metadata())
+                    registry.recorder.register_counter(&key, &metadata())
                 })
                 .collect();
             let labels = self
@@ -305,7 +317,7 @@ impl Group {
                 labels,
             }
         });
-        self.record_all(&overflow.handles, &overflow.labels, event, recorder);
+        self.record_all(&overflow.handles, &overflow.labels, event, registry);
         for (member, counter) in self.members.iter().zip(overflow.counters.iter()) {
             if member.value(event).is_some() {
                 counter.increment(1);
@@ -320,6 +332,7 @@ impl LabelCache {
         self.by_hash
             .get(&hash)?
             .iter()
+            .map(|set| &**set)
             .find(|(labels, _)| values.equals(labels))
     }
 }
