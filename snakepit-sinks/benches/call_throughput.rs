@@ -3,6 +3,13 @@
 //! against telemetry off (policy disabled: no events on either side), in
 //! the same run, alternating. Target (DESIGN.md): >= 95%.
 //!
+//! Two configurations are lower bounds rather than sinks: one sink that does
+//! nothing (what building and dispatching a call's events costs once any
+//! sink wants them), and the floor of an exporter (230 bytes per finished
+//! span copied into a per-thread batch, batches written to a loopback socket
+//! that another thread reads; no encoding, no HTTP). What the floor costs,
+//! no OTel sink exporting every span can avoid on this machine.
+//!
 //! `cargo bench -p snakepit-sinks --bench call_throughput` (env
 //! `CALLS`, default 100000 per round; `ROUNDS`, default 7, each round
 //! starting one configuration later; `PROFILE=<0..7>`
