@@ -235,10 +235,7 @@ impl Sink for FloorSink {
         FLOOR_BATCH_BUF.with_borrow_mut(|batch| {
             batch.extend_from_slice(&SPAN);
             if batch.len() >= SPAN_BYTES * FLOOR_BATCH {
-                let full = std::mem::replace(
-                    batch,
-                    Vec::with_capacity(SPAN_BYTES * FLOOR_BATCH),
-                );
+                let full = std::mem::replace(batch, Vec::with_capacity(SPAN_BYTES * FLOOR_BATCH));
                 let _ = self.tx.send(full);
             }
         });

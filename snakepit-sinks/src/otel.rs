@@ -181,7 +181,6 @@ pub(crate) struct Counters {
     pub chunk_spans: CacheLine<AtomicU64>,
 }
 
-
 /// Flush and stop requests, answered by the thread.
 #[derive(Default)]
 pub(crate) struct Control {

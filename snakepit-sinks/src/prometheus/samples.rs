@@ -149,9 +149,16 @@ mod tests {
             t.join().unwrap();
         }
         let text = registry.render();
-        assert_eq!(count_line(&text, "t_seconds"), 4 * per_thread as u64, "{text}");
+        assert_eq!(
+            count_line(&text, "t_seconds"),
+            4 * per_thread as u64,
+            "{text}"
+        );
         // Nothing counted twice by a second drain.
         registry.upkeep();
-        assert_eq!(count_line(&registry.render(), "t_seconds"), 4 * per_thread as u64);
+        assert_eq!(
+            count_line(&registry.render(), "t_seconds"),
+            4 * per_thread as u64
+        );
     }
 }

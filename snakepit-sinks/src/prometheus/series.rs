@@ -23,12 +23,7 @@ enum Handle {
 }
 
 impl Handle {
-    fn register(
-        registry: &Registry,
-        kind: MetricKind,
-        name: &str,
-        labels: Vec<Label>,
-    ) -> Handle {
+    fn register(registry: &Registry, kind: MetricKind, name: &str, labels: Vec<Label>) -> Handle {
         let key = Key::from_parts(name.to_string(), labels);
         let meta = metadata();
         match kind {
