@@ -37,7 +37,10 @@ use snakepit_telemetry::Telemetry;
 
 #[path = "../../benches-common/proc_cpu.rs"]
 mod proc_cpu;
+#[path = "../../benches-common/stats.rs"]
+mod stats;
 use proc_cpu::cpu_us;
+use stats::{median, spread};
 
 const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
 const TOOL: &str = "ping";
@@ -298,19 +301,6 @@ async fn rate_and_cpu(pool: &Arc<Pool>, in_flight: usize, secs: u64) -> (f64, f6
     .await;
     let used = cpu() - c0;
     (rate, used / calls.load(Ordering::Relaxed).max(1) as f64)
-}
-
-/// `median [lower quartile, upper quartile]` of per-round ratios.
-fn spread(v: &[f64]) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-    format!("{:.3} [{:.3}, {:.3}]", q(0.5), q(0.25), q(0.75))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn row(figure: &str, value: String, baseline: &str, ratio: String) {

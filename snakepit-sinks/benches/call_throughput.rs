@@ -38,8 +38,11 @@ use snakepit_telemetry::Telemetry;
 
 #[path = "../../benches-common/proc_cpu.rs"]
 mod proc_cpu;
+#[path = "../../benches-common/stats.rs"]
+mod stats;
 mod support;
 use proc_cpu::cpu_us;
+use stats::{median, quartiles};
 
 const WORKERS: usize = 2;
 const IN_FLIGHT_PER_WORKER: usize = 64;
@@ -361,29 +364,27 @@ fn main() {
     }
     let _ = otel.flush(Duration::from_secs(5));
     let _ = otel_sampled.flush(Duration::from_secs(5));
-    let median = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    // A ratio is given as its median over rounds and, in brackets, its
+    // lower and upper quartiles: the spread a single run shows.
+    let percent = |v: Vec<f64>| -> String {
+        let (lo, mid, hi) = quartiles(&v);
+        format!("{:.1}% [{:.1}, {:.1}]", 100.0 * mid, 100.0 * lo, 100.0 * hi)
     };
     println!();
     println!(
-        "| figure ({WORKERS} workers, ping, median of {rounds} alternating rounds) | value | baseline: telemetry off | ratio |"
+        "| figure ({WORKERS} workers, ping, median of {rounds} alternating rounds) | value | baseline: telemetry off | ratio [quartiles] |"
     );
     println!("|---|---|---|---|");
     for (i, (name, _)) in configs.iter().enumerate().skip(1) {
         let rate = median(rates.iter().map(|r| r[i]).collect());
         let off = median(rates.iter().map(|r| r[0]).collect());
-        let ratio = median(rates.iter().map(|r| r[i] / r[0]).collect());
-        println!(
-            "| {name}: calls/s | {rate:.0} | {off:.0} | {:.1}% |",
-            100.0 * ratio
-        );
+        let ratio = percent(rates.iter().map(|r| r[i] / r[0]).collect());
+        println!("| {name}: calls/s | {rate:.0} | {off:.0} | {ratio} |");
         let cpu = median(cpus.iter().map(|c| c[i]).collect());
         let cpu_off = median(cpus.iter().map(|c| c[0]).collect());
-        let ratio = median(cpus.iter().map(|c| c[0] / c[i]).collect());
+        let ratio = percent(cpus.iter().map(|c| c[0] / c[i]).collect());
         println!(
-            "| {name}: CPU µs per call, host + workers (off / on) | {cpu:.1} | {cpu_off:.1} | {:.1}% |",
-            100.0 * ratio
+            "| {name}: CPU µs per call, host + workers (off / on) | {cpu:.1} | {cpu_off:.1} | {ratio} |"
         );
     }
     // The host's CPU per call, and what telemetry adds to it (median of
