@@ -3,7 +3,7 @@
 //! what prost writes for the [`proto`](super::proto) messages, without
 //! building them (no owned strings per attribute).
 
-use prost::encoding::encoded_len_varint;
+use prost::encoding::{encode_varint, encoded_len_varint};
 
 use super::fields::FieldValue;
 use super::proto;
@@ -18,16 +18,6 @@ const FIXED64: u8 = 1;
 /// A field key; every tag used here is below 16, so it is one byte.
 const fn key(tag: u8, wire: u8) -> u8 {
     (tag << 3) | wire
-}
-
-/// Appends a LEB128 varint (most here are one byte).
-#[inline]
-fn encode_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// Bytes of a length-delimited field holding `n` bytes.
@@ -116,14 +106,7 @@ fn end_moving(out: &mut Vec<u8>, open: Open, n: usize) {
         out.copy_within(body..old_len, open.at + need);
         out.truncate(open.at + need + n);
     }
-    let mut v = n as u64;
-    let mut i = open.at;
-    while v >= 0x80 {
-        out[i] = (v as u8) | 0x80;
-        v >>= 7;
-        i += 1;
-    }
-    out[i] = v as u8;
+    encode_varint(n as u64, &mut &mut out[open.at..open.at + need]);
 }
 
 fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
