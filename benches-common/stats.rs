@@ -2,12 +2,12 @@
 //! the middle and spread of figures taken once per round.
 
 /// The median (the upper one of an even count).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+pub fn median(v: Vec<f64>) -> f64 {
+    quartiles(&v).1
 }
 
-/// Lower quartile, median and upper quartile (nearest rank).
+/// Lower quartile, median and upper quartile (nearest rank; halves round
+/// up, so the median of an even count is the upper middle value).
 pub fn quartiles(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
