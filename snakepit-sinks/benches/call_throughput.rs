@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use snakepit_core::config::{OtelSinkConfig, PrometheusSinkConfig};
-use snakepit_core::{Event, Policy, Sink};
+use snakepit_core::{Catalog, Event, Policy, Sink, SpanRole};
 use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_sinks::log::LogSink;
 use snakepit_sinks::otel::OtelSink;
@@ -195,6 +195,9 @@ const FLOOR_BATCH: usize = 512;
 /// could meet the 95% target on this machine with this tool.
 struct FloorSink {
     tx: crossbeam_channel::Sender<Vec<u8>>,
+    /// By event id: does the event end a span (the catalog's rule, as the
+    /// OTel sink reads it)?
+    ends_span: Box<[bool]>,
 }
 
 thread_local! {
@@ -203,7 +206,7 @@ thread_local! {
 }
 
 impl FloorSink {
-    fn new() -> FloorSink {
+    fn new(catalog: &Catalog) -> FloorSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -221,7 +224,16 @@ impl FloorSink {
                 }
             }
         });
-        FloorSink { tx }
+        let ends_span = catalog
+            .iter()
+            .map(|(id, _)| {
+                matches!(
+                    catalog.span_of(id),
+                    Some((SpanRole::Stop | SpanRole::Exception, _))
+                )
+            })
+            .collect();
+        FloorSink { tx, ends_span }
     }
 }
 
@@ -232,7 +244,12 @@ impl Sink for FloorSink {
 
     fn handle(&self, event: &Event<'_>) {
         const SPAN: [u8; SPAN_BYTES] = [7; SPAN_BYTES];
-        if !(event.name().ends_with(".stop") || event.name().ends_with(".exception")) {
+        if !self
+            .ends_span
+            .get(event.id().index())
+            .copied()
+            .unwrap_or(false)
+        {
             return;
         }
         FLOOR_BATCH_BUF.with_borrow_mut(|batch| {
@@ -312,7 +329,7 @@ fn main() {
     noop.attach_sink("noop", &[], Arc::new(NoopSink)).unwrap();
     let floor = Telemetry::new();
     floor
-        .attach_sink("floor", &[], Arc::new(FloorSink::new()))
+        .attach_sink("floor", &[], Arc::new(FloorSink::new(floor.catalog())))
         .unwrap();
 
     const N: usize = 8;
