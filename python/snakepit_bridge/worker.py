@@ -1029,13 +1029,27 @@ class Servicer:
         return telemetry.drop_counts()
 
     async def _telemetry_common(self, request_iterator, context):
-        """Attach as the one telemetry stream; returns (generation, reader task)."""
+        """Attach as the one telemetry stream; returns (generation, reader task).
+
+        The host sends its current policy first, and counts the stream open
+        when the first batch (with the response headers) arrives; calls can
+        follow at once, on another connection (the native call socket). So
+        the first control is applied here, before the first batch: no call
+        made after the host connected runs under the worker's own defaults.
+        """
         self.telemetry_gen += 1
         gen = self.telemetry_gen
+        controls = request_iterator.__aiter__()
+        try:
+            telemetry.apply_control(await controls.__anext__())
+        except StopAsyncIteration:
+            pass
+        except Exception as e:  # noqa: BLE001 - the reader below sees it too
+            log.debug("telemetry stream ended before its first control: %r", e)
 
         async def reader():
             try:
-                async for ctl in request_iterator:
+                async for ctl in controls:
                     telemetry.apply_control(ctl)
             except asyncio.CancelledError:
                 raise

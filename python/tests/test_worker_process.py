@@ -245,6 +245,20 @@ def test_events_before_attach_are_buffered_then_flushed(worker, stream_clients):
     assert len(early) == 500 and all(e.correlation_id == "early-cid" for e in early)
 
 
+def test_first_control_is_applied_before_the_first_batch(worker, stream_clients):
+    """The host counts the telemetry stream open at its first batch and may
+    call at once: by then the worker runs the host's policy, not its own."""
+    stub = worker.connect()
+    tc = stream_clients(stub.TelemetryStream)
+    # Nothing is sent while the first control has not come (a batch would
+    # otherwise go out at once, reporting the worker's own policy).
+    time.sleep(0.3)
+    tc.send(pb.TelemetryControl(policy=pb.TelemetryPolicy(enabled=True, sampling_rate=1.0,
+                                                          version=7)))
+    first = tc.get(timeout=10)
+    assert first is not None and first.policy_version == 7
+
+
 def test_burst_accounting_and_sampling_policy_cuts_rate(worker, stream_clients):
     stub = worker.connect()
     tc = stream_clients(stub.TelemetryStream)
