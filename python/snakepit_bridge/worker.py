@@ -25,6 +25,7 @@ import contextvars
 import gc
 import hmac
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -572,7 +573,9 @@ class NativeCalls:
 
         self.s = servicer
         self.pb = servicer.pb
-        self.server = _native.CallServer(path)
+        # The call socket checks the worker's token exactly as the main socket
+        # does: every RPC must carry it.
+        self.server = _native.CallServer(path, servicer.token or None)
         self.address = "unix:" + path
         self.streams: dict = {}
         self.loop = asyncio.get_running_loop()
@@ -651,6 +654,9 @@ def start_native_calls(servicer: Servicer, listen: str):
         return NativeCalls(servicer, path)
     except ImportError:
         log.debug("snakepit_bridge._native is not built: grpc.aio serves calls")
+    except TypeError as e:
+        log.warning("snakepit_bridge._native is older than this package (%s): "
+                    "grpc.aio serves calls", e)
     except OSError as e:
         log.warning("native call server not started (%s): grpc.aio serves calls", e)
     return None
@@ -1227,8 +1233,13 @@ def parse_args(argv=None):
     p.add_argument("--listen", required=True, help="unix:PATH or HOST:PORT (port 0: any)")
     p.add_argument("--worker-id", required=True)
     p.add_argument("--token", default=os.environ.get("SNAKEPIT_TOKEN") or None,
-                   help="require metadata x-snakepit-token on every RPC "
-                        "(default: $SNAKEPIT_TOKEN)")
+                   help="require metadata x-snakepit-token on every RPC, on every "
+                        "socket. Prefer $SNAKEPIT_TOKEN: a command line is readable "
+                        "by every local user (/proc/PID/cmdline)")
+    p.add_argument(INSECURE_FLAG, action="store_true",
+                   default=os.environ.get(INSECURE_ENV) == "1",
+                   help="serve a non-loopback TCP address without a token: anyone "
+                        f"who reaches the port can run every tool (or ${INSECURE_ENV}=1)")
     p.add_argument("--pool-name", default="")
     p.add_argument("--telemetry-interval-s", type=float, default=5.0,
                    help="resource sampling interval (0 disables)")
@@ -1249,6 +1260,42 @@ def parse_args(argv=None):
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin hits EOF")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this pid is gone")
     return p.parse_args(argv)
+
+
+# The opt-out that lets a worker serve a non-loopback address without a token.
+INSECURE_FLAG = "--insecure-no-token-on-network"
+INSECURE_ENV = "SNAKEPIT_INSECURE_NO_TOKEN"
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Is ``listen`` (``unix:PATH`` or ``HOST:PORT``) reachable only from this
+    machine? Unix sockets and loopback addresses (``127.0.0.0/8``, ``::1``,
+    ``localhost``) are; any other host, and the wildcards ``0.0.0.0`` and
+    ``[::]``, are not."""
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(listen: str, token, insecure: bool):
+    """The reason a worker must not start, or None. A worker reachable from
+    the network without a token would run tools for anyone."""
+    if token or is_loopback_listen(listen):
+        return None
+    if insecure:
+        log.warning("worker listens on %s WITHOUT A TOKEN (%s): anyone who reaches "
+                    "this port can run every tool", listen, INSECURE_FLAG)
+        return None
+    return (f"refusing to listen on {listen!r} without a token: it is reachable from "
+            f"the network and anyone could run every tool. Set SNAKEPIT_TOKEN (the "
+            f"host sends it as x-snakepit-token), listen on a loopback address or a "
+            f"unix: socket, or pass {INSECURE_FLAG} to accept the risk")
 
 
 def _redirect_stdout():
@@ -1276,6 +1323,12 @@ async def serve(opts, ready_out) -> int:
     import grpc
 
     from .generated import snakepit_bridge_pb2 as pb
+
+    refused = check_exposure(opts.listen, opts.token, opts.insecure_no_token_on_network)
+    if refused:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {refused}\n")
+        sys.stderr.flush()
+        return 1
 
     try:
         adapter, tools = load_adapter(opts.adapter)

@@ -146,9 +146,10 @@ class Worker:
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         cmd = [sys.executable, "-m", "snakepit_bridge.worker", "--adapter", adapter,
                "--listen", self.listen, "--worker-id", worker_id, *extra]
-        if token:
-            cmd += ["--token", token]
         e = dict(os.environ)
+        e.pop("SNAKEPIT_TOKEN", None)
+        if token:
+            e["SNAKEPIT_TOKEN"] = token
         e["PYTHONPATH"] = os.pathsep.join(
             [str(p) for p in (extra_path, PYTHON_DIR) if p] + [e.get("PYTHONPATH", "")])
         if env:

@@ -20,8 +20,9 @@ pub struct ConnectOptions {
     /// The worker's process id, added to folded events as `python_pid`.
     /// `None`: taken from the worker's `Describe` answer at connect.
     pub python_pid: Option<u32>,
-    /// Shared secret sent as metadata `x-snakepit-token` on every RPC
-    /// (TCP external workers started with `--token`).
+    /// Shared secret sent as metadata `x-snakepit-token` on every RPC, on
+    /// the main and the native call socket alike: the worker's
+    /// `SNAKEPIT_TOKEN`. A pool gives each local worker a fresh one.
     pub token: Option<String>,
     /// Bound on connecting and on opening the streams. Default 5 s.
     pub connect_timeout: Duration,

@@ -92,7 +92,8 @@ pub struct PoolConfig {
 pub struct ExternalWorker {
     /// `host:port` or `unix:/path`.
     pub address: String,
-    /// Shared secret sent with every call (`--token` of the worker).
+    /// Shared secret sent with every call as `x-snakepit-token`: the
+    /// worker's `SNAKEPIT_TOKEN`.
     #[serde(default)]
     pub token: Option<String>,
 }
@@ -344,6 +345,17 @@ impl PoolConfig {
                     "{:?} is longer than restart_backoff_max ({:?})",
                     self.restart_backoff_base, self.restart_backoff_max
                 ),
+            ));
+        }
+        if let Some(i) = self
+            .worker_args
+            .iter()
+            .position(|a| a == "--token" || a.starts_with("--token="))
+        {
+            return Err(bad(
+                &format!("worker_args[{i}]"),
+                "`--token` is not allowed: the pool gives each worker a fresh token \
+                 through SNAKEPIT_TOKEN (a command line is readable by every local user)",
             ));
         }
         for key in self.env.keys() {

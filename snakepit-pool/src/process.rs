@@ -36,6 +36,17 @@ pub(crate) struct SpawnSpec {
     pub grace: Duration,
     pub extra_args: Vec<String>,
     pub startup_timeout: Duration,
+    /// The worker's token, given through `SNAKEPIT_TOKEN` (never on the
+    /// command line, where every local user could read it).
+    pub token: String,
+}
+
+/// A fresh token for one worker: 32 bytes from the OS's random source, as
+/// hex.
+pub(crate) fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("cannot draw a worker token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The last lines a worker wrote on stderr, and an adapter error block.
@@ -203,6 +214,7 @@ impl WorkerProcess {
             .arg(std::process::id().to_string())
             .args(&spec.extra_args)
             .envs(&spec.env)
+            .env("SNAKEPIT_TOKEN", &spec.token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -72,6 +72,7 @@ impl Shared {
 
     async fn start_local(&self, slot: usize, worker_id: &str) -> Result<Started, String> {
         let c = &self.config;
+        let token = crate::process::new_token()?;
         let spec = SpawnSpec {
             python: c.python.clone(),
             adapter: c.adapter.clone(),
@@ -83,6 +84,7 @@ impl Shared {
             grace: c.grace_period,
             extra_args: c.worker_args.clone(),
             startup_timeout: c.startup_timeout,
+            token: token.clone(),
         };
         let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
         let mut options = ConnectOptions::new(
@@ -91,6 +93,7 @@ impl Shared {
         );
         options.pool_name = c.pool_name.clone();
         options.python_pid = Some(process.pid);
+        options.token = Some(token);
         options.connect_timeout = c.startup_timeout;
         options.call_streams = c.call_streams_per_worker;
         match WorkerClient::connect(self.telemetry.clone(), options).await {

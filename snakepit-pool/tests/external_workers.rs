@@ -29,13 +29,8 @@ impl External {
                 "--listen",
                 listen,
             ])
-            .args([
-                "--worker-id",
-                worker_id,
-                "--token",
-                "s3cret",
-                "--watch-stdin",
-            ])
+            .args(["--worker-id", worker_id, "--watch-stdin"])
+            .env("SNAKEPIT_TOKEN", "s3cret")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

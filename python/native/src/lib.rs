@@ -35,6 +35,9 @@ use tonic::{Status, Streaming};
 /// The method served here; every other path is answered `UNIMPLEMENTED`.
 const CALL_BATCH_STREAM: &str = "/snakepit.bridge.BridgeService/CallBatchStream";
 
+/// The metadata key that carries the worker's token, as on the main socket.
+const TOKEN_HEADER: &str = "x-snakepit-token";
+
 /// Largest message either way, as on the worker's grpc.aio server.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
@@ -147,9 +150,33 @@ impl StreamingService<Bytes> for Handler {
     }
 }
 
-/// Routes `CallBatchStream` to a [`Handler`].
+/// Routes `CallBatchStream` to a [`Handler`], after the token check.
 #[derive(Clone)]
-struct Router(Arc<Shared>);
+struct Router {
+    shared: Arc<Shared>,
+    /// The worker's token: every request must carry it, whatever its path.
+    token: Option<Arc<[u8]>>,
+}
+
+impl Router {
+    /// Does `req` carry the token (or is none required)? Compared in
+    /// constant time, as the main socket does.
+    fn authorized(&self, req: &http::Request<tonic::body::Body>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        req.headers()
+            .get(TOKEN_HEADER)
+            .is_some_and(|got| token_matches(got.as_bytes(), token))
+    }
+}
+
+/// Constant-time comparison of a presented token with the expected one (the
+/// length is not secret: a token's length says nothing about its value).
+fn token_matches(got: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    !got.is_empty() && bool::from(got.ct_eq(expected))
+}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -163,8 +190,13 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Router {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if !self.authorized(&req) {
+            let status =
+                Status::unauthenticated(format!("missing or invalid {TOKEN_HEADER} metadata"));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         if req.uri().path() == CALL_BATCH_STREAM {
-            let handler = Handler(self.0.clone());
+            let handler = Handler(self.shared.clone());
             Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(RawCodec)
                     .max_decoding_message_size(MAX_MESSAGE)
@@ -208,9 +240,12 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 #[pymethods]
 impl CallServer {
     /// Listens on the Unix socket `path` (which must not exist) and starts
-    /// serving.
+    /// serving. With a non-empty `token`, every request must carry it as
+    /// metadata `x-snakepit-token` (else `UNAUTHENTICATED`), as on the
+    /// worker's main socket.
     #[new]
-    fn new(path: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, token=None))]
+    fn new(path: &str, token: Option<&str>) -> PyResult<Self> {
         let listener = UnixListener::bind(path)
             .map_err(|e| os_error(&format!("cannot listen on {path}"), e))?;
         listener
@@ -234,7 +269,12 @@ impl CallServer {
             .map_err(|e| os_error("cannot start the call server's runtime", e))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
-        let router = Router(shared.clone());
+        let router = Router {
+            shared: shared.clone(),
+            token: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::from(t.as_bytes())),
+        };
         std::thread::Builder::new()
             .name("snakepit-calls".into())
             .spawn(move || {
