@@ -36,6 +36,8 @@ pub(crate) struct SpawnSpec {
     pub grace: Duration,
     pub extra_args: Vec<String>,
     pub startup_timeout: Duration,
+    /// `--max-message-bytes`: the largest tool result, bytes.
+    pub max_message_bytes: usize,
 }
 
 /// The last lines a worker wrote on stderr, and an adapter error block.
@@ -201,6 +203,8 @@ impl WorkerProcess {
             .arg("--watch-stdin")
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
+            .arg("--max-message-bytes")
+            .arg(spec.max_message_bytes.to_string())
             .args(&spec.extra_args)
             .envs(&spec.env)
             .stdin(Stdio::piped())

@@ -83,6 +83,7 @@ impl Shared {
             grace: c.grace_period,
             extra_args: c.worker_args.clone(),
             startup_timeout: c.startup_timeout,
+            max_message_bytes: c.max_message_bytes,
         };
         let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
         let mut options = ConnectOptions::new(
@@ -93,6 +94,7 @@ impl Shared {
         options.python_pid = Some(process.pid);
         options.connect_timeout = c.startup_timeout;
         options.call_streams = c.call_streams_per_worker;
+        options.max_message_bytes = c.max_message_bytes;
         match WorkerClient::connect(self.telemetry.clone(), options).await {
             Ok(client) => Ok(Started {
                 process: Some(process),
@@ -114,6 +116,7 @@ impl Shared {
         options.token = external.token.clone();
         options.connect_timeout = self.config.startup_timeout;
         options.call_streams = self.config.call_streams_per_worker;
+        options.max_message_bytes = self.config.max_message_bytes;
         WorkerClient::connect(self.telemetry.clone(), options)
             .await
             .map(|client| Started {

@@ -35,7 +35,9 @@ use tonic::{Status, Streaming};
 /// The method served here; every other path is answered `UNIMPLEMENTED`.
 const CALL_BATCH_STREAM: &str = "/snakepit.bridge.BridgeService/CallBatchStream";
 
-/// Largest message either way, as on the worker's grpc.aio server.
+/// Largest message either way when [`CallServer::new`] is given none; the
+/// worker passes its grpc.aio server's limit (`--max-message-bytes` plus
+/// headroom).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// Messages as bytes: the worker decodes and encodes them in Python.
@@ -147,9 +149,10 @@ impl StreamingService<Bytes> for Handler {
     }
 }
 
-/// Routes `CallBatchStream` to a [`Handler`].
+/// Routes `CallBatchStream` to a [`Handler`]; the largest message either
+/// way, in bytes.
 #[derive(Clone)]
-struct Router(Arc<Shared>);
+struct Router(Arc<Shared>, usize);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -165,10 +168,11 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Router {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         if req.uri().path() == CALL_BATCH_STREAM {
             let handler = Handler(self.0.clone());
+            let max_message = self.1;
             Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(RawCodec)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE);
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message);
                 Ok(grpc.streaming(handler, req).await)
             })
         } else {
@@ -208,9 +212,10 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 #[pymethods]
 impl CallServer {
     /// Listens on the Unix socket `path` (which must not exist) and starts
-    /// serving.
+    /// serving messages of at most `max_message` bytes either way.
     #[new]
-    fn new(path: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, max_message = MAX_MESSAGE))]
+    fn new(path: &str, max_message: usize) -> PyResult<Self> {
         let listener = UnixListener::bind(path)
             .map_err(|e| os_error(&format!("cannot listen on {path}"), e))?;
         listener
@@ -234,7 +239,7 @@ impl CallServer {
             .map_err(|e| os_error("cannot start the call server's runtime", e))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
-        let router = Router(shared.clone());
+        let router = Router(shared.clone(), max_message);
         std::thread::Builder::new()
             .name("snakepit-calls".into())
             .spawn(move || {
