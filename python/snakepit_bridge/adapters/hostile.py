@@ -55,6 +55,12 @@ class HostileAdapter(BaseAdapter):
     def raise_base_inline(self, kind: str = "SystemExit") -> None:
         raise _base_exception(kind)
 
+    @tool(description="Yields one chunk, then raises the BaseException named by kind "
+                      "(async generator)", supports_streaming=True)
+    async def astream_raise_base(self, kind: str = "SystemExit"):
+        yield {"i": 0}
+        raise _base_exception(kind)
+
     @tool(description="Returns a value JSON cannot carry: nan, inf, -inf, surrogate, "
                       "surrogate_key")
     def bad_result(self, kind: str = "nan") -> Any:
