@@ -204,7 +204,8 @@ def encode_result(value: Any):
         if bad is not None:
             raise _encode_error(value, "")
     data = text.encode("utf-8")
-    _check_size(len(data), binaries)
+    if binaries or len(data) > _max_message_bytes:
+        _check_size(len(data), binaries)
     return data, binaries
 
 
@@ -273,8 +274,14 @@ def _find_unencodable(value: Any, path: str = "result", depth: int = 0, seen=Non
     seen.add(id(value))
     if isinstance(value, dict):
         for k, v in value.items():
-            what = _bad_str(k) if isinstance(k, str) else (
-                _bad_float(k) if isinstance(k, float) else None)
+            if isinstance(k, str):
+                what = _bad_str(k)
+            elif isinstance(k, float):
+                what = _bad_float(k)
+            elif k is None or isinstance(k, int):
+                what = None
+            else:
+                what = f"{k!r} of type {type(k).__name__} (JSON object keys are strings)"
             if what:
                 return f"a key of {path}", what
             found = _find_unencodable(v, f"{path}[{k!r}]", depth + 1, seen)
