@@ -1427,7 +1427,7 @@ def parse_args(argv=None):
                    help="on SIGTERM, time calls in flight get to finish")
     p.add_argument("--threads", type=int, default=min(32, (os.cpu_count() or 1) + 4),
                    help="thread pool size for sync tools")
-    p.add_argument("--max-message-bytes", type=_positive_int,
+    p.add_argument("--max-message-bytes", type=_message_limit,
                    default=os.environ.get("SNAKEPIT_MAX_MESSAGE_BYTES",
                                           str(DEFAULT_MAX_MESSAGE_BYTES)),
                    help="largest tool result in bytes (JSON plus binary results); a larger "
@@ -1438,7 +1438,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _positive_int(text: str) -> int:
+def _message_limit(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
