@@ -88,12 +88,53 @@ def load_adapter(path: str):
 # --------------------------------------------------------------------------
 
 
+# Longest error message and traceback a reply carries (characters); longer
+# ones are cut, saying how much was cut, so an error reply stays far below
+# the message limit.
+MAX_ERROR_MESSAGE_CHARS = 16_384
+MAX_ERROR_TRACEBACK_CHARS = 65_536
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters cut)"
+
+
 class ToolFailure(Exception):
     def __init__(self, type_: str, message: str, tb: str = "") -> None:
+        message = _clip(message, MAX_ERROR_MESSAGE_CHARS)
         super().__init__(message)
         self.type = type_
         self.message = message
-        self.tb = tb
+        self.tb = _clip(tb, MAX_ERROR_TRACEBACK_CHARS)
+
+
+def _raised(e: BaseException) -> ToolFailure:
+    """The tool error for an exception a tool raised, of any kind: a
+    BaseException (SystemExit, KeyboardInterrupt, a custom subclass) is the
+    call's error like any other, never the worker's exit."""
+    return ToolFailure(type(e).__name__, str(e), traceback.format_exc())
+
+
+# Default of --max-message-bytes: the largest tool result (JSON plus binary
+# results, bytes) one reply carries, as the host's max_message_bytes.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Room above the limit for what a message carries besides the payload (call
+# ids, telemetry, error text): the transports accept limit + this.
+MESSAGE_HEADROOM_BYTES = 1024 * 1024
+_max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+
+def set_max_message_bytes(n: int) -> None:
+    """Sets the result size limit (see DEFAULT_MAX_MESSAGE_BYTES)."""
+    global _max_message_bytes
+    _max_message_bytes = int(n)
+
+
+def max_message_bytes() -> int:
+    """The result size limit in bytes."""
+    return _max_message_bytes
 
 
 def _json_default(o: Any):
@@ -106,7 +147,7 @@ def _json_default(o: Any):
     raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+_encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
 _dumps = _encoder.encode
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
@@ -114,14 +155,14 @@ _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 def _make_fast_dumps():
     """JSONEncoder.encode builds its C encoder on every call; build it once.
 
-    Same output as ``_dumps`` (compact separators, ensure_ascii, allow_nan).
+    Same output as ``_dumps`` (compact separators, ensure_ascii, no NaN).
     The shared encoder has no circular-reference markers: a value that
     recurses too deep is encoded again by ``_dumps``, which names the cycle.
     """
     if _c_make_encoder is None:
         return _dumps
     basestring = json.encoder.encode_basestring_ascii
-    enc = _c_make_encoder(None, _json_default, basestring, None, ":", ",", False, False, True)
+    enc = _c_make_encoder(None, _json_default, basestring, None, ":", ",", False, False, False)
 
     def dumps(o) -> str:
         if type(o) is str:
@@ -150,11 +191,115 @@ def encode_result(value: Any):
                     binaries[str(k)] = bytes(value.pop(k))
                 break
     elif isinstance(value, _BINARY):
-        return b"null", {"result": bytes(value)}
+        binaries = {"result": bytes(value)}
+        _check_size(4, binaries)
+        return b"null", binaries
     try:
-        return _fast_dumps(value).encode("utf-8"), binaries
+        text = _fast_dumps(value)
     except (TypeError, ValueError) as e:
-        raise ToolFailure("EncodeError", f"tool result is not JSON-encodable: {e}") from e
+        raise _encode_error(value, str(e)) from e
+    # ensure_ascii writes every surrogate as a \udXXX escape: only then can
+    # the value hold a lone one, which the host's JSON parser refuses.
+    if "\\ud" in text:
+        bad = _find_unencodable(value)
+        if bad is not None:
+            raise _encode_error(value, "")
+    data = text.encode("utf-8")
+    if binaries or len(data) > _max_message_bytes:
+        _check_size(len(data), binaries)
+    return data, binaries
+
+
+def _check_size(size: int, binaries: Dict[str, bytes]) -> None:
+    """ResultTooLarge when a result (``size`` JSON bytes plus ``binaries``)
+    is over the message limit."""
+    if binaries:
+        size += sum(len(k) + len(v) for k, v in binaries.items())
+    if size > _max_message_bytes:
+        raise ToolFailure(
+            "ResultTooLarge",
+            f"the tool result is {size} bytes encoded (JSON and binary results), over the "
+            f"message limit of {_max_message_bytes} bytes; return less per call (a streaming "
+            "tool sends chunks), or raise max_message_bytes on the host and "
+            "--max-message-bytes on the worker")
+
+
+def _encode_error(value: Any, detail: str) -> ToolFailure:
+    """EncodeError naming where in the result the value JSON cannot carry is."""
+    bad = _find_unencodable(value)
+    if bad is None:
+        return ToolFailure("EncodeError", f"tool result is not JSON-encodable: {detail}")
+    path, what = bad
+    if len(path) > 300:
+        path = path[:300] + "..."
+    return ToolFailure("EncodeError", f"tool result cannot be encoded as JSON: {path} is {what}")
+
+
+_NON_FINITE = "has no JSON form (NaN and infinities are not JSON numbers; return None or a string)"
+
+
+def _bad_float(x: float) -> Optional[str]:
+    if x != x or x in (float("inf"), float("-inf")):
+        return f"{x!r}, which {_NON_FINITE}"
+    return None
+
+
+def _bad_str(s: str) -> Optional[str]:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"a string with a lone surrogate {s[e.start]!r} at index {e.start} "
+                "(not valid Unicode text, so not valid JSON)")
+    return None
+
+
+def _find_unencodable(value: Any, path: str = "result", depth: int = 0, seen=None):
+    """(path, description) of the first value in ``value`` that the JSON
+    sent to the host cannot carry (NaN, an infinity, a lone surrogate, an
+    object of an unknown type), or None. Each container is looked at once
+    (a cycle ends the search there)."""
+    if depth > 200:
+        return None
+    if isinstance(value, str):
+        what = _bad_str(value)
+        return (path, what) if what else None
+    if isinstance(value, float):
+        what = _bad_float(value)
+        return (path, what) if what else None
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if seen is None:
+        seen = set()
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str):
+                what = _bad_str(k)
+            elif isinstance(k, float):
+                what = _bad_float(k)
+            elif k is None or isinstance(k, int):
+                what = None
+            else:
+                what = f"{k!r} of type {type(k).__name__} (JSON object keys are strings)"
+            if what:
+                return f"a key of {path}", what
+            found = _find_unencodable(v, f"{path}[{k!r}]", depth + 1, seen)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _find_unencodable(v, f"{path}[{i}]", depth + 1, seen)
+            if found:
+                return found
+        return None
+    try:
+        converted = _json_default(value)
+    except Exception:  # noqa: BLE001 - any failure: the value is the culprit
+        return path, f"an object of type {type(value).__name__}, which is not JSON serializable"
+    return _find_unencodable(converted, path, depth + 1, seen)
 
 
 _loads = json.loads
@@ -183,13 +328,31 @@ def _tool_md(name: str) -> dict:
 
 
 def _run_sync_tool(fn, kwargs, md):
-    with telemetry.span("tool.execution", md):
-        return fn(**kwargs)
+    try:
+        with telemetry.span("tool.execution", md):
+            return fn(**kwargs)
+    except Exception:
+        raise
+    except BaseException as e:  # noqa: BLE001 - a tool's SystemExit is its error
+        raise _raised(e) from e
 
 
 async def _run_async_tool(fn, kwargs, md):
-    with telemetry.span("tool.execution", md):
-        return await fn(**kwargs)
+    try:
+        with telemetry.span("tool.execution", md):
+            return await fn(**kwargs)
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as e:  # noqa: BLE001 - raised in a task it would stop the loop
+        raise _raised(e) from e
+
+
+def _own_cancel() -> bool:
+    """Is the current task being cancelled (rather than a tool having raised
+    CancelledError by itself)?"""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
 
 
 _SENTINEL_END = object()
@@ -270,8 +433,10 @@ class Dispatcher:
             kwargs = decode_args(args_json, binary)
             try:
                 value = _run_sync_tool(t.fn, kwargs, _tool_md(name))
-            except Exception as e:  # noqa: BLE001
-                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            except ToolFailure:
+                raise
+            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
+                raise _raised(e) from e
             return True, encode_result(value)
         except ToolFailure as f:
             failure = f
@@ -310,11 +475,11 @@ class Dispatcher:
             try:
                 value = t.fn(**kwargs)
                 tool_dur = _monotonic_ns() - t0
-            except Exception as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
                 tool_dur = _monotonic_ns() - t0
                 tool_err_type = type(e).__name__
                 tool_err_msg = str(e)[:1024]
-                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+                raise _raised(e) from e
             finally:
                 _span_reset(token)
             rj, bins = encode_result(value)
@@ -385,8 +550,12 @@ class Dispatcher:
                     value = await coro
             except ToolFailure:
                 raise
-            except Exception as e:  # noqa: BLE001
-                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            except asyncio.CancelledError as e:
+                if _own_cancel():
+                    raise
+                raise _raised(e) from e
+            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
+                raise _raised(e) from e
             return True, encode_result(value)
         except ToolFailure as f:
             failure = f
@@ -433,8 +602,12 @@ class Dispatcher:
                     seq = 1
             except ToolFailure:
                 raise
-            except Exception as e:  # noqa: BLE001
-                raise ToolFailure(type(e).__name__, str(e), traceback.format_exc()) from e
+            except asyncio.CancelledError as e:
+                if _own_cancel():
+                    raise
+                raise _raised(e) from e
+            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
+                raise _raised(e) from e
             return True, seq
         except ToolFailure as f:
             failure = f
@@ -511,10 +684,16 @@ class Dispatcher:
 def _pop_reply_batch(out: list) -> bytes:
     """Removes the first serialized replies of ``out`` (up to
     MAX_REPLY_BATCH_BYTES, at least one) and returns them as one
-    CallReplyBatch."""
+    CallReplyBatch. Replies that would take a batch of several over the
+    message limit wait for the next batch: one large result never makes a
+    message the host refuses, which would fail every call on the stream."""
     n, size = 0, 0
+    cap = _max_message_bytes
     while n < len(out) and size < MAX_REPLY_BATCH_BYTES:
-        size += len(out[n])
+        framed = len(out[n]) + 6  # tag and length of the repeated field
+        if n and size + framed > cap:
+            break
+        size += framed
         n += 1
     replies = out[:n]
     del out[:n]
@@ -575,7 +754,8 @@ class NativeCalls:
         self.pb = servicer.pb
         # The call socket checks the worker's token exactly as the main socket
         # does: every RPC must carry it.
-        self.server = _native.CallServer(path, servicer.token or None)
+        self.server = _native.CallServer(path, servicer.token or None,
+                                         max_message_bytes() + MESSAGE_HEADROOM_BYTES)
         self.address = "unix:" + path
         self.streams: dict = {}
         self.loop = asyncio.get_running_loop()
@@ -950,10 +1130,11 @@ class Servicer:
                     and not t.spec.supports_streaming:
                 try:
                     out.append(d.call_inline_wire(t, req))
-                except Exception as e:  # noqa: BLE001 - must always answer
+                except BaseException as e:  # noqa: BLE001 - must always answer
                     log.exception("internal error running %s", req.tool_name)
                     out.append(_wire.reply_error(
-                        req.request_id, "InternalError", repr(e), traceback.format_exc()))
+                        req.request_id, "InternalError", _clip(repr(e), MAX_ERROR_MESSAGE_CHARS),
+                        _clip(traceback.format_exc(), MAX_ERROR_TRACEBACK_CHARS)))
                 continue
             st.pending += 1
             task = self._track(self._run_call(req, st, put))
@@ -1012,10 +1193,11 @@ class Servicer:
             if st.streams.get(rid) is not None or not req.stream:
                 raise  # not a cancel request: the stream is closing
             # The caller cancelled this streaming call: no more replies.
-        except Exception as e:  # noqa: BLE001 - must always answer
+        except BaseException as e:  # noqa: BLE001 - must always answer
             log.exception("internal error running %s", req.tool_name)
             put(pb.CallReply(request_id=rid, error=pb.ToolError(
-                type="InternalError", message=repr(e), traceback=traceback.format_exc())))
+                type="InternalError", message=_clip(repr(e), MAX_ERROR_MESSAGE_CHARS),
+                traceback=_clip(traceback.format_exc(), MAX_ERROR_TRACEBACK_CHARS))))
         finally:
             st.streams.pop(rid, None)
             st.pending -= 1
@@ -1257,6 +1439,12 @@ def parse_args(argv=None):
                    help="on SIGTERM, time calls in flight get to finish")
     p.add_argument("--threads", type=int, default=min(32, (os.cpu_count() or 1) + 4),
                    help="thread pool size for sync tools")
+    p.add_argument("--max-message-bytes", type=_message_limit,
+                   default=os.environ.get("SNAKEPIT_MAX_MESSAGE_BYTES",
+                                          str(DEFAULT_MAX_MESSAGE_BYTES)),
+                   help="largest tool result in bytes (JSON plus binary results); a larger "
+                        "one is that call's ResultTooLarge error. Set it as the host's "
+                        "max_message_bytes (default 64 MiB or $SNAKEPIT_MAX_MESSAGE_BYTES)")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin hits EOF")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this pid is gone")
     return p.parse_args(argv)
@@ -1296,6 +1484,16 @@ def check_exposure(listen: str, token, insecure: bool):
             f"the network and anyone could run every tool. Set SNAKEPIT_TOKEN (the "
             f"host sends it as x-snakepit-token), listen on a loopback address or a "
             f"unix: socket, or pass {INSECURE_FLAG} to accept the risk")
+
+
+def _message_limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes >= 1024")
+    return n
 
 
 def _redirect_stdout():
@@ -1340,9 +1538,11 @@ async def serve(opts, ready_out) -> int:
 
     dispatcher = Dispatcher(tools, opts.worker_id, opts.threads)
     servicer = Servicer(pb, dispatcher, opts, opts.adapter)
+    set_max_message_bytes(opts.max_message_bytes)
+    wire_limit = opts.max_message_bytes + MESSAGE_HEADROOM_BYTES
     options = [
-        ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.max_receive_message_length", wire_limit),
+        ("grpc.max_send_message_length", wire_limit),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options)

@@ -167,7 +167,7 @@ catalog! {
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
             md!("grpc_status", "the gRPC status code name"),
-            md!("error_type", "tool_error, timeout, unavailable or protocol"),
+            md!("error_type", "tool_error, timeout, unavailable, protocol or argument_too_large"),
             md!("error_message", "what went wrong"),
         ];
     /// A streaming call opened.

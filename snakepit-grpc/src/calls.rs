@@ -261,10 +261,12 @@ pub(crate) struct CallStream {
 }
 
 impl CallStream {
-    /// Opens a stream; `on_open` runs when the worker's response headers
-    /// arrive, `on_break` when the stream breaks while not closed.
+    /// Opens a stream whose request batches hold at most `limit` bytes;
+    /// `on_open` runs when the worker's response headers arrive,
+    /// `on_break` when the stream breaks while not closed.
     pub(crate) fn open(
         mut rpc: Rpc,
+        limit: usize,
         on_open: impl FnOnce() + Send + 'static,
         on_break: impl FnOnce(&str) + Send + 'static,
     ) -> CallStream {
@@ -282,7 +284,7 @@ impl CallStream {
         let reader = shared.clone();
         tokio::spawn(async move {
             let reason = match rpc
-                .call_batch_stream(BatchStream::new(rx, reader.pacer.clone()))
+                .call_batch_stream(BatchStream::new(rx, reader.pacer.clone(), limit))
                 .await
             {
                 Ok(response) => {

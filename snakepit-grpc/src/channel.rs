@@ -28,15 +28,28 @@ pub(crate) type Raw = InterceptedService<Channel, TokenAuth>;
 /// The generated client over the channel, with the token interceptor.
 pub(crate) type Rpc = BridgeServiceClient<Raw>;
 
-/// The generated client over `raw`, with the message size bounds.
-pub(crate) fn rpc(raw: Raw) -> Rpc {
+/// The generated client over `raw`, with the message size bounds for calls
+/// whose payload is at most `limit` bytes
+/// ([`ConnectOptions::max_message_bytes`]).
+pub(crate) fn rpc(raw: Raw, limit: usize) -> Rpc {
     BridgeServiceClient::new(raw)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(wire_limit(limit))
+        .max_encoding_message_size(wire_limit(limit))
 }
 
-/// Largest message accepted from a worker (a telemetry batch is bounded by
-/// the worker at about 4 MB; tool results may be larger).
+/// The message size the transport accepts for a payload limit: the limit
+/// plus [`MESSAGE_HEADROOM_BYTES`] (as the worker's servers).
+pub(crate) fn wire_limit(limit: usize) -> usize {
+    limit.saturating_add(MESSAGE_HEADROOM_BYTES)
+}
+
+/// Room above the payload limit for what a message carries besides it: a
+/// result's call ids and telemetry, an error's (bounded) text, the framing
+/// of the calls in a batch. The worker allows the same.
+pub(crate) const MESSAGE_HEADROOM_BYTES: usize = 1024 * 1024;
+
+/// Largest telemetry stream message accepted from a worker (a telemetry
+/// batch is bounded by the worker at about 4 MB).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Adds `x-snakepit-token` to every RPC when a token is configured.
@@ -132,7 +145,8 @@ impl<T> futures_core::Stream for RecvStream<T> {
 
 /// Requests coalesced into one `CallBatch` per request-stream message.
 const MAX_BATCH_CALLS: usize = 1024;
-/// A batch stops growing at about this many payload bytes.
+/// A batch stops growing at about this many payload bytes (and never holds
+/// more than the message limit, see [`BatchStream`]).
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Scheduler turns a batch waits at most, and only while it keeps growing.
 const MAX_YIELDS: u32 = 3;
@@ -183,6 +197,12 @@ impl Pacer {
 /// `CallBatch`es: each item takes every request ready at that moment (up to
 /// [`MAX_BATCH_CALLS`] / [`MAX_BATCH_BYTES`]).
 ///
+/// A batch of several requests never encodes to more than the message
+/// limit: a request that would take it over waits for the next batch
+/// (`carry`). A single request is at most the limit (the client refuses a
+/// larger one before queueing it), so no batch is refused by the transport,
+/// which would fail every call on the stream.
+///
 /// Callers woken by the replies of one batch send their next requests a
 /// moment apart; taking only the first would send batches of one. So after
 /// taking what is queued, the stream yields to the scheduler (wakes itself
@@ -192,7 +212,13 @@ impl Pacer {
 pub(crate) struct BatchStream {
     rx: mpsc::Receiver<CallRequest>,
     held: Vec<CallRequest>,
+    /// Encoded size of `held` in the batch, bytes.
     held_bytes: usize,
+    /// The message limit, bytes.
+    limit: usize,
+    /// A request (and its encoded size) taken from `rx` that did not fit
+    /// the batch held: the first of the next one.
+    carry: Option<(CallRequest, usize)>,
     yields: u32,
     pacer: Arc<Pacer>,
     /// `pacer.reply_batches` when the last batch was sent.
@@ -202,11 +228,14 @@ pub(crate) struct BatchStream {
 }
 
 impl BatchStream {
-    pub(crate) fn new(rx: mpsc::Receiver<CallRequest>, pacer: Arc<Pacer>) -> Self {
+    /// Batches of at most `limit` encoded bytes (a lone request excepted).
+    pub(crate) fn new(rx: mpsc::Receiver<CallRequest>, pacer: Arc<Pacer>, limit: usize) -> Self {
         BatchStream {
             rx,
             held: Vec::new(),
             held_bytes: 0,
+            limit,
+            carry: None,
             yields: 0,
             pacer,
             replies_at_send: 0,
@@ -217,8 +246,7 @@ impl BatchStream {
     /// Whether the batch held now may go (see [`Pacer`]); if not, the task
     /// is woken by the next reply batch or when [`PACE_MAX_WAIT`] passes.
     fn may_send(&mut self, cx: &mut Context<'_>) -> bool {
-        let full = self.held.len() >= MAX_BATCH_CALLS || self.held_bytes >= MAX_BATCH_BYTES;
-        if full || self.pacer.outstanding() < PACE_ABOVE {
+        if self.full() || self.pacer.outstanding() < PACE_ABOVE {
             return true;
         }
         if self.pacer.reply_batches.load(Ordering::Acquire) != self.replies_at_send {
@@ -235,13 +263,29 @@ impl BatchStream {
         timer.as_mut().poll(cx).is_ready()
     }
 
+    /// No more requests go into the batch held.
+    fn full(&self) -> bool {
+        self.held.len() >= MAX_BATCH_CALLS
+            || self.held_bytes >= MAX_BATCH_BYTES
+            || self.carry.is_some()
+    }
+
+    /// Adds `r` to the batch held, or keeps it for the next batch when it
+    /// would take a batch of several over the limit.
+    fn hold(&mut self, r: CallRequest) {
+        let size = framed_size(&r);
+        if !self.held.is_empty() && self.held_bytes + size > self.limit {
+            self.carry = Some((r, size));
+        } else {
+            self.held_bytes += size;
+            self.held.push(r);
+        }
+    }
+
     fn drain(&mut self) {
-        while self.held.len() < MAX_BATCH_CALLS && self.held_bytes < MAX_BATCH_BYTES {
+        while !self.full() {
             match self.rx.try_recv() {
-                Ok(r) => {
-                    self.held_bytes += approx_size(&r);
-                    self.held.push(r);
-                }
+                Ok(r) => self.hold(r),
                 Err(_) => break,
             }
         }
@@ -259,16 +303,10 @@ impl BatchStream {
     }
 }
 
-fn approx_size(r: &CallRequest) -> usize {
-    r.args_json.len()
-        + r.tool_name.len()
-        + r.correlation_id.len()
-        + r.traceparent.len()
-        + r.binary_parameters
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-        + 32
+/// What `r` adds to a `CallBatch`, in bytes: its encoding, tag and length.
+fn framed_size(r: &CallRequest) -> usize {
+    let len = prost::Message::encoded_len(r);
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 impl futures_core::Stream for BatchStream {
@@ -281,8 +319,7 @@ impl futures_core::Stream for BatchStream {
             let before = this.held.len();
             this.drain();
             let grew = this.held.len() > before;
-            let full = this.held.len() >= MAX_BATCH_CALLS || this.held_bytes >= MAX_BATCH_BYTES;
-            if grew && !full && this.yields < MAX_YIELDS {
+            if grew && !this.full() && this.yields < MAX_YIELDS {
                 this.yields += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -292,20 +329,82 @@ impl futures_core::Stream for BatchStream {
             }
             return Poll::Ready(Some(this.take()));
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(r)) => {
-                this.held_bytes = approx_size(&r);
-                this.held.push(r);
+        if let Some((r, size)) = this.carry.take() {
+            // The request the last batch had no room for opens this one.
+            this.held_bytes = size;
+            this.held.push(r);
+        } else {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(r)) => this.hold(r),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
         }
         this.drain();
-        if this.held.len() >= MAX_BATCH_CALLS || this.held_bytes >= MAX_BATCH_BYTES {
+        if this.full() {
             return Poll::Ready(Some(this.take()));
         }
         this.yields = 1;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(bytes: usize) -> CallRequest {
+        CallRequest {
+            tool_name: "echo".to_string(),
+            args_json: vec![b'x'; bytes],
+            ..Default::default()
+        }
+    }
+
+    /// The batches the stream makes of `sizes` requests queued at once.
+    async fn batches(sizes: &[usize], limit: usize) -> Vec<CallBatch> {
+        let (tx, rx) = mpsc::channel(64);
+        for &n in sizes {
+            tx.try_send(call(n)).unwrap();
+        }
+        drop(tx);
+        let mut stream = BatchStream::new(rx, Arc::new(Pacer::default()), limit);
+        let mut out = Vec::new();
+        while let Some(batch) =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut stream), cx))
+                .await
+        {
+            out.push(batch);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_several_calls_never_encodes_to_more_than_the_limit() {
+        let limit = 4 << 20;
+        let large = 3 << 20;
+        let got = batches(&[large, large, 10, 10, large, limit - 100], limit).await;
+        let sizes: Vec<Vec<usize>> = got
+            .iter()
+            .map(|b| b.calls.iter().map(|c| c.args_json.len()).collect())
+            .collect();
+        // In order; a call that does not fit opens the next batch.
+        assert_eq!(
+            sizes,
+            vec![
+                vec![large],
+                vec![large, 10, 10],
+                vec![large],
+                vec![limit - 100]
+            ]
+        );
+        for b in &got {
+            assert!(prost::Message::encoded_len(b) <= limit, "{}", b.calls.len());
+        }
+        // Small calls still travel together.
+        let got = batches(&[100; 50], limit).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].calls.len(), 50);
     }
 }

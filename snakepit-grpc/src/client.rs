@@ -16,7 +16,9 @@ use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
 use crate::link::Link;
-use crate::options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
+use crate::options::{
+    CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, MIN_MESSAGE_BYTES,
+};
 use crate::proto;
 use crate::telemetry_stream::TelemetryTask;
 use crate::WorkerAddress;
@@ -138,8 +140,15 @@ impl WorkerClient {
         options: ConnectOptions,
     ) -> Result<WorkerClient, CallError> {
         let started = Instant::now();
+        if options.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(CallError::unavailable(format!(
+                "max_message_bytes is {}; it must be at least {MIN_MESSAGE_BYTES}",
+                options.max_message_bytes
+            )));
+        }
+        let limit = options.max_message_bytes;
         let raw = channel::connect(&options).await?;
-        let rpc = channel::rpc(raw.clone());
+        let rpc = channel::rpc(raw.clone(), limit);
         let info = describe_rpc(&rpc, options.connect_timeout).await?;
         if info.worker_id != options.worker_id {
             tracing::warn!(
@@ -157,7 +166,7 @@ impl WorkerClient {
                     ..options.clone()
                 };
                 match channel::connect(&native).await {
-                    Ok(raw) => channel::rpc(raw),
+                    Ok(raw) => channel::rpc(raw, limit),
                     Err(e) => {
                         tracing::warn!(
                             target: "snakepit::grpc",
@@ -230,6 +239,7 @@ impl WorkerClient {
         let on_break = self.inner.link.clone();
         CallStream::open(
             self.inner.call_rpc.clone(),
+            self.inner.options.max_message_bytes,
             move || {
                 if reopen {
                     on_open.restored(1);
@@ -257,6 +267,8 @@ impl WorkerClient {
         Ok(stream)
     }
 
+    /// The call's request; `ArgumentTooLarge` when it encodes to more than
+    /// the message limit (it is then never queued, so no other call sees it).
     pub(crate) fn request(
         &self,
         tool: &str,
@@ -265,7 +277,7 @@ impl WorkerClient {
         span: &CallSpan,
         stream: bool,
     ) -> Result<proto::CallRequest, CallError> {
-        Ok(proto::CallRequest {
+        let request = proto::CallRequest {
             request_id: 0,
             tool_name: tool.to_string(),
             args_json: encode_args(tool, args)?,
@@ -279,7 +291,17 @@ impl WorkerClient {
             timeout_ms: timeout_ms(opts.timeout),
             stream,
             cancel: false,
-        })
+        };
+        let size = prost::Message::encoded_len(&request);
+        let limit = self.inner.options.max_message_bytes;
+        if size > limit {
+            return Err(CallError::ArgumentTooLarge {
+                tool: tool.to_string(),
+                size,
+                limit,
+            });
+        }
+        Ok(request)
     }
 
     /// Runs a tool on the persistent call stream and returns its result.

@@ -38,17 +38,34 @@ pub enum CallError {
         /// What was wrong.
         message: String,
     },
+    /// The call's encoded request is over the message limit; it was not
+    /// sent, and no other call was affected.
+    #[error(
+        "the arguments of tool {tool:?} are {size} bytes encoded (JSON, binary parameters and \
+         call ids), over the message limit of {limit} bytes; pass less data per call, or raise \
+         max_message_bytes on the host and --max-message-bytes on the worker"
+    )]
+    ArgumentTooLarge {
+        /// The tool called.
+        tool: String,
+        /// The encoded request, in bytes.
+        size: usize,
+        /// The limit ([`ConnectOptions::max_message_bytes`](crate::ConnectOptions::max_message_bytes)), in bytes.
+        limit: usize,
+    },
 }
 
 impl CallError {
     /// The `error_type` used in `snakepit.grpc.call.exception`:
-    /// `tool_error`, `timeout`, `unavailable` or `protocol`.
+    /// `tool_error`, `timeout`, `unavailable`, `protocol` or
+    /// `argument_too_large`.
     pub fn kind(&self) -> &'static str {
         match self {
             CallError::Tool { .. } => "tool_error",
             CallError::Timeout { .. } => "timeout",
             CallError::Unavailable { .. } => "unavailable",
             CallError::Protocol { .. } => "protocol",
+            CallError::ArgumentTooLarge { .. } => "argument_too_large",
         }
     }
 
@@ -70,6 +87,8 @@ impl CallError {
             CallError::Tool { .. } | CallError::Protocol { .. } => "OK",
             CallError::Timeout { .. } => "DEADLINE_EXCEEDED",
             CallError::Unavailable { .. } => "UNAVAILABLE",
+            // What gRPC reports for a message over the limit (none was sent).
+            CallError::ArgumentTooLarge { .. } => "RESOURCE_EXHAUSTED",
         }
     }
 }

@@ -12,7 +12,11 @@
 //!   [`WorkerClient::execute_unary`] / [`WorkerClient::execute_stream_unary`]
 //!   use one RPC per call. Arguments and results are JSON values plus
 //!   optional binary payloads (see the proto for the encoding).
-//! * Typed errors ([`CallError`]): tool error, timeout, unavailable, protocol.
+//! * Typed errors ([`CallError`]): tool error, timeout, unavailable, protocol,
+//!   argument too large. One call's size never fails another call: a
+//!   request over [`ConnectOptions::max_message_bytes`] is refused before it
+//!   is queued, the worker refuses an oversized result as that call's
+//!   error, and neither side puts more than the limit into one batch.
 //! * Every call carries `x-snakepit-correlation-id` and a W3C `traceparent`,
 //!   and emits `snakepit.grpc.call.*` (streams also `snakepit.grpc.stream.*`).
 //! * A background task consumes the worker's batched telemetry stream,
@@ -54,7 +58,10 @@ pub use chunks::ChunkStream;
 pub use client::WorkerClient;
 pub use error::CallError;
 pub use fold::TelemetryStats;
-pub use options::{CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo};
+pub use options::{
+    CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, DEFAULT_MAX_MESSAGE_BYTES,
+    MIN_MESSAGE_BYTES,
+};
 
 #[cfg(test)]
 mod tests {

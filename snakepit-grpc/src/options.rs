@@ -8,6 +8,12 @@ use snakepit_telemetry::CorrelationId;
 
 use crate::address::WorkerAddress;
 
+/// Default of [`ConnectOptions::max_message_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Smallest [`ConnectOptions::max_message_bytes`] accepted: 1 KiB.
+pub const MIN_MESSAGE_BYTES: usize = 1024;
+
 /// How to reach one worker and how to label what comes from it.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -29,11 +35,20 @@ pub struct ConnectOptions {
     /// Persistent call streams opened to the worker; calls are spread over
     /// them round robin. Default 1 (see the `worker_calls` benchmark).
     pub call_streams: usize,
+    /// Largest encoded call request in bytes (arguments JSON, binary
+    /// parameters and the call's ids), and largest tool result the worker
+    /// sends back. A larger request fails at once with
+    /// [`CallError::ArgumentTooLarge`](crate::CallError::ArgumentTooLarge)
+    /// and is never sent; the worker answers a larger result with the
+    /// call's tool error `ResultTooLarge` (start it with the same
+    /// `--max-message-bytes`). Other calls in flight are never affected.
+    /// At least [`MIN_MESSAGE_BYTES`]. Default [`DEFAULT_MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
 }
 
 impl ConnectOptions {
     /// Options with the defaults: pool `default`, no token, 5 s connect
-    /// timeout, pid from `Describe`.
+    /// timeout, pid from `Describe`, 64 MiB messages.
     pub fn new(address: WorkerAddress, worker_id: impl Into<String>) -> Self {
         ConnectOptions {
             address,
@@ -43,6 +58,7 @@ impl ConnectOptions {
             token: None,
             connect_timeout: Duration::from_secs(5),
             call_streams: 1,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

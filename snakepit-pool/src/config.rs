@@ -84,6 +84,14 @@ pub struct PoolConfig {
     /// Workers already running elsewhere. When non-empty, the pool spawns no
     /// process and connects to these instead.
     pub external_workers: Vec<ExternalWorker>,
+    /// Largest call in bytes, both ways: a call whose encoded arguments
+    /// (JSON, binary parameters, ids) are larger fails at once with
+    /// `CallError::ArgumentTooLarge` and is never sent; a tool result
+    /// (JSON plus binary results) that is larger is that call's tool error
+    /// `ResultTooLarge`. Calls in flight beside it are not affected. Local
+    /// workers get it as `--max-message-bytes`; start external workers with
+    /// the same value. At least 1024. Default 64 MiB.
+    pub max_message_bytes: usize,
 }
 
 /// A worker running elsewhere (TCP plus token, or a Unix socket).
@@ -130,6 +138,7 @@ impl Default for PoolConfig {
             grace_period: Duration::from_secs(5),
             worker_args: Vec::new(),
             external_workers: Vec::new(),
+            max_message_bytes: snakepit_grpc::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -248,6 +257,11 @@ impl PoolConfig {
     /// Adds a command-line argument for `snakepit_bridge.worker`.
     pub fn worker_arg(mut self, arg: impl Into<String>) -> Self {
         self.worker_args.push(arg.into());
+        self
+    }
+    /// Sets [`PoolConfig::max_message_bytes`].
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
         self
     }
     /// Adds an external worker.

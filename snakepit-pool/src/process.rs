@@ -36,6 +36,8 @@ pub(crate) struct SpawnSpec {
     pub grace: Duration,
     pub extra_args: Vec<String>,
     pub startup_timeout: Duration,
+    /// `--max-message-bytes`: the largest tool result, bytes.
+    pub max_message_bytes: usize,
     /// The worker's token, given through `SNAKEPIT_TOKEN` (never on the
     /// command line, where every local user could read it).
     pub token: String,
@@ -212,6 +214,8 @@ impl WorkerProcess {
             .arg("--watch-stdin")
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
+            .arg("--max-message-bytes")
+            .arg(spec.max_message_bytes.to_string())
             .args(&spec.extra_args)
             .envs(&spec.env)
             .env("SNAKEPIT_TOKEN", &spec.token)

@@ -85,6 +85,7 @@ impl Shared {
             extra_args: c.worker_args.clone(),
             startup_timeout: c.startup_timeout,
             token: token.clone(),
+            max_message_bytes: c.max_message_bytes,
         };
         let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
         let mut options = ConnectOptions::new(
@@ -96,6 +97,7 @@ impl Shared {
         options.token = Some(token);
         options.connect_timeout = c.startup_timeout;
         options.call_streams = c.call_streams_per_worker;
+        options.max_message_bytes = c.max_message_bytes;
         match WorkerClient::connect(self.telemetry.clone(), options).await {
             Ok(client) => Ok(Started {
                 process: Some(process),
@@ -117,6 +119,7 @@ impl Shared {
         options.token = external.token.clone();
         options.connect_timeout = self.config.startup_timeout;
         options.call_streams = self.config.call_streams_per_worker;
+        options.max_message_bytes = self.config.max_message_bytes;
         WorkerClient::connect(self.telemetry.clone(), options)
             .await
             .map(|client| Started {

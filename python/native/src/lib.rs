@@ -38,7 +38,9 @@ const CALL_BATCH_STREAM: &str = "/snakepit.bridge.BridgeService/CallBatchStream"
 /// The metadata key that carries the worker's token, as on the main socket.
 const TOKEN_HEADER: &str = "x-snakepit-token";
 
-/// Largest message either way, as on the worker's grpc.aio server.
+/// Largest message either way when [`CallServer::new`] is given none; the
+/// worker passes its grpc.aio server's limit (`--max-message-bytes` plus
+/// headroom).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// Messages as bytes: the worker decodes and encodes them in Python.
@@ -156,6 +158,8 @@ struct Router {
     shared: Arc<Shared>,
     /// The worker's token: every request must carry it, whatever its path.
     token: Option<Arc<[u8]>>,
+    /// The largest message either way, in bytes.
+    max_message: usize,
 }
 
 impl Router {
@@ -197,10 +201,11 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Router {
         }
         if req.uri().path() == CALL_BATCH_STREAM {
             let handler = Handler(self.shared.clone());
+            let max_message = self.max_message;
             Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(RawCodec)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE);
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message);
                 Ok(grpc.streaming(handler, req).await)
             })
         } else {
@@ -240,12 +245,13 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 #[pymethods]
 impl CallServer {
     /// Listens on the Unix socket `path` (which must not exist) and starts
-    /// serving. With a non-empty `token`, every request must carry it as
-    /// metadata `x-snakepit-token` (else `UNAUTHENTICATED`), as on the
-    /// worker's main socket.
+    /// serving messages of at most `max_message` bytes either way. With a
+    /// non-empty `token`, every request must carry it as metadata
+    /// `x-snakepit-token` (else `UNAUTHENTICATED`), as on the worker's main
+    /// socket.
     #[new]
-    #[pyo3(signature = (path, token=None))]
-    fn new(path: &str, token: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (path, token = None, max_message = MAX_MESSAGE))]
+    fn new(path: &str, token: Option<&str>, max_message: usize) -> PyResult<Self> {
         let listener = UnixListener::bind(path)
             .map_err(|e| os_error(&format!("cannot listen on {path}"), e))?;
         listener
@@ -274,6 +280,7 @@ impl CallServer {
             token: token
                 .filter(|t| !t.is_empty())
                 .map(|t| Arc::from(t.as_bytes())),
+            max_message,
         };
         std::thread::Builder::new()
             .name("snakepit-calls".into())

@@ -2,18 +2,78 @@
 
 Used by the Rust host's tests to check that unknown event names, unknown
 measurement keys, non-finite numbers, huge metadata values and endlessly
-distinct metadata neither crash the host nor grow its memory.
+distinct metadata neither crash the host nor grow its memory; and that tools
+raising SystemExit, KeyboardInterrupt or another BaseException, or returning
+what JSON cannot carry, get a tool error while the worker lives on.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Dict
 
 from .. import telemetry
 from ..base_adapter import BaseAdapter, tool
 
 
+class HostileExit(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt."""
+
+
+def _base_exception(kind: str) -> BaseException:
+    if kind == "SystemExit":
+        return SystemExit(3)
+    if kind == "KeyboardInterrupt":
+        return KeyboardInterrupt("interrupted by the tool")
+    if kind == "HostileExit":
+        return HostileExit("a custom BaseException")
+    raise ValueError(f"unknown kind {kind!r}: SystemExit, KeyboardInterrupt or HostileExit")
+
+
+def _bad_value(kind: str) -> Any:
+    """A result JSON cannot carry, nested so that its path is not trivial."""
+    bad = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
+           "surrogate": "ok\ud800"}
+    if kind == "surrogate_key":
+        return {"outer": {"k\udc00": 1}}
+    if kind not in bad:
+        raise ValueError(f"unknown kind {kind!r}: {sorted(bad)} or surrogate_key")
+    return {"outer": {"values": [1, 2.5, bad[kind]]}}
+
+
 class HostileAdapter(BaseAdapter):
+    @tool(description="Raises the BaseException named by kind (in the thread pool)")
+    def raise_base(self, kind: str = "SystemExit") -> None:
+        raise _base_exception(kind)
+
+    @tool(description="Raises the BaseException named by kind (async tool)")
+    async def araise_base(self, kind: str = "SystemExit") -> None:
+        await asyncio.sleep(0)
+        raise _base_exception(kind)
+
+    @tool(description="Raises the BaseException named by kind (inline tool)", inline=True)
+    def raise_base_inline(self, kind: str = "SystemExit") -> None:
+        raise _base_exception(kind)
+
+    @tool(description="Yields one chunk, then raises the BaseException named by kind "
+                      "(async generator)", supports_streaming=True)
+    async def astream_raise_base(self, kind: str = "SystemExit"):
+        yield {"i": 0}
+        raise _base_exception(kind)
+
+    @tool(description="Returns a value JSON cannot carry: nan, inf, -inf, surrogate, "
+                      "surrogate_key")
+    def bad_result(self, kind: str = "nan") -> Any:
+        return _bad_value(kind)
+
+    @tool(description="bad_result as an inline tool", inline=True)
+    def bad_result_inline(self, kind: str = "nan") -> Any:
+        return _bad_value(kind)
+
+    @tool(description="Returns ok (a call that succeeds)", inline=True)
+    def ok(self) -> str:
+        return "ok"
+
     @tool(description="Emits count events with distinct names not in any catalog")
     def unknown_names(self, count: int = 100, prefix: str = "hostile.unknown") -> int:
         emit = telemetry.emit

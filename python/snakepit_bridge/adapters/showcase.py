@@ -195,6 +195,13 @@ class ShowcaseAdapter(BaseAdapter):
             y = self.model.predict(x)
         return {"y": y, "model": "linear-3"}
 
+    @tool(description="Returns a result of n_bytes: a JSON string, or binary bytes")
+    def big_result(self, n_bytes: int = 1024, binary: bool = False) -> Any:
+        n = int(n_bytes)
+        if binary:
+            return {"data": b"x" * n}
+        return "x" * max(0, n - 2)
+
     @tool(description="Returns the size of a binary parameter and echoes it back as binary")
     def bytes_echo(self, data: bytes = b"") -> Dict[str, Any]:
         return {"size": len(data), "data": bytes(data)}
