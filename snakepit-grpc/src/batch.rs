@@ -364,6 +364,8 @@ pub(crate) struct RawBatch {
     pub(crate) drops: Option<proto::DropCounts>,
     pub(crate) logs: Vec<proto::LogRecord>,
     pub(crate) policy_version: u64,
+    /// Events the worker held, accepted and unsent, after this batch.
+    pub(crate) pending: u64,
 }
 
 impl RawBatch {
@@ -396,6 +398,7 @@ impl RawBatch {
                 6 => {
                     uint(w)?;
                 }
+                8 => out.pending = uint(w)?,
                 _ => {}
             }
         }
@@ -517,6 +520,7 @@ mod tests {
                 correlation_id: "c".into(),
             }],
             policy_version: 42,
+            pending: 4000,
             worker_id: "w1".into(),
             seq: 7,
             runs: vec![EventRun {
@@ -658,6 +662,7 @@ mod tests {
                 assert_eq!(p.drops, o.drops);
                 assert_eq!(p.logs, o.logs);
                 assert_eq!(p.policy_version, o.policy_version);
+                assert_eq!(p.pending, o.pending);
                 true
             }
             (Err(_), Err(_)) => false,
@@ -691,6 +696,7 @@ mod tests {
         assert_eq!(timestamps, [1, 2, -3, i64::MAX]);
         assert_eq!(values, [10, -20, 30, i64::MIN]);
         assert_eq!(b.policy_version, 42);
+        assert_eq!(b.pending, 4000);
     }
 
     #[test]
