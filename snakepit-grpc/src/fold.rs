@@ -26,9 +26,13 @@
 //! (`where = worker`) when they are plausible (see [`crate::plausible`]).
 //! A batch also says how many events the worker still holds unsent
 //! (`pending`); when folding ends (the client is closed or dropped, as it is
-//! when the worker exits), the last such count is reported as dropped with
-//! reason `worker_exited`. Events a worker accepted after the last batch
-//! that reached the host are unknown to the host and not reported.
+//! when the worker exits), or when a batch's sequence number starts again
+//! (a new worker process behind the same address), the last such count is
+//! reported as dropped with reason `worker_exited`. A stream the worker
+//! ends cleanly (it shut down after flushing, or another host took the
+//! stream and with it the events) leaves nothing to report. Events a worker
+//! accepted after the last batch that reached the host are unknown to the
+//! host and not reported.
 //!
 //! Nothing here keeps state per name or per value, so a hostile worker
 //! cannot grow the host's memory.
@@ -179,6 +183,8 @@ pub(crate) struct Folder {
     last_drops: [u64; 6],
     /// Events the worker held unsent after its last batch.
     pending: u64,
+    /// The last batch's sequence number.
+    last_seq: u64,
     allowance: Allowance,
     name: String,
 }
@@ -209,6 +215,7 @@ impl Folder {
             stats,
             last_drops: [0; 6],
             pending: 0,
+            last_seq: 0,
             allowance: Allowance::default(),
             name: String::with_capacity(MAX_NAME_BYTES),
         }
@@ -217,6 +224,11 @@ impl Folder {
     /// Folds one batch: events, drop counters, logs.
     pub(crate) fn fold(&mut self, batch: &RawBatch) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if batch.seq != 0 && batch.seq <= self.last_seq {
+            // A new worker process: what the last one held is gone.
+            self.report_unsent();
+        }
+        self.last_seq = batch.seq;
         self.stats
             .policy_version
             .store(batch.policy_version, Ordering::Relaxed);
@@ -560,6 +572,12 @@ impl Folder {
                  (more than it could have counted since its last report)"
             );
         }
+    }
+
+    /// The worker ended the stream cleanly: it flushed before shutting
+    /// down, or another host took its stream (and the events it held).
+    pub(crate) fn stream_ended(&mut self) {
+        self.pending = 0;
     }
 
     /// Reports the events the worker last said it held unsent as dropped

@@ -81,6 +81,52 @@ async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_process_at_the_same_address_reports_what_the_old_one_held() {
+    const N: u64 = 5000;
+    let mut worker = Worker::start(HOSTILE, "w-restarted");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(
+        &telemetry,
+        "rec",
+        &["snakepit.python.tool.execution.stop", DROPPED],
+    );
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    let result = client
+        .execute(
+            "emit_then_exit",
+            json!({"count": N, "code": 3}),
+            CallOptions::with_timeout(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(CallError::Unavailable { .. })),
+        "{result:?}"
+    );
+    // An external worker restarted behind the same address: the client
+    // reopens its telemetry stream to the new process, whose batches start
+    // again from sequence number 1.
+    worker.respawn(HOSTILE);
+    let r = rec.clone();
+    eventually(
+        "the old process's unsent events to be reported",
+        Duration::from_secs(20),
+        move || dropped(&r, "worker_exited") > 0,
+    )
+    .await;
+    let delivered = rec
+        .named("snakepit.python.tool.execution.stop")
+        .iter()
+        .filter(|s| s.meta("tool") == Some("doomed"))
+        .count() as u64;
+    assert_eq!(delivered + dropped(&rec, "worker_exited"), N);
+    // The new process holds nothing: closing reports nothing more.
+    client.close().await;
+    assert_eq!(delivered + dropped(&rec, "worker_exited"), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_counters_alternating_between_max_and_zero_are_not_believed() {
     let worker = Worker::start(HOSTILE, "w-flip");
     let telemetry = Telemetry::new();
