@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use snakepit_core::config::PrometheusSinkConfig;
 use snakepit_core::{builtin, Sink, Value};
-use snakepit_sinks::prometheus::{PrometheusSink, HEADER_TIMEOUT};
+use snakepit_sinks::prometheus::{PrometheusSink, HEADER_TIMEOUT, MAX_CONNECTIONS};
 use snakepit_telemetry::Telemetry;
 
 const REQUEST: &[u8] =
@@ -119,4 +119,50 @@ fn slow_clients_neither_block_scrapes_nor_stay_open() {
     }
     sink.shutdown(Duration::from_secs(2)).unwrap();
     assert!(TcpStream::connect(addr).is_err(), "the listener stopped");
+}
+
+#[test]
+fn a_connection_over_the_limit_is_closed_at_once_and_the_rest_still_served() {
+    let t = Telemetry::new();
+    let config = PrometheusSinkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..PrometheusSinkConfig::default()
+    };
+    let sink = PrometheusSink::from_config(&config, t.catalog()).unwrap();
+    let addr = sink.local_addr().unwrap();
+    // MAX_CONNECTIONS clients that connect and say nothing.
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra.set_read_timeout(Some(HEADER_TIMEOUT / 2)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = match extra.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        Ok(_) => false,
+    };
+    assert!(
+        closed,
+        "connection {} stayed open {:?}",
+        MAX_CONNECTIONS + 1,
+        started.elapsed()
+    );
+    // The idle clients leave: scrapes are served again.
+    drop(idle);
+    let url = format!("http://{addr}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
+            Ok(resp) => {
+                assert_eq!(resp.status(), 200);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no scrape served: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sink.shutdown(Duration::from_secs(2)).unwrap();
 }

@@ -10,7 +10,9 @@
 //! * a connection lives at most [`CONNECTION_TIMEOUT`] in all (request,
 //!   render, response and keep-alive);
 //! * at most [`MAX_CONNECTIONS`] connections are served at once; one more is
-//!   closed as soon as it is accepted;
+//!   closed as soon as it is accepted (so that many clients holding their
+//!   connections can refuse scrapes until their deadlines: the listener
+//!   belongs on a trusted network);
 //! * a request head may be at most [`MAX_REQUEST_HEAD`] bytes (larger: 431).
 //!
 //! Upkeep (handing buffered histogram samples to the recorder, every
