@@ -417,11 +417,13 @@ class BatchEncoder:
         return errors
 
     def batch(self, events, drops, logs, policy_version: int, worker_id: str, seq: int,
-              max_bytes: int = 0):
+              max_bytes: int = 0, pending=0):
         """Return (bytes, encode_errors).
 
         With ``max_bytes``, events stop being added once the batch holds that
         many bytes; the events not encoded are left in ``self.leftover``.
+        ``pending`` (TelemetryBatch.pending) is an int, or a callable given
+        the number of events left over and returning the events still unsent.
         """
         out: list = []
         self.leftover = []
@@ -444,6 +446,9 @@ class BatchEncoder:
             out.append(string_field(0x2A, worker_id))
         if seq:
             out.append(b"\x30" + varint(seq))
+        unsent = pending(len(self.leftover)) if callable(pending) else pending
+        if unsent:
+            out.append(b"\x40" + varint(unsent))
         return b"".join(out), errors
 
 

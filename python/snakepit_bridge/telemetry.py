@@ -775,6 +775,36 @@ def requeue(events: list) -> None:
         _buf.extendleft(reversed(events))
 
 
+def pending(leftover: int = 0) -> int:
+    """Events accepted and not yet sent: the buffer plus ``leftover`` events
+    drained for a batch but not encoded into it (TelemetryBatch.pending)."""
+    return len(_buf) + leftover
+
+
+# TelemetryBatch.pending of the last batch the stream handed to gRPC, and
+# how many batches it has handed over.
+_pending_written = 0
+_batches_written = 0
+
+
+def note_batch_written(unsent: int) -> None:
+    """Record that the stream wrote a batch whose ``pending`` was ``unsent``."""
+    global _pending_written, _batches_written
+    _pending_written = unsent
+    _batches_written += 1
+
+
+def batches_written() -> int:
+    """Telemetry batches written to a host since the worker started."""
+    return _batches_written
+
+
+def pending_written() -> int:
+    """The ``pending`` count of the last batch written to the host: events
+    the host knows this worker holds, and reports lost if the worker exits."""
+    return _pending_written
+
+
 def add_encode_errors(n: int) -> None:
     c = _counters[4]
     for _ in range(n):

@@ -855,6 +855,7 @@ class Servicer:
         self.call_streams: set = set()
         self.tasks: set = set()
         self.telemetry_gen = 0
+        self._unsent = 0
         self.telemetry_stop = asyncio.Event()
         self.telemetry_done = asyncio.Event()
         self.telemetry_done.set()
@@ -1216,6 +1217,11 @@ class Servicer:
             telemetry.add_encode_errors(encode_errors)
         return telemetry.drop_counts()
 
+    def _pending(self, leftover: int) -> int:
+        # TelemetryBatch.pending, kept for note_batch_written once sent.
+        self._unsent = telemetry.pending(leftover)
+        return self._unsent
+
     async def _telemetry_common(self, request_iterator, context):
         """Attach as the one telemetry stream; returns (generation, reader task).
 
@@ -1272,11 +1278,14 @@ class Servicer:
                     self.batch_seq += 1
                     data, _ = enc.batch(events, self._drops, logs, version,
                                         self.worker_id, self.batch_seq,
-                                        max_bytes=enc.MAX_BATCH_BYTES)
+                                        max_bytes=enc.MAX_BATCH_BYTES,
+                                        pending=self._pending)
                     leftover = enc.leftover
                     last_sent = now
                     last_version = version
+                    unsent = self._unsent
                     yield data
+                    telemetry.note_batch_written(unsent)
                 if stopping and not events and not logs and not leftover:
                     break
                 if len(events) >= BATCH_EVENTS or leftover:

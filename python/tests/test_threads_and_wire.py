@@ -173,3 +173,18 @@ def test_events_of_one_shape_travel_as_runs_in_emit_order():
     assert errs == 0 and len(bodies) == 3
     assert [pb.TelemetryEvent.FromString(x).timestamp_ns for x in bodies] == [
         base, base + 1, base + 2]
+
+
+def test_a_batch_says_how_many_events_are_still_unsent():
+    for i in range(5):
+        t.emit("tool.execution.stop", {"duration": i}, {"i": str(i)})
+    enc = BatchEncoder()
+    evs = t.drain(3)
+    # Two events stay in the buffer; one drained event does not fit the batch.
+    data, _ = enc.batch(evs, (0,) * 6, [], 0, "", 0, max_bytes=1, pending=t.pending)
+    b = pb.TelemetryBatch.FromString(data)
+    assert len(b.events) + len(enc.leftover) == 3
+    assert b.pending == 2 + len(enc.leftover)
+    t.drain()
+    data, _ = enc.batch([], (0,) * 6, [], 0, "", 0, pending=t.pending)
+    assert pb.TelemetryBatch.FromString(data).pending == 0

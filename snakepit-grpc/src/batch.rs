@@ -364,6 +364,11 @@ pub(crate) struct RawBatch {
     pub(crate) drops: Option<proto::DropCounts>,
     pub(crate) logs: Vec<proto::LogRecord>,
     pub(crate) policy_version: u64,
+    /// Events the worker held, accepted and unsent, after this batch.
+    pub(crate) pending: u64,
+    /// The worker's batch sequence number (grows for the life of a worker
+    /// process, across streams; 0 when not sent).
+    pub(crate) seq: u64,
 }
 
 impl RawBatch {
@@ -393,9 +398,8 @@ impl RawBatch {
                 5 => {
                     string(w)?;
                 }
-                6 => {
-                    uint(w)?;
-                }
+                6 => out.seq = uint(w)?,
+                8 => out.pending = uint(w)?,
                 _ => {}
             }
         }
@@ -517,6 +521,7 @@ mod tests {
                 correlation_id: "c".into(),
             }],
             policy_version: 42,
+            pending: 4000,
             worker_id: "w1".into(),
             seq: 7,
             runs: vec![EventRun {
@@ -658,6 +663,8 @@ mod tests {
                 assert_eq!(p.drops, o.drops);
                 assert_eq!(p.logs, o.logs);
                 assert_eq!(p.policy_version, o.policy_version);
+                assert_eq!(p.pending, o.pending);
+                assert_eq!(p.seq, o.seq);
                 true
             }
             (Err(_), Err(_)) => false,
@@ -691,6 +698,8 @@ mod tests {
         assert_eq!(timestamps, [1, 2, -3, i64::MAX]);
         assert_eq!(values, [10, -20, 30, i64::MIN]);
         assert_eq!(b.policy_version, 42);
+        assert_eq!(b.pending, 4000);
+        assert_eq!(b.seq, 7);
     }
 
     #[test]

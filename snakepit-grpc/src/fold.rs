@@ -21,6 +21,19 @@
 //!   `metadata_truncated`). Keys the host adds (`worker_id`, `pool_name`,
 //!   `python_pid`, `node`) are the host's, whatever the worker sent.
 //!
+//! The worker's drop counters are cumulative; each batch's are turned into
+//! deltas and reported as `snakepit.telemetry.events.dropped`
+//! (`where = worker`) when they are plausible (see [`crate::plausible`]).
+//! A batch also says how many events the worker still holds unsent
+//! (`pending`); when folding ends (the client is closed or dropped, as it is
+//! when the worker exits), or when a batch's sequence number starts again
+//! (a new worker process behind the same address), the last such count is
+//! reported as dropped with reason `worker_exited`. A stream the worker
+//! ends cleanly (it shut down after flushing, or another host took the
+//! stream and with it the events) leaves nothing to report. Events a worker
+//! accepted after the last batch that reached the host are unknown to the
+//! host and not reported.
+//!
 //! Nothing here keeps state per name or per value, so a hostile worker
 //! cannot grow the host's memory.
 
@@ -32,6 +45,7 @@ use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
 use crate::batch::{parse_run, EventFields, EventView, Item, RawBatch, RunFields, WireValue};
+use crate::plausible::{counter_delta, Allowance};
 use crate::proto;
 use crate::trace::parse_trace_id;
 
@@ -82,6 +96,11 @@ pub struct TelemetryStats {
     pub policy_version: u64,
     /// Times the telemetry stream was reopened after breaking.
     pub reconnects: u64,
+    /// Worker counter reports refused as implausible (a delta larger than
+    /// the worker could have counted, see [`crate::plausible`]).
+    pub implausible_counts: u64,
+    /// Events the worker held unsent in its last batch (`pending`).
+    pub worker_pending: u64,
 }
 
 /// Shared atomic counters behind [`TelemetryStats`].
@@ -95,6 +114,8 @@ pub(crate) struct StatCounters {
     worker_drops: [AtomicU64; 6],
     policy_version: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    implausible: AtomicU64,
+    pending: AtomicU64,
 }
 
 impl StatCounters {
@@ -114,6 +135,8 @@ impl StatCounters {
             worker_drops: std::array::from_fn(|i| r(&self.worker_drops[i])),
             policy_version: r(&self.policy_version),
             reconnects: r(&self.reconnects),
+            implausible_counts: r(&self.implausible),
+            worker_pending: r(&self.pending),
         }
     }
 }
@@ -158,6 +181,11 @@ pub(crate) struct Folder {
     python_pid: i64,
     stats: Arc<StatCounters>,
     last_drops: [u64; 6],
+    /// Events the worker held unsent after its last batch.
+    pending: u64,
+    /// The last batch's sequence number.
+    last_seq: u64,
+    allowance: Allowance,
     name: String,
 }
 
@@ -186,6 +214,9 @@ impl Folder {
             python_pid: python_pid.map_or(-1, i64::from),
             stats,
             last_drops: [0; 6],
+            pending: 0,
+            last_seq: 0,
+            allowance: Allowance::default(),
             name: String::with_capacity(MAX_NAME_BYTES),
         }
     }
@@ -193,6 +224,11 @@ impl Folder {
     /// Folds one batch: events, drop counters, logs.
     pub(crate) fn fold(&mut self, batch: &RawBatch) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if batch.seq != 0 && batch.seq <= self.last_seq {
+            // A new worker process: what the last one held is gone.
+            self.report_unsent();
+        }
+        self.last_seq = batch.seq;
         self.stats
             .policy_version
             .store(batch.policy_version, Ordering::Relaxed);
@@ -211,6 +247,8 @@ impl Folder {
         if let Some(d) = &batch.drops {
             self.drops(d);
         }
+        self.pending = batch.pending;
+        self.stats.pending.store(batch.pending, Ordering::Relaxed);
         for log in &batch.logs {
             self.forward_log(log);
         }
@@ -496,30 +534,64 @@ impl Folder {
         ];
         for (i, reason) in DROP_REASONS.iter().enumerate() {
             self.stats.worker_drops[i].store(now[i], Ordering::Relaxed);
-            // Counters only grow; a smaller value means a new worker process.
-            let delta = if now[i] >= self.last_drops[i] {
-                now[i] - self.last_drops[i]
-            } else {
-                now[i]
-            };
-            if delta == 0 {
-                continue;
+            match counter_delta(&mut self.last_drops[i], now[i], &mut self.allowance) {
+                Some(0) => {}
+                Some(delta) => self.report_worker_drop(reason, delta),
+                None => self.implausible(reason, now[i]),
             }
-            self.telemetry.execute_with(
-                builtin::TELEMETRY_EVENTS_DROPPED,
-                &[(
-                    "count",
-                    Value::Int(i64::try_from(delta).unwrap_or(i64::MAX)),
-                )],
-                &[
-                    ("where", Value::from("worker")),
-                    ("reason", Value::from(*reason)),
-                    ("worker_id", Value::from(&*self.worker_id)),
-                ],
-                EventContext::default(),
+        }
+    }
+
+    fn report_worker_drop(&self, reason: &str, count: u64) {
+        self.telemetry.execute_with(
+            builtin::TELEMETRY_EVENTS_DROPPED,
+            &[(
+                "count",
+                Value::Int(i64::try_from(count).unwrap_or(i64::MAX)),
+            )],
+            &[
+                ("where", Value::from("worker")),
+                ("reason", Value::from(reason)),
+                ("worker_id", Value::from(&*self.worker_id)),
+            ],
+            EventContext::default(),
+        );
+    }
+
+    /// A counter report that is not believed: counted, logged (the first
+    /// few times), never reported as drops.
+    fn implausible(&self, what: &str, value: u64) {
+        let n = self.stats.implausible.fetch_add(1, Ordering::Relaxed);
+        if n < 3 {
+            tracing::warn!(
+                target: "snakepit::grpc",
+                worker_id = &*self.worker_id,
+                counter = what,
+                value,
+                "ignoring an implausible telemetry counter from the worker \
+                 (more than it could have counted since its last report)"
             );
         }
-        self.last_drops = now;
+    }
+
+    /// The worker ended the stream cleanly: it flushed before shutting
+    /// down, or another host took its stream (and the events it held).
+    pub(crate) fn stream_ended(&mut self) {
+        self.pending = 0;
+    }
+
+    /// Reports the events the worker last said it held unsent as dropped
+    /// (`worker_exited`): folding has ended, so they will not arrive here.
+    fn report_unsent(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending == 0 {
+            return;
+        }
+        if self.allowance.take(pending) {
+            self.report_worker_drop("worker_exited", pending);
+        } else {
+            self.implausible("pending", pending);
+        }
     }
 
     /// A Python log record becomes a `tracing` event, target
@@ -548,6 +620,12 @@ impl Folder {
             "warning" | "warn" => forward!(warn),
             _ => forward!(error),
         }
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        self.report_unsent();
     }
 }
 

@@ -44,6 +44,7 @@ mod error;
 pub mod fold;
 mod link;
 mod options;
+pub mod plausible;
 mod telemetry_stream;
 mod trace;
 mod unary;

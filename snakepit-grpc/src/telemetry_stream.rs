@@ -147,7 +147,10 @@ impl TelemetryTask {
             tokio::select! {
                 message = batches.message() => match message {
                     Ok(Some(batch)) => self.folder.fold(&batch),
-                    Ok(None) => return "the worker ended the telemetry stream".to_string(),
+                    Ok(None) => {
+                        self.folder.stream_ended();
+                        return "the worker ended the telemetry stream".to_string();
+                    }
                     Err(status) => return from_status(&status, None).to_string(),
                 },
                 changed = self.policy_rx.changed(), if watch_policy => {

@@ -21,6 +21,11 @@
 //!   values and does not allocate when the label set was seen before (unless
 //!   the definition has a tag transform, which returns owned strings).
 //! * No global recorder is installed: every sink has its own registry.
+//! * `/metrics` is served by hyper on a small runtime owned by the sink's
+//!   listener thread, one task per connection, with per-connection
+//!   deadlines ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`]) and at most
+//!   [`MAX_CONNECTIONS`] at once, so a slow client never delays a scrape.
+//!   The recorder's upkeep runs on a thread of its own.
 
 mod listener;
 mod naming;
@@ -41,6 +46,9 @@ use snakepit_telemetry::metrics::{
 };
 
 use self::listener::Listener;
+pub use self::listener::{
+    CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD, UPKEEP_EVERY,
+};
 pub use self::naming::prometheus_name;
 use self::samples::Registry;
 use self::series::{Group, Member};

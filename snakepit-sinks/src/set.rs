@@ -27,7 +27,8 @@ use snakepit_core::{Config, Sink, SinkError};
 use snakepit_telemetry::{AttachError, LogConfig, Telemetry};
 
 use crate::log::LogSink;
-use crate::otel::{OtelError, OtelSink};
+use crate::otel::{OtelError, OtelSink, OtelStats};
+use crate::plugin::{PluginSink, PluginStats};
 use crate::prometheus::{PrometheusError, PrometheusSink};
 
 /// A configured sink could not be built or attached. Messages name the
@@ -68,10 +69,44 @@ pub enum SinkSetError {
     },
 }
 
+/// The counters of one sink of a [`SinkSet`], by kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SinkStats {
+    /// The log sink keeps no counters.
+    Log,
+    /// The Prometheus sink's figures are its `/metrics` exposition.
+    Prometheus,
+    /// An OTel sink's counters.
+    Otel(OtelStats),
+    /// A plugin sink's counters (delivered, refused, dropped, queued).
+    Plugin(PluginStats),
+}
+
+/// A sink of the set with its concrete type, for its counters.
+enum Typed {
+    Log,
+    Prometheus,
+    Otel(Arc<OtelSink>),
+    Plugin(Arc<PluginSink>),
+}
+
+impl Typed {
+    fn stats(&self) -> SinkStats {
+        match self {
+            Typed::Log => SinkStats::Log,
+            Typed::Prometheus => SinkStats::Prometheus,
+            Typed::Otel(s) => SinkStats::Otel(s.stats()),
+            Typed::Plugin(s) => SinkStats::Plugin(s.stats()),
+        }
+    }
+}
+
 /// The attached sinks of one config, in config order.
 pub struct SinkSet {
     telemetry: Telemetry,
     sinks: Vec<(String, Arc<dyn Sink>)>,
+    typed: Vec<Typed>,
     prometheus: Option<Arc<PrometheusSink>>,
     otel: Option<Arc<OtelSink>>,
 }
@@ -100,6 +135,7 @@ impl SinkSet {
         let mut set = SinkSet {
             telemetry: telemetry.clone(),
             sinks: Vec::new(),
+            typed: Vec::new(),
             prometheus: None,
             otel: None,
         };
@@ -114,30 +150,29 @@ impl SinkSet {
 
     fn add(&mut self, index: usize, config: &SinkConfig) -> Result<(), SinkSetError> {
         let t = &self.telemetry;
-        let (kind, sink, patterns): (&str, Arc<dyn Sink>, _) = match config {
-            SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), &c.events),
+        let (kind, sink, typed, patterns): (&str, Arc<dyn Sink>, _, _) = match config {
+            SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), Typed::Log, &c.events),
             SinkConfig::Prometheus(c) => {
                 let sink = Arc::new(
                     PrometheusSink::from_config(c, t.catalog())
                         .map_err(|source| SinkSetError::Prometheus { index, source })?,
                 );
                 self.prometheus.get_or_insert_with(|| sink.clone());
-                ("prometheus", sink, &c.events)
+                ("prometheus", sink, Typed::Prometheus, &c.events)
             }
             SinkConfig::Otel(c) => {
                 let sink = Arc::new(
                     OtelSink::new(c, t).map_err(|source| SinkSetError::Otel { index, source })?,
                 );
                 self.otel.get_or_insert_with(|| sink.clone());
-                ("otel", sink, &c.events)
+                ("otel", sink.clone(), Typed::Otel(sink), &c.events)
             }
             SinkConfig::Plugin(c) => {
-                let sink =
-                    crate::plugin::PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
-                        index,
-                        message: e.to_string(),
-                    })?;
-                ("plugin", Arc::new(sink), &c.events)
+                let sink = Arc::new(PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
+                    index,
+                    message: e.to_string(),
+                })?);
+                ("plugin", sink.clone(), Typed::Plugin(sink), &c.events)
             }
         };
         let id = format!("sinks[{index}].{kind}");
@@ -146,7 +181,17 @@ impl SinkSet {
             return Err(SinkSetError::Attach { index, source });
         }
         self.sinks.push((id, sink));
+        self.typed.push(typed);
         Ok(())
+    }
+
+    /// Each sink's counters with its handler id, in config order.
+    pub fn stats(&self) -> Vec<(&str, SinkStats)> {
+        self.sinks
+            .iter()
+            .zip(&self.typed)
+            .map(|((id, _), typed)| (id.as_str(), typed.stats()))
+            .collect()
     }
 
     /// The handler ids, in config order.
@@ -189,6 +234,7 @@ impl SinkSet {
             let _ = self.telemetry.detach(id);
         }
         let sinks: Vec<(String, Arc<dyn Sink>)> = self.sinks.drain(..).collect();
+        self.typed.clear();
         within(
             deadline.saturating_duration_since(Instant::now()),
             sinks.iter().map(|(_, s)| s),

@@ -8,9 +8,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,70 +20,9 @@ use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
 use support::otlp::{attr, hex, OtlpReceiver};
+use support::worker::{Worker, SHOWCASE};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-fn python() -> PathBuf {
-    match std::env::var_os("SNAKEPIT_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
-
-/// A showcase worker on a Unix socket in a private temp dir; killed on drop.
-struct Worker {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Worker {
-    fn start(worker_id: &str) -> Worker {
-        let dir = tempfile::Builder::new().prefix("sps-").tempdir().unwrap();
-        let socket = dir.path().join("w.sock");
-        let mut child = Command::new(python())
-            .args(["-m", "snakepit_bridge.worker", "--adapter"])
-            .arg("snakepit_bridge.adapters.showcase:ShowcaseAdapter")
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--worker-id", worker_id, "--watch-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}): run cargo xtask setup",
-                    python().display()
-                )
-            });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let mut w = Worker {
-            child,
-            socket,
-            _dir: dir,
-        };
-        if !line.starts_with("SNAKEPIT_READY ") {
-            let _ = w.child.kill();
-            panic!("worker not ready: {line:?}");
-        }
-        w
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Captures `snakepit::python` records.
 #[derive(Clone, Default)]
@@ -136,7 +72,7 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         .unwrap();
     t.log().set_level(LogLevel::Info);
 
-    let worker = Worker::start("w1");
+    let worker = Worker::start(SHOWCASE, "w1");
     let logs = PythonLogs::default();
     let subscriber =
         tracing_subscriber::registry().with(logs.clone().with_filter(t.log().filter()));

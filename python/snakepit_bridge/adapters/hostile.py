@@ -2,14 +2,19 @@
 
 Used by the Rust host's tests to check that unknown event names, unknown
 measurement keys, non-finite numbers, huge metadata values and endlessly
-distinct metadata neither crash the host nor grow its memory; and that tools
-raising SystemExit, KeyboardInterrupt or another BaseException, or returning
-what JSON cannot carry, get a tool error while the worker lives on.
+distinct metadata neither crash the host nor grow its memory, that absurd
+drop counters are not believed, and that events a dying worker held are
+reported lost; and that tools raising SystemExit, KeyboardInterrupt or
+another BaseException, or returning what JSON cannot carry, get a tool error
+while the worker lives on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import time
 from typing import Any, Dict
 
 from .. import telemetry
@@ -134,3 +139,40 @@ class HostileAdapter(BaseAdapter):
         with telemetry.span(name, {"model": "m"}):
             pass
         return name
+
+    @tool(description="Reports the sampled_out drop counter as 2**64-1 and 0 in turn "
+                      "(flips batches), then as final; the counter stays at final")
+    async def flip_drop_counters(self, flips: int = 20, final: int = 5) -> int:
+        counters = telemetry._counters
+        for i in range(int(flips)):
+            counters[1] = itertools.count((1 << 64) - 1 if i % 2 == 0 else 0)
+            await _next_batch_sent()
+        counters[1] = itertools.count(int(final))
+        await _next_batch_sent()
+        return int(flips)
+
+    @tool(description="Emits count events, waits until a batch has told the host most "
+                      "of them are still unsent, then exits at once (os._exit(code))")
+    async def emit_then_exit(self, count: int = 5000, code: int = 3) -> int:
+        emit = telemetry.emit
+        n = int(count)
+        meta = {"tool": "doomed"}
+        for i in range(n):
+            emit("tool.execution.stop", {"duration": i}, meta)
+        while telemetry.pending_written() < n // 2:
+            await asyncio.sleep(0)
+        # Block the event loop, so no further batch is drained, while gRPC's
+        # own thread puts the written one on the socket; then die without
+        # any cleanup, the rest of the burst still in the buffer.
+        time.sleep(0.2)
+        os._exit(int(code))
+
+
+async def _next_batch_sent() -> None:
+    """Returns once a batch encoded after this call was written to the host."""
+    for _ in range(2):
+        # An event makes the stream send a batch now rather than within 1 s.
+        telemetry.emit("tool.execution.stop", {"duration": 1}, {"tool": "flip"})
+        seen = telemetry.batches_written()
+        while telemetry.batches_written() == seen:
+            await asyncio.sleep(0.001)

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,43 +48,7 @@ impl Worker {
     ) -> Worker {
         let dir = tempfile::Builder::new().prefix("spg-").tempdir().unwrap();
         let sock = dir.path().join("w.sock");
-        let mut child = Command::new(python())
-            .args(["-m", "snakepit_bridge.worker", "--adapter", adapter])
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .args([
-                "--worker-id",
-                worker_id,
-                "--watch-stdin",
-                "--telemetry-interval-s",
-                "0",
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python worker");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("worker did not become ready in 30 s");
-            }
-        };
-        assert!(
-            line.starts_with("SNAKEPIT_READY "),
-            "bad ready line {line:?}"
-        );
+        let child = spawn_ready(adapter, worker_id, &sock, extra, env);
         let pid = child.id();
         Worker {
             child,
@@ -93,6 +57,19 @@ impl Worker {
             worker_id: worker_id.to_string(),
             _dir: dir,
         }
+    }
+
+    /// Starts a new process of `adapter` at this worker's address (after
+    /// the old one exited), as a restarted external worker would be.
+    pub fn respawn(&mut self, adapter: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let WorkerAddress::Unix(sock) = &self.address else {
+            unreachable!("test workers listen on Unix sockets")
+        };
+        let _ = std::fs::remove_file(sock);
+        self.child = spawn_ready(adapter, &self.worker_id, sock, &[], &[]);
+        self.pid = self.child.id();
     }
 
     pub fn options(&self) -> ConnectOptions {
@@ -113,6 +90,54 @@ impl Worker {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
+}
+
+/// Spawns a worker process listening on `sock` and waits for its ready line.
+fn spawn_ready(
+    adapter: &str,
+    worker_id: &str,
+    sock: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    let mut child = Command::new(python())
+        .args(["-m", "snakepit_bridge.worker", "--adapter", adapter])
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .args([
+            "--worker-id",
+            worker_id,
+            "--watch-stdin",
+            "--telemetry-interval-s",
+            "0",
+        ])
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python worker");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("worker did not become ready in 30 s");
+        }
+    };
+    assert!(
+        line.starts_with("SNAKEPIT_READY "),
+        "bad ready line {line:?}"
+    );
+    child
 }
 
 impl Drop for Worker {

@@ -17,7 +17,10 @@
 //! [`Sink::handle`] copies the event into that queue and never blocks: when
 //! the queue is full the event is dropped and counted, and drops are reported
 //! as `snakepit.telemetry.sink.overflow` and
-//! `snakepit.telemetry.events.dropped` (`where = sink`). A plugin that panics
+//! `snakepit.telemetry.events.dropped` (`where = sink`). An event the plugin
+//! refuses (an error status) is counted as failed and reported as dropped
+//! too, reason `sink_refused` (only the first refusal is logged with its
+//! message). A plugin that panics
 //! is disabled (an error log and `snakepit.telemetry.sink.failed`); the host
 //! keeps running. Flush and shutdown wait at most their deadline: a stuck
 //! plugin's thread is abandoned, not waited for.

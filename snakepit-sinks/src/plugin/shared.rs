@@ -13,7 +13,8 @@ use snakepit_telemetry::Telemetry;
 pub struct PluginStats {
     /// Events the plugin accepted (`emit` returned OK).
     pub delivered: u64,
-    /// Events the plugin refused or panicked on (`emit` returned an error).
+    /// Events the plugin refused or panicked on (`emit` returned an error
+    /// status); reported as dropped, reason `sink_refused`.
     pub failed: u64,
     /// Events dropped because the queue was full.
     pub dropped_queue_full: u64,
@@ -25,9 +26,9 @@ pub struct PluginStats {
 }
 
 impl PluginStats {
-    /// Every dropped event, for whatever reason.
+    /// Every event that did not reach the plugin, or that it refused.
     pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_disabled
+        self.dropped_queue_full + self.dropped_disabled + self.failed
     }
 }
 
@@ -44,6 +45,7 @@ pub(crate) struct Shared {
     dropped_disabled: AtomicU64,
     reported_full: AtomicU64,
     reported_disabled: AtomicU64,
+    reported_failed: AtomicU64,
     telemetry: Telemetry,
 }
 
@@ -62,6 +64,7 @@ impl Shared {
             dropped_disabled: AtomicU64::new(0),
             reported_full: AtomicU64::new(0),
             reported_disabled: AtomicU64::new(0),
+            reported_failed: AtomicU64::new(0),
             telemetry,
         }
     }
@@ -150,6 +153,11 @@ impl Shared {
         let prev = self.reported_disabled.fetch_max(disabled, Ordering::AcqRel);
         if disabled > prev {
             self.report_dropped(disabled - prev, "disabled");
+        }
+        let failed = self.failed.load(Ordering::Acquire);
+        let prev = self.reported_failed.fetch_max(failed, Ordering::AcqRel);
+        if failed > prev {
+            self.report_dropped(failed - prev, "sink_refused");
         }
     }
 

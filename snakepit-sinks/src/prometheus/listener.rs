@@ -1,33 +1,68 @@
-//! The sink's thread: the `/metrics` HTTP listener and the recorder's upkeep.
+//! The sink's threads: the `/metrics` HTTP server and the recorder's upkeep.
+//!
+//! The server is hyper's HTTP/1 connection driver on a single-threaded
+//! tokio runtime that the listener thread owns (the sink works under any
+//! runtime, or none). Every connection is its own task, so a slow client
+//! holds only its connection, never the listener or another scrape:
+//!
+//! * a request head must arrive within [`HEADER_TIMEOUT`] (a client that
+//!   trickles its request is closed then);
+//! * a connection lives at most [`CONNECTION_TIMEOUT`] in all (request,
+//!   render, response and keep-alive);
+//! * at most [`MAX_CONNECTIONS`] connections are served at once; one more is
+//!   closed as soon as it is accepted (so that many clients holding their
+//!   connections can refuse scrapes until their deadlines: the listener
+//!   belongs on a trusted network);
+//! * a request head may be at most [`MAX_REQUEST_HEAD`] bytes (larger: 431).
+//!
+//! Upkeep (handing buffered histogram samples to the recorder, every
+//! [`UPKEEP_EVERY`]) runs on a thread of its own, so memory stays bounded
+//! whatever the listener is doing, and whether or not anyone scrapes. A
+//! scrape still hands every buffered sample over before it renders.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use snakepit_core::SinkError;
+use tokio::sync::{Notify, Semaphore};
 
 use super::samples::Registry;
 use super::PrometheusError;
 
-/// The sink's thread: serves `/metrics` when a listen address is set,
-/// polling a non-blocking socket (so it can stop without a wake-up
-/// connection), and runs the recorder's upkeep every second: histogram
-/// samples are buffered until then, so memory stays bounded even when
-/// nobody scrapes.
+/// How long a client may take to send a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, whatever it does.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request head accepted, in bytes.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// How often buffered samples are handed to the recorder.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The running threads of one sink.
 pub(super) struct Listener {
     pub addr: Option<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    server: Option<(Arc<Notify>, JoinHandle<()>)>,
+    upkeep: (mpsc::Sender<()>, JoinHandle<()>),
 }
 
-const POLL: Duration = Duration::from_millis(10);
-const UPKEEP_EVERY: Duration = Duration::from_secs(1);
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
 impl Listener {
+    /// Binds `addr` (when set) and starts the server and upkeep threads.
     pub fn start(
         addr: Option<SocketAddr>,
         registry: Arc<Registry>,
@@ -37,135 +72,155 @@ impl Listener {
             listen: addr.unwrap_or(unspecified),
             source,
         };
-        let (socket, local) = match addr {
+        let server = match addr {
             Some(addr) => {
-                let socket = TcpListener::bind(addr).map_err(err)?;
+                let socket = std::net::TcpListener::bind(addr).map_err(err)?;
                 socket.set_nonblocking(true).map_err(err)?;
                 let local = socket.local_addr().map_err(err)?;
-                (Some(socket), Some(local))
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .map_err(err)?;
+                let socket = {
+                    let _in_runtime = runtime.enter();
+                    tokio::net::TcpListener::from_std(socket).map_err(err)?
+                };
+                let stop = Arc::new(Notify::new());
+                let (registry, flag) = (registry.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name("snakepit-prom-http".into())
+                    .spawn(move || runtime.block_on(serve(socket, registry, flag)))
+                    .map_err(err)?;
+                Some((local, stop, thread))
             }
-            None => (None, None),
+            None => None,
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("snakepit-prometheus".into())
-            .spawn(move || serve(socket, &registry, flag))
-            .map_err(err)?;
+        let (upkeep_tx, upkeep_rx) = mpsc::channel();
+        let upkeep = std::thread::Builder::new()
+            .name("snakepit-prom-upkeep".into())
+            .spawn(move || loop {
+                match upkeep_rx.recv_timeout(UPKEEP_EVERY) {
+                    Err(RecvTimeoutError::Timeout) => registry.upkeep(),
+                    _ => return,
+                }
+            });
+        let upkeep = match upkeep {
+            Ok(thread) => thread,
+            Err(e) => {
+                if let Some((_, stop, _)) = &server {
+                    stop.notify_one();
+                }
+                return Err(err(e));
+            }
+        };
         Ok(Listener {
-            addr: local,
-            stop,
-            thread,
+            addr: server.as_ref().map(|(local, _, _)| *local),
+            server: server.map(|(_, stop, thread)| (stop, thread)),
+            upkeep: (upkeep_tx, upkeep),
         })
     }
 
+    /// Stops both threads; connections in progress are closed. Waits for
+    /// them at most `timeout`.
     pub fn stop(self, timeout: Duration) -> Result<(), SinkError> {
-        self.stop.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
-        while !self.thread.is_finished() {
-            if Instant::now() >= deadline {
-                return Err(SinkError::Timeout {
-                    sink: "prometheus".into(),
-                    timeout,
-                    pending: 0,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let (upkeep_stop, upkeep) = self.upkeep;
+        drop(upkeep_stop);
+        let mut threads = vec![upkeep];
+        if let Some((stop, thread)) = self.server {
+            stop.notify_one();
+            threads.push(thread);
         }
-        let _ = self.thread.join();
+        for thread in threads {
+            while !thread.is_finished() {
+                if Instant::now() >= deadline {
+                    return Err(SinkError::Timeout {
+                        sink: "prometheus".into(),
+                        timeout,
+                        pending: 0,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = thread.join();
+        }
         Ok(())
     }
 }
 
-fn serve(socket: Option<TcpListener>, registry: &Registry, stop: Arc<AtomicBool>) {
-    let mut last_upkeep = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        let Some(socket) = &socket else {
-            std::thread::sleep(POLL * 5);
-            if last_upkeep.elapsed() >= UPKEEP_EVERY {
-                registry.upkeep();
-                last_upkeep = Instant::now();
+/// Accepts connections until `stop` is notified; each connection is a task.
+async fn serve(socket: tokio::net::TcpListener, registry: Arc<Registry>, stop: Arc<Notify>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.notified() => return,
+            accepted = socket.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, mostly: wait a little.
+                tracing::warn!(target: "snakepit::telemetry", error = %e, "prometheus listener accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(
+                target: "snakepit::telemetry",
+                max = MAX_CONNECTIONS,
+                "prometheus listener: too many connections; closing a new one"
+            );
             continue;
         };
-        match socket.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = answer(stream, registry) {
-                    tracing::debug!(target: "snakepit::telemetry", error = %e, "prometheus scrape failed");
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| std::future::ready(answer(&request, &registry))),
+                );
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "snakepit::telemetry", error = %e, "prometheus connection failed");
+                }
+                Err(_) => {
+                    tracing::debug!(target: "snakepit::telemetry", timeout = ?CONNECTION_TIMEOUT, "prometheus connection closed at its deadline");
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-            Err(e) => {
-                tracing::warn!(target: "snakepit::telemetry", error = %e, "prometheus listener accept failed");
-                std::thread::sleep(POLL);
-            }
-        }
-        if last_upkeep.elapsed() >= UPKEEP_EVERY {
-            registry.upkeep();
-            last_upkeep = Instant::now();
-        }
+            drop(permit);
+        });
     }
 }
 
-/// Answers one HTTP/1.x request: `GET /metrics` gets the exposition, anything
-/// else a 404 (or 405). The connection is closed afterwards.
-fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_REQUEST_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"",
-            );
-        }
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => {
-            let body = registry.render();
-            respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-            )
-        }
-        (_, "/metrics") => respond(&mut stream, "405 Method Not Allowed", "text/plain", b""),
-        _ => respond(
-            &mut stream,
-            "404 Not Found",
-            "text/plain",
-            b"try /metrics\n",
+/// `GET /metrics` gets the exposition; another method on `/metrics` a 405,
+/// anything else a 404.
+fn answer(
+    request: &Request<Incoming>,
+    registry: &Registry,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            CONTENT_TYPE_METRICS,
+            Bytes::from(registry.render()),
         ),
-    }
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", Bytes::new()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"try /metrics\n"),
+        ),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
 }

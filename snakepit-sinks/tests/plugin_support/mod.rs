@@ -14,7 +14,14 @@ use snakepit_core::{Event, EventId, OwnedEvent, Pattern};
 use snakepit_telemetry::Telemetry;
 
 /// The plugin crates under snakepit-sinks/plugins/, by directory name.
-pub const PLUGINS: &[&str] = &["jsonl", "wrong-abi", "no-symbol", "panicking", "slow"];
+pub const PLUGINS: &[&str] = &[
+    "jsonl",
+    "wrong-abi",
+    "no-symbol",
+    "panicking",
+    "slow",
+    "refusing",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,157 @@
+//! What a worker's telemetry counters may tell the host: events a worker
+//! held unsent when it exited are reported lost (`worker_exited`), and drop
+//! counters that jump between u64::MAX and 0 are not believed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Recorder, Seen, Worker, HOSTILE};
+use serde_json::json;
+use snakepit_grpc::{CallError, CallOptions, WorkerClient};
+use snakepit_telemetry::Telemetry;
+
+const DROPPED: &str = "snakepit.telemetry.events.dropped";
+
+/// The `count` of every `events.dropped` report with this reason.
+fn dropped(rec: &Recorder, reason: &str) -> u64 {
+    rec.named(DROPPED)
+        .iter()
+        .filter(|s| s.meta("reason") == Some(reason))
+        .map(|s: &Seen| s.measurement("count").unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
+    const N: u64 = 5000;
+    let mut worker = Worker::start(HOSTILE, "w-doomed");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(
+        &telemetry,
+        "rec",
+        &["snakepit.python.tool.execution.stop", DROPPED],
+    );
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+
+    // The tool emits N events, waits until one batch (1000 events) has told
+    // the host how many are still unsent, and calls os._exit.
+    let result = client
+        .execute(
+            "emit_then_exit",
+            json!({"count": N, "code": 3}),
+            CallOptions::with_timeout(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(CallError::Unavailable { .. })),
+        "{result:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = worker.child.wait().unwrap();
+        (status, worker)
+    });
+    let (status, _worker) = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .expect("the worker exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+
+    // What arrives arrives before the stream breaks; the rest is reported
+    // when the client stops folding (as a pool does when its worker exits).
+    client.close().await;
+    let delivered = rec
+        .named("snakepit.python.tool.execution.stop")
+        .iter()
+        .filter(|s| s.meta("tool") == Some("doomed"))
+        .count() as u64;
+    let lost = dropped(&rec, "worker_exited");
+    eprintln!("delivered {delivered}, reported worker_exited {lost}");
+    assert!(delivered < N, "the worker died before sending everything");
+    assert_eq!(delivered + lost, N, "every event is delivered or reported");
+    let report = rec
+        .named(DROPPED)
+        .into_iter()
+        .find(|s| s.meta("reason") == Some("worker_exited"))
+        .unwrap();
+    assert_eq!(report.meta("where"), Some("worker"));
+    assert_eq!(report.meta("worker_id"), Some("w-doomed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_process_at_the_same_address_reports_what_the_old_one_held() {
+    const N: u64 = 5000;
+    let mut worker = Worker::start(HOSTILE, "w-restarted");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(
+        &telemetry,
+        "rec",
+        &["snakepit.python.tool.execution.stop", DROPPED],
+    );
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    let result = client
+        .execute(
+            "emit_then_exit",
+            json!({"count": N, "code": 3}),
+            CallOptions::with_timeout(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(CallError::Unavailable { .. })),
+        "{result:?}"
+    );
+    // An external worker restarted behind the same address: the client
+    // reopens its telemetry stream to the new process, whose batches start
+    // again from sequence number 1.
+    worker.respawn(HOSTILE);
+    let r = rec.clone();
+    eventually(
+        "the old process's unsent events to be reported",
+        Duration::from_secs(20),
+        move || dropped(&r, "worker_exited") > 0,
+    )
+    .await;
+    let delivered = rec
+        .named("snakepit.python.tool.execution.stop")
+        .iter()
+        .filter(|s| s.meta("tool") == Some("doomed"))
+        .count() as u64;
+    assert_eq!(delivered + dropped(&rec, "worker_exited"), N);
+    // The new process holds nothing: closing reports nothing more.
+    client.close().await;
+    assert_eq!(delivered + dropped(&rec, "worker_exited"), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_counters_alternating_between_max_and_zero_are_not_believed() {
+    let worker = Worker::start(HOSTILE, "w-flip");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", &[DROPPED]);
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    // sampled_out reads 2**64-1, 0, 2**64-1, ... (20 reports), then 5.
+    let flips = client
+        .execute(
+            "flip_drop_counters",
+            json!({"flips": 20, "final": 5}),
+            CallOptions::with_timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(flips.value, json!(20));
+    let c = client.clone();
+    eventually("the last report", Duration::from_secs(10), move || {
+        c.telemetry_stats().worker_drops[1] == 5
+    })
+    .await;
+    let stats = client.telemetry_stats();
+    assert_eq!(stats.implausible_counts, 10, "{stats:?}");
+    // Only the last step (0 -> 5) is a plausible move forward.
+    assert_eq!(dropped(&rec, "sampled_out"), 5);
+    client.close().await;
+}
