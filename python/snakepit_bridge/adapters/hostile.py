@@ -1,12 +1,14 @@
 """HostileAdapter: a worker that sends the host everything it must refuse.
 
 Used by the Rust host's tests to check that unknown event names, unknown
-measurement keys, non-finite numbers, huge metadata values and endlessly
-distinct metadata neither crash the host nor grow its memory.
+measurement keys, non-finite numbers, huge metadata values, endlessly
+distinct metadata and endless stderr lines neither crash the host nor grow
+its memory.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 from .. import telemetry
@@ -74,3 +76,14 @@ class HostileAdapter(BaseAdapter):
         with telemetry.span(name, {"model": "m"}):
             pass
         return name
+
+    @tool(description="Writes size bytes to stderr (fd 2) without a newline, then "
+                      "a newline and the line `after`")
+    def flood_stderr(self, size: int = 200 << 20, after: str = "flood over") -> int:
+        chunk = b"x" * (1 << 20)
+        left = int(size)
+        while left > 0:
+            n = os.write(2, chunk[:left])
+            left -= n
+        os.write(2, b"\n" + after.encode() + b"\n")
+        return int(size)
