@@ -45,6 +45,11 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[[sinks]]`: where events go.
     pub sinks: Vec<SinkConfig>,
+    /// The file this config was read from (set by [`Config::load`] and
+    /// [`Config::from_toml`]), for the errors of what is built from it
+    /// later, such as sinks; `None` for a config made in code.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[telemetry]`.
@@ -354,7 +359,7 @@ impl Config {
     pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let file = file.as_ref().to_path_buf();
         let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             let inner = e.into_inner();
             let mut message = inner.message().to_string();
@@ -377,6 +382,7 @@ impl Config {
             }
         })?;
         config.validate(&file)?;
+        config.source = Some(file);
         Ok(config)
     }
 

@@ -43,8 +43,15 @@ fn the_design_example_parses() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
+        c.source.as_deref(),
+        Some(std::path::Path::new("snakepit.toml"))
+    );
+    assert_eq!(
         Config::from_toml("", "empty.toml").unwrap(),
-        Config::default()
+        Config {
+            source: Some("empty.toml".into()),
+            ..Config::default()
+        }
     );
 }
 

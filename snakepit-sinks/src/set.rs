@@ -19,6 +19,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,41 +32,57 @@ use crate::otel::{OtelError, OtelSink};
 use crate::prometheus::{PrometheusError, PrometheusSink};
 
 /// A configured sink could not be built or attached. Messages name the
-/// config key (`sinks[i]`) of the sink at fault.
+/// config file (when the config came from one, see `Config::source`) and the
+/// key (`sinks[i]`) of the sink at fault: `snakepit.toml: sinks[1]
+/// (prometheus): ...`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetError {
     /// The Prometheus sink failed (bad metric definition, listener).
-    #[error("sinks[{index}] (prometheus): {source}")]
+    #[error("{}sinks[{index}] (prometheus): {source}", in_file(file.as_deref()))]
     Prometheus {
+        /// The config file.
+        file: Option<PathBuf>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: PrometheusError,
     },
     /// The OTel sink failed.
-    #[error("sinks[{index}] (otel): {source}")]
+    #[error("{}sinks[{index}] (otel): {source}", in_file(file.as_deref()))]
     Otel {
+        /// The config file.
+        file: Option<PathBuf>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: OtelError,
     },
     /// The plugin could not be loaded.
-    #[error("sinks[{index}] (plugin): {message}")]
+    #[error("{}sinks[{index}] (plugin): {message}", in_file(file.as_deref()))]
     Plugin {
+        /// The config file.
+        file: Option<PathBuf>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         message: String,
     },
     /// The sink's event patterns match nothing, or the id is taken.
-    #[error("sinks[{index}].events: {source}")]
+    #[error("{}sinks[{index}].events: {source}", in_file(file.as_deref()))]
     Attach {
+        /// The config file.
+        file: Option<PathBuf>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: AttachError,
     },
+}
+
+/// `<file>: `, or nothing for a config made in code.
+fn in_file(file: Option<&Path>) -> String {
+    file.map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
 }
 
 /// The attached sinks of one config, in config order.
@@ -104,7 +121,7 @@ impl SinkSet {
             otel: None,
         };
         for (index, sink) in config.sinks.iter().enumerate() {
-            if let Err(e) = set.add(index, sink) {
+            if let Err(e) = set.add(index, sink, config.source.as_deref()) {
                 let _ = set.shutdown(Duration::from_secs(2));
                 return Err(e);
             }
@@ -112,28 +129,40 @@ impl SinkSet {
         Ok(set)
     }
 
-    fn add(&mut self, index: usize, config: &SinkConfig) -> Result<(), SinkSetError> {
+    fn add(
+        &mut self,
+        index: usize,
+        config: &SinkConfig,
+        file: Option<&Path>,
+    ) -> Result<(), SinkSetError> {
         let t = &self.telemetry;
+        let file = || file.map(Path::to_path_buf);
         let (kind, sink, patterns): (&str, Arc<dyn Sink>, _) = match config {
             SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), &c.events),
             SinkConfig::Prometheus(c) => {
-                let sink = Arc::new(
-                    PrometheusSink::from_config(c, t.catalog())
-                        .map_err(|source| SinkSetError::Prometheus { index, source })?,
-                );
+                let sink = Arc::new(PrometheusSink::from_config(c, t.catalog()).map_err(
+                    |source| SinkSetError::Prometheus {
+                        file: file(),
+                        index,
+                        source,
+                    },
+                )?);
                 self.prometheus.get_or_insert_with(|| sink.clone());
                 ("prometheus", sink, &c.events)
             }
             SinkConfig::Otel(c) => {
-                let sink = Arc::new(
-                    OtelSink::new(c, t).map_err(|source| SinkSetError::Otel { index, source })?,
-                );
+                let sink = Arc::new(OtelSink::new(c, t).map_err(|source| SinkSetError::Otel {
+                    file: file(),
+                    index,
+                    source,
+                })?);
                 self.otel.get_or_insert_with(|| sink.clone());
                 ("otel", sink, &c.events)
             }
             SinkConfig::Plugin(c) => {
                 let sink =
                     crate::plugin::PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
+                        file: file(),
                         index,
                         message: e.to_string(),
                     })?;
@@ -143,7 +172,11 @@ impl SinkSet {
         let id = format!("sinks[{index}].{kind}");
         if let Err(source) = t.attach_sink(id.clone(), patterns, sink.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
-            return Err(SinkSetError::Attach { index, source });
+            return Err(SinkSetError::Attach {
+                file: file(),
+                index,
+                source,
+            });
         }
         self.sinks.push((id, sink));
         Ok(())
