@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
-use crate::lines::{LineReader, MAX_LINE};
+use crate::lines::{Line, LineReader, MAX_LINE};
 
 /// The line prefix a worker prints on stdout once it listens.
 pub(crate) const READY_PREFIX: &str = "SNAKEPIT_READY ";
@@ -153,7 +153,7 @@ pub(crate) fn has_exited(pid: u32) -> bool {
 }
 
 /// The path of the worker's native call socket: `<socket>.calls`.
-pub(crate) fn calls_socket(socket: &Path) -> PathBuf {
+fn calls_socket(socket: &Path) -> PathBuf {
     let mut path = OsString::from(socket.as_os_str());
     path.push(".calls");
     PathBuf::from(path)
@@ -200,7 +200,7 @@ where
 }
 
 /// The JSON of a ready line, or `None` for any other line (noise).
-fn ready_json(line: &crate::lines::Line) -> Option<&str> {
+fn ready_json(line: &Line) -> Option<&str> {
     if line.truncated {
         return None;
     }
