@@ -37,6 +37,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use snakepit_core::config::{line_at, line_of_key};
 use snakepit_grpc::WorkerAddress;
 
 use crate::error::PoolError;
@@ -197,45 +198,6 @@ fn count_in_range(key: &str, value: usize, range: RangeInclusive<usize>) -> Resu
             range.end()
         ),
     ))
-}
-
-/// The line (from 1) holding byte `offset` of `text`.
-fn line_at(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// The line of `key` (`workers`, `env.NAME`, `external_workers[1].address`)
-/// in a TOML document that parses, when it is written there.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    use toml::{Spanned, Value};
-    /// The nested tables whose keys have their own lines.
-    #[derive(Deserialize)]
-    struct Nested {
-        #[serde(default)]
-        env: BTreeMap<String, Spanned<Value>>,
-        #[serde(default)]
-        external_workers: Vec<BTreeMap<String, Spanned<Value>>>,
-    }
-    let nested = || toml::from_str::<Nested>(text).ok();
-    let span = if let Some(name) = key.strip_prefix("env.") {
-        nested()?.env.get(name)?.span()
-    } else if let Some(rest) = key.strip_prefix("external_workers[") {
-        let (index, field) = rest.split_once("].")?;
-        let workers = nested()?.external_workers;
-        workers
-            .get(index.parse::<usize>().ok()?)?
-            .get(field)?
-            .span()
-    } else {
-        let top: BTreeMap<String, Spanned<Value>> = toml::from_str(text).ok()?;
-        let head = key.split(['.', '[']).next()?;
-        top.get(head)?.span()
-    };
-    Some(line_at(text, span.start))
 }
 
 /// Parses without validating; errors name the key and the line.

@@ -46,7 +46,7 @@ pub enum PoolError {
     #[error("the pool is shutting down")]
     ShuttingDown,
     /// A config value is wrong, a key is unknown, or the TOML is malformed.
-    /// Shown as `<file>, line <n>: invalid pool config `<key>`: <message>`
+    /// Shown as ``<file>, line <n>: invalid pool config `<key>`: <message>``
     /// when the file and line are known.
     #[error("{}invalid pool config `{key}`: {message}", location(file.as_deref(), *line))]
     Config {

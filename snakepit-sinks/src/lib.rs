@@ -18,4 +18,4 @@ pub mod prometheus;
 pub mod set;
 mod shard;
 
-pub use set::{telemetry_from_config, SinkSet, SinkSetError};
+pub use set::{telemetry_from_config, SinkLocation, SinkSet, SinkSetError};

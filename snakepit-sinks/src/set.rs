@@ -19,11 +19,11 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use snakepit_core::config::SinkConfig;
+use snakepit_core::config::{ConfigSource, SinkConfig};
 use snakepit_core::{Config, Sink, SinkError};
 use snakepit_telemetry::{AttachError, LogConfig, Telemetry};
 
@@ -32,46 +32,46 @@ use crate::otel::{OtelError, OtelSink};
 use crate::prometheus::{PrometheusError, PrometheusSink};
 
 /// A configured sink could not be built or attached. Messages name the
-/// config file (when the config came from one, see `Config::source`) and the
-/// key (`sinks[i]`) of the sink at fault: `snakepit.toml: sinks[1]
-/// (prometheus): ...`.
+/// config file and the line of the sink's entry (when the config came from
+/// a file, see `Config::source`) and the key (`sinks[i]`) of the sink at
+/// fault: `snakepit.toml, line 12: sinks[1] (prometheus): ...`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetError {
     /// The Prometheus sink failed (bad metric definition, listener).
-    #[error("{}sinks[{index}] (prometheus): {source}", in_file(file.as_deref()))]
+    #[error("{}sinks[{index}] (prometheus): {source}", in_file(at.as_deref()))]
     Prometheus {
-        /// The config file.
-        file: Option<PathBuf>,
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: PrometheusError,
     },
     /// The OTel sink failed.
-    #[error("{}sinks[{index}] (otel): {source}", in_file(file.as_deref()))]
+    #[error("{}sinks[{index}] (otel): {source}", in_file(at.as_deref()))]
     Otel {
-        /// The config file.
-        file: Option<PathBuf>,
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: OtelError,
     },
     /// The plugin could not be loaded.
-    #[error("{}sinks[{index}] (plugin): {message}", in_file(file.as_deref()))]
+    #[error("{}sinks[{index}] (plugin): {message}", in_file(at.as_deref()))]
     Plugin {
-        /// The config file.
-        file: Option<PathBuf>,
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         message: String,
     },
     /// The sink's event patterns match nothing, or the id is taken.
-    #[error("{}sinks[{index}].events: {source}", in_file(file.as_deref()))]
+    #[error("{}sinks[{index}].events: {source}", in_file(at.as_deref()))]
     Attach {
-        /// The config file.
-        file: Option<PathBuf>,
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
@@ -79,10 +79,25 @@ pub enum SinkSetError {
     },
 }
 
-/// `<file>: `, or nothing for a config made in code.
-fn in_file(file: Option<&Path>) -> String {
-    file.map(|f| format!("{}: ", f.display()))
-        .unwrap_or_default()
+/// Where a sink is written in its config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkLocation {
+    /// The config file.
+    pub file: PathBuf,
+    /// The line of the sink's `[[sinks]]` entry, when known.
+    pub line: Option<usize>,
+}
+
+/// `<file>, line <n>: `, or nothing for a config made in code.
+fn in_file(at: Option<&SinkLocation>) -> String {
+    match at {
+        Some(SinkLocation {
+            file,
+            line: Some(l),
+        }) => format!("{}, line {l}: ", file.display()),
+        Some(SinkLocation { file, line: None }) => format!("{}: ", file.display()),
+        None => String::new(),
+    }
 }
 
 /// The attached sinks of one config, in config order.
@@ -121,7 +136,7 @@ impl SinkSet {
             otel: None,
         };
         for (index, sink) in config.sinks.iter().enumerate() {
-            if let Err(e) = set.add(index, sink, config.source.as_deref()) {
+            if let Err(e) = set.add(index, sink, config.source.as_ref()) {
                 let _ = set.shutdown(Duration::from_secs(2));
                 return Err(e);
             }
@@ -133,16 +148,23 @@ impl SinkSet {
         &mut self,
         index: usize,
         config: &SinkConfig,
-        file: Option<&Path>,
+        source: Option<&ConfigSource>,
     ) -> Result<(), SinkSetError> {
         let t = &self.telemetry;
-        let file = || file.map(Path::to_path_buf);
+        let at = || {
+            source.map(|s| {
+                Box::new(SinkLocation {
+                    file: s.file.clone(),
+                    line: s.sink_line(index),
+                })
+            })
+        };
         let (kind, sink, patterns): (&str, Arc<dyn Sink>, _) = match config {
             SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), &c.events),
             SinkConfig::Prometheus(c) => {
                 let sink = Arc::new(PrometheusSink::from_config(c, t.catalog()).map_err(
                     |source| SinkSetError::Prometheus {
-                        file: file(),
+                        at: at(),
                         index,
                         source,
                     },
@@ -152,7 +174,7 @@ impl SinkSet {
             }
             SinkConfig::Otel(c) => {
                 let sink = Arc::new(OtelSink::new(c, t).map_err(|source| SinkSetError::Otel {
-                    file: file(),
+                    at: at(),
                     index,
                     source,
                 })?);
@@ -162,7 +184,7 @@ impl SinkSet {
             SinkConfig::Plugin(c) => {
                 let sink =
                     crate::plugin::PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
-                        file: file(),
+                        at: at(),
                         index,
                         message: e.to_string(),
                     })?;
@@ -173,7 +195,7 @@ impl SinkSet {
         if let Err(source) = t.attach_sink(id.clone(), patterns, sink.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(SinkSetError::Attach {
-                file: file(),
+                at: at(),
                 index,
                 source,
             });

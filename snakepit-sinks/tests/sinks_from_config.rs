@@ -118,20 +118,27 @@ fn build_errors_name_the_sink_and_undo_what_was_attached() {
         busy.local_addr().unwrap()
     ));
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
-    assert!(e.starts_with("snakepit.toml: sinks[1] (prometheus)"), "{e}");
+    assert!(
+        e.starts_with("snakepit.toml, line 4: sinks[1] (prometheus)"),
+        "{e}"
+    );
     assert!(e.contains(&busy.local_addr().unwrap().to_string()), "{e}");
     assert!(t.list().is_empty(), "the log sink was detached again");
 
     // Patterns that match no event.
     let config = load("[[sinks]]\nkind = \"log\"\nevents = [\"nothing.here\"]\n");
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
-    assert!(e.starts_with("snakepit.toml: sinks[0].events"), "{e}");
+    assert!(
+        e.starts_with("snakepit.toml, line 1: sinks[0].events"),
+        "{e}"
+    );
 
     // A plugin that does not exist.
     let config = load("[[sinks]]\nkind = \"plugin\"\npath = \"/nonexistent/libnope.so\"\n");
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
     assert!(
-        e.starts_with("snakepit.toml: sinks[0] (plugin)") && e.contains("/nonexistent/libnope.so"),
+        e.starts_with("snakepit.toml, line 1: sinks[0] (plugin)")
+            && e.contains("/nonexistent/libnope.so"),
         "{e}"
     );
 
