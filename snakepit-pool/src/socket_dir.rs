@@ -72,6 +72,8 @@ pub(crate) fn remove_stale(tmp: &Path) -> usize {
                     path.display()
                 );
             }
+            // Another pool starting at the same time removed it first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(
                 target: "snakepit::pool",
                 "cannot remove the stale socket directory {}: {e}",
