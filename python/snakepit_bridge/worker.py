@@ -826,20 +826,50 @@ class NativeCalls:
 def start_native_calls(servicer: Servicer, listen: str):
     """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
     socket and the native module is built (``cargo xtask setup``), unless
-    SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call)."""
+    SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call).
+
+    A stale ``<socket>.calls`` (a socket nobody listens on, left by a worker
+    that was killed) is removed first. Falling back to grpc.aio for any other
+    reason than SNAKEPIT_NATIVE_CALLS=0 is logged as a warning: calls still
+    work, only slower."""
     if not listen.startswith("unix:") or os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
         return None
     path = listen[len("unix:"):] + ".calls"
     try:
+        _remove_stale_socket(path)
         return NativeCalls(servicer, path)
-    except ImportError:
-        log.debug("snakepit_bridge._native is not built: grpc.aio serves calls")
+    except ImportError as e:
+        log.warning("native call server not available (snakepit_bridge._native: %s; "
+                    "build it with `cargo xtask setup`): calls go over grpc.aio", e)
     except TypeError as e:
         log.warning("snakepit_bridge._native is older than this package (%s): "
-                    "grpc.aio serves calls", e)
+                    "calls go over grpc.aio", e)
     except OSError as e:
-        log.warning("native call server not started (%s): grpc.aio serves calls", e)
+        log.warning("native call server not started (%s): calls go over grpc.aio", e)
     return None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Removes ``path`` when it is a Unix socket that refuses connections
+    (its server is gone). Anything else is left for the bind to report."""
+    import socket
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        log.info("removed the stale call socket %s", path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
 
 
 class Servicer:

@@ -117,7 +117,28 @@ def test_a_socket_path_too_long_for_the_call_socket_keeps_calls_on_grpc_aio(
     w = start_worker(listen=f"unix:{sock}")
     assert w.ready["calls"] == ""
     assert "native call server not started" in w.stderr()
+    assert "calls go over grpc.aio" in w.stderr()
     sc = stream_clients(w.connect().CallBatchStream)
     sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 1, "b": 1})]))
     b = sc.get(timeout=10)
     assert json.loads(b.replies[0].result.result_json) == 2
+
+
+def test_a_stale_call_socket_is_replaced_and_calls_stay_native(start_worker, stream_clients,
+                                                               tmp_path_factory):
+    # A worker killed with SIGKILL leaves <socket>.calls behind: a socket
+    # file nobody listens on.
+    import socket
+
+    sock = os.path.join(str(tmp_path_factory.mktemp("stale")), "w.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock + ".calls")
+    stale.close()
+    assert os.path.exists(sock + ".calls")
+    w = start_worker(listen=f"unix:{sock}")
+    assert w.ready["calls"] == f"unix:{sock}.calls"
+    assert "grpc.aio" not in w.stderr()
+    sc = stream_clients(w.connect_calls().CallBatchStream)
+    sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 2, "b": 3})]))
+    b = sc.get(timeout=10)
+    assert json.loads(b.replies[0].result.result_json) == 5

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::pattern::Pattern;
 use crate::policy::{PatternRate, Policy};
+pub use crate::toml_lines::{line_at, line_of_key};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -45,6 +46,28 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[[sinks]]`: where events go.
     pub sinks: Vec<SinkConfig>,
+    /// Where this config was read from (set by [`Config::load`] and
+    /// [`Config::from_toml`]), for the errors of what is built from it
+    /// later, such as sinks; `None` for a config made in code.
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// The file a [`Config`] was read from, and where its sinks are written in
+/// it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigSource {
+    /// The file (or `<string>`, see [`inline_source`]).
+    pub file: PathBuf,
+    /// The line (from 1) of each `[[sinks]]` entry, in config order.
+    pub sink_lines: Vec<usize>,
+}
+
+impl ConfigSource {
+    /// The line of `sinks[index]`, when known.
+    pub fn sink_line(&self, index: usize) -> Option<usize> {
+        self.sink_lines.get(index).copied().filter(|&l| l > 0)
+    }
 }
 
 /// `[telemetry]`.
@@ -354,7 +377,7 @@ impl Config {
     pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let file = file.as_ref().to_path_buf();
         let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             let inner = e.into_inner();
             let mut message = inner.message().to_string();
@@ -376,7 +399,20 @@ impl Config {
                 message,
             }
         })?;
-        config.validate(&file)?;
+        config.validate(&file).map_err(|e| match e {
+            ConfigError::Invalid { file, key, message } => {
+                let message = match line_of_key(text, &key) {
+                    Some(line) => format!("{message} (line {line})"),
+                    None => message,
+                };
+                ConfigError::Invalid { file, key, message }
+            }
+            other => other,
+        })?;
+        let sink_lines = (0..config.sinks.len())
+            .map(|i| line_of_key(text, &format!("sinks[{i}]")).unwrap_or(0))
+            .collect();
+        config.source = Some(ConfigSource { file, sink_lines });
         Ok(config)
     }
 

@@ -28,6 +28,7 @@ pub mod event;
 pub mod pattern;
 pub mod policy;
 pub mod sink;
+mod toml_lines;
 pub mod value;
 
 pub use catalog::{

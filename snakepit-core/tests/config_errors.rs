@@ -1,5 +1,6 @@
 //! Config errors name the file, the key and what is allowed.
 
+use snakepit_core::config::ConfigSource;
 use snakepit_core::{Config, ConfigError, LogCategory, LogLevel, SinkConfig};
 
 fn err(text: &str) -> String {
@@ -42,9 +43,19 @@ fn the_design_example_parses() {
         SinkConfig::Plugin(p) => assert_eq!(p.config["file"], "events.jsonl"),
         other => panic!("{other:?}"),
     }
+    let source = c.source.as_ref().unwrap();
+    assert_eq!(source.file, std::path::Path::new("snakepit.toml"));
+    assert_eq!(source.sink_lines.len(), 3);
+    assert!(source.sink_lines.iter().all(|&l| l > 1), "{source:?}");
     assert_eq!(
         Config::from_toml("", "empty.toml").unwrap(),
-        Config::default()
+        Config {
+            source: Some(ConfigSource {
+                file: "empty.toml".into(),
+                sink_lines: vec![],
+            }),
+            ..Config::default()
+        }
     );
 }
 
@@ -97,8 +108,9 @@ fn out_of_range_values_name_the_key_and_range() {
         e.contains("telemetry.sampling_rate") && e.contains("0.0 to 1.0"),
         "{e}"
     );
-    let e = err("[telemetry]\nsampling = [{ pattern = \"python.*\", rate = 2.0 }]\n");
+    let e = err("[telemetry]\n\nsampling = [{ pattern = \"python.*\", rate = 2.0 }]\n");
     assert!(e.contains("telemetry.sampling[0].rate"), "{e}");
+    assert!(e.ends_with("(line 3)"), "{e}");
     let e = err("[telemetry]\ndeny = [\"Not A Pattern\"]\n");
     assert!(
         e.contains("telemetry.deny") && e.contains("Not A Pattern"),
@@ -106,9 +118,10 @@ fn out_of_range_values_name_the_key_and_range() {
     );
     let e = err("[[sinks]]\nkind = \"otel\"\nendpoint = \"collector:4318\"\n");
     assert!(e.contains("sinks[0].endpoint") && e.contains("http"), "{e}");
-    let e = err("[[sinks]]\nkind = \"otel\"\nsample_ratio = 1.5\n");
+    assert!(e.ends_with("(line 3)"), "{e}");
+    let e = err("[[sinks]]\nkind = \"log\"\n[[sinks]]\nkind = \"otel\"\nsample_ratio = 1.5\n");
     assert!(
-        e.contains("sinks[0].sample_ratio") && e.contains("0.0 to 1.0"),
+        e.contains("sinks[1].sample_ratio") && e.contains("0.0 to 1.0") && e.ends_with("(line 5)"),
         "{e}"
     );
     let e = err("[[sinks]]\nkind = \"prometheus\"\nlisten = \"not-an-address\"\n");
@@ -120,8 +133,9 @@ fn out_of_range_values_name_the_key_and_range() {
 
 #[test]
 fn malformed_toml_and_missing_files_are_clear() {
-    let e = err("[telemetry\n");
+    let e = err("[telemetry]\nlog_level = \"info\"\n[telemetry\n");
     assert!(e.starts_with("conf/snakepit.toml:"), "{e}");
+    assert!(e.contains("(line 3)"), "{e}");
     let e = Config::load("/nonexistent/snakepit.toml").unwrap_err();
     assert!(matches!(e, ConfigError::Io { .. }));
     assert!(e.to_string().contains("/nonexistent/snakepit.toml"));

@@ -3,6 +3,23 @@
 //!
 //! Durations are written the human way (`"250ms"`, `"5s"`, `"1m"`).
 //!
+//! [`PoolConfig::load`] reads a file and validates it; its errors name the
+//! file, the key, the line and what is allowed. Bounds:
+//!
+//! | key | allowed |
+//! |---|---|
+//! | `workers` | 1 to 1024 |
+//! | `concurrency_per_worker` | 1 to 10000 |
+//! | `call_streams_per_worker` | 1 to 64 |
+//! | `max_queue` | 0 to 1000000 |
+//! | `queue_timeout` | 1ms to 1h |
+//! | `call_timeout` | 1ms to 1day |
+//! | `startup_timeout` | 100ms to 1h |
+//! | `status_interval` | 10ms to 1day |
+//! | `restart_backoff_base`, `restart_backoff_max` | 1ms to 1h |
+//! | `restart_stable_after` | 1ms to 1day |
+//! | `grace_period` | 0s to 1h |
+//!
 //! ```toml
 //! pool_name = "ml"
 //! adapter = "my_app.adapters:Model"
@@ -14,17 +31,29 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use snakepit_core::config::{line_at, line_of_key};
 use snakepit_grpc::WorkerAddress;
 
 use crate::error::PoolError;
 
 /// The longest pool name accepted: names end up in socket paths and worker ids.
 pub const MAX_POOL_NAME_LEN: usize = 48;
+/// The most local workers one pool runs.
+pub const MAX_WORKERS: usize = 1024;
+/// The most calls one worker runs at the same time.
+pub const MAX_CONCURRENCY_PER_WORKER: usize = 10_000;
+/// The longest queue accepted.
+pub const MAX_QUEUE: usize = 1_000_000;
+
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything a [`Pool`](crate::Pool) needs to start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,9 +174,77 @@ impl Default for PoolConfig {
 
 fn bad(key: &str, message: impl Into<String>) -> PoolError {
     PoolError::Config {
+        file: None,
+        line: None,
         key: key.to_string(),
         message: message.into(),
     }
+}
+
+/// The error for `value` outside `range`, e.g. "1ns is out of range;
+/// allowed 100ms to 1h".
+fn out_of_range(key: &str, value: Duration, range: &RangeInclusive<Duration>) -> PoolError {
+    let human = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+    bad(
+        key,
+        format!(
+            "{} is out of range; allowed {} to {}",
+            human(value),
+            human(*range.start()),
+            human(*range.end())
+        ),
+    )
+}
+
+/// The largest `max_message_bytes` accepted (1 GiB): gRPC's own limits are
+/// 32-bit lengths, and the worker keeps a whole message in memory.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+fn count_in_range(key: &str, value: usize, range: RangeInclusive<usize>) -> Result<(), PoolError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(bad(
+        key,
+        format!(
+            "{value} is out of range; allowed {} to {}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// Parses without validating; errors name the key and the line.
+fn parse(text: &str) -> Result<PoolConfig, PoolError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut message = inner.message().trim_end().to_string();
+        let line = inner.span().map(|s| line_at(text, s.start));
+        let key = if path != "." {
+            path
+        } else if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split_once('`'))
+        {
+            name.0.to_string()
+        } else {
+            message = format!("malformed TOML: {message}");
+            // A syntax error: the key written on that line, if any.
+            line.and_then(|l| text.lines().nth(l - 1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty() && !k.starts_with('['))
+                .unwrap_or_else(|| "<document>".to_string())
+        };
+        PoolError::Config {
+            file: None,
+            line,
+            key,
+            message,
+        }
+    })
 }
 
 impl PoolConfig {
@@ -167,13 +264,44 @@ impl PoolConfig {
         }
     }
 
-    /// Parses a TOML document; errors name the key.
+    /// Parses a TOML document without validating it (see
+    /// [`PoolConfig::validate`]); errors name the key and its line.
     pub fn from_toml_str(text: &str) -> Result<Self, PoolError> {
-        let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            bad(&key, e.into_inner().message().to_string())
-        })
+        parse(text)
+    }
+
+    /// Parses and validates a TOML document read from `file`; errors
+    /// ([`PoolError::Config`]) name `file`, the key, its line and what is
+    /// allowed.
+    pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Self, PoolError> {
+        let in_file = |e: PoolError, text: &str| match e {
+            PoolError::Config {
+                line, key, message, ..
+            } => PoolError::Config {
+                file: Some(file.as_ref().to_path_buf()),
+                line: line.or_else(|| line_of_key(text, &key)),
+                key,
+                message,
+            },
+            other => other,
+        };
+        let config = parse(text).map_err(|e| in_file(e, text))?;
+        config.validate().map_err(|e| in_file(e, text))?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the TOML file `path`, like
+    /// [`PoolConfig::from_toml`]. A file that cannot be read is a
+    /// [`PoolError::Config`] with the key `<file>`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PoolError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| PoolError::Config {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: "<file>".to_string(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        PoolConfig::from_toml(&text, path)
     }
 
     /// Sets [`PoolConfig::pool_name`].
@@ -307,9 +435,7 @@ impl PoolConfig {
                 })?;
             }
         } else {
-            if self.workers == 0 {
-                return Err(bad("workers", "0 workers: at least 1 is needed"));
-            }
+            count_in_range("workers", self.workers, 1..=MAX_WORKERS)?;
             let (module, class) = self.adapter.split_once(':').unwrap_or(("", ""));
             if module.is_empty() || class.is_empty() {
                 return Err(bad(
@@ -333,23 +459,35 @@ impl PoolConfig {
                 }
             }
         }
-        if self.concurrency_per_worker == 0 {
-            return Err(bad("concurrency_per_worker", "must be at least 1"));
-        }
-        if !(1..=64).contains(&self.call_streams_per_worker) {
-            return Err(bad("call_streams_per_worker", "must be 1 to 64"));
-        }
-        let positive = [
-            ("queue_timeout", self.queue_timeout),
-            ("call_timeout", self.call_timeout),
-            ("startup_timeout", self.startup_timeout),
-            ("status_interval", self.status_interval),
-            ("restart_backoff_base", self.restart_backoff_base),
-            ("restart_backoff_max", self.restart_backoff_max),
+        count_in_range(
+            "concurrency_per_worker",
+            self.concurrency_per_worker,
+            1..=MAX_CONCURRENCY_PER_WORKER,
+        )?;
+        count_in_range(
+            "call_streams_per_worker",
+            self.call_streams_per_worker,
+            1..=64,
+        )?;
+        count_in_range("max_queue", self.max_queue, 0..=MAX_QUEUE)?;
+        count_in_range(
+            "max_message_bytes",
+            self.max_message_bytes,
+            snakepit_grpc::MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES,
+        )?;
+        let durations = [
+            ("queue_timeout", self.queue_timeout, MS..=HOUR),
+            ("call_timeout", self.call_timeout, MS..=DAY),
+            ("startup_timeout", self.startup_timeout, 100 * MS..=HOUR),
+            ("status_interval", self.status_interval, 10 * MS..=DAY),
+            ("restart_backoff_base", self.restart_backoff_base, MS..=HOUR),
+            ("restart_backoff_max", self.restart_backoff_max, MS..=HOUR),
+            ("restart_stable_after", self.restart_stable_after, MS..=DAY),
+            ("grace_period", self.grace_period, Duration::ZERO..=HOUR),
         ];
-        for (key, d) in positive {
-            if d.is_zero() {
-                return Err(bad(key, "must be longer than 0 (e.g. \"100ms\", \"5s\")"));
+        for (key, d, range) in durations {
+            if !range.contains(&d) {
+                return Err(out_of_range(key, d, &range));
             }
         }
         if self.restart_backoff_base > self.restart_backoff_max {

@@ -177,6 +177,8 @@ impl Dispatch {
             let Some(waiter) = st.queue.pop_front() else {
                 break;
             };
+            // Before the waiter wakes: its `dequeued` event reads the depth.
+            self.queue_len.store(st.queue.len(), Ordering::Relaxed);
             let lease = self.grant(st, i);
             if let Err(mut lease) = waiter.tx.send(lease) {
                 // The caller is gone: undo without re-entering the lock.

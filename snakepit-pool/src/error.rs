@@ -1,5 +1,6 @@
 //! The pool's errors.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use snakepit_grpc::CallError;
@@ -44,14 +45,33 @@ pub enum PoolError {
     /// The pool is shutting down and takes no more calls.
     #[error("the pool is shutting down")]
     ShuttingDown,
-    /// A config value is wrong.
-    #[error("invalid pool config `{key}`: {message}")]
+    /// A config value is wrong, a key is unknown, or the TOML is malformed.
+    /// Shown as ``<file>, line <n>: invalid pool config `<key>`: <message>``
+    /// when the file and line are known.
+    #[error("{}invalid pool config `{key}`: {message}", location(file.as_deref(), *line))]
     Config {
+        /// The file the config was read from ([`PoolConfig::load`](crate::PoolConfig::load),
+        /// [`PoolConfig::from_toml`](crate::PoolConfig::from_toml)); `None` for a config
+        /// built in code.
+        file: Option<PathBuf>,
+        /// The line (from 1) of the key or of the syntax error in that
+        /// text, when known.
+        line: Option<usize>,
         /// The offending key, e.g. `workers` or `external_workers[1].address`.
         key: String,
         /// What is wrong and what is allowed.
         message: String,
     },
+}
+
+/// `<file>, line <n>: ` (or the part of it that is known).
+fn location(file: Option<&Path>, line: Option<usize>) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{}, line {l}: ", f.display()),
+        (Some(f), None) => format!("{}: ", f.display()),
+        (None, Some(l)) => format!("line {l}: "),
+        (None, None) => String::new(),
+    }
 }
 
 impl From<CallError> for PoolError {

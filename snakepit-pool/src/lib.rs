@@ -49,15 +49,17 @@ pub mod config;
 mod dispatch;
 pub mod error;
 mod events;
+mod lines;
 mod pool;
 mod process;
+mod socket_dir;
 mod stream;
 mod supervisor;
 
 pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;
 pub use pool::{Pool, PoolStatus};
-pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress};
+pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress, WorkerInfo};
 pub use stream::PoolStream;
 
 /// The observability guide (`docs/observability.md`). Its Rust snippets run

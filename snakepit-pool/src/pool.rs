@@ -1,6 +1,5 @@
 //! The [`Pool`]: start, calls, status, shutdown.
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +13,10 @@ use crate::dispatch::{Dispatch, LiveWorker};
 use crate::error::PoolError;
 use crate::events::PoolEvents;
 use crate::process;
+use crate::socket_dir;
 use crate::stream::PoolStream;
 use crate::supervisor::{register, run_slot, Shared, Started};
-use snakepit_grpc::{CallError, CallOptions, ToolOutput};
+use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerInfo};
 
 /// How long a failed call waits to learn whether its worker process died.
 const CRASH_CONFIRM: Duration = Duration::from_secs(2);
@@ -81,14 +81,10 @@ impl Pool {
         let socket_dir = if config.is_external() {
             None
         } else {
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("snakepit-{}-", config.pool_name))
-                .permissions(std::fs::Permissions::from_mode(0o700))
-                .tempdir()
-                .map_err(|e| PoolError::Startup {
-                    worker_id: format!("{}_*", config.pool_name),
-                    reason: format!("cannot create a private socket directory: {e}"),
-                })?;
+            let dir = socket_dir::create(&config.pool_name).map_err(|e| PoolError::Startup {
+                worker_id: format!("{}_*", config.pool_name),
+                reason: format!("cannot create a private socket directory: {e}"),
+            })?;
             Some(dir)
         };
         let slots = if config.is_external() {
@@ -237,6 +233,18 @@ impl Pool {
             .lock()
             .map(|p| p.iter().flatten().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// What each live worker reports about itself (`Describe`: id, pid,
+    /// tools, and `call_address`, its native call socket or `""` when its
+    /// calls go over grpc.aio), in slot order. A worker that does not answer
+    /// gives its error.
+    pub async fn describe(&self) -> Vec<Result<WorkerInfo, PoolError>> {
+        let mut out = Vec::new();
+        for worker in self.inner.shared.dispatch.workers() {
+            out.push(worker.client.describe().await.map_err(PoolError::from));
+        }
+        out
     }
 
     /// The ids of the live workers.

@@ -1,16 +1,20 @@
 //! One local worker process: spawn, the `SNAKEPIT_READY` handshake, stderr
-//! into `tracing` plus a bounded tail, SIGTERM then SIGKILL.
+//! into `tracing` plus a bounded tail, SIGTERM then SIGKILL. Both output
+//! streams are read as bytes in lines of at most [`MAX_LINE`] bytes.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
+
+use crate::lines::{Line, LineReader, MAX_LINE};
 
 /// The line prefix a worker prints on stdout once it listens.
 pub(crate) const READY_PREFIX: &str = "SNAKEPIT_READY ";
@@ -20,8 +24,10 @@ const ADAPTER_ERROR: &str = "SNAKEPIT_ADAPTER_ERROR:";
 const TAIL_LINES: usize = 60;
 /// Lines kept after an adapter error marker (the traceback).
 const MARKER_LINES: usize = 200;
-/// Longest stderr line kept (bytes).
-const MAX_LINE: usize = 4096;
+/// Longest stderr line kept in the tail (bytes).
+const MAX_TAIL_LINE: usize = 4096;
+/// Read buffer of each output stream (bytes).
+const READ_BUFFER: usize = 64 * 1024;
 
 /// How to start one worker.
 #[derive(Clone, Debug)]
@@ -60,8 +66,8 @@ pub(crate) struct StderrTail {
 
 impl StderrTail {
     fn push(&mut self, mut line: String) {
-        if line.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
+        if line.len() > MAX_TAIL_LINE {
+            let mut cut = MAX_TAIL_LINE;
             while !line.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -159,6 +165,24 @@ pub(crate) fn has_exited(pid: u32) -> bool {
     }
 }
 
+/// The path of the worker's native call socket: `<socket>.calls`.
+fn calls_socket(socket: &Path) -> PathBuf {
+    let mut path = OsString::from(socket.as_os_str());
+    path.push(".calls");
+    PathBuf::from(path)
+}
+
+/// Removes the worker's socket and its native call socket, if they exist.
+fn remove_sockets(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(calls_socket(socket));
+}
+
+/// A capped line reader over one of the worker's output pipes.
+fn line_reader<R: AsyncRead + Unpin>(reader: R) -> LineReader<BufReader<R>> {
+    LineReader::new(BufReader::with_capacity(READ_BUFFER, reader), MAX_LINE)
+}
+
 fn spawn_stderr_reader<R>(
     reader: R,
     worker_id: String,
@@ -168,10 +192,11 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
+        let mut lines = line_reader(reader);
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) => {
+                    let line = line.text();
                     tracing::warn!(target: "snakepit::worker", worker_id = %worker_id, "{line}");
                     if let Ok(mut t) = tail.lock() {
                         t.push(line);
@@ -187,6 +212,15 @@ where
     })
 }
 
+/// The JSON of a ready line, or `None` for any other line (noise).
+fn ready_json(line: &Line) -> Option<&str> {
+    if line.truncated {
+        return None;
+    }
+    let rest = line.bytes.strip_prefix(READY_PREFIX.as_bytes())?;
+    std::str::from_utf8(rest).ok()
+}
+
 /// Why a worker did not become ready.
 #[derive(Debug)]
 pub(crate) struct SpawnFailure {
@@ -197,7 +231,9 @@ impl WorkerProcess {
     /// Starts the worker and waits for its ready line, at most
     /// `spec.startup_timeout`.
     pub(crate) async fn spawn(spec: &SpawnSpec) -> Result<WorkerProcess, SpawnFailure> {
-        let _ = std::fs::remove_file(&spec.socket);
+        // A worker killed earlier leaves both sockets behind; the new one
+        // could bind neither.
+        remove_sockets(&spec.socket);
         let mut cmd = Command::new(&spec.python);
         cmd.arg("-m")
             .arg("snakepit_bridge.worker")
@@ -254,16 +290,17 @@ impl WorkerProcess {
             stderr_task,
             ready_at: Instant::now(),
         };
-        let mut lines = BufReader::new(stdout).lines();
+        let mut lines = line_reader(stdout);
         let handshake = async {
             loop {
                 match lines.next_line().await {
-                    Ok(Some(line)) => match line.strip_prefix(READY_PREFIX) {
+                    Ok(Some(line)) => match ready_json(&line) {
                         Some(json) => return Ok(json.to_string()),
                         None => tracing::warn!(
                             target: "snakepit::worker",
                             worker_id = %spec.worker_id,
-                            "unexpected line on stdout before the ready line: {line}"
+                            "unexpected line on stdout before the ready line: {}",
+                            line.text()
                         ),
                     },
                     Ok(None) => return Err(None),
@@ -281,7 +318,7 @@ impl WorkerProcess {
                 let worker_id = spec.worker_id.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(line)) = lines.next_line().await {
-                        tracing::warn!(target: "snakepit::worker", worker_id = %worker_id, "unexpected line on stdout: {line}");
+                        tracing::warn!(target: "snakepit::worker", worker_id = %worker_id, "unexpected line on stdout: {}", line.text());
                     }
                 });
                 process.ready_at = Instant::now();
@@ -388,6 +425,6 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.stdin.take();
         self.stderr_task.abort();
-        let _ = std::fs::remove_file(&self.socket);
+        remove_sockets(&self.socket);
     }
 }

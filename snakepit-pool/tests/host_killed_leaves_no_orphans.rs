@@ -1,5 +1,6 @@
 //! A host killed with SIGKILL leaves no worker behind: the workers see EOF
-//! on their stdin and exit by themselves.
+//! on their stdin and exit by themselves. The socket directory it leaves is
+//! removed by the next pool that starts.
 //!
 //! The host is this test binary, re-run in a helper mode (env
 //! `SNAKEPIT_POOL_HOST_HELPER=1`): it starts a pool, prints the worker pids
@@ -8,6 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -33,6 +35,18 @@ fn host_helper() {
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(pool);
     });
+}
+
+/// The socket directory of a worker: its `--listen unix:<dir>/wN.sock`.
+fn socket_dir_of(pid: u32) -> PathBuf {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args.iter().position(|a| a == "--listen").unwrap();
+    let socket = PathBuf::from(args[at + 1].trim_start_matches("unix:"));
+    socket.parent().unwrap().to_path_buf()
 }
 
 #[test]
@@ -68,6 +82,8 @@ fn workers_exit_when_the_host_is_killed_with_sigkill() {
     }
     assert_eq!(pids.len(), 2, "the helper printed no pids");
     assert!(pids.iter().all(|&p| !gone(p)));
+    let dir = socket_dir_of(pids[0]);
+    assert!(dir.is_dir(), "{}", dir.display());
 
     kill9(host.id());
     host.wait().unwrap();
@@ -75,4 +91,26 @@ fn workers_exit_when_the_host_is_killed_with_sigkill() {
         wait_gone(&pids, Duration::from_secs(5)),
         "workers still alive 5 s after the host was killed: {pids:?}"
     );
+
+    assert!(
+        dir.is_dir(),
+        "the killed host could not remove {}",
+        dir.display()
+    );
+
+    // The next pool removes it: its owner is gone.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = Pool::start(Telemetry::new(), config("orphans_next", 1))
+            .await
+            .unwrap();
+        assert!(
+            !dir.exists(),
+            "{} is still there after the next pool started",
+            dir.display()
+        );
+        let next = pool.worker_pids();
+        pool.shutdown().await;
+        assert!(wait_gone(&next, Duration::from_secs(10)));
+    });
 }

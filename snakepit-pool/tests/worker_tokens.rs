@@ -108,7 +108,7 @@ async fn a_token_in_worker_args_is_refused_with_the_reason() {
     for arg in ["--token", "--token=abc"] {
         let cfg = config("tokens_args", 1).worker_arg(arg).worker_arg("abc");
         match Pool::start(Telemetry::new(), cfg).await {
-            Err(PoolError::Config { key, message }) => {
+            Err(PoolError::Config { key, message, .. }) => {
                 assert_eq!(key, "worker_args[0]");
                 assert!(message.contains("SNAKEPIT_TOKEN"), "{message}");
             }

@@ -18,4 +18,4 @@ pub mod prometheus;
 pub mod set;
 mod shard;
 
-pub use set::{telemetry_from_config, SinkSet, SinkSetError, SinkStats};
+pub use set::{telemetry_from_config, SinkLocation, SinkSet, SinkSetError, SinkStats};

@@ -19,10 +19,11 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use snakepit_core::config::SinkConfig;
+use snakepit_core::config::{ConfigSource, SinkConfig};
 use snakepit_core::{Config, Sink, SinkError};
 use snakepit_telemetry::{AttachError, LogConfig, Telemetry};
 
@@ -32,36 +33,46 @@ use crate::plugin::{PluginSink, PluginStats};
 use crate::prometheus::{PrometheusError, PrometheusSink};
 
 /// A configured sink could not be built or attached. Messages name the
-/// config key (`sinks[i]`) of the sink at fault.
+/// config file and the line of the sink's entry (when the config came from
+/// a file, see `Config::source`) and the key (`sinks[i]`) of the sink at
+/// fault: `snakepit.toml, line 12: sinks[1] (prometheus): ...`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetError {
     /// The Prometheus sink failed (bad metric definition, listener).
-    #[error("sinks[{index}] (prometheus): {source}")]
+    #[error("{}sinks[{index}] (prometheus): {source}", in_file(at.as_deref()))]
     Prometheus {
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: PrometheusError,
     },
     /// The OTel sink failed.
-    #[error("sinks[{index}] (otel): {source}")]
+    #[error("{}sinks[{index}] (otel): {source}", in_file(at.as_deref()))]
     Otel {
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         source: OtelError,
     },
     /// The plugin could not be loaded.
-    #[error("sinks[{index}] (plugin): {message}")]
+    #[error("{}sinks[{index}] (plugin): {message}", in_file(at.as_deref()))]
     Plugin {
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
         message: String,
     },
     /// The sink's event patterns match nothing, or the id is taken.
-    #[error("sinks[{index}].events: {source}")]
+    #[error("{}sinks[{index}].events: {source}", in_file(at.as_deref()))]
     Attach {
+        /// Where the sink is written, when the config came from a file.
+        at: Option<Box<SinkLocation>>,
         /// Position in `[[sinks]]`.
         index: usize,
         /// What failed.
@@ -99,6 +110,27 @@ impl Typed {
             Typed::Otel(s) => SinkStats::Otel(s.stats()),
             Typed::Plugin(s) => SinkStats::Plugin(s.stats()),
         }
+    }
+}
+
+/// Where a sink is written in its config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkLocation {
+    /// The config file.
+    pub file: PathBuf,
+    /// The line of the sink's `[[sinks]]` entry, when known.
+    pub line: Option<usize>,
+}
+
+/// `<file>, line <n>: `, or nothing for a config made in code.
+fn in_file(at: Option<&SinkLocation>) -> String {
+    match at {
+        Some(SinkLocation {
+            file,
+            line: Some(l),
+        }) => format!("{}, line {l}: ", file.display()),
+        Some(SinkLocation { file, line: None }) => format!("{}: ", file.display()),
+        None => String::new(),
     }
 }
 
@@ -140,7 +172,7 @@ impl SinkSet {
             otel: None,
         };
         for (index, sink) in config.sinks.iter().enumerate() {
-            if let Err(e) = set.add(index, sink) {
+            if let Err(e) = set.add(index, sink, config.source.as_ref()) {
                 let _ = set.shutdown(Duration::from_secs(2));
                 return Err(e);
             }
@@ -148,27 +180,46 @@ impl SinkSet {
         Ok(set)
     }
 
-    fn add(&mut self, index: usize, config: &SinkConfig) -> Result<(), SinkSetError> {
+    fn add(
+        &mut self,
+        index: usize,
+        config: &SinkConfig,
+        source: Option<&ConfigSource>,
+    ) -> Result<(), SinkSetError> {
         let t = &self.telemetry;
+        let at = || {
+            source.map(|s| {
+                Box::new(SinkLocation {
+                    file: s.file.clone(),
+                    line: s.sink_line(index),
+                })
+            })
+        };
         let (kind, sink, typed, patterns): (&str, Arc<dyn Sink>, _, _) = match config {
             SinkConfig::Log(c) => ("log", Arc::new(LogSink::new(t)), Typed::Log, &c.events),
             SinkConfig::Prometheus(c) => {
-                let sink = Arc::new(
-                    PrometheusSink::from_config(c, t.catalog())
-                        .map_err(|source| SinkSetError::Prometheus { index, source })?,
-                );
+                let sink = Arc::new(PrometheusSink::from_config(c, t.catalog()).map_err(
+                    |source| SinkSetError::Prometheus {
+                        at: at(),
+                        index,
+                        source,
+                    },
+                )?);
                 self.prometheus.get_or_insert_with(|| sink.clone());
                 ("prometheus", sink, Typed::Prometheus, &c.events)
             }
             SinkConfig::Otel(c) => {
-                let sink = Arc::new(
-                    OtelSink::new(c, t).map_err(|source| SinkSetError::Otel { index, source })?,
-                );
+                let sink = Arc::new(OtelSink::new(c, t).map_err(|source| SinkSetError::Otel {
+                    at: at(),
+                    index,
+                    source,
+                })?);
                 self.otel.get_or_insert_with(|| sink.clone());
                 ("otel", sink.clone(), Typed::Otel(sink), &c.events)
             }
             SinkConfig::Plugin(c) => {
                 let sink = Arc::new(PluginSink::load(c, t).map_err(|e| SinkSetError::Plugin {
+                    at: at(),
                     index,
                     message: e.to_string(),
                 })?);
@@ -178,7 +229,11 @@ impl SinkSet {
         let id = format!("sinks[{index}].{kind}");
         if let Err(source) = t.attach_sink(id.clone(), patterns, sink.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
-            return Err(SinkSetError::Attach { index, source });
+            return Err(SinkSetError::Attach {
+                at: at(),
+                index,
+                source,
+            });
         }
         self.sinks.push((id, sink));
         self.typed.push(typed);

@@ -1,10 +1,13 @@
 //! Sinks selected by a config file: built, attached with their event
-//! patterns, shut down together; errors name the sink's key.
+//! patterns, shut down together; errors name the file and the sink's key.
+//! README's sink example is loaded as written.
 
+mod plugin_support;
 mod support;
 
 use std::time::Duration;
 
+use snakepit_core::config::SinkConfig;
 use snakepit_core::{builtin, Config, Value};
 use snakepit_sinks::{telemetry_from_config, SinkSet};
 use support::otlp::OtlpReceiver;
@@ -115,22 +118,35 @@ fn build_errors_name_the_sink_and_undo_what_was_attached() {
         busy.local_addr().unwrap()
     ));
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
-    assert!(e.starts_with("sinks[1] (prometheus)"), "{e}");
+    assert!(
+        e.starts_with("snakepit.toml, line 4: sinks[1] (prometheus)"),
+        "{e}"
+    );
     assert!(e.contains(&busy.local_addr().unwrap().to_string()), "{e}");
     assert!(t.list().is_empty(), "the log sink was detached again");
 
     // Patterns that match no event.
     let config = load("[[sinks]]\nkind = \"log\"\nevents = [\"nothing.here\"]\n");
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
-    assert!(e.starts_with("sinks[0].events"), "{e}");
+    assert!(
+        e.starts_with("snakepit.toml, line 1: sinks[0].events"),
+        "{e}"
+    );
 
     // A plugin that does not exist.
     let config = load("[[sinks]]\nkind = \"plugin\"\npath = \"/nonexistent/libnope.so\"\n");
     let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
     assert!(
-        e.starts_with("sinks[0] (plugin)") && e.contains("/nonexistent/libnope.so"),
+        e.starts_with("snakepit.toml, line 1: sinks[0] (plugin)")
+            && e.contains("/nonexistent/libnope.so"),
         "{e}"
     );
+
+    // A config made in code names no file.
+    let mut config = config;
+    config.source = None;
+    let e = SinkSet::from_config(&config, &t).unwrap_err().to_string();
+    assert!(e.starts_with("sinks[0] (plugin)"), "{e}");
 }
 
 #[test]
@@ -156,4 +172,70 @@ fn config_file_errors_name_file_key_and_allowed_values() {
     }
     let e = err("[[sinks]]\nkind = \"log\"\nlevel = \"debug\"\n");
     assert!(e.contains("sinks[0].level") || e.contains("`level`"), "{e}");
+}
+
+/// The ```toml block of README.md that configures sinks.
+fn readme_sinks_toml() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split_once("```").map(|(toml, _)| toml))
+        .find(|toml| toml.contains("[[sinks]]") && toml.contains("kind = \"plugin\""))
+        .expect("README.md has a ```toml block with a plugin sink")
+        .to_string()
+}
+
+#[test]
+fn the_readme_sink_example_loads_and_its_plugin_writes_events() {
+    let text = readme_sinks_toml();
+    let mut config = Config::from_toml(&text, "README.md").unwrap();
+    // Only what depends on this machine changes: where the library is,
+    // where relative files go, which ports are free.
+    let out = tempfile::tempdir().unwrap();
+    let receiver = support::otlp::OtlpReceiver::start();
+    let mut plugins = 0;
+    for sink in &mut config.sinks {
+        match sink {
+            SinkConfig::Plugin(p) => {
+                plugins += 1;
+                let built = plugin_support::plugin("jsonl");
+                assert_eq!(
+                    p.path.file_name(),
+                    built.file_name(),
+                    "README names a library that the jsonl plugin crate does not build"
+                );
+                p.path = built;
+                for value in p.config.as_object_mut().unwrap().values_mut() {
+                    if let Some(file) = value.as_str() {
+                        *value = out.path().join(file).to_str().unwrap().into();
+                    }
+                }
+            }
+            SinkConfig::Prometheus(p) => p.listen = "127.0.0.1:0".parse().unwrap(),
+            SinkConfig::Otel(o) => o.endpoint = receiver.endpoint(),
+            SinkConfig::Log(_) => {}
+        }
+    }
+    assert_eq!(plugins, 1);
+    let t = telemetry_from_config(&config);
+    let sinks = SinkSet::from_config(&config, &t)
+        .unwrap_or_else(|e| panic!("README's sink example does not build: {e}"));
+    t.execute(
+        builtin::POOL_STATUS,
+        &[("queue_depth", Value::Int(4))],
+        &[("pool_name", "readme".into())],
+    );
+    sinks.shutdown(Duration::from_secs(5)).unwrap();
+    let written: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let lines = std::fs::read_to_string(&written[0]).unwrap();
+    assert!(
+        lines.contains("\"name\":\"snakepit.pool.status\"") && lines.contains("\"queue_depth\":4"),
+        "{lines}"
+    );
 }

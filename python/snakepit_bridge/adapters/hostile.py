@@ -1,12 +1,12 @@
 """HostileAdapter: a worker that sends the host everything it must refuse.
 
 Used by the Rust host's tests to check that unknown event names, unknown
-measurement keys, non-finite numbers, huge metadata values and endlessly
-distinct metadata neither crash the host nor grow its memory, that absurd
-drop counters are not believed, and that events a dying worker held are
-reported lost; and that tools raising SystemExit, KeyboardInterrupt or
-another BaseException, or returning what JSON cannot carry, get a tool error
-while the worker lives on.
+measurement keys, non-finite numbers, huge metadata values, endlessly
+distinct metadata and endless stderr lines neither crash the host nor grow
+its memory, that absurd drop counters are not believed, and that events a
+dying worker held are reported lost; and that tools raising SystemExit,
+KeyboardInterrupt or another BaseException, or returning what JSON cannot
+carry, get a tool error while the worker lives on.
 """
 
 from __future__ import annotations
@@ -166,6 +166,18 @@ class HostileAdapter(BaseAdapter):
         # any cleanup, the rest of the burst still in the buffer.
         time.sleep(0.2)
         os._exit(int(code))
+
+
+    @tool(description="Writes size bytes to stderr (fd 2) without a newline, then "
+                      "a newline and the line `after`")
+    def flood_stderr(self, size: int = 200 << 20, after: str = "flood over") -> int:
+        chunk = b"x" * (1 << 20)
+        left = int(size)
+        while left > 0:
+            n = os.write(2, chunk[:left])
+            left -= n
+        os.write(2, b"\n" + after.encode() + b"\n")
+        return int(size)
 
 
 async def _next_batch_sent() -> None:

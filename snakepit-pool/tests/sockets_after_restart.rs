@@ -1,0 +1,66 @@
+//! A worker killed with SIGKILL leaves its sockets behind; the restarted
+//! worker binds them again and serves calls on its native call socket
+//! (`Describe` reports `call_address`), instead of falling back to grpc.aio.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use snakepit_pool::{CallOptions, Pool, WorkerInfo};
+use snakepit_telemetry::Telemetry;
+
+async fn describe_one(pool: &Pool) -> WorkerInfo {
+    let mut infos = pool.describe().await;
+    assert_eq!(infos.len(), 1, "one live worker");
+    infos.pop().unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_serves_calls_on_its_native_socket_again() {
+    let pool = Pool::start(Telemetry::new(), config("restartsock", 1))
+        .await
+        .unwrap();
+    let first = describe_one(&pool).await;
+    assert!(
+        first.call_address.starts_with("unix:") && first.call_address.ends_with(".calls"),
+        "the first worker serves no native call socket ({:?}); is the native module built \
+         (`cargo xtask setup`)?",
+        first.call_address
+    );
+    let socket = first.call_address.trim_start_matches("unix:").to_string();
+
+    kill9(first.pid);
+    assert!(wait_gone(&[first.pid], Duration::from_secs(5)));
+    // SIGKILL: the worker could not remove its call socket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let pids = pool.worker_pids();
+        if pids.len() == 1 && pids[0] != first.pid && pool.worker_ids().len() == 1 {
+            break describe_one(&pool).await;
+        }
+        assert!(Instant::now() < deadline, "no restarted worker after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(second.pid, first.pid);
+    assert_eq!(
+        second.call_address, first.call_address,
+        "the restarted worker fell back to grpc.aio"
+    );
+    assert!(std::path::Path::new(&socket).exists());
+    for i in 0..20 {
+        let out = pool
+            .execute("add", json!({"a": i, "b": 1}), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.value, json!(i + 1));
+    }
+
+    pool.shutdown().await;
+    assert!(wait_gone(&[second.pid], Duration::from_secs(10)));
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "{socket} is left after shutdown"
+    );
+}
