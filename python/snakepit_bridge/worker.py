@@ -377,7 +377,7 @@ class Dispatcher:
                 if timeout_ms:
                     try:
                         value = await asyncio.wait_for(coro, timeout_ms / 1000.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise ToolFailure(
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
@@ -484,7 +484,7 @@ class Dispatcher:
                     remaining = deadline - time.monotonic()
                     try:
                         kind, val = await asyncio.wait_for(q.get(), max(remaining, 0.0))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise ToolFailure(
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
@@ -1362,14 +1362,14 @@ async def serve(opts, ready_out) -> int:
     dispatcher.draining = True
     try:
         await asyncio.wait_for(dispatcher.idle.wait(), opts.grace_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%d calls still running after %.1fs grace", dispatcher.inflight,
                     opts.grace_s)
     servicer.close_call_streams()
     servicer.telemetry_stop.set()
     try:
         await asyncio.wait_for(servicer.telemetry_done.wait(), 1.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     for t in bg:
         t.cancel()
