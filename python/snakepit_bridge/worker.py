@@ -640,19 +640,33 @@ class NativeCalls:
                 log.debug("native call server: a client kept its connection open")
 
 
+# The longest Unix socket path: sun_path holds 108 bytes with the final NUL.
+MAX_UNIX_PATH = 107
+
+
 def start_native_calls(servicer: Servicer, listen: str):
     """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
-    socket and the native module is built (``cargo xtask setup``), unless
-    SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call)."""
-    if not listen.startswith("unix:") or os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+    socket, else None: grpc.aio then serves every call, and the worker says
+    why, once: a warning (not built, disabled, path too long, cannot listen),
+    or at info on TCP, where it is by design."""
+    if not listen.startswith("unix:"):
+        log.info("native calls serve Unix sockets only: grpc.aio serves calls on %s", listen)
         return None
     path = listen[len("unix:"):] + ".calls"
-    try:
-        return NativeCalls(servicer, path)
-    except ImportError:
-        log.debug("snakepit_bridge._native is not built: grpc.aio serves calls")
-    except OSError as e:
-        log.warning("native call server not started (%s): grpc.aio serves calls", e)
+    if os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+        why = "disabled by SNAKEPIT_NATIVE_CALLS=0"
+    elif len(os.fsencode(path)) > MAX_UNIX_PATH:
+        why = (f"the call socket path {path} is {len(os.fsencode(path))} bytes, over the "
+               f"{MAX_UNIX_PATH} of a Unix socket path: listen in a shorter directory")
+    else:
+        try:
+            return NativeCalls(servicer, path)
+        except ImportError as e:
+            why = (f"snakepit_bridge._native is not built ({e}): install snakepit-bridge "
+                   "from its wheel or sdist (pip install ./python), which builds it")
+        except OSError as e:
+            why = f"cannot listen on {path}: {e}"
+    log.warning("native call server not started, %s; grpc.aio serves calls (slower)", why)
     return None
 
 
