@@ -12,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
+use crate::interpreter::{missing_package_hint, ResolvedPython};
+
 /// The line prefix a worker prints on stdout once it listens.
 pub(crate) const READY_PREFIX: &str = "SNAKEPIT_READY ";
 /// The stderr marker of an adapter that failed to load.
@@ -26,7 +28,7 @@ const MAX_LINE: usize = 4096;
 /// How to start one worker.
 #[derive(Clone, Debug)]
 pub(crate) struct SpawnSpec {
-    pub python: PathBuf,
+    pub python: ResolvedPython,
     pub adapter: String,
     pub socket: PathBuf,
     pub worker_id: String,
@@ -185,7 +187,7 @@ impl WorkerProcess {
     /// `spec.startup_timeout`.
     pub(crate) async fn spawn(spec: &SpawnSpec) -> Result<WorkerProcess, SpawnFailure> {
         let _ = std::fs::remove_file(&spec.socket);
-        let mut cmd = Command::new(&spec.python);
+        let mut cmd = Command::new(&spec.python.path);
         cmd.arg("-m")
             .arg("snakepit_bridge.worker")
             .arg("--adapter")
@@ -214,7 +216,7 @@ impl WorkerProcess {
             cmd.current_dir(dir);
         }
         let mut child = cmd.spawn().map_err(|e| SpawnFailure {
-            reason: format!("cannot run {}: {e}", spec.python.display()),
+            reason: format!("cannot run the interpreter {}: {e}", spec.python),
         })?;
         let pid = child.id().unwrap_or(0);
         let tail = Arc::new(Mutex::new(StderrTail::default()));
@@ -289,9 +291,11 @@ impl WorkerProcess {
                 if let Some(e) = err {
                     reason.push_str(&format!("; {e}"));
                 }
-                Err(SpawnFailure {
-                    reason: process.with_stderr(reason),
-                })
+                let mut reason = process.with_stderr(reason);
+                if let Some(hint) = missing_package_hint(&spec.python, &reason) {
+                    reason = format!("{hint}; {reason}");
+                }
+                Err(SpawnFailure { reason })
             }
             Err(_) => {
                 process.kill_now().await;

@@ -73,7 +73,7 @@ impl Shared {
     async fn start_local(&self, slot: usize, worker_id: &str) -> Result<Started, String> {
         let c = &self.config;
         let spec = SpawnSpec {
-            python: c.python.clone(),
+            python: c.resolve_python(),
             adapter: c.adapter.clone(),
             socket: self.socket_dir.join(format!("w{}.sock", slot + 1)),
             worker_id: worker_id.to_string(),
