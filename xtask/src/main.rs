@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
-        "wheel" => package::wheel_check(),
+        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "help" | "--help" | "-h" => {
@@ -55,6 +55,7 @@ fn print_help() {
          tidy      fail when generated files are stale\n\
          wheel     build the Python wheel, install it into a new venv, check a worker\n\
                    from it serves calls natively and the source tree is untouched\n\
+                   (--sdist: the sdist too, installed from the archive alone)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)"
@@ -253,7 +254,7 @@ fn test(args: &[String]) -> Result {
     if python && root().join("python/tests").exists() {
         step("pytest python/tests");
         run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
-        package::wheel_check()?;
+        package::wheel_check(false)?;
     }
     step("tidy");
     tidy()?;

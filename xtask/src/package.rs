@@ -176,8 +176,10 @@ fn tree_state(root: &Path) -> Option<String> {
 /// checks its tag against the Python floor, installs it into a new venv and
 /// starts a worker with that venv's interpreter from a directory outside the
 /// repository: its ready line must name the native call socket. The source
-/// tree must be as it was (no build output in it).
-pub(crate) fn wheel_check() -> Result {
+/// tree must be as it was (no build output in it). With `sdist`, the same
+/// for an sdist built by maturin and installed from the archive alone (it
+/// compiles the crate again: about a minute).
+pub(crate) fn wheel_check(sdist: bool) -> Result {
     let root = root();
     let floor = python_floor(&root)?;
     let before = tree_state(&root);
@@ -221,8 +223,33 @@ pub(crate) fn wheel_check() -> Result {
         }
     }
 
-    step("installing the wheel into a new venv");
-    let venv = tmp.path().join("venv");
+    install_and_serve(&wheel, &tmp.path().join("from-wheel"))?;
+    if sdist {
+        step("building the snakepit-bridge sdist (maturin sdist)");
+        let sdists = tmp.path().join("sdist");
+        run(Command::new(root.join(".venv/bin/maturin"))
+            .args(["sdist", "-m", "python/native/Cargo.toml", "-o"])
+            .arg(&sdists))?;
+        let sdist = std::fs::read_dir(&sdists)
+            .map_err(|e| format!("cannot list {sdists:?}: {e}"))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+            .ok_or("maturin sdist wrote no .tar.gz")?;
+        // Built from the archive alone, outside the repository.
+        install_and_serve(&sdist, &tmp.path().join("from-sdist"))?;
+    }
+    Ok(())
+}
+
+/// Installs `artifact` (a wheel or an sdist) into a new venv in `dir`,
+/// starts a worker from it in `dir` and checks that its ready line names
+/// the native call socket.
+fn install_and_serve(artifact: &Path, dir: &Path) -> Result {
+    let name = artifact.file_name().unwrap_or_default().to_string_lossy();
+    step(&format!("installing {name} into a new venv"));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+    let venv = dir.join("venv");
     let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(Command::new(system)
         .args(["-m", "venv", "--without-pip"])
@@ -232,16 +259,17 @@ pub(crate) fn wheel_check() -> Result {
         .args(["-m", "pip", "--python"])
         .arg(&py)
         .args(["install", "--quiet"])
-        .arg(&wheel))?;
+        .arg(artifact)
+        .env("CARGO_TARGET_DIR", target_dir()))?;
 
-    step("starting a worker from the installed wheel");
-    let ready = worker_ready_line(&py, tmp.path())?;
-    let socket = tmp.path().join("w.sock");
+    step(&format!("starting a worker installed from {name}"));
+    let ready = worker_ready_line(&py, dir)?;
+    let socket = dir.join("w.sock");
     let calls = format!("\"calls\":\"unix:{}.calls\"", socket.display());
     if !ready.contains(&calls) {
         return Err(format!(
-            "the worker from the wheel does not serve calls natively: its ready line is \
-             {ready}, expected {calls}"
+            "the worker installed from {name} does not serve calls natively: its ready \
+             line is {ready}, expected {calls}"
         ));
     }
     println!("    ready: {ready}");
