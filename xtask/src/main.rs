@@ -173,6 +173,7 @@ pub(crate) fn setup() -> Result {
             "--upgrade",
             "pip",
         ]))?;
+        unlink_native();
         run(Command::new(&py)
             .args([
                 "-m",
@@ -191,6 +192,13 @@ pub(crate) fn setup() -> Result {
     Ok(())
 }
 
+/// Removes python/snakepit_bridge/_native.abi3.so before maturin writes it:
+/// maturin rewrites the file in place, and a worker running the old module
+/// keeps its mapping of an unlinked file (not of one rewritten under it).
+fn unlink_native() {
+    let _ = std::fs::remove_file(root().join("python/snakepit_bridge/_native.abi3.so"));
+}
+
 /// The cargo target directory: `CARGO_TARGET_DIR`, else `target/`.
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -205,6 +213,7 @@ pub(crate) fn target_dir() -> PathBuf {
 /// no-op build takes a second or two.
 fn build_native() -> Result {
     step("building the worker's native call server (maturin develop, release)");
+    unlink_native();
     run(Command::new(root().join(".venv/bin/maturin"))
         .args([
             "develop",
