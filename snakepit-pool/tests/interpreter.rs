@@ -161,3 +161,17 @@ async fn an_active_venv_is_honoured_after_snakepit_python_and_before_python3() {
         (PathBuf::from("python3"), PythonSource::Default)
     );
 }
+
+#[test]
+fn python_in_toml_is_the_config_rule_and_unset_is_none() {
+    let set =
+        PoolConfig::from_toml_str("adapter = \"a:B\"\npython = \"/opt/py/bin/python\"\n").unwrap();
+    let resolved = set.resolve_python();
+    assert_eq!(
+        (resolved.path, resolved.source),
+        (PathBuf::from("/opt/py/bin/python"), PythonSource::Config)
+    );
+    let unset = PoolConfig::from_toml_str("adapter = \"a:B\"\n").unwrap();
+    assert_eq!(unset.python, None);
+    assert_eq!(PoolConfig::default().python, None);
+}
