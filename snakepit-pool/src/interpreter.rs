@@ -34,7 +34,7 @@ pub enum PythonSource {
 impl fmt::Display for PythonSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PythonSource::Config => "set by the pool config (`python`)",
+            PythonSource::Config => "set by the pool config's `python`",
             PythonSource::SnakepitPython => "from SNAKEPIT_PYTHON",
             PythonSource::VirtualEnv => "from VIRTUAL_ENV, the active venv",
             PythonSource::Default => {

@@ -111,7 +111,7 @@ async fn a_venv_without_the_package_says_how_to_install_it_naming_the_rule() {
     let err = start_error(config("cfg").python(&empty_python)).await;
     assert!(
         err.contains(&format!(
-            "the interpreter {} (set by the pool config (`python`)) has no snakepit_bridge",
+            "the interpreter {} (set by the pool config's `python`) has no snakepit_bridge",
             empty_python.display()
         )),
         "{err}"
