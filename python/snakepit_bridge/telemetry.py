@@ -821,7 +821,7 @@ def drop_counts() -> Tuple[int, ...]:
 
 
 def drop_counts_dict() -> Dict[str, int]:
-    return dict(zip(DROP_REASONS, drop_counts()))
+    return dict(zip(DROP_REASONS, drop_counts(), strict=True))
 
 
 def event_to_dict(ev) -> dict:

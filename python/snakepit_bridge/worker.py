@@ -543,7 +543,7 @@ class Dispatcher:
                 if timeout_ms:
                     try:
                         value = await asyncio.wait_for(coro, timeout_ms / 1000.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise ToolFailure(
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
@@ -658,7 +658,7 @@ class Dispatcher:
                     remaining = deadline - time.monotonic()
                     try:
                         kind, val = await asyncio.wait_for(q.get(), max(remaining, 0.0))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise ToolFailure(
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
@@ -823,29 +823,39 @@ class NativeCalls:
                 log.debug("native call server: a client kept its connection open")
 
 
+# The longest Unix socket path: sun_path holds 108 bytes with the final NUL.
+MAX_UNIX_PATH = 107
+
+
 def start_native_calls(servicer: Servicer, listen: str):
     """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
-    socket and the native module is built (``cargo xtask setup``), unless
-    SNAKEPIT_NATIVE_CALLS=0; else None (grpc.aio serves every call).
-
-    A stale ``<socket>.calls`` (a socket nobody listens on, left by a worker
-    that was killed) is removed first. Falling back to grpc.aio for any other
-    reason than SNAKEPIT_NATIVE_CALLS=0 is logged as a warning: calls still
-    work, only slower."""
-    if not listen.startswith("unix:") or os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+    socket, else None: grpc.aio then serves every call, and the worker says
+    why, once: a warning (not built, disabled, path too long, cannot listen),
+    or at info on TCP, where it is by design. A stale ``<socket>.calls`` (a
+    socket nobody listens on, left by a worker that was killed) is removed
+    first."""
+    if not listen.startswith("unix:"):
+        log.info("native calls serve Unix sockets only: grpc.aio serves calls on %s", listen)
         return None
     path = listen[len("unix:"):] + ".calls"
-    try:
-        _remove_stale_socket(path)
-        return NativeCalls(servicer, path)
-    except ImportError as e:
-        log.warning("native call server not available (snakepit_bridge._native: %s; "
-                    "build it with `cargo xtask setup`): calls go over grpc.aio", e)
-    except TypeError as e:
-        log.warning("snakepit_bridge._native is older than this package (%s): "
-                    "calls go over grpc.aio", e)
-    except OSError as e:
-        log.warning("native call server not started (%s): calls go over grpc.aio", e)
+    if os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+        why = "disabled by SNAKEPIT_NATIVE_CALLS=0"
+    elif len(os.fsencode(path)) > MAX_UNIX_PATH:
+        why = (f"the call socket path {path} is {len(os.fsencode(path))} bytes, over the "
+               f"{MAX_UNIX_PATH} of a Unix socket path: listen in a shorter directory")
+    else:
+        try:
+            _remove_stale_socket(path)
+            return NativeCalls(servicer, path)
+        except ImportError as e:
+            why = (f"snakepit_bridge._native is not built ({e}): install snakepit-bridge "
+                   "from its wheel or sdist (pip install ./python), which builds it")
+        except TypeError as e:
+            why = (f"snakepit_bridge._native is older than this package ({e}): reinstall "
+                   "snakepit-bridge (pip install ./python)")
+        except OSError as e:
+            why = f"cannot listen on {path}: {e}"
+    log.warning("native call server not started, %s; grpc.aio serves calls (slower)", why)
     return None
 
 
@@ -1654,14 +1664,14 @@ async def serve(opts, ready_out) -> int:
     dispatcher.draining = True
     try:
         await asyncio.wait_for(dispatcher.idle.wait(), opts.grace_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%d calls still running after %.1fs grace", dispatcher.inflight,
                     opts.grace_s)
     servicer.close_call_streams()
     servicer.telemetry_stop.set()
     try:
         await asyncio.wait_for(servicer.telemetry_done.wait(), 1.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     for t in bg:
         t.cancel()

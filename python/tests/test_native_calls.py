@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import time
 
 import grpc
 import pytest
-from conftest import calls_channel
+from conftest import PYTHON_DIR, calls_channel
 
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
 
@@ -28,9 +29,16 @@ def test_the_ready_line_and_describe_name_the_call_socket(worker):
     assert info.call_address == calls
 
 
+def assert_said_once(w, why: str) -> None:
+    """The worker's stderr has one "not started" warning, naming ``why``."""
+    lines = [ln for ln in w.stderr().splitlines() if "native call server not started" in ln]
+    assert len(lines) == 1 and why in lines[0] and "WARNING" in lines[0], w.stderr()
+
+
 def test_switched_off_the_worker_serves_calls_with_grpc_aio(start_worker, stream_clients):
     w = start_worker(env={"SNAKEPIT_NATIVE_CALLS": "0"})
     assert w.ready["calls"] == ""
+    assert_said_once(w, "disabled by SNAKEPIT_NATIVE_CALLS=0")
     assert not os.path.exists(w.sock + ".calls")
     assert w.connect().Describe(pb.DescribeRequest(), timeout=10).call_address == ""
     sc = stream_clients(w.connect().CallBatchStream)
@@ -116,8 +124,7 @@ def test_a_socket_path_too_long_for_the_call_socket_keeps_calls_on_grpc_aio(
     assert len(sock) == 104
     w = start_worker(listen=f"unix:{sock}")
     assert w.ready["calls"] == ""
-    assert "native call server not started" in w.stderr()
-    assert "calls go over grpc.aio" in w.stderr()
+    assert_said_once(w, f"the call socket path {sock}.calls is 110 bytes, over the 107")
     sc = stream_clients(w.connect().CallBatchStream)
     sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 1, "b": 1})]))
     b = sc.get(timeout=10)
@@ -142,3 +149,23 @@ def test_a_stale_call_socket_is_replaced_and_calls_stay_native(start_worker, str
     sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 2, "b": 3})]))
     b = sc.get(timeout=10)
     assert json.loads(b.replies[0].result.result_json) == 5
+
+
+def test_a_package_without_the_native_module_says_it_is_not_built(start_worker, tmp_path):
+    # The package as a pure-Python copy would install it: no _native module.
+    shutil.copytree(PYTHON_DIR / "snakepit_bridge", tmp_path / "snakepit_bridge",
+                    ignore=shutil.ignore_patterns("_native*", "__pycache__"))
+    w = start_worker(extra_path=tmp_path)
+    assert w.ready["calls"] == ""
+    # The ImportError names the package it looked in: the copy.
+    assert_said_once(w, "snakepit_bridge._native is not built")
+    assert_said_once(w, f"{tmp_path}/snakepit_bridge/__init__.py")
+
+
+def test_on_tcp_no_native_calls_is_by_design_and_no_warning(start_worker):
+    w = start_worker("--stderr-log-level", "info", listen="127.0.0.1:0")
+    assert w.ready["calls"] == ""
+    err = w.stderr()
+    assert "native call server not started" not in err, err
+    info = [ln for ln in err.splitlines() if "native calls serve Unix sockets only" in ln]
+    assert len(info) == 1 and "INFO" in info[0], err

@@ -41,6 +41,7 @@ use snakepit_core::config::{line_at, line_of_key};
 use snakepit_grpc::WorkerAddress;
 
 use crate::error::PoolError;
+use crate::interpreter::{resolve_python, ResolvedPython};
 
 /// The longest pool name accepted: names end up in socket paths and worker ids.
 pub const MAX_POOL_NAME_LEN: usize = 48;
@@ -62,8 +63,12 @@ pub struct PoolConfig {
     /// Tags every event and names the workers (`<pool_name>_<n>`).
     /// Letters, digits, `_` and `-`, at most [`MAX_POOL_NAME_LEN`] bytes.
     pub pool_name: String,
-    /// The Python interpreter (default: env `SNAKEPIT_PYTHON`, else `python3`).
-    pub python: PathBuf,
+    /// The Python interpreter, which must have the `snakepit_bridge`
+    /// package. Unset (the default), the first of these that is set: env
+    /// `SNAKEPIT_PYTHON`, `$VIRTUAL_ENV/bin/python`, else `python3` on
+    /// `PATH`, read when a worker starts (see [`crate::interpreter`] and
+    /// [`PoolConfig::resolve_python`]).
+    pub python: Option<PathBuf>,
     /// The adapter class, `package.module:Class`. Required for local workers.
     pub adapter: String,
     /// How many local worker processes to run (ignored with external workers).
@@ -102,7 +107,10 @@ pub struct PoolConfig {
     pub restart_stable_after: Duration,
     /// Extra environment variables for the workers.
     pub env: BTreeMap<String, String>,
-    /// Working directory of the workers (default: the host's).
+    /// Working directory of the workers (default: the host's). The adapter
+    /// module is imported from the interpreter's packages, `PYTHONPATH`
+    /// (set it in [`PoolConfig::env`]) or, as `python -m` puts the working
+    /// directory first on `sys.path`, from this directory.
     pub working_dir: Option<PathBuf>,
     /// Shutdown: how long calls in flight may finish, and how long a worker
     /// has between SIGTERM and SIGKILL.
@@ -135,20 +143,11 @@ pub struct ExternalWorker {
     pub token: Option<String>,
 }
 
-/// The interpreter used when the config names none: env `SNAKEPIT_PYTHON`,
-/// else `python3`.
-pub fn default_python() -> PathBuf {
-    std::env::var_os("SNAKEPIT_PYTHON")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             pool_name: "default".to_string(),
-            python: default_python(),
+            python: None,
             adapter: String::new(),
             workers: 2,
             concurrency_per_worker: 32,
@@ -316,8 +315,15 @@ impl PoolConfig {
     }
     /// Sets [`PoolConfig::python`].
     pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
-        self.python = python.into();
+        self.python = Some(python.into());
         self
+    }
+
+    /// The interpreter the workers run with now, and the rule that chose
+    /// it: [`PoolConfig::python`], else env `SNAKEPIT_PYTHON`, else
+    /// `$VIRTUAL_ENV/bin/python`, else `python3`.
+    pub fn resolve_python(&self) -> ResolvedPython {
+        resolve_python(self.python.as_deref())
     }
     /// Sets [`PoolConfig::workers`].
     pub fn workers(mut self, n: usize) -> Self {
@@ -447,7 +453,11 @@ impl PoolConfig {
                     ),
                 ));
             }
-            if self.python.as_os_str().is_empty() {
+            if self
+                .python
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
                 return Err(bad("python", "empty path to the Python interpreter"));
             }
             if let Some(dir) = &self.working_dir {

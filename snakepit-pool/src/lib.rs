@@ -15,6 +15,14 @@
 //!   host dies (they watch their stdin).
 //! * A pool can connect to external workers instead (TCP plus token).
 //!
+//! The workers' interpreter is, in this order: [`PoolConfig::python`] when
+//! set, env `SNAKEPIT_PYTHON`, `$VIRTUAL_ENV/bin/python` of an active venv,
+//! else `python3` ([`interpreter`]). It needs the `snakepit_bridge` package:
+//! `<python> -m pip install ./python` from a checkout of this repository
+//! (a wheel with the native call server; Python 3.11 or later). Adapters are
+//! imported from that interpreter's packages, from `PYTHONPATH` (give it in
+//! [`PoolConfig::env`]) or from [`PoolConfig::working_dir`].
+//!
 //! Every `snakepit.pool.*` event carries `pool_name`, worker events also
 //! `worker_id` (`<pool_name>_<n>`).
 //!
@@ -49,6 +57,7 @@ pub mod config;
 mod dispatch;
 pub mod error;
 mod events;
+pub mod interpreter;
 mod lines;
 mod pool;
 mod process;
@@ -58,6 +67,7 @@ mod supervisor;
 
 pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;
+pub use interpreter::{resolve_python, PythonSource, ResolvedPython};
 pub use pool::{Pool, PoolStatus};
 pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress, WorkerInfo};
 pub use stream::PoolStream;

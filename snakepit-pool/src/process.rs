@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
+use crate::interpreter::{missing_package_hint, ResolvedPython};
 use crate::lines::{Line, LineReader, MAX_LINE};
 
 /// The line prefix a worker prints on stdout once it listens.
@@ -32,7 +33,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// How to start one worker.
 #[derive(Clone, Debug)]
 pub(crate) struct SpawnSpec {
-    pub python: PathBuf,
+    pub python: ResolvedPython,
     pub adapter: String,
     pub socket: PathBuf,
     pub worker_id: String,
@@ -234,7 +235,7 @@ impl WorkerProcess {
         // A worker killed earlier leaves both sockets behind; the new one
         // could bind neither.
         remove_sockets(&spec.socket);
-        let mut cmd = Command::new(&spec.python);
+        let mut cmd = Command::new(&spec.python.path);
         cmd.arg("-m")
             .arg("snakepit_bridge.worker")
             .arg("--adapter")
@@ -266,7 +267,7 @@ impl WorkerProcess {
             cmd.current_dir(dir);
         }
         let mut child = cmd.spawn().map_err(|e| SpawnFailure {
-            reason: format!("cannot run {}: {e}", spec.python.display()),
+            reason: format!("cannot run the interpreter {}: {e}", spec.python),
         })?;
         let pid = child.id().unwrap_or(0);
         let tail = Arc::new(Mutex::new(StderrTail::default()));
@@ -342,9 +343,11 @@ impl WorkerProcess {
                 if let Some(e) = err {
                     reason.push_str(&format!("; {e}"));
                 }
-                Err(SpawnFailure {
-                    reason: process.with_stderr(reason),
-                })
+                let mut reason = process.with_stderr(reason);
+                if let Some(hint) = missing_package_hint(&spec.python, &reason) {
+                    reason = format!("{hint}; {reason}");
+                }
+                Err(SpawnFailure { reason })
             }
             Err(_) => {
                 process.kill_now().await;

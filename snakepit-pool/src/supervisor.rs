@@ -74,7 +74,7 @@ impl Shared {
         let c = &self.config;
         let token = crate::process::new_token()?;
         let spec = SpawnSpec {
-            python: c.python.clone(),
+            python: c.resolve_python(),
             adapter: c.adapter.clone(),
             socket: self.socket_dir.join(format!("w{}.sock", slot + 1)),
             worker_id: worker_id.to_string(),

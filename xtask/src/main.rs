@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's automation.
 //!
 //! * `setup`   create the Python venv (`.venv`) and install `python/` into it
-//! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest, tidy
+//! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest,
+//!   the wheel check, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
-//! * `tidy`    fail when generated docs are stale
+//! * `tidy`    fail when generated docs or the Python stubs are stale, or the
+//!   Python floor is stated twice differently
+//! * `wheel`   build the Python wheel, install it into a new venv, start a worker
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,6 +15,7 @@ use std::time::Instant;
 mod bench;
 mod codegen;
 mod coverage;
+mod package;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
+        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "help" | "--help" | "-h" => {
@@ -48,6 +53,9 @@ fn print_help() {
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
          tidy      fail when generated files are stale\n\
+         wheel     build the Python wheel, install it into a new venv, check a worker\n\
+                   from it serves calls natively and the source tree is untouched\n\
+                   (--sdist: the sdist too, installed from the archive alone)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)"
@@ -146,13 +154,16 @@ pub(crate) fn setup() -> Result {
         let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(system).args(["-m", "venv", ".venv"]))?;
     }
-    // Reinstall only when the package metadata changed.
+    // Reinstall only when the package metadata changed. The install is
+    // editable through maturin (the build backend of python/): the venv
+    // imports snakepit_bridge from python/, and maturin puts the native
+    // module there (python/snakepit_bridge/_native.abi3.so, gitignored).
     let pyproject = std::fs::read(root.join("python/pyproject.toml"))
         .map_err(|e| format!("cannot read python/pyproject.toml: {e}"))?;
     let stamp = root.join(".venv/.snakepit-installed");
     let digest = format!("{:x}", fnv1a(&pyproject));
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
-        step("installing python/ and its dev tools into .venv");
+        step("installing python/ (editable, maturin) and its dev tools into .venv");
         run(Command::new(&py).args([
             "-m",
             "pip",
@@ -162,57 +173,57 @@ pub(crate) fn setup() -> Result {
             "--upgrade",
             "pip",
         ]))?;
-        run(Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            "-e",
-            "./python[dev]",
-        ]))?;
+        unlink_native();
+        run(Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                "-e",
+                "./python[dev]",
+            ])
+            .env("CARGO_TARGET_DIR", target_dir()))?;
         std::fs::write(&stamp, digest).map_err(|e| format!("cannot write {stamp:?}: {e}"))?;
     }
-    if root.join("python/tools/gen_proto.py").exists() {
-        step("generating Python gRPC stubs from proto/");
-        run(Command::new(&py).arg("python/tools/gen_proto.py"))?;
-    }
-    if root.join("python/native/Cargo.toml").exists() {
-        build_native(&py)?;
-    }
+    build_native()?;
     println!("Python ready: {}", py.display());
     Ok(())
 }
 
-/// Builds `snakepit_bridge._native` (python/native, the worker's native
-/// call server) in release, as the benchmarks need it, and installs it into
-/// the package: `python/snakepit_bridge/_native.abi3.so`, replaced by a
-/// rename so that a worker running the old one keeps its mapping.
-fn build_native(py: &Path) -> Result {
-    step("building the worker's native call server (python/native, release)");
-    run(cargo()
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "snakepit-bridge-native",
-        ])
-        .env("PYO3_PYTHON", py)
-        .current_dir(root()))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Removes python/snakepit_bridge/_native.abi3.so before maturin writes it:
+/// maturin rewrites the file in place, and a worker running the old module
+/// keeps its mapping of an unlinked file (not of one rewritten under it).
+fn unlink_native() {
+    let _ = std::fs::remove_file(root().join("python/snakepit_bridge/_native.abi3.so"));
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR`, else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let built = target.join("release/lib_native.so");
-    let installed = root().join("python/snakepit_bridge/_native.abi3.so");
-    let bytes = std::fs::read(&built).map_err(|e| format!("cannot read {built:?}: {e}"))?;
-    if std::fs::read(&installed).ok().as_deref() == Some(bytes.as_slice()) {
-        return Ok(());
-    }
-    let tmp = installed.with_extension("so.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| format!("cannot write {tmp:?}: {e}"))?;
-    std::fs::rename(&tmp, &installed).map_err(|e| format!("cannot install {installed:?}: {e}"))?;
-    Ok(())
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Rebuilds `snakepit_bridge._native` (python/native, the worker's native
+/// call server) in place after a change to its crate: the same maturin
+/// build as the wheel's (release, pyproject's `[tool.maturin]`), written
+/// into python/snakepit_bridge/ where the editable install imports it. A
+/// no-op build takes a second or two.
+fn build_native() -> Result {
+    step("building the worker's native call server (maturin develop, release)");
+    unlink_native();
+    run(Command::new(root().join(".venv/bin/maturin"))
+        .args([
+            "develop",
+            "--quiet",
+            "--skip-install",
+            "-m",
+            "python/native/Cargo.toml",
+        ])
+        .env("VIRTUAL_ENV", root().join(".venv"))
+        .env("CARGO_TARGET_DIR", target_dir()))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -252,6 +263,7 @@ fn test(args: &[String]) -> Result {
     if python && root().join("python/tests").exists() {
         step("pytest python/tests");
         run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
+        package::wheel_check(false)?;
     }
     step("tidy");
     tidy()?;
@@ -282,6 +294,12 @@ fn demo(args: &[String]) -> Result {
 fn tidy() -> Result {
     codegen::check(&root())?;
     println!("tidy: generated docs are fresh");
+    if has_python_package() {
+        let floor = package::python_floor(&root())?;
+        println!("tidy: one Python floor, 3.{floor} (requires-python, ruff, abi3)");
+        package::check_stubs(&root())?;
+        println!("tidy: the checked-in Python gRPC stubs match proto/");
+    }
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
     Ok(())

@@ -25,7 +25,7 @@ class _LinearModel:
         xs = [float(v) for v in x]
         if len(xs) != len(self.weights):
             raise ValueError(f"expected {len(self.weights)} features, got {len(xs)}")
-        return sum(w * v for w, v in zip(self.weights, xs)) + self.bias
+        return sum(w * v for w, v in zip(self.weights, xs, strict=True)) + self.bias
 
 
 class ShowcaseAdapter(BaseAdapter):

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC modules (tools/gen_proto.py)."""
