@@ -49,6 +49,7 @@ pub mod config;
 mod dispatch;
 pub mod error;
 mod events;
+mod health;
 mod pool;
 mod process;
 mod stream;
