@@ -5,7 +5,7 @@
 //! call and never while an event handler runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,14 @@ pub(crate) struct LiveWorker {
     pub in_flight: AtomicUsize,
     /// Woken when one of its leases is given back.
     pub released: Notify,
+    /// `max_calls_per_worker`, for a worker that is recycled by calls.
+    pub max_calls: Option<u64>,
+    /// Leases granted so far.
+    pub granted: AtomicU64,
+    /// Set (and notified once) when `granted` reaches `max_calls`: the
+    /// worker then takes calls only when no other worker has room.
+    pub over_limit: AtomicBool,
+    pub limit_reached: Notify,
 }
 
 impl LiveWorker {
@@ -191,16 +199,24 @@ impl Dispatch {
     }
 
     /// The least loaded worker with a free call slot; ties go to the lowest
-    /// slot, so a lightly loaded pool keeps its calls on warm workers.
+    /// slot, so a lightly loaded pool keeps its calls on warm workers. A
+    /// worker past `max_calls_per_worker` (waiting for its replacement)
+    /// comes last.
     fn pick(&self, st: &State) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
         for (i, s) in st.slots.iter().enumerate() {
-            if s.worker.is_none() || s.in_flight >= self.concurrency {
+            let Some(w) = &s.worker else { continue };
+            if s.in_flight >= self.concurrency {
                 continue;
             }
-            if best.map_or(true, |(_, load)| s.in_flight < load) {
-                best = Some((i, s.in_flight));
-                if s.in_flight == 0 {
+            let load = if w.over_limit.load(Ordering::Relaxed) {
+                s.in_flight + self.concurrency
+            } else {
+                s.in_flight
+            };
+            if best.map_or(true, |(_, best_load)| load < best_load) {
+                best = Some((i, load));
+                if load == 0 {
                     break;
                 }
             }
@@ -214,6 +230,12 @@ impl Dispatch {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let worker = slot.worker.clone().expect("picked slots have a worker");
         worker.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(max) = worker.max_calls {
+            if worker.granted.fetch_add(1, Ordering::Relaxed) + 1 == max {
+                worker.over_limit.store(true, Ordering::Relaxed);
+                worker.limit_reached.notify_one();
+            }
+        }
         Lease {
             dispatch: self.clone(),
             worker,

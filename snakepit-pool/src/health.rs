@@ -93,7 +93,10 @@ async fn heartbeat(w: &Watched<'_>) -> Unhealthy {
 async fn checks(w: &Watched<'_>) -> Verdict {
     let grace = w.config.stuck_call_grace;
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = w.live.limit_reached.notified() => {}
+        }
         if let Some((calls, longest)) = w.client.overdue_calls(grace) {
             return Verdict::Unhealthy(Unhealthy {
                 reason: "stuck_call",
@@ -117,6 +120,7 @@ fn recycle(w: &Watched<'_>) -> Option<Recycle> {
     }
     let c = w.config;
     let total_commands = w.live.total_commands.load(Ordering::Relaxed);
+    let granted = w.live.granted.load(Ordering::Relaxed);
     let found = |reason, detail| Recycle {
         reason,
         detail,
@@ -124,10 +128,10 @@ fn recycle(w: &Watched<'_>) -> Option<Recycle> {
         rss_bytes: None,
     };
     if let Some(max) = c.max_calls_per_worker {
-        if total_commands >= max {
+        if granted >= max {
             return Some(found(
                 "max_calls",
-                format!("{total_commands} calls started (max_calls_per_worker {max})"),
+                format!("{granted} calls given to it (max_calls_per_worker {max})"),
             ));
         }
     }

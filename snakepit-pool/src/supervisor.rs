@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,13 @@ pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Servin
         external: started.process.is_none(),
         in_flight: AtomicUsize::new(0),
         released: Notify::new(),
+        max_calls: shared
+            .config
+            .max_calls_per_worker
+            .filter(|_| started.process.is_some()),
+        granted: AtomicU64::new(0),
+        over_limit: AtomicBool::new(false),
+        limit_reached: Notify::new(),
     });
     shared.dispatch.worker_up(live.clone());
     Serving {
