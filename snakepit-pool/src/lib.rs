@@ -58,6 +58,7 @@ mod events;
 mod health;
 mod pool;
 mod process;
+mod recycle;
 mod stream;
 mod supervisor;
 

@@ -16,6 +16,7 @@ use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::events::PoolEvents;
 use crate::health::{self, Recycle, Unhealthy, Verdict, Watched};
 use crate::process::{describe_exit, SpawnSpec, WorkerProcess};
+use crate::recycle;
 use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 
 /// How often an external worker's connection is checked.
@@ -159,10 +160,11 @@ enum Ended {
 
 /// A started worker registered with the dispatch table: calls may go to it.
 pub(crate) struct Serving {
-    process: Option<WorkerProcess>,
-    client: WorkerClient,
-    live: Arc<LiveWorker>,
-    exit_tx: watch::Sender<Option<Exit>>,
+    pub process: Option<WorkerProcess>,
+    pub client: WorkerClient,
+    pub live: Arc<LiveWorker>,
+    /// Tells its calls in flight how it went away.
+    pub exit_tx: watch::Sender<Option<Exit>>,
 }
 
 /// Makes a started worker available for calls (in place of the slot's
@@ -276,7 +278,7 @@ async fn slot_loop(
                             exit_tx,
                         };
                         current = register(shared, slot, started);
-                        retiring.push(tokio::spawn(retire(
+                        retiring.push(tokio::spawn(recycle::retire(
                             shared.clone(),
                             old,
                             why.reason,
@@ -296,7 +298,6 @@ async fn slot_loop(
                             "cannot start a replacement to recycle the worker; it keeps \
                              serving: {reason}"
                         );
-                        shared.set_pid(slot, process.as_ref().map(|p| p.pid));
                         recycle_after = Instant::now() + shared.config.restart_backoff_max;
                         current = Serving {
                             process,
@@ -436,48 +437,6 @@ async fn restart(
             Err(reason) => failure = format!("restart failed: {reason}"),
         }
     }
-}
-
-/// Retires a recycled worker whose replacement already took its place:
-/// it takes no new calls, finishes those in flight (within the longest a
-/// call may run, plus the stuck-call grace), then stops with SIGTERM.
-async fn retire(
-    shared: Arc<Shared>,
-    old: Serving,
-    reason: &'static str,
-    mut stop: watch::Receiver<bool>,
-) {
-    let Serving {
-        mut process,
-        client,
-        live,
-        exit_tx,
-    } = old;
-    let up_at = process.as_ref().map_or_else(Instant::now, |p| p.ready_at);
-    let c = &shared.config;
-    let limit = c.call_timeout.max(c.grace_period) + c.stuck_call_grace;
-    tokio::select! {
-        _ = live.drain(limit) => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    let lifetime = up_at.elapsed();
-    client.expect_stop();
-    let _ = exit_tx.send(Some(Exit::Gone(format!("recycled ({reason})"))));
-    let how = match process.as_mut() {
-        Some(p) => p.terminate(c.grace_period).await,
-        None => "disconnected".to_string(),
-    };
-    client.close().await;
-    drop(process);
-    tracing::debug!(target: "snakepit::pool", worker_id = %live.worker_id, "recycled ({reason}): {how}");
-    let total = live.total_commands.load(Ordering::Relaxed);
-    shared.events.terminated(
-        &live.worker_id,
-        &format!("recycled: {reason}"),
-        true,
-        lifetime,
-        total,
-    );
 }
 
 /// A worker started while the pool was stopping: stop it again.

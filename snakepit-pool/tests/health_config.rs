@@ -55,12 +55,14 @@ fn bad_health_values_name_their_key_and_the_limit() {
     let good = PoolConfig::new("snakepit_bridge.adapters.showcase:ShowcaseAdapter");
     let cases: Vec<(PoolConfig, &str, &str)> = vec![
         (
-            good.clone().heartbeat(Duration::ZERO, Duration::from_secs(1)),
+            good.clone()
+                .heartbeat(Duration::ZERO, Duration::from_secs(1)),
             "heartbeat_interval",
             "longer than 0",
         ),
         (
-            good.clone().heartbeat(Duration::from_secs(1), Duration::ZERO),
+            good.clone()
+                .heartbeat(Duration::from_secs(1), Duration::ZERO),
             "heartbeat_timeout",
             "longer than 0",
         ),
