@@ -38,7 +38,9 @@
 //! `/proc/<pid>/status`) and `max_worker_age` (time since ready), each off by
 //! default. The replacement is started first; then the old worker takes no
 //! new calls, finishes those in flight and stops (SIGTERM), so no call fails.
-//! It may take a few calls more than the limit while its replacement starts.
+//! Past `max_calls_per_worker` it takes calls only when no other worker has
+//! room, until its replacement is ready (so it may serve more than the limit,
+//! most when every worker reaches it at once).
 //! The pool emits `snakepit.pool.worker.recycled` with the reason
 //! (`max_calls`, `max_rss`, `max_age`).
 //!

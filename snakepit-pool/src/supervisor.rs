@@ -278,6 +278,7 @@ async fn slot_loop(
                             exit_tx,
                         };
                         current = register(shared, slot, started);
+                        retiring.retain(|task| !task.is_finished());
                         retiring.push(tokio::spawn(recycle::retire(
                             shared.clone(),
                             old,

@@ -59,7 +59,7 @@ fn expect_unhealthy(result: Result<snakepit_pool::ToolOutput, PoolError>, id: &s
 async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
-    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(1));
+    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(2));
     let cfg = config("sigstop", 2)
         .heartbeat(interval, deadline)
         .stuck_call_grace(Duration::from_secs(60));
@@ -264,7 +264,7 @@ async fn a_sync_tool_that_overruns_its_timeout_within_the_grace_is_not_stuck() {
 async fn an_inline_tool_blocking_the_event_loop_fails_the_heartbeat() {
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
-    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(1));
+    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(2));
     let cfg = config("loopblock", 1)
         .heartbeat(interval, deadline)
         .stuck_call_grace(Duration::from_secs(60));
