@@ -34,8 +34,8 @@
 //!
 //! Local workers can also be recycled, like gunicorn's `max_requests` or
 //! Celery's `worker_max_tasks_per_child`: `max_calls_per_worker` (calls
-//! started), `max_worker_rss` (bytes of resident memory, read from
-//! `/proc/<pid>/status`) and `max_worker_age` (time since ready), each off by
+//! started), `max_worker_rss` (resident memory, read from
+//! `/proc/<pid>/status`; bytes, or a string such as `"1.5GB"`) and `max_worker_age` (time since ready), each off by
 //! default. The replacement is started first; then the old worker takes no
 //! new calls, finishes those in flight and stops (SIGTERM), so no call fails.
 //! Past `max_calls_per_worker` it takes calls only when no other worker has
@@ -56,7 +56,7 @@
 //! heartbeat_timeout = "10s"
 //! stuck_call_grace = "10s"
 //! max_calls_per_worker = 10000
-//! max_worker_rss = 1_500_000_000
+//! max_worker_rss = "1.5GB"
 //! max_worker_age = "1h"
 //! ```
 
@@ -150,7 +150,9 @@ pub struct PoolConfig {
     /// unset).
     pub max_calls_per_worker: Option<u64>,
     /// Recycle a local worker whose resident memory (VmRSS) reaches this many
-    /// bytes (off when unset).
+    /// bytes (off when unset). In TOML an integer of bytes or a string with
+    /// a unit: `"1.5GB"`, `"512MiB"` (B, KB, MB, GB, KiB, MiB, GiB).
+    #[serde(with = "crate::size::option")]
     pub max_worker_rss: Option<u64>,
     /// Recycle a local worker this long after it became ready (off when
     /// unset).

@@ -59,6 +59,7 @@ mod health;
 mod pool;
 mod process;
 mod recycle;
+mod size;
 mod stream;
 mod supervisor;
 

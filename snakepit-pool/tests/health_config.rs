@@ -43,11 +43,16 @@ fn toml_sets_every_key() {
         matches!(&err, PoolError::Config { key, .. } if key == "max_worker_age"),
         "{err}"
     );
-    let err = PoolConfig::from_toml_str("max_worker_rss = \"1.5GB\"").unwrap_err();
+    let c = PoolConfig::from_toml_str("max_worker_rss = \"512MiB\"").unwrap();
+    assert_eq!(c.max_worker_rss, Some(512 * 1024 * 1024));
+    let c = PoolConfig::from_toml_str("max_worker_rss = \"1.5GB\"").unwrap();
+    assert_eq!(c.max_worker_rss, Some(1_500_000_000));
+    let err = PoolConfig::from_toml_str("max_worker_rss = \"1.5TB\"").unwrap_err();
     assert!(
         matches!(&err, PoolError::Config { key, .. } if key == "max_worker_rss"),
         "{err}"
     );
+    assert!(err.to_string().contains("unknown unit"), "{err}");
 }
 
 #[test]
