@@ -256,7 +256,9 @@ impl Dispatch {
                 lease.armed = false;
                 st.slots[i].in_flight -= 1;
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                lease.worker.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if lease.worker.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    lease.worker.released.notify_waiters();
+                }
             }
         }
         self.queue_len.store(st.queue.len(), Ordering::Relaxed);
