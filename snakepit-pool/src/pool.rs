@@ -190,8 +190,11 @@ impl Pool {
     /// Without a timeout in `opts`, the config's `call_timeout` applies.
     /// Errors: [`PoolError::Saturated`] when the queue is full,
     /// [`PoolError::QueueTimeout`], [`PoolError::WorkerCrashed`] when the
-    /// worker process dies during the call, [`PoolError::Call`] for tool and
-    /// transport errors, [`PoolError::ShuttingDown`].
+    /// worker process dies during the call, [`PoolError::WorkerUnhealthy`]
+    /// when the pool kills it after a failed health check,
+    /// [`PoolError::NoLiveWorker`] at once when every worker slot was given
+    /// up, [`PoolError::Call`] for tool and transport errors,
+    /// [`PoolError::ShuttingDown`].
     pub async fn execute(
         &self,
         tool: &str,
