@@ -28,27 +28,29 @@
 //!
 //! An unhealthy worker gets no new calls and is killed (SIGKILL) and
 //! restarted; its calls in flight fail with
-//! [`PoolError::WorkerUnhealthy`](crate::PoolError::WorkerUnhealthy), which
+//! [`PoolError::WorkerUnhealthy`], which
 //! names the reason. The pool emits `snakepit.pool.worker.unhealthy` before
-//! the usual `terminated` and `restarted`.
+//! the usual `terminated` and `restarted`. (An external worker is not killed:
+//! the pool drops its connection and reconnects.)
 //!
 //! Local workers can also be recycled, like gunicorn's `max_requests` or
 //! Celery's `worker_max_tasks_per_child`: `max_calls_per_worker` (calls
 //! started), `max_worker_rss` (resident memory, read from
-//! `/proc/<pid>/status`; bytes, or a string such as `"1.5GB"`) and `max_worker_age` (time since ready), each off by
-//! default. The replacement is started first; then the old worker takes no
-//! new calls, finishes those in flight and stops (SIGTERM), so no call fails.
-//! Past `max_calls_per_worker` it takes calls only when no other worker has
-//! room, until its replacement is ready (so it may serve more than the limit,
-//! most when every worker reaches it at once).
-//! The pool emits `snakepit.pool.worker.recycled` with the reason
-//! (`max_calls`, `max_rss`, `max_age`).
+//! `/proc/<pid>/status`; bytes, or a string such as `"1.5GB"`) and
+//! `max_worker_age` (time since ready), each off by default. The
+//! replacement is started first; then the old worker takes no new calls,
+//! finishes those in flight and stops (SIGTERM), so no call fails. Past
+//! `max_calls_per_worker` it takes calls only when no other worker has room,
+//! until its replacement is ready (so it may serve more than the limit, most
+//! when every worker reaches it at once). The pool emits
+//! `snakepit.pool.worker.recycled` with the reason (`max_calls`, `max_rss`,
+//! `max_age`).
 //!
 //! A slot whose worker fails `max_restarts` times in a row is given up
 //! (`snakepit.pool.worker.abandoned`, and counted in
 //! [`PoolStatus::abandoned_workers`](crate::PoolStatus::abandoned_workers));
 //! once every slot is given up, calls fail at once with
-//! [`PoolError::NoLiveWorker`](crate::PoolError::NoLiveWorker) and the last
+//! [`PoolError::NoLiveWorker`] and the last
 //! failure.
 //!
 //! ```toml
