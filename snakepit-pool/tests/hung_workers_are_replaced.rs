@@ -99,8 +99,12 @@ async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
         .unwrap();
     expect_unhealthy(result, "sigstop_1", "heartbeat_timeout");
 
-    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
         .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
     let replaced_after = stopped.elapsed();
     eprintln!("SIGSTOP: unhealthy after {seen_after:?}, replaced after {replaced_after:?}");
     assert_eq!(
@@ -204,8 +208,12 @@ async fn sync_tools_that_never_return_trip_the_stuck_call_watchdog() {
         .unwrap();
     expect_unhealthy(result, "stuck_1", "stuck_call");
 
-    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
         .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
     eprintln!(
         "stuck calls: unhealthy {seen_after:?} after the timeouts, replaced after {:?}",
         timed_out.elapsed()
@@ -297,8 +305,12 @@ async fn an_inline_tool_blocking_the_event_loop_fails_the_heartbeat() {
         .unwrap();
     expect_unhealthy(result, "loopblock_1", "heartbeat_timeout");
 
-    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
         .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
     eprintln!(
         "blocked loop: unhealthy after {seen_after:?}, replaced after {:?}",
         blocked_at.elapsed()
