@@ -250,6 +250,8 @@ impl Dispatch {
             let Some(waiter) = st.queue.pop_front() else {
                 break;
             };
+            // Before the waiter wakes: it reports the depth it left behind.
+            self.queue_len.store(st.queue.len(), Ordering::Relaxed);
             let lease = self.grant(st, i);
             if let Err(Ok(mut lease)) = waiter.tx.send(Ok(lease)) {
                 // The caller is gone: undo without re-entering the lock.
