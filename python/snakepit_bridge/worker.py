@@ -537,10 +537,14 @@ class Dispatcher:
                         "with stream=true")
                 else:
                     ctx = contextvars.copy_context()
-                    loop = asyncio.get_running_loop()
-                    coro = loop.run_in_executor(self.pool, ctx.run, _run_sync_tool, t.fn,
-                                                kwargs, tmd)
-                if timeout_ms:
+                    if timeout_ms:
+                        coro = self._sync_with_deadline(ctx, t.fn, kwargs, tmd, name,
+                                                        timeout_ms)
+                    else:
+                        loop = asyncio.get_running_loop()
+                        coro = loop.run_in_executor(self.pool, ctx.run, _run_sync_tool, t.fn,
+                                                    kwargs, tmd)
+                if timeout_ms and t.is_async:
                     try:
                         value = await asyncio.wait_for(coro, timeout_ms / 1000.0)
                     except TimeoutError:
@@ -563,6 +567,24 @@ class Dispatcher:
         finally:
             self._call_end(tokens, md, t0, failure)
             self._end()
+
+    async def _sync_with_deadline(self, ctx, fn, kwargs, tmd, name, timeout_ms):
+        """A sync tool in the thread pool, with a deadline. Past it, a tool
+        still queued is cancelled; a tool already running cannot be stopped,
+        so the Timeout is answered only once its thread is free again. The
+        host counts a call unanswered well after its timeout as a tool the
+        worker could not stop (a stuck worker)."""
+        cf = self.pool.submit(ctx.run, _run_sync_tool, fn, kwargs, tmd)
+        fut = asyncio.wrap_future(cf)
+        done, _ = await asyncio.wait((fut,), timeout=timeout_ms / 1000.0)
+        if done:
+            return fut.result()
+        if not cf.cancel():
+            try:
+                await fut
+            except Exception:  # noqa: BLE001 - the call has timed out anyway
+                pass
+        raise ToolFailure("Timeout", f"tool {name!r} exceeded {timeout_ms} ms")
 
     async def stream(self, name, args_json, binary, cid, traceparent, timeout_ms, sink):
         """Run a streaming tool; ``await sink(seq, json_bytes)`` per chunk.

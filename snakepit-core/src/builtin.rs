@@ -78,6 +78,7 @@ catalog! {
             m!("available_workers", Count, "workers that can take a call now"),
             m!("busy_workers", Count, "workers with every call slot taken"),
             m!("total_workers", Count, "workers alive"),
+            m!("abandoned_workers", Count, "worker slots given up after max_restarts"),
         ],
         metadata: [md!("pool_name", "the pool")];
     /// A call found no free worker and entered the queue.
@@ -140,6 +141,44 @@ catalog! {
             m!("downtime", Nanoseconds, "time from crash to ready again"),
         ],
         metadata: [md!("pool_name", "the pool"), md!("worker_id", "the worker")];
+    /// A worker failed a health check: it gets no new calls and is killed
+    /// and replaced (`terminated` and `restarted` follow); its calls in
+    /// flight fail with an error that names the reason.
+    POOL_WORKER_UNHEALTHY = "snakepit.pool.worker.unhealthy", Host,
+        measurements: [
+            m!("lifetime", Nanoseconds, "time since the worker was ready"),
+            m!("in_flight", Count, "calls running on it"),
+        ],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker"),
+            md!("reason", "heartbeat_timeout or stuck_call"),
+            md!("detail", "what was seen, e.g. how long the heartbeat went unanswered"),
+        ];
+    /// A worker reached a recycling limit: its replacement is started, then
+    /// it finishes its calls in flight, takes no new ones and stops
+    /// (`terminated` with planned = true follows).
+    POOL_WORKER_RECYCLED = "snakepit.pool.worker.recycled", Host,
+        measurements: [
+            m!("lifetime", Nanoseconds, "time since the worker was ready"),
+            m!("total_commands", Count, "calls it started"),
+            m!("rss_bytes", Bytes, "its resident memory when the limit was seen"),
+        ],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker"),
+            md!("reason", "max_calls, max_rss or max_age"),
+            md!("detail", "the value seen and the limit"),
+        ];
+    /// A worker slot failed max_restarts times in a row and was given up;
+    /// when every slot is, calls fail at once with the last failure.
+    POOL_WORKER_ABANDONED = "snakepit.pool.worker.abandoned", Host,
+        measurements: [m!("restarts", Count, "restarts tried in a row")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker"),
+            md!("reason", "the last failure (exit, health check or start error)"),
+        ];
 
     // ---- grpc ----------------------------------------------------------
     /// The host started a call to a worker.

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,8 +41,10 @@ pub(crate) enum Pending {
     Stream(mpsc::UnboundedSender<StreamItem>),
     /// The caller stopped waiting (timeout, dropped future); the worker's
     /// call telemetry, when the reply comes, still goes to this function so
-    /// the call's events are not lost.
-    Abandoned(LateReply),
+    /// the call's events are not lost. The instant is the call's deadline
+    /// (sent + timeout), when it has one: a worker that has not answered
+    /// well after it did not stop the tool (see [`Shared::overdue`]).
+    Abandoned(LateReply, Option<Instant>),
 }
 
 /// Emits a call's events from a reply nobody waits for any more.
@@ -59,7 +62,7 @@ impl Pending {
             Pending::Stream(tx) => {
                 let _ = tx.send(StreamItem::Error(e));
             }
-            Pending::Abandoned(_) => {}
+            Pending::Abandoned(..) => {}
         }
     }
 
@@ -68,7 +71,7 @@ impl Pending {
             Pending::Unary(tx) => {
                 let _ = tx.send((Err(e), telemetry));
             }
-            Pending::Abandoned(late) => {
+            Pending::Abandoned(late, _) => {
                 if let Some(t) = telemetry {
                     late(t);
                 }
@@ -89,7 +92,7 @@ struct State {
 impl State {
     fn take(&mut self, id: u64) -> Option<Pending> {
         let p = self.pending.remove(&id);
-        if matches!(p, Some(Pending::Abandoned(_))) {
+        if matches!(p, Some(Pending::Abandoned(..))) {
             self.abandoned -= 1;
         }
         p
@@ -112,17 +115,44 @@ impl Shared {
 
     /// Removes call `id`; true if it was a streaming call still running
     /// (so the worker should be told to stop it).
-    pub(crate) fn forget(&self, id: u64, late: Option<LateReply>) -> bool {
+    pub(crate) fn forget(
+        &self,
+        id: u64,
+        late: Option<LateReply>,
+        deadline: Option<Instant>,
+    ) -> bool {
         let mut st = self.lock();
         let room = st.abandoned < MAX_ABANDONED;
         match (st.pending.get_mut(&id), late) {
             (Some(p @ Pending::Unary(_)), Some(late)) if room => {
-                *p = Pending::Abandoned(late);
+                *p = Pending::Abandoned(late, deadline);
                 st.abandoned += 1;
                 false
             }
             _ => matches!(st.take(id), Some(Pending::Stream(_))) && st.broken.is_none(),
         }
+    }
+
+    /// Abandoned calls still unanswered more than `grace` after their
+    /// deadline: how many, and how long past its deadline the oldest is.
+    /// The worker answers a call that timed out once the tool has really
+    /// stopped, so these are tools it could not stop.
+    pub(crate) fn overdue(&self, grace: Duration, now: Instant) -> Option<(usize, Duration)> {
+        let st = self.lock();
+        if st.abandoned == 0 {
+            return None;
+        }
+        let mut found: Option<(usize, Duration)> = None;
+        for p in st.pending.values() {
+            if let Pending::Abandoned(_, Some(deadline)) = p {
+                let past = now.saturating_duration_since(*deadline);
+                if past > grace {
+                    let (n, longest) = found.unwrap_or_default();
+                    found = Some((n + 1, longest.max(past)));
+                }
+            }
+        }
+        found
     }
 
     fn fail_all(&self, reason: String) {
@@ -159,7 +189,7 @@ impl Shared {
                         Pending::Unary(tx) => {
                             let _ = tx.send((Ok(r), telemetry));
                         }
-                        Pending::Abandoned(late) => {
+                        Pending::Abandoned(late, _) => {
                             if let Some(t) = telemetry {
                                 late(t);
                             }
@@ -191,7 +221,7 @@ impl Shared {
                         Pending::Stream(tx) => {
                             let _ = tx.send(StreamItem::End);
                         }
-                        Pending::Abandoned(_) => {}
+                        Pending::Abandoned(..) => {}
                         Pending::Unary(tx) => {
                             let _ = tx.send((
                                 Err(CallError::protocol("worker ended a unary call as a stream")),
@@ -225,6 +255,8 @@ pub(crate) struct PendingGuard {
     shared: Arc<Shared>,
     id: u64,
     late: Option<LateReply>,
+    /// The call's deadline, when it has a timeout.
+    deadline: Option<Instant>,
     /// The stream's request side, to send a cancel for a streaming call
     /// dropped before its end.
     cancel: Option<mpsc::Sender<proto::CallRequest>>,
@@ -240,7 +272,7 @@ impl PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        let running_stream = self.shared.forget(self.id, self.late.take());
+        let running_stream = self.shared.forget(self.id, self.late.take(), self.deadline);
         if let (true, Some(tx)) = (running_stream, self.cancel.take()) {
             // Best effort: if the request queue is full the worker finishes
             // the call and its replies are ignored.
@@ -312,6 +344,11 @@ impl CallStream {
         }
     }
 
+    /// See [`Shared::overdue`].
+    pub(crate) fn overdue(&self, grace: Duration, now: Instant) -> Option<(usize, Duration)> {
+        self.shared.overdue(grace, now)
+    }
+
     /// Can it take calls?
     pub(crate) fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::Acquire)
@@ -339,10 +376,13 @@ impl CallStream {
             }
             st.pending.insert(id, pending);
         }
+        let deadline = (request.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(request.timeout_ms));
         let guard = PendingGuard {
             shared: self.shared.clone(),
             id,
             late: None,
+            deadline,
             cancel,
         };
         request.request_id = id;

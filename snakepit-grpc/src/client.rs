@@ -462,6 +462,26 @@ impl WorkerClient {
         .await
     }
 
+    /// Calls the worker has not answered more than `grace` after their
+    /// timeout: how many, and how far past its timeout the oldest is. The
+    /// caller of such a call got [`CallError::Timeout`] at the timeout; the
+    /// worker answers it once the tool has really stopped (an async tool is
+    /// cancelled at once, a sync tool's thread cannot be stopped, an inline
+    /// tool holds the event loop), so a call counted here is a tool the
+    /// worker could not stop. `None` when there is none.
+    pub fn overdue_calls(&self, grace: Duration) -> Option<(usize, Duration)> {
+        let now = Instant::now();
+        let mut found: Option<(usize, Duration)> = None;
+        for slot in self.inner.streams.iter() {
+            let stream = lock(slot).clone();
+            if let Some((n, longest)) = stream.and_then(|s| s.overdue(grace, now)) {
+                let (n0, l0) = found.unwrap_or_default();
+                found = Some((n0 + n, l0.max(longest)));
+            }
+        }
+        found
+    }
+
     /// The worker's id, pid, protocol version and tools.
     pub async fn describe(&self) -> Result<WorkerInfo, CallError> {
         let after = self.inner.options.connect_timeout;

@@ -29,6 +29,55 @@
 //! queue_timeout = "5s"
 //! env = { OMP_NUM_THREADS = "1" }
 //! ```
+//!
+//! ## Health checks and recycling
+//!
+//! A worker that stops answering is replaced, not waited on forever:
+//!
+//! * `heartbeat_interval` (default `5s`), `heartbeat_timeout` (`10s`): every
+//!   interval the pool pings the worker on its connection; no answer within
+//!   the timeout (a stopped process, an event loop blocked by an inline tool)
+//!   makes it unhealthy with reason `heartbeat_timeout`.
+//! * `stuck_call_grace` (`10s`): a call that timed out is answered by the
+//!   worker once the tool has really stopped. A call still unanswered this
+//!   long after its timeout (a sync tool that never returns holds its thread
+//!   forever) makes the worker unhealthy with reason `stuck_call`.
+//!
+//! An unhealthy worker gets no new calls and is killed (SIGKILL) and
+//! restarted; its calls in flight fail with
+//! [`PoolError::WorkerUnhealthy`], which
+//! names the reason. The pool emits `snakepit.pool.worker.unhealthy` before
+//! the usual `terminated` and `restarted`. (An external worker is not killed:
+//! the pool drops its connection and reconnects.)
+//!
+//! Local workers can also be recycled, like gunicorn's `max_requests` or
+//! Celery's `worker_max_tasks_per_child`: `max_calls_per_worker` (calls
+//! started), `max_worker_rss` (resident memory, read from
+//! `/proc/<pid>/status`; bytes, or a string such as `"1.5GB"`) and
+//! `max_worker_age` (time since ready), each off by default. The
+//! replacement is started first; then the old worker takes no new calls,
+//! finishes those in flight and stops (SIGTERM), so no call fails. Past
+//! `max_calls_per_worker` it takes calls only when no other worker has room,
+//! until its replacement is ready (so it may serve more than the limit, most
+//! when every worker reaches it at once). The pool emits
+//! `snakepit.pool.worker.recycled` with the reason (`max_calls`, `max_rss`,
+//! `max_age`).
+//!
+//! A slot whose worker fails `max_restarts` times in a row is given up
+//! (`snakepit.pool.worker.abandoned`, and counted in
+//! [`PoolStatus::abandoned_workers`](crate::PoolStatus::abandoned_workers));
+//! once every slot is given up, calls fail at once with
+//! [`PoolError::NoLiveWorker`] and the last
+//! failure.
+//!
+//! ```toml
+//! heartbeat_interval = "5s"
+//! heartbeat_timeout = "10s"
+//! stuck_call_grace = "10s"
+//! max_calls_per_worker = 10000
+//! max_worker_rss = "1.5GB"
+//! max_worker_age = "1h"
+//! ```
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -55,6 +104,10 @@ pub const MAX_QUEUE: usize = 1_000_000;
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The smallest `max_worker_rss` accepted (16 MiB): an idle worker already
+/// uses more, so a lower limit would recycle workers without end.
+pub const MIN_WORKER_RSS: u64 = 16 * 1024 * 1024;
 
 /// Everything a [`Pool`](crate::Pool) needs to start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +182,29 @@ pub struct PoolConfig {
     /// workers get it as `--max-message-bytes`; start external workers with
     /// the same value. At least 1024. Default 64 MiB.
     pub max_message_bytes: usize,
+    /// How often each worker is pinged on its connection.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A ping unanswered this long makes the worker unhealthy
+    /// (`heartbeat_timeout`): it is killed and replaced.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// A call the worker has not answered this long after its timeout makes
+    /// the worker unhealthy (`stuck_call`): it is killed and replaced.
+    #[serde(with = "humantime_serde")]
+    pub stuck_call_grace: Duration,
+    /// Recycle a local worker after it has started this many calls (off when
+    /// unset).
+    pub max_calls_per_worker: Option<u64>,
+    /// Recycle a local worker whose resident memory (VmRSS) reaches this many
+    /// bytes (off when unset). In TOML an integer of bytes or a string with
+    /// a unit: `"1.5GB"`, `"512MiB"` (B, KB, MB, GB, KiB, MiB, GiB).
+    #[serde(with = "crate::size::option")]
+    pub max_worker_rss: Option<u64>,
+    /// Recycle a local worker this long after it became ready (off when
+    /// unset).
+    #[serde(with = "humantime_serde")]
+    pub max_worker_age: Option<Duration>,
 }
 
 /// A worker running elsewhere (TCP plus token, or a Unix socket).
@@ -167,6 +243,12 @@ impl Default for PoolConfig {
             worker_args: Vec::new(),
             external_workers: Vec::new(),
             max_message_bytes: snakepit_grpc::DEFAULT_MAX_MESSAGE_BYTES,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(10),
+            stuck_call_grace: Duration::from_secs(10),
+            max_calls_per_worker: None,
+            max_worker_rss: None,
+            max_worker_age: None,
         }
     }
 }
@@ -407,6 +489,34 @@ impl PoolConfig {
         self
     }
 
+    /// Sets the heartbeat: a ping every `interval`, unhealthy when one is not
+    /// answered within `timeout`.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Sets [`PoolConfig::stuck_call_grace`].
+    pub fn stuck_call_grace(mut self, d: Duration) -> Self {
+        self.stuck_call_grace = d;
+        self
+    }
+    /// Sets [`PoolConfig::max_calls_per_worker`].
+    pub fn max_calls_per_worker(mut self, n: u64) -> Self {
+        self.max_calls_per_worker = Some(n);
+        self
+    }
+    /// Sets [`PoolConfig::max_worker_rss`], in bytes.
+    pub fn max_worker_rss(mut self, bytes: u64) -> Self {
+        self.max_worker_rss = Some(bytes);
+        self
+    }
+    /// Sets [`PoolConfig::max_worker_age`].
+    pub fn max_worker_age(mut self, d: Duration) -> Self {
+        self.max_worker_age = Some(d);
+        self
+    }
+
     /// Is this a pool of external workers?
     pub fn is_external(&self) -> bool {
         !self.external_workers.is_empty()
@@ -520,6 +630,7 @@ impl PoolConfig {
                  through SNAKEPIT_TOKEN (a command line is readable by every local user)",
             ));
         }
+        self.validate_health()?;
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return Err(bad(
@@ -527,6 +638,46 @@ impl PoolConfig {
                     "an environment variable name must be non-empty, without '=' or NUL",
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl PoolConfig {
+    /// The health check and recycling keys.
+    fn validate_health(&self) -> Result<(), PoolError> {
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("stuck_call_grace", self.stuck_call_grace),
+        ];
+        for (key, d) in positive {
+            if d.is_zero() {
+                return Err(bad(key, "must be longer than 0 (e.g. \"100ms\", \"5s\")"));
+            }
+        }
+        if self.max_calls_per_worker == Some(0) {
+            return Err(bad(
+                "max_calls_per_worker",
+                "0 calls: must be at least 1 (leave it unset to never recycle by calls)",
+            ));
+        }
+        if let Some(rss) = self.max_worker_rss {
+            if rss < MIN_WORKER_RSS {
+                return Err(bad(
+                    "max_worker_rss",
+                    format!(
+                        "{rss} bytes is below {MIN_WORKER_RSS} (16 MiB), less than an idle \
+                         worker uses; it is a number of bytes, e.g. 1_500_000_000"
+                    ),
+                ));
+            }
+        }
+        if self.max_worker_age.is_some_and(|d| d.is_zero()) {
+            return Err(bad(
+                "max_worker_age",
+                "must be longer than 0 (e.g. \"1h\"; leave it unset to never recycle by age)",
+            ));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! call and never while an event handler runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,27 +16,67 @@ use crate::error::PoolError;
 use crate::events::PoolEvents;
 use crate::PoolStatus;
 
+/// How a worker went away, as its calls in flight learn it.
+#[derive(Clone, Debug)]
+pub(crate) enum Exit {
+    /// The process exited or the connection was lost; or the pool stopped it.
+    Gone(String),
+    /// The pool killed it after a failed health check.
+    Unhealthy(String),
+}
+
 /// One connected worker, as calls see it.
 pub(crate) struct LiveWorker {
     pub client: WorkerClient,
     pub worker_id: Arc<str>,
     pub slot: usize,
-    /// `Some(reason)` once the process (or connection) is gone.
-    pub exit: watch::Receiver<Option<String>>,
+    /// `Some(how)` once the process (or connection) is gone.
+    pub exit: watch::Receiver<Option<Exit>>,
     /// Calls sent to it (counted when they start).
     pub total_commands: AtomicU64,
     /// An external worker (no process of ours).
     pub external: bool,
+    /// Calls holding a lease on it.
+    pub in_flight: AtomicUsize,
+    /// Woken when one of its leases is given back.
+    pub released: Notify,
+    /// `max_calls_per_worker`, for a worker that is recycled by calls.
+    pub max_calls: Option<u64>,
+    /// Leases granted so far.
+    pub granted: AtomicU64,
+    /// Set (and notified once) when `granted` reaches `max_calls`: the
+    /// worker then takes calls only when no other worker has room.
+    pub over_limit: AtomicBool,
+    pub limit_reached: Notify,
+}
+
+impl LiveWorker {
+    /// Waits until no call holds a lease on it, at most `limit`. True when
+    /// drained.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.released.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
 }
 
 struct Slot {
     worker: Option<Arc<LiveWorker>>,
     in_flight: usize,
+    /// Given up after `max_restarts`: the last failure.
+    abandoned: Option<String>,
 }
 
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<Lease>,
+    tx: oneshot::Sender<Result<Lease, PoolError>>,
 }
 
 struct State {
@@ -44,6 +84,21 @@ struct State {
     queue: VecDeque<Waiter>,
     next_waiter: u64,
     closed: bool,
+    /// The last failure of a slot given up, newest last.
+    last_abandoned: Option<String>,
+}
+
+impl State {
+    /// Every slot given up: the last failure.
+    fn no_live_worker(&self) -> Option<PoolError> {
+        if self.slots.iter().all(|s| s.abandoned.is_some()) {
+            Some(PoolError::NoLiveWorker {
+                reason: self.last_abandoned.clone().unwrap_or_default(),
+            })
+        } else {
+            None
+        }
+    }
 }
 
 /// The call-routing table of one pool.
@@ -119,11 +174,13 @@ impl Dispatch {
                     .map(|_| Slot {
                         worker: None,
                         in_flight: 0,
+                        abandoned: None,
                     })
                     .collect(),
                 queue: VecDeque::new(),
                 next_waiter: 0,
                 closed: false,
+                last_abandoned: None,
             }),
             concurrency,
             max_queue,
@@ -142,16 +199,24 @@ impl Dispatch {
     }
 
     /// The least loaded worker with a free call slot; ties go to the lowest
-    /// slot, so a lightly loaded pool keeps its calls on warm workers.
+    /// slot, so a lightly loaded pool keeps its calls on warm workers. A
+    /// worker past `max_calls_per_worker` (waiting for its replacement)
+    /// comes last.
     fn pick(&self, st: &State) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
         for (i, s) in st.slots.iter().enumerate() {
-            if s.worker.is_none() || s.in_flight >= self.concurrency {
+            let Some(w) = &s.worker else { continue };
+            if s.in_flight >= self.concurrency {
                 continue;
             }
-            if best.map_or(true, |(_, load)| s.in_flight < load) {
-                best = Some((i, s.in_flight));
-                if s.in_flight == 0 {
+            let load = if w.over_limit.load(Ordering::Relaxed) {
+                s.in_flight + self.concurrency
+            } else {
+                s.in_flight
+            };
+            if best.map_or(true, |(_, best_load)| load < best_load) {
+                best = Some((i, load));
+                if load == 0 {
                     break;
                 }
             }
@@ -163,9 +228,17 @@ impl Dispatch {
         let slot = &mut st.slots[i];
         slot.in_flight += 1;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let worker = slot.worker.clone().expect("picked slots have a worker");
+        worker.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(max) = worker.max_calls {
+            if worker.granted.fetch_add(1, Ordering::Relaxed) + 1 == max {
+                worker.over_limit.store(true, Ordering::Relaxed);
+                worker.limit_reached.notify_one();
+            }
+        }
         Lease {
             dispatch: self.clone(),
-            worker: slot.worker.clone().expect("picked slots have a worker"),
+            worker,
             armed: true,
         }
     }
@@ -177,14 +250,17 @@ impl Dispatch {
             let Some(waiter) = st.queue.pop_front() else {
                 break;
             };
-            // Before the waiter wakes: its `dequeued` event reads the depth.
+            // Before the waiter wakes: it reports the depth it left behind.
             self.queue_len.store(st.queue.len(), Ordering::Relaxed);
             let lease = self.grant(st, i);
-            if let Err(mut lease) = waiter.tx.send(lease) {
+            if let Err(Ok(mut lease)) = waiter.tx.send(Ok(lease)) {
                 // The caller is gone: undo without re-entering the lock.
                 lease.armed = false;
                 st.slots[i].in_flight -= 1;
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if lease.worker.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    lease.worker.released.notify_waiters();
+                }
             }
         }
         self.queue_len.store(st.queue.len(), Ordering::Relaxed);
@@ -200,6 +276,9 @@ impl Dispatch {
             self.pump(&mut st);
         }
         drop(st);
+        if worker.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            worker.released.notify_waiters();
+        }
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.drained.notify_waiters();
         }
@@ -211,6 +290,9 @@ impl Dispatch {
             let mut st = self.lock();
             if st.closed {
                 return Err(PoolError::ShuttingDown);
+            }
+            if let Some(e) = st.no_live_worker() {
+                return Err(e);
             }
             if st.queue.is_empty() {
                 if let Some(i) = self.pick(&st) {
@@ -254,7 +336,8 @@ impl Dispatch {
         };
         guard.active = false;
         match got {
-            Ok(lease) => {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(lease)) => {
                 self.events.dequeued(
                     command,
                     entered.elapsed(),
@@ -282,6 +365,22 @@ impl Dispatch {
         if slot.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, worker)) {
             slot.worker = None;
             slot.in_flight = 0;
+        }
+    }
+
+    /// Slot `slot` is given up after `reason`. When it was the last, queued
+    /// calls fail at once with `NoLiveWorker`, and so will later ones.
+    pub fn abandon(&self, slot: usize, reason: &str) {
+        let mut st = self.lock();
+        st.slots[slot].abandoned = Some(reason.to_string());
+        st.last_abandoned = Some(reason.to_string());
+        if st.no_live_worker().is_some() {
+            for waiter in std::mem::take(&mut st.queue) {
+                let _ = waiter
+                    .tx
+                    .send(Err(st.no_live_worker().expect("checked above")));
+            }
+            self.queue_len.store(0, Ordering::Relaxed);
         }
     }
 
@@ -315,6 +414,8 @@ impl Dispatch {
             queue_depth: st.queue.len(),
             ..PoolStatus::default()
         };
+        status.abandoned_workers = st.slots.iter().filter(|s| s.abandoned.is_some()).count();
+        status.last_failure = st.last_abandoned.clone();
         for s in st.slots.iter().filter(|s| s.worker.is_some()) {
             status.total_workers += 1;
             status.in_flight += s.in_flight;

@@ -34,6 +34,23 @@ pub enum PoolError {
         /// Exit status or signal, and the last lines of its stderr.
         reason: String,
     },
+    /// The worker running the call failed a health check (no heartbeat
+    /// answer, or a call it could not stop) and the pool killed it; the
+    /// call may be retried, it goes to the replacement.
+    #[error("worker {worker_id} was killed as unhealthy during the call: {reason}")]
+    WorkerUnhealthy {
+        /// The worker that was killed.
+        worker_id: String,
+        /// `heartbeat_timeout` or `stuck_call`, with what was seen.
+        reason: String,
+    },
+    /// Every worker slot of the pool was given up after `max_restarts`
+    /// failed restarts in a row: nothing can run the call.
+    #[error("the pool has no live worker: every worker failed max_restarts times in a row; last failure: {reason}. Fix the cause and start the pool again")]
+    NoLiveWorker {
+        /// The last failure of the last slot given up.
+        reason: String,
+    },
     /// A worker could not be started (bad adapter, bad interpreter, timeout).
     #[error("worker {worker_id} failed to start: {reason}")]
     Startup {

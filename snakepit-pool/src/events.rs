@@ -41,6 +41,7 @@ impl PoolEvents {
                 ("available_workers", s.available_workers.into()),
                 ("busy_workers", s.busy_workers.into()),
                 ("total_workers", s.total_workers.into()),
+                ("abandoned_workers", s.abandoned_workers.into()),
             ],
             &[("pool_name", (&*self.pool_name).into())],
         );
@@ -171,6 +172,58 @@ impl PoolEvents {
             &[
                 ("pool_name", (&*self.pool_name).into()),
                 ("worker_id", worker_id.into()),
+            ],
+        );
+    }
+
+    pub fn unhealthy(
+        &self,
+        worker_id: &str,
+        reason: &str,
+        detail: &str,
+        lifetime: Duration,
+        in_flight: usize,
+    ) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_UNHEALTHY,
+            &[("lifetime", ns(lifetime)), ("in_flight", in_flight.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("reason", reason.into()),
+                ("detail", detail.into()),
+            ],
+        );
+    }
+
+    pub fn recycled(&self, worker_id: &str, why: &crate::health::Recycle, lifetime: Duration) {
+        let mut m = vec![
+            ("lifetime", ns(lifetime)),
+            ("total_commands", why.total_commands.into()),
+        ];
+        if let Some(rss) = why.rss_bytes {
+            m.push(("rss_bytes", rss.into()));
+        }
+        self.telemetry.execute(
+            builtin::POOL_WORKER_RECYCLED,
+            &m,
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("reason", why.reason.into()),
+                ("detail", why.detail.as_str().into()),
+            ],
+        );
+    }
+
+    pub fn abandoned(&self, worker_id: &str, restarts: u32, reason: &str) {
+        self.telemetry.execute(
+            builtin::POOL_WORKER_ABANDONED,
+            &[("restarts", u64::from(restarts).into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("reason", reason.into()),
             ],
         );
     }

@@ -9,7 +9,13 @@
 //!   when every worker is busy the call waits in a bounded queue
 //!   ([`PoolError::QueueTimeout`], [`PoolError::Saturated`]).
 //! * Crashed workers are restarted with exponential backoff; a call in flight
-//!   on a worker that dies fails with [`PoolError::WorkerCrashed`].
+//!   on a worker that dies fails with [`PoolError::WorkerCrashed`]. A slot
+//!   that keeps failing is given up; with none left, calls fail at once with
+//!   [`PoolError::NoLiveWorker`].
+//! * Hung workers (no heartbeat answer, or a call they cannot stop) are
+//!   killed and replaced ([`PoolError::WorkerUnhealthy`] for their calls);
+//!   workers can be recycled after a number of calls, a resident memory size
+//!   or an age, without failing a call. See [`config`].
 //! * [`Pool::shutdown`] drains, then SIGTERM, then SIGKILL; dropping a pool
 //!   does the same synchronously. Workers also exit by themselves when the
 //!   host dies (they watch their stdin).
@@ -57,10 +63,13 @@ pub mod config;
 mod dispatch;
 pub mod error;
 mod events;
+mod health;
 pub mod interpreter;
 mod lines;
 mod pool;
 mod process;
+mod recycle;
+mod size;
 mod socket_dir;
 mod stream;
 mod supervisor;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::PoolConfig;
-use crate::dispatch::{Dispatch, LiveWorker};
+use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::error::PoolError;
 use crate::events::PoolEvents;
 use crate::process;
@@ -36,6 +36,12 @@ pub struct PoolStatus {
     pub total_workers: usize,
     /// Calls running on workers.
     pub in_flight: usize,
+    /// Worker slots given up after `max_restarts` failed restarts in a row
+    /// (`snakepit.pool.worker.abandoned`); they take no calls any more.
+    pub abandoned_workers: usize,
+    /// Why the last slot given up failed (exit, health check or start
+    /// error); `None` while no slot is.
+    pub last_failure: Option<String>,
 }
 
 /// A supervised pool of Python workers (local processes or external
@@ -180,8 +186,11 @@ impl Pool {
     /// Without a timeout in `opts`, the config's `call_timeout` applies.
     /// Errors: [`PoolError::Saturated`] when the queue is full,
     /// [`PoolError::QueueTimeout`], [`PoolError::WorkerCrashed`] when the
-    /// worker process dies during the call, [`PoolError::Call`] for tool and
-    /// transport errors, [`PoolError::ShuttingDown`].
+    /// worker process dies during the call, [`PoolError::WorkerUnhealthy`]
+    /// when the pool kills it after a failed health check,
+    /// [`PoolError::NoLiveWorker`] at once when every worker slot was given
+    /// up, [`PoolError::Call`] for tool and transport errors,
+    /// [`PoolError::ShuttingDown`].
     pub async fn execute(
         &self,
         tool: &str,
@@ -282,24 +291,32 @@ impl Pool {
     }
 }
 
-/// Turns a failed call into `WorkerCrashed` when the worker process died.
+/// Turns a failed call into `WorkerCrashed` when the worker process died,
+/// and into `WorkerUnhealthy` when the pool killed it after a failed health
+/// check.
 pub(crate) async fn classify(worker: &LiveWorker, error: CallError) -> PoolError {
-    if worker.external || !matches!(error, CallError::Unavailable { .. }) {
+    if !matches!(error, CallError::Unavailable { .. }) {
         return PoolError::Call(error);
     }
     let mut exit = worker.exit.clone();
-    let reason = tokio::time::timeout(CRASH_CONFIRM, async {
-        exit.wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|r| r.clone())
-    })
-    .await;
-    match reason {
-        Ok(Some(reason)) => PoolError::WorkerCrashed {
-            worker_id: worker.worker_id.to_string(),
-            reason,
-        },
+    let how = if worker.external {
+        // No process to wait for: only a disconnect the pool made is known.
+        Ok(exit.borrow().clone())
+    } else {
+        tokio::time::timeout(CRASH_CONFIRM, async {
+            exit.wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|r| r.clone())
+        })
+        .await
+    };
+    let worker_id = worker.worker_id.to_string();
+    match how {
+        Ok(Some(Exit::Unhealthy(reason))) => PoolError::WorkerUnhealthy { worker_id, reason },
+        Ok(Some(Exit::Gone(reason))) if !worker.external => {
+            PoolError::WorkerCrashed { worker_id, reason }
+        }
         _ => PoolError::Call(error),
     }
 }

@@ -3,21 +3,28 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit_telemetry::Telemetry;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 use crate::config::PoolConfig;
-use crate::dispatch::{Dispatch, LiveWorker};
+use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::events::PoolEvents;
+use crate::health::{self, Recycle, Unhealthy, Verdict, Watched};
 use crate::process::{describe_exit, SpawnSpec, WorkerProcess};
+use crate::recycle;
 use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 
 /// How often an external worker's connection is checked.
 const CONNECTION_CHECK: Duration = Duration::from_millis(200);
+
+/// Numbers the worker sockets: a replacement starts while the worker it
+/// replaces still listens, so each process gets a path of its own.
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 /// What every slot task of one pool shares.
 pub(crate) struct Shared {
@@ -76,7 +83,11 @@ impl Shared {
         let spec = SpawnSpec {
             python: c.resolve_python(),
             adapter: c.adapter.clone(),
-            socket: self.socket_dir.join(format!("w{}.sock", slot + 1)),
+            socket: self.socket_dir.join(format!(
+                "w{}-{}.sock",
+                slot + 1,
+                NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+            )),
             worker_id: worker_id.to_string(),
             pool_name: c.pool_name.clone(),
             env: c.env.clone(),
@@ -145,19 +156,25 @@ enum Ended {
     /// Process exit or connection loss: a short reason, and the reason with
     /// the worker's last stderr lines.
     Crashed(String, String),
+    /// A health check failed: it is killed and replaced.
+    Unhealthy(Unhealthy),
+    /// A recycling limit was reached: it is replaced without failing calls.
+    Recycle(Recycle),
     /// The pool is shutting down.
     Stop,
 }
 
 /// A started worker registered with the dispatch table: calls may go to it.
 pub(crate) struct Serving {
-    process: Option<WorkerProcess>,
-    client: WorkerClient,
-    live: Arc<LiveWorker>,
-    exit_tx: watch::Sender<Option<String>>,
+    pub process: Option<WorkerProcess>,
+    pub client: WorkerClient,
+    pub live: Arc<LiveWorker>,
+    /// Tells its calls in flight how it went away.
+    pub exit_tx: watch::Sender<Option<Exit>>,
 }
 
-/// Makes a started worker available for calls.
+/// Makes a started worker available for calls (in place of the slot's
+/// previous worker, if any).
 pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Serving {
     let (exit_tx, exit_rx) = watch::channel(None);
     let live = Arc::new(LiveWorker {
@@ -167,6 +184,15 @@ pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Servin
         exit: exit_rx,
         total_commands: AtomicU64::new(0),
         external: started.process.is_none(),
+        in_flight: AtomicUsize::new(0),
+        released: Notify::new(),
+        max_calls: shared
+            .config
+            .max_calls_per_worker
+            .filter(|_| started.process.is_some()),
+        granted: AtomicU64::new(0),
+        over_limit: AtomicBool::new(false),
+        limit_reached: Notify::new(),
     });
     shared.dispatch.worker_up(live.clone());
     Serving {
@@ -178,17 +204,42 @@ pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Servin
 }
 
 /// Runs slot `slot` from its first start until shutdown or until restarts
-/// are exhausted.
+/// are exhausted; returns once every worker it started is gone.
 pub(crate) async fn run_slot(
     shared: Arc<Shared>,
     slot: usize,
     first: Serving,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut retiring = Vec::new();
+    slot_loop(&shared, slot, first, &mut stop, &mut retiring).await;
+    for task in retiring {
+        let _ = task.await;
+    }
+}
+
+/// Restart bookkeeping of one slot.
+struct Restarts {
+    /// Restarts so far.
+    count: u64,
+    /// Failures in a row (reset by a worker that stays up long enough).
+    in_a_row: u32,
+}
+
+async fn slot_loop(
+    shared: &Arc<Shared>,
+    slot: usize,
+    first: Serving,
+    stop: &mut watch::Receiver<bool>,
+    retiring: &mut Vec<JoinHandle<()>>,
+) {
     let worker_id: Arc<str> = shared.worker_id(slot).into();
     let mut current = first;
-    let mut restart_count = 0u64;
-    let mut in_a_row = 0u32;
+    let mut restarts = Restarts {
+        count: 0,
+        in_a_row: 0,
+    };
+    let mut recycle_after = Instant::now();
     loop {
         let Serving {
             mut process,
@@ -197,16 +248,80 @@ pub(crate) async fn run_slot(
             exit_tx,
         } = current;
         let up_at = process.as_ref().map_or_else(Instant::now, |p| p.ready_at);
-
+        let watched = Watched {
+            config: &shared.config,
+            live: &live,
+            client: &client,
+            pid: process.as_ref().map(|p| p.pid),
+            up_at,
+            recycle_after,
+        };
         let ended = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => Ended::Stop,
             (reason, detail) = serve(&mut process, &client) => Ended::Crashed(reason, detail),
+            verdict = health::watch(watched) => match verdict {
+                Verdict::Unhealthy(u) => Ended::Unhealthy(u),
+                Verdict::Recycle(r) => Ended::Recycle(r),
+            },
         };
         let lifetime = up_at.elapsed();
+        let ended = match ended {
+            Ended::Recycle(why) => {
+                // The replacement starts while this worker still serves.
+                shared.events.recycled(&worker_id, &why, lifetime);
+                let attempt = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => None,
+                    r = shared.start(slot) => Some(r),
+                };
+                match attempt {
+                    Some(Ok(started)) if !*stop.borrow() => {
+                        let old = Serving {
+                            process,
+                            client,
+                            live,
+                            exit_tx,
+                        };
+                        current = register(shared, slot, started);
+                        retiring.retain(|task| !task.is_finished());
+                        retiring.push(tokio::spawn(recycle::retire(
+                            shared.clone(),
+                            old,
+                            why.reason,
+                            stop.clone(),
+                        )));
+                        restarts.in_a_row = 0;
+                        continue;
+                    }
+                    Some(Ok(started)) => {
+                        stop_started(shared, slot, started).await;
+                        Ended::Stop
+                    }
+                    Some(Err(reason)) => {
+                        tracing::warn!(
+                            target: "snakepit::pool",
+                            worker_id = %worker_id,
+                            "cannot start a replacement to recycle the worker; it keeps \
+                             serving: {reason}"
+                        );
+                        recycle_after = Instant::now() + shared.config.restart_backoff_max;
+                        current = Serving {
+                            process,
+                            client,
+                            live,
+                            exit_tx,
+                        };
+                        continue;
+                    }
+                    None => Ended::Stop,
+                }
+            }
+            other => other,
+        };
         let total = live.total_commands.load(Ordering::Relaxed);
         shared.dispatch.worker_down(&live);
-        match ended {
+        let failure = match ended {
             Ended::Stop => {
                 client.expect_stop();
                 let how = match process.as_mut() {
@@ -215,7 +330,7 @@ pub(crate) async fn run_slot(
                 };
                 client.close().await;
                 shared.set_pid(slot, None);
-                let _ = exit_tx.send(Some(format!("shutdown ({how})")));
+                let _ = exit_tx.send(Some(Exit::Gone(format!("shutdown ({how})"))));
                 tracing::debug!(target: "snakepit::pool", worker_id = %worker_id, "stopped: {how}");
                 shared
                     .events
@@ -223,8 +338,7 @@ pub(crate) async fn run_slot(
                 return;
             }
             Ended::Crashed(reason, detail) => {
-                let crashed_at = Instant::now();
-                let _ = exit_tx.send(Some(detail.clone()));
+                let _ = exit_tx.send(Some(Exit::Gone(detail.clone())));
                 shared.set_pid(slot, None);
                 client.close().await;
                 drop(process);
@@ -232,48 +346,102 @@ pub(crate) async fn run_slot(
                 shared
                     .events
                     .terminated(&worker_id, &reason, false, lifetime, total);
-                if lifetime >= shared.config.restart_stable_after {
-                    in_a_row = 0;
-                }
-                // Restart with backoff until it works, the limit is hit, or
-                // the pool stops.
-                loop {
-                    in_a_row = in_a_row.saturating_add(1);
-                    // External workers are someone else's to restart: keep
-                    // reconnecting at the longest backoff, never give up.
-                    if !shared.config.is_external() && in_a_row > shared.config.max_restarts {
-                        tracing::error!(
-                            target: "snakepit::pool",
-                            worker_id = %worker_id,
-                            "giving up after {} restarts in a row", shared.config.max_restarts
-                        );
-                        return;
-                    }
-                    let wait = shared.backoff(in_a_row);
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait_for(|s| *s) => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    let attempt = tokio::select! {
-                        biased;
-                        _ = stop.wait_for(|s| *s) => return,
-                        r = shared.start(slot) => r,
-                    };
-                    if let Ok(started) = attempt {
-                        if *stop.borrow() {
-                            stop_started(&shared, slot, started).await;
-                            return;
-                        }
-                        restart_count += 1;
-                        shared
-                            .events
-                            .restarted(&worker_id, restart_count, crashed_at.elapsed());
-                        current = register(&shared, slot, started);
-                        break;
-                    }
-                }
+                detail
             }
+            Ended::Unhealthy(u) => {
+                let in_flight = live.in_flight.load(Ordering::Relaxed);
+                shared
+                    .events
+                    .unhealthy(&worker_id, u.reason, &u.detail, lifetime, in_flight);
+                let why = format!("{}: {}", u.reason, u.detail);
+                // Calls in flight learn the reason before the kill fails them.
+                let _ = exit_tx.send(Some(Exit::Unhealthy(why.clone())));
+                client.expect_stop();
+                let how = match process.as_mut() {
+                    // SIGKILL: a stopped or hung process ignores SIGTERM.
+                    Some(p) => {
+                        p.kill_now().await;
+                        "killed (SIGKILL)"
+                    }
+                    None => "disconnected",
+                };
+                shared.set_pid(slot, None);
+                client.close().await;
+                drop(process);
+                tracing::warn!(target: "snakepit::pool", worker_id = %worker_id, "worker unhealthy, {how}: {why}");
+                shared.events.terminated(
+                    &worker_id,
+                    &format!("unhealthy: {}", u.reason),
+                    false,
+                    lifetime,
+                    total,
+                );
+                format!("killed as unhealthy: {why}")
+            }
+            Ended::Recycle(_) => unreachable!("handled above"),
+        };
+        if lifetime >= shared.config.restart_stable_after {
+            restarts.in_a_row = 0;
+        }
+        match restart(shared, slot, stop, &mut restarts, failure).await {
+            Some(serving) => current = serving,
+            None => return,
+        }
+    }
+}
+
+/// Restarts slot `slot` after `failure`, with backoff, until it works, the
+/// limit is hit (the slot is given up) or the pool stops (`None` for both).
+async fn restart(
+    shared: &Arc<Shared>,
+    slot: usize,
+    stop: &mut watch::Receiver<bool>,
+    restarts: &mut Restarts,
+    mut failure: String,
+) -> Option<Serving> {
+    let worker_id = shared.worker_id(slot);
+    let failed_at = Instant::now();
+    loop {
+        restarts.in_a_row = restarts.in_a_row.saturating_add(1);
+        // External workers are someone else's to restart: keep reconnecting
+        // at the longest backoff, never give up.
+        if !shared.config.is_external() && restarts.in_a_row > shared.config.max_restarts {
+            let tried = shared.config.max_restarts;
+            tracing::error!(
+                target: "snakepit::pool",
+                worker_id = %worker_id,
+                "giving up after {tried} restarts in a row; last failure: {failure}"
+            );
+            shared
+                .dispatch
+                .abandon(slot, &format!("{worker_id}: {failure}"));
+            shared.events.abandoned(&worker_id, tried, &failure);
+            return None;
+        }
+        let wait = shared.backoff(restarts.in_a_row);
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let attempt = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return None,
+            r = shared.start(slot) => r,
+        };
+        match attempt {
+            Ok(started) => {
+                if *stop.borrow() {
+                    stop_started(shared, slot, started).await;
+                    return None;
+                }
+                restarts.count += 1;
+                shared
+                    .events
+                    .restarted(&worker_id, restarts.count, failed_at.elapsed());
+                return Some(register(shared, slot, started));
+            }
+            Err(reason) => failure = format!("restart failed: {reason}"),
         }
     }
 }

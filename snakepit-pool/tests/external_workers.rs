@@ -146,3 +146,52 @@ async fn a_wrong_token_fails_startup_with_spawn_failed() {
     assert_eq!(failed.len(), 1);
     assert_eq!(meta(&failed[0], "worker_id"), "badtoken_1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_external_worker_is_disconnected_as_unhealthy_and_reconnected_when_back() {
+    let worker = External::start("127.0.0.1:0", "ext_1");
+    let pid = worker.child.id();
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
+    let cfg = external_config("exthb", &worker.address, "s3cret")
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(2));
+    let pool = std::sync::Arc::new(Pool::start(telemetry.clone(), cfg).await.unwrap());
+    let p = pool.clone();
+    let call = tokio::spawn(async move {
+        p.execute("sleep", json!({"ms": 20_000}), CallOptions::default())
+            .await
+    });
+    while pool.status().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(unhealthy.len(), 1);
+    assert_eq!(meta(&unhealthy[0], "reason"), "heartbeat_timeout");
+    // Not our process to kill: the pool lets go of the connection, and the
+    // call learns why.
+    match tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Err(PoolError::WorkerUnhealthy { worker_id, reason }) => {
+            assert_eq!(worker_id, "exthb_1");
+            assert!(reason.starts_with("heartbeat_timeout"), "{reason}");
+        }
+        other => panic!("expected WorkerUnhealthy, got {other:?}"),
+    }
+    assert!(!gone(pid));
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    rec.wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    let out = pool
+        .execute("add", json!({"a": 1, "b": 2}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(3));
+    std::sync::Arc::try_unwrap(pool).unwrap().shutdown().await;
+    assert!(rec.named("snakepit.pool.worker.abandoned").is_empty());
+}

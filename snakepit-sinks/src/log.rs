@@ -98,10 +98,13 @@ fn static_level(name: &str) -> Option<Level> {
     let tail = name.strip_prefix("snakepit.").unwrap_or(name);
     Some(match tail {
         "pool.worker.terminated" => return None,
-        "pool.worker.spawn_failed" | "telemetry.handler.detached" => Level::ERROR,
+        "pool.worker.spawn_failed" | "pool.worker.abandoned" | "telemetry.handler.detached" => {
+            Level::ERROR
+        }
         "pool.queue.timeout"
         | "pool.saturated"
         | "pool.worker.restarted"
+        | "pool.worker.unhealthy"
         | "grpc.connection.lost"
         | "telemetry.event.rejected"
         | "telemetry.events.dropped"

@@ -33,6 +33,8 @@ class ShowcaseAdapter(BaseAdapter):
         # One instance per worker: the "model" is loaded once and reused.
         self.model = _LinearModel()
         self.calls = 0
+        # Memory that hold_memory keeps until the worker exits.
+        self.held: list = []
 
     @tool(description="Liveness check; returns {'ok': true}", inline=True)
     def ping(self) -> Dict[str, Any]:
@@ -56,6 +58,17 @@ class ShowcaseAdapter(BaseAdapter):
     def sleep(self, ms: float = 10) -> Dict[str, Any]:
         time.sleep(float(ms) / 1000.0)
         return {"slept_ms": ms}
+
+    @tool(description="Never returns: holds one thread of the pool forever "
+                      "(a hung sync tool)")
+    def block_forever(self) -> None:
+        threading.Event().wait()
+
+    @tool(description="Allocates mb megabytes (touched, so resident) and keeps them "
+                      "until the worker exits; returns the total kept")
+    def hold_memory(self, mb: int = 1) -> Dict[str, Any]:
+        self.held.append(b"\x01" * (int(mb) * 1024 * 1024))
+        return {"held_mb": sum(len(b) for b in self.held) // (1024 * 1024)}
 
     @tool(description="Sleeps ms milliseconds on the event loop (async tool)")
     async def async_sleep(self, ms: float = 10) -> Dict[str, Any]:

@@ -1,0 +1,327 @@
+//! Hung workers are found and replaced: a process stopped with SIGSTOP and
+//! an event loop blocked by an inline tool fail the heartbeat; sync tools
+//! that never return trip the stuck-call watchdog (the heartbeat alone
+//! still passes there). Each time: `unhealthy` with the reason, then
+//! `terminated` and `restarted`, the calls in flight fail with
+//! `WorkerUnhealthy` naming the reason, and no process is left behind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use snakepit_pool::{CallError, CallOptions, Pool, PoolError};
+use snakepit_telemetry::Telemetry;
+
+/// Pids of every worker the pool spawned, from the `spawned` events.
+fn spawned_pids(rec: &Recorder) -> Vec<u32> {
+    rec.named("snakepit.pool.worker.spawned")
+        .iter()
+        .map(|e| int(e, "python_pid") as u32)
+        .collect()
+}
+
+/// The names of `worker_id`'s lifecycle events, in order.
+fn lifecycle(rec: &Recorder, worker_id: &str) -> Vec<String> {
+    rec.all()
+        .into_iter()
+        .filter(|e| e.meta("worker_id").and_then(|v| v.as_str()) == Some(worker_id))
+        .map(|e| {
+            e.name
+                .trim_start_matches("snakepit.pool.worker.")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Waits until the pool reports `n` calls in flight.
+async fn wait_in_flight(pool: &Pool, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.status().in_flight < n {
+        assert!(Instant::now() < deadline, "never {n} calls in flight");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn expect_unhealthy(result: Result<snakepit_pool::ToolOutput, PoolError>, id: &str, why: &str) {
+    match result {
+        Err(PoolError::WorkerUnhealthy { worker_id, reason }) => {
+            assert_eq!(worker_id, id);
+            assert!(reason.starts_with(why), "{reason}");
+        }
+        other => panic!("expected WorkerUnhealthy ({why}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(2));
+    let cfg = config("sigstop", 2)
+        .heartbeat(interval, deadline)
+        .stuck_call_grace(Duration::from_secs(60));
+    let pool = Arc::new(Pool::start(telemetry.clone(), cfg).await.unwrap());
+    let victim = pool.worker_pids()[0];
+
+    // With both idle, the first call goes to the first worker.
+    let p = pool.clone();
+    let call = tokio::spawn(async move {
+        p.execute("sleep", json!({"ms": 20_000}), CallOptions::default())
+            .await
+    });
+    wait_in_flight(&pool, 1).await;
+    let stopped = Instant::now();
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
+
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    let seen_after = stopped.elapsed();
+    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&unhealthy[0], "worker_id"), "sigstop_1");
+    assert_eq!(meta(&unhealthy[0], "reason"), "heartbeat_timeout");
+    assert!(meta(&unhealthy[0], "detail").contains("heartbeat"));
+    assert_eq!(int(&unhealthy[0], "in_flight"), 1);
+    // Found within one interval plus the deadline (and room for a loaded
+    // machine), not after the call's own 30 s timeout.
+    assert!(
+        seen_after < interval + deadline + Duration::from_secs(5),
+        "unhealthy after {seen_after:?}"
+    );
+
+    // The call in flight fails at once, naming the reason.
+    let result = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call in flight must end when its worker is killed")
+        .unwrap();
+    expect_unhealthy(result, "sigstop_1", "heartbeat_timeout");
+
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    let replaced_after = stopped.elapsed();
+    eprintln!("SIGSTOP: unhealthy after {seen_after:?}, replaced after {replaced_after:?}");
+    assert_eq!(
+        lifecycle(&rec, "sigstop_1"),
+        [
+            "spawn_started",
+            "spawned",
+            "unhealthy",
+            "terminated",
+            "spawn_started",
+            "spawned",
+            "restarted"
+        ]
+    );
+    let terminated = rec.named("snakepit.pool.worker.terminated");
+    assert_eq!(
+        meta(&terminated[0], "reason"),
+        "unhealthy: heartbeat_timeout"
+    );
+    assert_eq!(meta(&terminated[0], "planned"), "false");
+    // SIGKILL ends even a stopped process.
+    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+
+    // Both workers serve again; the other one never missed a beat.
+    assert_eq!(pool.status().total_workers, 2);
+    for i in 0..20 {
+        let out = pool
+            .execute("add", json!({"a": i, "b": 1}), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.value, json!(i + 1));
+    }
+    assert_eq!(rec.named("snakepit.pool.worker.unhealthy").len(), 1);
+
+    Arc::try_unwrap(pool).unwrap().shutdown().await;
+    let pids = spawned_pids(&rec);
+    assert_eq!(pids.len(), 3);
+    assert!(wait_gone(&pids, Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tools_that_never_return_trip_the_stuck_call_watchdog() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let grace = Duration::from_secs(1);
+    // Two tool threads, a heartbeat that stays happy: the event loop is free.
+    let cfg = config("stuck", 1)
+        .worker_arg("--threads")
+        .worker_arg("2")
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(5))
+        .stuck_call_grace(grace);
+    let pool = Arc::new(Pool::start(telemetry.clone(), cfg).await.unwrap());
+    let victim = pool.worker_pids()[0];
+
+    let timeout = Duration::from_millis(500);
+    let hung = (0..2).map(|_| {
+        pool.execute(
+            "block_forever",
+            json!({}),
+            CallOptions::with_timeout(timeout),
+        )
+    });
+    for r in futures_util::future::join_all(hung).await {
+        assert!(
+            matches!(r, Err(PoolError::Call(CallError::Timeout { .. }))),
+            "{r:?}"
+        );
+    }
+    let timed_out = Instant::now();
+    // The worker still answers on its event loop: it looks healthy.
+    let out = pool
+        .execute("add", json!({"a": 1, "b": 1}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(2));
+    // A sync call now waits for a thread that never comes free.
+    let p = pool.clone();
+    let waiting = tokio::spawn(async move {
+        p.execute("sleep", json!({"ms": 1}), CallOptions::default())
+            .await
+    });
+
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    let seen_after = timed_out.elapsed();
+    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&unhealthy[0], "reason"), "stuck_call");
+    assert!(
+        meta(&unhealthy[0], "detail").contains("2 call(s)"),
+        "{}",
+        meta(&unhealthy[0], "detail")
+    );
+    assert!(
+        seen_after < grace + Duration::from_secs(5),
+        "unhealthy {seen_after:?} after the timeouts"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    expect_unhealthy(result, "stuck_1", "stuck_call");
+
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    eprintln!(
+        "stuck calls: unhealthy {seen_after:?} after the timeouts, replaced after {:?}",
+        timed_out.elapsed()
+    );
+    assert_eq!(
+        lifecycle(&rec, "stuck_1")[2..],
+        [
+            "unhealthy",
+            "terminated",
+            "spawn_started",
+            "spawned",
+            "restarted"
+        ]
+    );
+    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+    // The replacement has its threads free.
+    let out = pool
+        .execute("sleep", json!({"ms": 1}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!({"slept_ms": 1}));
+
+    Arc::try_unwrap(pool).unwrap().shutdown().await;
+    assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_tool_that_overruns_its_timeout_within_the_grace_is_not_stuck() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let cfg = config("overrun", 1)
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(5))
+        .stuck_call_grace(Duration::from_secs(5));
+    let pool = Pool::start(telemetry.clone(), cfg).await.unwrap();
+    // Times out at 200 ms, its thread is free again at 1 s: the worker
+    // answers then, well within the grace.
+    let r = pool
+        .execute(
+            "sleep",
+            json!({"ms": 1000}),
+            CallOptions::with_timeout(Duration::from_millis(200)),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(PoolError::Call(CallError::Timeout { .. }))),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(rec.named("snakepit.pool.worker.unhealthy").is_empty());
+    assert!(rec.named("snakepit.pool.worker.terminated").is_empty());
+    pool.shutdown().await;
+    assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_tool_blocking_the_event_loop_fails_the_heartbeat() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let (interval, deadline) = (Duration::from_millis(200), Duration::from_secs(2));
+    let cfg = config("loopblock", 1)
+        .heartbeat(interval, deadline)
+        .stuck_call_grace(Duration::from_secs(60));
+    let pool = Arc::new(Pool::start(telemetry.clone(), cfg).await.unwrap());
+    let victim = pool.worker_pids()[0];
+
+    let p = pool.clone();
+    let blocked_at = Instant::now();
+    let call = tokio::spawn(async move {
+        p.execute(
+            "inline_sleep",
+            json!({"ms": 600_000}),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    let seen_after = blocked_at.elapsed();
+    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&unhealthy[0], "reason"), "heartbeat_timeout");
+    assert!(
+        seen_after < interval + deadline + Duration::from_secs(5),
+        "unhealthy after {seen_after:?}"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    expect_unhealthy(result, "loopblock_1", "heartbeat_timeout");
+
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    // Replaced: detection plus one worker start (generous for a loaded
+    // machine), never the 30 s call timeout or an endless hang.
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    eprintln!(
+        "blocked loop: unhealthy after {seen_after:?}, replaced after {:?}",
+        blocked_at.elapsed()
+    );
+    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+    let out = pool
+        .execute("add", json!({"a": 2, "b": 3}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(5));
+
+    Arc::try_unwrap(pool).unwrap().shutdown().await;
+    assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
+}
