@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snakepit_bridge import telemetry  # noqa: E402
 from snakepit_bridge._wire import BatchEncoder  # noqa: E402
+from snakepit_bridge.telemetry import _testing  # noqa: E402
+from snakepit_bridge.telemetry import _worker_api as tw
 
 
 class Drainer(threading.Thread):
@@ -37,13 +39,13 @@ class Drainer(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            evs = telemetry.drain(1000)
+            evs = tw.drain(1000)
             if evs:
-                self.enc.batch(evs, telemetry.drop_counts(), [], 0, "bench", 1)
+                self.enc.batch(evs, tw.drop_counts(), [], 0, "bench", 1)
                 self.delivered += len(evs)
             else:
                 time.sleep(0.001)
-        evs = telemetry.drain(10**9)
+        evs = tw.drain(10**9)
         self.delivered += len(evs)
 
 
@@ -70,7 +72,7 @@ def timeit(fn, n: int, repeat: int = 5, between=None) -> float:
 
 
 def _drain_all() -> None:
-    telemetry.drain(10**9)
+    tw.drain(10**9)
 
 
 def main() -> int:
@@ -120,18 +122,18 @@ def main() -> int:
     results["baseline_deque_append_ns"] = timeit(append, n, between=dq.clear)
 
     # 1. Enabled, buffer never full: drained (untimed) between chunks.
-    telemetry._reset_for_tests(capacity=10 * CHUNK)
+    _testing.reset(capacity=10 * CHUNK)
     results["emit_enabled_ns"] = timeit(emit_loop, n, between=_drain_all)
     results["emit_enabled_with_cid_ns"] = timeit(emit_cid_loop, n, between=_drain_all)
     results["span_enabled_ns"] = timeit(span_loop, n // 4, between=_drain_all)
-    telemetry.set_policy(telemetry.Policy(sampling_rate=0.5))
+    tw.set_policy(tw.Policy(sampling_rate=0.5))
     results["emit_sampled_50pct_with_cid_ns"] = timeit(emit_cid_loop, n, between=_drain_all)
-    telemetry.set_policy(telemetry.Policy())
-    drops_clean = telemetry.drop_counts_dict()
+    tw.set_policy(tw.Policy())
+    drops_clean = tw.drop_counts_dict()
 
     # 2. Enabled, a background thread draining and encoding (as the worker does);
     #    the buffer may overflow: those emits are counted as buffer_full drops.
-    telemetry._reset_for_tests(capacity=10_000)
+    _testing.reset(capacity=10_000)
     drainer = None if args.no_drain else Drainer()
     if drainer:
         drainer.start()
@@ -141,15 +143,15 @@ def main() -> int:
     if drainer:
         drainer.stop.set()
         drainer.join()
-    drops = telemetry.drop_counts_dict()
+    drops = tw.drop_counts_dict()
     results["bg_drain_delivered"] = drainer.delivered if drainer else 0
-    telemetry.drain(10**9)
+    tw.drain(10**9)
 
     # 3. Disabled.
-    telemetry.set_policy(telemetry.Policy(enabled=False))
+    tw.set_policy(tw.Policy(enabled=False))
     results["emit_disabled_ns"] = timeit(emit_loop, n)
     results["span_disabled_ns"] = timeit(span_loop, n // 4)
-    telemetry._reset_for_tests()
+    _testing.reset()
     gc.collect()
 
     base = results["baseline_call_ns"]

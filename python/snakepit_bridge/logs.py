@@ -8,6 +8,7 @@ from collections import deque
 from typing import List, Optional
 
 from . import telemetry
+from .telemetry import _worker_api as tel
 
 DEFAULT_LOG_BUFFER = 10_000
 
@@ -31,7 +32,7 @@ class TelemetryLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if len(self.records) >= self.capacity:
-                telemetry.count_log_drop()
+                tel.count_log_drop()
                 return
             msg = record.getMessage()
             if record.exc_info:
@@ -68,19 +69,19 @@ def install(stderr_level: str = "warning", capacity: int = DEFAULT_LOG_BUFFER,
     _handler = TelemetryLogHandler(capacity)
     root.addHandler(_handler)
     err = logging.StreamHandler(sys.stderr)
-    err.setLevel(telemetry.LOG_LEVELS.get(stderr_level, logging.WARNING))
+    err.setLevel(tel.LOG_LEVELS.get(stderr_level, logging.WARNING))
     err.addFilter(telemetry.correlation_filter())
     err.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"))
     root.addHandler(err)
-    root.setLevel(telemetry.LOG_LEVELS.get(root_level, logging.INFO))
-    telemetry.add_policy_listener(_follow_policy)
+    root.setLevel(tel.LOG_LEVELS.get(root_level, logging.INFO))
+    tel.add_policy_listener(_follow_policy)
     return _handler
 
 
-def _follow_policy(policy: telemetry.Policy) -> None:
+def _follow_policy(policy: tel.Policy) -> None:
     if policy.log_level:
-        logging.getLogger().setLevel(telemetry.LOG_LEVELS[policy.log_level])
+        logging.getLogger().setLevel(tel.LOG_LEVELS[policy.log_level])
 
 
 def handler() -> Optional[TelemetryLogHandler]:

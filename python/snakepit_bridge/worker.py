@@ -29,6 +29,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ from typing import Any, Dict, Optional
 from . import PROTOCOL_VERSION, _wire, telemetry
 from . import logs as worker_logs
 from .base_adapter import BaseAdapter, BoundTool
+from .telemetry import _worker_api as tel
 
 EXIT_ADAPTER_ERROR = 3
 EXIT_USAGE = 2
@@ -358,9 +360,9 @@ def _own_cancel() -> bool:
 _SENTINEL_END = object()
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
-_getrandbits = telemetry._getrandbits
-_span_set = telemetry._span_var.set
-_span_reset = telemetry._span_var.reset
+_getrandbits = random.getrandbits
+_span_set = tel.span_var.set
+_span_reset = tel.span_var.reset
 # A CallReplyBatch stops growing at this size (the rest goes in the next one).
 MAX_REPLY_BATCH_BYTES = 4 * 1024 * 1024
 
@@ -396,9 +398,9 @@ class Dispatcher:
             self.idle.set()
 
     def _call_start(self, name, cid, traceparent):
-        tokens = telemetry.enter_call_context(cid, traceparent)
+        tokens = tel.enter_call_context(cid, traceparent)
         md = {"command": name, "worker_id": self.worker_id}
-        telemetry._emit_span_event(
+        tel.emit_span_event(
             "call.start", {"system_time": time.time_ns()}, md, cid or None, tokens[2]
         )
         return tokens, md, time.monotonic_ns()
@@ -408,12 +410,12 @@ class Dispatcher:
         ctx = tokens[2]
         cid = telemetry.get_correlation_id()
         if failure is None:
-            telemetry._emit_span_event("call.stop", {"duration": dur}, md, cid, ctx)
+            tel.emit_span_event("call.stop", {"duration": dur}, md, cid, ctx)
         else:
             md2 = dict(md)
             md2["error_type"] = failure.type
-            telemetry._emit_span_event("call.exception", {"duration": dur}, md2, cid, ctx)
-        telemetry.exit_call_context(tokens)
+            tel.emit_span_event("call.exception", {"duration": dur}, md2, cid, ctx)
+        tel.exit_call_context(tokens)
 
     def check_accepting(self) -> None:
         if self.draining:
@@ -459,7 +461,7 @@ class Dispatcher:
         cid = req.correlation_id or None
         call_start = _time_ns()
         m0 = _monotonic_ns()
-        tokens = telemetry.enter_call_context(cid, req.traceparent)
+        tokens = tel.enter_call_context(cid, req.traceparent)
         ctx = tokens[2]
         call_sid = ctx[0]
         tool_sid = _getrandbits(64) or 1
@@ -486,11 +488,11 @@ class Dispatcher:
         except ToolFailure as f:
             failure = f
         call_dur = _monotonic_ns() - m0
-        telemetry.exit_call_context(tokens)
-        if telemetry.call_events_all_kept():
+        tel.exit_call_context(tokens)
+        if tel.call_events_all_kept():
             emit = 15 if tool_start else 3
         else:
-            kept = telemetry.span_event_kept
+            kept = tel.span_event_kept
             emit = 1 if kept("call.start", cid, call_sid) else 0
             if tool_start:
                 if kept("tool.execution.start", cid, tool_sid):
@@ -508,15 +510,15 @@ class Dispatcher:
             # The usual call (and the host's traceparent): telemetry in one pack.
             return _wire.reply_result(rid, rj, b"", bins) + _wire.call_telemetry_field(
                 emit, call_start, call_dur, tool_start, tool_dur, call_sid, parent, tool_sid)
-        tel = _wire.call_telemetry(
+        packed = _wire.call_telemetry(
             # A valid traceparent (ctx[1] != 0) gave the trace: the host knows it.
             emit, call_start, call_dur, tool_start, tool_dur, call_sid, parent,
             "" if parent else ctx[2],
             tool_sid if tool_start else 0, failure.type if failure is not None else "",
             tool_err_type, tool_err_msg) if emit else b""
         if failure is None:
-            return _wire.reply_result(rid, rj, tel, bins)
-        return _wire.reply_error(rid, failure.type, failure.message, failure.tb, tel)
+            return _wire.reply_result(rid, rj, packed, bins)
+        return _wire.reply_error(rid, failure.type, failure.message, failure.tb, packed)
 
     async def call(self, name, args_json, binary, cid, traceparent, timeout_ms):
         """Run a non-streaming tool. Returns (True, (json, binaries)) or (False, ToolFailure)."""
@@ -1276,12 +1278,12 @@ class Servicer:
 
     def _drops(self, encode_errors: int):
         if encode_errors:
-            telemetry.add_encode_errors(encode_errors)
-        return telemetry.drop_counts()
+            tel.add_encode_errors(encode_errors)
+        return tel.drop_counts()
 
     def _pending(self, leftover: int) -> int:
         # TelemetryBatch.pending, kept for note_batch_written once sent.
-        self._unsent = telemetry.pending(leftover)
+        self._unsent = tel.pending(leftover)
         return self._unsent
 
     async def _telemetry_common(self, request_iterator, context):
@@ -1297,7 +1299,7 @@ class Servicer:
         gen = self.telemetry_gen
         controls = request_iterator.__aiter__()
         try:
-            telemetry.apply_control(await controls.__anext__())
+            tel.apply_control(await controls.__anext__())
         except StopAsyncIteration:
             pass
         except Exception as e:  # noqa: BLE001 - the reader below sees it too
@@ -1306,7 +1308,7 @@ class Servicer:
         async def reader():
             try:
                 async for ctl in controls:
-                    telemetry.apply_control(ctl)
+                    tel.apply_control(ctl)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001
@@ -1319,7 +1321,7 @@ class Servicer:
             return
         gen, rt = await self._telemetry_common(request_iterator, context)
         self.telemetry_done.clear()
-        telemetry._stream_attach(1)
+        tel.attach_stream()
         handler = worker_logs.handler()
         enc = self.encoder
         sleep = 0.0
@@ -1330,11 +1332,11 @@ class Servicer:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
                 if leftover:
-                    events = leftover + telemetry.drain(BATCH_EVENTS - len(leftover))
+                    events = leftover + tel.drain(BATCH_EVENTS - len(leftover))
                 else:
-                    events = telemetry.drain(BATCH_EVENTS)
+                    events = tel.drain(BATCH_EVENTS)
                 logs = handler.drain(1000) if handler else []
-                version = telemetry.policy().version
+                version = tel.policy().version
                 now = time.monotonic()
                 if events or logs or now - last_sent >= 1.0 or version != last_version:
                     self.batch_seq += 1
@@ -1347,7 +1349,7 @@ class Servicer:
                     last_version = version
                     unsent = self._unsent
                     yield data
-                    telemetry.note_batch_written(unsent)
+                    tel.note_batch_written(unsent)
                 if stopping and not events and not logs and not leftover:
                     break
                 if len(events) >= BATCH_EVENTS or leftover:
@@ -1361,8 +1363,8 @@ class Servicer:
                 await asyncio.sleep(sleep)
         finally:
             # Events drained for a batch that was never sent wait for the next stream.
-            telemetry.requeue(leftover)
-            telemetry._stream_attach(-1)
+            tel.requeue(leftover)
+            tel.detach_stream()
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()
@@ -1374,23 +1376,23 @@ class Servicer:
         self.telemetry_done.clear()
         enc = self.encoder
         sleep = 0.0
-        telemetry._stream_attach(1)
+        tel.attach_stream()
         try:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
-                events = telemetry.drain(1000)
+                events = tel.drain(1000)
                 bodies, errors = enc.event_bodies(events)
                 for body in bodies:
                     yield body
                 if errors:
-                    telemetry.add_encode_errors(errors)
+                    tel.add_encode_errors(errors)
                 if stopping and not events:
                     break
                 sleep = 0.0 if len(events) >= 1000 else (
                     0.001 if events else min(max(sleep * 2, 0.001), 0.02))
                 await asyncio.sleep(0.0 if stopping else sleep)
         finally:
-            telemetry._stream_attach(-1)
+            tel.detach_stream()
             rt.cancel()
             if gen == self.telemetry_gen:
                 self.telemetry_done.set()
@@ -1747,7 +1749,7 @@ def _use_uvloop() -> bool:
 def main(argv=None) -> int:
     opts = parse_args(argv)
     ready_out = _redirect_stdout()
-    telemetry.set_buffer_capacity(opts.telemetry_buffer)
+    tel.set_buffer_capacity(opts.telemetry_buffer)
     worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
                         root_level=opts.log_level)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from snakepit_bridge import telemetry
+from snakepit_bridge.telemetry import _testing
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 SHOWCASE = "snakepit_bridge.adapters.showcase:ShowcaseAdapter"
@@ -86,11 +87,11 @@ def batch_events(batch) -> list:
 
 @pytest.fixture(autouse=True)
 def _clean_telemetry():
-    telemetry._reset_for_tests()
+    _testing.reset()
     tokens = []
     yield tokens
     telemetry.reset_correlation_id()
-    telemetry._reset_for_tests()
+    _testing.reset()
 
 
 def _children(pid: int):

@@ -10,6 +10,7 @@ import pytest
 from snakepit_bridge import _wire, telemetry
 from snakepit_bridge import worker as worker_mod
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.telemetry import _worker_api as tw
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOST_SPAN = "00f067aa0ba902b7"
@@ -96,10 +97,10 @@ def _dispatcher():
 def test_inline_call_applies_the_policy_and_counts_drops():
     d, tools = _dispatcher()
     call = req(7, "whoami", correlation_id="cid-7", traceparent=TRACEPARENT)
-    telemetry.set_policy(telemetry.Policy(deny=["python.call.*"]))
-    before = telemetry.drop_counts_dict()
+    tw.set_policy(tw.Policy(deny=["python.call.*"]))
+    before = tw.drop_counts_dict()
     reply = pb.CallReply.FromString(d.call_inline_wire(tools["whoami"], call))
-    after = telemetry.drop_counts_dict()
+    after = tw.drop_counts_dict()
     assert reply.telemetry.emit == 4 | 8  # tool events kept, call events filtered
     assert after["filtered"] - before["filtered"] == 2
     assert telemetry.buffered() == 0  # nothing went through the event buffer
@@ -114,10 +115,10 @@ def test_inline_call_applies_the_policy_and_counts_drops():
     seen = json.loads(reply.result.result_json)
     assert len(seen["trace_id"]) == 32 and reply.telemetry.trace_id == seen["trace_id"]
     assert reply.telemetry.call_parent_span_id == 0
-    telemetry.set_policy(telemetry.Policy(enabled=False))
+    tw.set_policy(tw.Policy(enabled=False))
     reply = pb.CallReply.FromString(d.call_inline_wire(tools["ping"], req(8, "ping")))
     assert not reply.HasField("telemetry")
-    assert telemetry.drop_counts_dict()["disabled"] - after["disabled"] == 4
+    assert tw.drop_counts_dict()["disabled"] - after["disabled"] == 4
 
 
 def test_reply_encoding_matches_the_generated_classes():

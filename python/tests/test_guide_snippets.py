@@ -5,10 +5,11 @@ from __future__ import annotations
 from snakepit_bridge import BaseAdapter, telemetry, tool
 from snakepit_bridge.base_adapter import BaseAdapter as BaseAdapter2
 from snakepit_bridge.base_adapter import tool as tool2
+from snakepit_bridge.telemetry import _worker_api as tw
 
 
 def drained():
-    return [telemetry.event_to_dict(e) for e in telemetry.drain(10**6)]
+    return [tw.event_to_dict(e) for e in tw.drain(10**6)]
 
 
 def test_imports_both_ways():

@@ -13,12 +13,14 @@ import pytest
 
 from snakepit_bridge import telemetry as t
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.telemetry import _policy, _testing
+from snakepit_bridge.telemetry import _worker_api as tw
 
 VECTORS = Path(__file__).with_name("sampling_vectors.json")
 
 
 def names():
-    return [e[1] for e in t.drain(10**6)]
+    return [e[1] for e in tw.drain(10**6)]
 
 
 def policy_msg(**kw):
@@ -35,30 +37,30 @@ def test_default_policy_keeps_everything():
 
 
 def test_policy_disable_and_enable_counts_disabled():
-    assert t.apply_control(policy_msg(enabled=False, sampling_rate=1.0, version=3))
-    assert t.policy().version == 3
+    assert tw.apply_control(policy_msg(enabled=False, sampling_rate=1.0, version=3))
+    assert tw.policy().version == 3
     for _ in range(5):
         t.emit("call.start", {})
     with t.span("s"):
         pass
     assert names() == []
-    assert t.drop_counts_dict()["disabled"] == 7
-    assert t.apply_control(pb.TelemetryControl(toggle=pb.TelemetryToggle(enabled=True)))
+    assert tw.drop_counts_dict()["disabled"] == 7
+    assert tw.apply_control(pb.TelemetryControl(toggle=pb.TelemetryToggle(enabled=True)))
     t.emit("call.start", {})
     assert names() == ["call.start"]
 
 
 def test_filter_allow_deny():
-    assert t.apply_control(policy_msg(enabled=True, sampling_rate=1.0,
+    assert tw.apply_control(policy_msg(enabled=True, sampling_rate=1.0,
                                       allow=["python.call.*", "python.tool.*"],
                                       deny=["python.tool.execution.exception"]))
     for n in ["call.start", "tool.execution.stop", "tool.execution.exception",
               "memory.sampled"]:
         t.emit(n, {})
     assert names() == ["call.start", "tool.execution.stop"]
-    assert t.drop_counts_dict()["filtered"] == 2
+    assert tw.drop_counts_dict()["filtered"] == 2
     # legacy filter part replaces both lists
-    assert t.apply_control(pb.TelemetryControl(
+    assert tw.apply_control(pb.TelemetryControl(
         filter=pb.TelemetryEventFilter(allow=[], deny=["python.memory.*"])))
     t.emit("memory.sampled", {})
     t.emit("cpu.sampled", {})
@@ -66,29 +68,29 @@ def test_filter_allow_deny():
 
 
 def test_full_name_patterns_and_globs():
-    assert t.pattern_matches("python.*", "call.start")
-    assert t.pattern_matches("snakepit.python.call.*", "call.start")
-    assert not t.pattern_matches("call.*", "call.start")  # relative to snakepit.
-    assert t.pattern_matches("python.call.st?rt", "call.start")
-    assert not t.pattern_matches("python.call.st?rt", "call.staart")
-    assert t.pattern_matches("*", "a.b.c")
-    assert t.pattern_matches("python.*.stop", "tool.execution.stop")
-    assert not t.pattern_matches("python.call.[ab]", "call.a")  # no classes: literal
-    assert t.pattern_matches("python.call.[ab]", "call.[ab]")
+    assert _policy.pattern_matches("python.*", "call.start")
+    assert _policy.pattern_matches("snakepit.python.call.*", "call.start")
+    assert not _policy.pattern_matches("call.*", "call.start")  # relative to snakepit.
+    assert _policy.pattern_matches("python.call.st?rt", "call.start")
+    assert not _policy.pattern_matches("python.call.st?rt", "call.staart")
+    assert _policy.pattern_matches("*", "a.b.c")
+    assert _policy.pattern_matches("python.*.stop", "tool.execution.stop")
+    assert not _policy.pattern_matches("python.call.[ab]", "call.a")  # no classes: literal
+    assert _policy.pattern_matches("python.call.[ab]", "call.[ab]")
 
 
 def test_rate_zero_and_pattern_rates_first_match_wins():
-    assert t.apply_control(policy_msg(
+    assert tw.apply_control(policy_msg(
         enabled=True, sampling_rate=1.0,
         pattern_rates=[("python.memory.*", 0.0), ("python.*", 1.0), ("python.cpu.*", 0.0)]))
     t.emit("memory.sampled", {})
     t.emit("cpu.sampled", {})
     assert names() == ["cpu.sampled"]
-    assert t.drop_counts_dict()["sampled_out"] == 1
+    assert tw.drop_counts_dict()["sampled_out"] == 1
 
 
 def test_stop_and_exception_use_start_rate():
-    p = t.Policy(pattern_rates=[("python.call.start", 0.0), ("python.call.stop", 1.0)])
+    p = tw.Policy(pattern_rates=[("python.call.start", 0.0), ("python.call.stop", 1.0)])
     assert p.rate_for("call.stop") == 0.0
     assert p.rate_for("call.exception") == 0.0
     assert p.rate_for("call.start") == 0.0
@@ -96,7 +98,7 @@ def test_stop_and_exception_use_start_rate():
 
 
 def test_sampling_keeps_spans_whole_and_follows_correlation_id():
-    t.set_policy(t.Policy(sampling_rate=0.5))
+    tw.set_policy(tw.Policy(sampling_rate=0.5))
     kept_cids = set()
     for i in range(400):
         cid = f"req-{i}"
@@ -106,21 +108,21 @@ def test_sampling_keeps_spans_whole_and_follows_correlation_id():
         t.emit("tool.execution.stop", {})
         t.emit("call.stop", {})
         t.reset_correlation_id(tok)
-        if t.sampling_keep(zlib.crc32(cid.encode()), 0.5):
+        if _policy.sampling_keep(zlib.crc32(cid.encode()), 0.5):
             kept_cids.add(cid)
-    evs = t.drain(10**6)
+    evs = tw.drain(10**6)
     by_cid = {}
     for e in evs:
         by_cid.setdefault(e[4], []).append(e[1])
     assert set(by_cid) == kept_cids
     assert all(len(v) == 4 for v in by_cid.values())
     assert 120 < len(kept_cids) < 280
-    assert t.drop_counts_dict()["sampled_out"] == 4 * (400 - len(kept_cids))
+    assert tw.drop_counts_dict()["sampled_out"] == 4 * (400 - len(kept_cids))
     # spans without correlation id: kept or dropped as a whole
     for _ in range(300):
         with t.span("work"):
             t.emit("inside", {})
-    evs = t.drain(10**6)
+    evs = tw.drain(10**6)
     per_span = {}
     for e in evs:
         per_span.setdefault(e[5][0], []).append(e[1])
@@ -129,16 +131,16 @@ def test_sampling_keeps_spans_whole_and_follows_correlation_id():
 
 
 def test_legacy_sampling_update():
-    assert t.apply_control(pb.TelemetryControl(
+    assert tw.apply_control(pb.TelemetryControl(
         sampling=pb.TelemetrySamplingUpdate(sampling_rate=0.25)))
-    assert t.policy().sampling_rate == 0.25 and t.policy().pattern_rates == []
-    assert t.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
+    assert tw.policy().sampling_rate == 0.25 and tw.policy().pattern_rates == []
+    assert tw.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
         sampling_rate=0.0, event_patterns=["python.memory.*", "python.cpu.*"])))
-    assert t.policy().pattern_rates == [("python.memory.*", 0.0), ("python.cpu.*", 0.0)]
-    assert t.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
+    assert tw.policy().pattern_rates == [("python.memory.*", 0.0), ("python.cpu.*", 0.0)]
+    assert tw.apply_control(pb.TelemetryControl(sampling=pb.TelemetrySamplingUpdate(
         sampling_rate=1.0, event_patterns=["python.memory.*"])))
-    assert t.policy().pattern_rates == [("python.memory.*", 1.0), ("python.cpu.*", 0.0)]
-    assert t.policy().sampling_rate == 0.25
+    assert tw.policy().pattern_rates == [("python.memory.*", 1.0), ("python.cpu.*", 0.0)]
+    assert tw.policy().sampling_rate == 0.25
 
 
 @pytest.mark.parametrize("bad", [
@@ -154,11 +156,11 @@ def test_legacy_sampling_update():
     pb.TelemetryControl(),
 ])
 def test_malformed_control_is_ignored_and_logged(bad, caplog):
-    t.set_policy(t.Policy(sampling_rate=0.75, version=9))
+    tw.set_policy(tw.Policy(sampling_rate=0.75, version=9))
     with caplog.at_level(logging.WARNING, logger="snakepit_bridge.telemetry"):
-        assert t.apply_control(bad) is False
+        assert tw.apply_control(bad) is False
     assert "ignoring malformed telemetry control" in caplog.text
-    assert t.policy().sampling_rate == 0.75 and t.policy().version == 9
+    assert tw.policy().sampling_rate == 0.75 and tw.policy().version == 9
 
 
 def test_policy_log_level_listener():
@@ -166,35 +168,35 @@ def test_policy_log_level_listener():
 
     root = logging.getLogger()
     old = root.level
-    t.add_policy_listener(logs._follow_policy)
+    tw.add_policy_listener(logs._follow_policy)
     try:
-        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="error"))
+        tw.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="error"))
         assert root.level == logging.ERROR
-        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="none"))
+        tw.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="none"))
         assert root.level > logging.CRITICAL
-        t.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="debug"))
+        tw.apply_control(policy_msg(enabled=True, sampling_rate=1.0, log_level="debug"))
         assert root.level == logging.DEBUG
     finally:
-        t.remove_policy_listener(logs._follow_policy)
+        tw.remove_policy_listener(logs._follow_policy)
         root.setLevel(old)
 
 
 def test_buffering_before_attach_is_bounded_and_counted():
-    t.set_buffer_capacity(100)
+    tw.set_buffer_capacity(100)
     for i in range(150):
         t.emit("call.start", {"i": i})
     assert t.buffered() == 100
-    assert t.drop_counts_dict()["buffer_full"] == 50
-    evs = t.drain(10**6)
+    assert tw.drop_counts_dict()["buffer_full"] == 50
+    evs = tw.drain(10**6)
     assert [e[2]["i"] for e in evs] == list(range(100))  # the oldest are kept, in order
 
 
 def test_sampling_rule_edges():
-    assert t.sampling_threshold(1.0) is None
-    assert t.sampling_threshold(0.0) == 0
-    assert t.sampling_threshold(0.5) == 1 << 63
-    assert t.sampling_keep(0, 0.5) and t.sampling_keep(12345, 1.0)
-    assert not t.sampling_keep(0, 0.0)
+    assert _policy.sampling_threshold(1.0) is None
+    assert _policy.sampling_threshold(0.0) == 0
+    assert _policy.sampling_threshold(0.5) == 1 << 63
+    assert _policy.sampling_keep(0, 0.5) and _policy.sampling_keep(12345, 1.0)
+    assert not _policy.sampling_keep(0, 0.0)
 
 
 def test_sampling_vectors_file_matches_implementation():
@@ -207,23 +209,23 @@ def test_sampling_vectors_file_matches_implementation():
         key = (zlib.crc32(v["key"].encode()) if v["key_kind"] == "correlation_id"
                else v["key"])
         assert v["key_u64"] == key
-        assert t.sampling_keep(key, v["rate"]) == v["keep"], v
-        assert t.mix(key) == v["mixed"]
-        assert t.sampling_threshold(v["rate"]) == v["threshold"]
+        assert _policy.sampling_keep(key, v["rate"]) == v["keep"], v
+        assert _policy.mix(key) == v["mixed"]
+        assert _policy.sampling_threshold(v["rate"]) == v["threshold"]
 
 
 def test_emit_decision_agrees_with_rule_for_vectors():
     """The hot path (cached decisions) must agree with the reference rule."""
     for v in json.loads(VECTORS.read_text()):
-        t._reset_for_tests()
-        t.set_policy(t.Policy(sampling_rate=v["rate"]))
+        _testing.reset()
+        tw.set_policy(tw.Policy(sampling_rate=v["rate"]))
         if v["key_kind"] == "correlation_id":
             if not v["key"]:
                 continue
             t.emit("x.start", {}, correlation_id=v["key"])
         else:
             ctx = (v["key"], 0, "0" * 31 + "1", "x", None)
-            t._emit_span_event("x.start", {}, None, None, ctx)
+            tw.emit_span_event("x.start", {}, None, None, ctx)
         assert (t.buffered() == 1) == v["keep"], v
 
 
@@ -240,7 +242,7 @@ def _traceparent_by_the_rule(tp):
 
 
 def test_traceparent_parser_follows_the_rule_on_damaged_input():
-    assert t.parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01") == (
+    assert tw.parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01") == (
         "ab" * 16, 0xCDCDCDCDCDCDCDCD)
     rng = random.Random(7)
     # Characters int() or bytes.fromhex would take where the rule does not.
@@ -266,7 +268,7 @@ def test_traceparent_parser_follows_the_rule_on_damaged_input():
         if rng.random() < 0.1:
             tp = " " + tp + "\n"
         expected = _traceparent_by_the_rule(tp)
-        assert t.parse_traceparent(tp) == expected, tp
+        assert tw.parse_traceparent(tp) == expected, tp
         valid += expected is not None
     # Both outcomes are well represented.
     assert 3_000 < valid < 35_000, valid
@@ -274,4 +276,4 @@ def test_traceparent_parser_follows_the_rule_on_damaged_input():
                 "ff-" + "1" * 32 + "-" + "1" * 16 + "-01",
                 "00-0x" + "1" * 30 + "-" + "1" * 16 + "-01",
                 "00-" + "1" * 31 + "_-" + "1" * 16 + "-01"):
-        assert t.parse_traceparent(bad) is None, bad
+        assert tw.parse_traceparent(bad) is None, bad

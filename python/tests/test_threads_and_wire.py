@@ -10,10 +10,11 @@ from conftest import batch_events
 from snakepit_bridge import telemetry as t
 from snakepit_bridge._wire import BatchEncoder, varint
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.telemetry import _worker_api as tw
 
 
 def test_many_threads_no_drain_exact_accounting():
-    t.set_buffer_capacity(5_000)
+    tw.set_buffer_capacity(5_000)
     n_threads, per = 8, 2_000
     barrier = threading.Barrier(n_threads)
 
@@ -27,14 +28,14 @@ def test_many_threads_no_drain_exact_accounting():
         th.start()
     for th in ths:
         th.join(timeout=30)
-    delivered = len(t.drain(10**9))
-    drops = t.drop_counts_dict()
+    delivered = len(tw.drain(10**9))
+    drops = tw.drop_counts_dict()
     assert delivered + drops["buffer_full"] == n_threads * per
     assert delivered >= 5_000 and drops["buffer_full"] > 0
 
 
 def test_many_threads_with_background_drain_and_encoding():
-    t.set_buffer_capacity(2_000)
+    tw.set_buffer_capacity(2_000)
     n_threads, per = 6, 5_000
     stop = threading.Event()
     delivered = [0]
@@ -42,9 +43,9 @@ def test_many_threads_with_background_drain_and_encoding():
 
     def drainer():
         while True:
-            evs = t.drain(1000)
+            evs = tw.drain(1000)
             if evs:
-                data, errs = enc.batch(evs, lambda e: t.drop_counts(), [], 1, "w", 1)
+                data, errs = enc.batch(evs, lambda e: tw.drop_counts(), [], 1, "w", 1)
                 assert errs == 0
                 delivered[0] += len(batch_events(data))
             elif stop.is_set():
@@ -68,7 +69,7 @@ def test_many_threads_with_background_drain_and_encoding():
         th.join(timeout=60)
     stop.set()
     d.join(timeout=30)
-    drops = t.drop_counts_dict()
+    drops = tw.drop_counts_dict()
     assert delivered[0] + drops["buffer_full"] == n_threads * per
     assert sum(v for k, v in drops.items() if k != "buffer_full") == 0
 
@@ -82,7 +83,7 @@ def test_encoder_matches_protobuf():
                {"tool": "predict", "n": 3})
     t.reset_correlation_id(tok)
     t.emit("plain", None, None)
-    evs = t.drain()
+    evs = tw.drain()
     logs = [(123, "info", "lg", "hello ü", "cid"), (456, "error", "lg", "x", "")]
     data, errs = BatchEncoder().batch(evs, (1, 2, 3, 4, 5, 6), logs, 7, "w1", 9)
     assert errs == 0
@@ -111,7 +112,7 @@ def test_encoder_counts_unencodable_events():
     t.emit("ok", {"a": 1})
     t.emit("bad", {"a": object()})
     t.emit("toobig", {"a": 1 << 64})
-    data, errs = BatchEncoder().batch(t.drain(), lambda e: (0, 0, 0, 0, e, 0), [], 0, "", 0)
+    data, errs = BatchEncoder().batch(tw.drain(), lambda e: (0, 0, 0, 0, e, 0), [], 0, "", 0)
     assert errs == 2
     b = pb.TelemetryBatch.FromString(data)
     assert [list(e.event_parts) for e in b.events] == [["ok"]]
@@ -179,12 +180,12 @@ def test_a_batch_says_how_many_events_are_still_unsent():
     for i in range(5):
         t.emit("tool.execution.stop", {"duration": i}, {"i": str(i)})
     enc = BatchEncoder()
-    evs = t.drain(3)
+    evs = tw.drain(3)
     # Two events stay in the buffer; one drained event does not fit the batch.
     data, _ = enc.batch(evs, (0,) * 6, [], 0, "", 0, max_bytes=1, pending=t.pending)
     b = pb.TelemetryBatch.FromString(data)
     assert len(b.events) + len(enc.leftover) == 3
     assert b.pending == 2 + len(enc.leftover)
-    t.drain()
+    tw.drain()
     data, _ = enc.batch([], (0,) * 6, [], 0, "", 0, pending=t.pending)
     assert pb.TelemetryBatch.FromString(data).pending == 0

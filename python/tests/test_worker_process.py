@@ -12,8 +12,8 @@ import grpc
 import pytest
 from conftest import batch_events
 
-from snakepit_bridge import telemetry
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.telemetry import _policy
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOST_SPAN = "00f067aa0ba902b7"
@@ -305,7 +305,7 @@ def test_burst_accounting_and_sampling_policy_cuts_rate(worker, stream_clients):
     kept = [e.correlation_id for e in events if ev_name(e) == "sampled"]
     assert len(kept) + batches[-1].drops.sampled_out - base == 5 * calls
     expected = {f"s-{i}" for i in range(calls)
-                if telemetry.sampling_keep(zlib.crc32(f"s-{i}".encode()), 0.1)}
+                if _policy.sampling_keep(zlib.crc32(f"s-{i}".encode()), 0.1)}
     assert set(kept) == expected and len(kept) == 5 * len(expected)
     assert 10 <= len(expected) <= 60
 

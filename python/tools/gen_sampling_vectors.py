@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snakepit_bridge import telemetry as t  # noqa: E402
+from snakepit_bridge.telemetry import _policy as t  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "sampling_vectors.json"
 MIX = 0x9E3779B97F4A7C15

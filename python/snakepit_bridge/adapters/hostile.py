@@ -12,13 +12,13 @@ carry, get a tool error while the worker lives on.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from typing import Any, Dict
 
 from .. import telemetry
 from ..base_adapter import BaseAdapter, tool
+from ..telemetry import _testing, _worker_api
 
 
 class HostileExit(BaseException):
@@ -143,11 +143,10 @@ class HostileAdapter(BaseAdapter):
     @tool(description="Reports the sampled_out drop counter as 2**64-1 and 0 in turn "
                       "(flips batches), then as final; the counter stays at final")
     async def flip_drop_counters(self, flips: int = 20, final: int = 5) -> int:
-        counters = telemetry._counters
         for i in range(int(flips)):
-            counters[1] = itertools.count((1 << 64) - 1 if i % 2 == 0 else 0)
+            _testing.set_drop_count("sampled_out", (1 << 64) - 1 if i % 2 == 0 else 0)
             await _next_batch_sent()
-        counters[1] = itertools.count(int(final))
+        _testing.set_drop_count("sampled_out", int(final))
         await _next_batch_sent()
         return int(flips)
 
@@ -159,7 +158,7 @@ class HostileAdapter(BaseAdapter):
         meta = {"tool": "doomed"}
         for i in range(n):
             emit("tool.execution.stop", {"duration": i}, meta)
-        while telemetry.pending_written() < n // 2:
+        while _worker_api.pending_written() < n // 2:
             await asyncio.sleep(0)
         # Block the event loop, so no further batch is drained, while gRPC's
         # own thread puts the written one on the socket; then die without
@@ -185,6 +184,6 @@ async def _next_batch_sent() -> None:
     for _ in range(2):
         # An event makes the stream send a batch now rather than within 1 s.
         telemetry.emit("tool.execution.stop", {"duration": 1}, {"tool": "flip"})
-        seen = telemetry.batches_written()
-        while telemetry.batches_written() == seen:
+        seen = _worker_api.batches_written()
+        while _worker_api.batches_written() == seen:
             await asyncio.sleep(0.001)

@@ -1,0 +1,45 @@
+"""Test support: puts the telemetry state back to a fresh worker's, and sets
+drop counters. Imported by tests, benchmarks and the test adapters only;
+nothing in the worker uses it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+
+from . import _buffer
+from ._policy import DISABLED, DROP_REASONS, FILTERED, SAMPLED_ALL, Policy
+
+
+def _install_counters(counters: list) -> None:
+    b = _buffer
+    b._counters = counters
+    b._next_full = counters[0].__next__
+    b._next_sampled = counters[1].__next__
+    b._DROP_NEXT = {
+        DISABLED: counters[3].__next__,
+        FILTERED: counters[2].__next__,
+        SAMPLED_ALL: counters[1].__next__,
+    }
+
+
+def reset(capacity: Optional[int] = None) -> None:
+    """Empty the buffer, zero the drop counters, install the default policy and
+    set the buffer capacity (``capacity``, else $SNAKEPIT_TELEMETRY_BUFFER or
+    the default). Not thread-safe against emitters."""
+    b = _buffer
+    b._buf.clear()
+    b._cid_hash.clear()
+    _install_counters([itertools.count() for _ in DROP_REASONS])
+    b.set_policy(Policy())
+    b.set_buffer_capacity(capacity if capacity else b.env_int(
+        "SNAKEPIT_TELEMETRY_BUFFER", b.DEFAULT_BUFFER))
+
+
+def set_drop_count(reason: str, value: int) -> None:
+    """Make the cumulative drop counter ``reason`` (a DROP_REASONS name) read
+    ``value`` from now on (e.g. 2**64-1, to test the host's wrap handling)."""
+    i = DROP_REASONS.index(reason)
+    counters = list(_buffer._counters)
+    counters[i] = itertools.count(int(value))
+    _install_counters(counters)
