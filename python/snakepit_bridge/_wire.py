@@ -467,6 +467,13 @@ def _u64_field(tag: int, v: int) -> bytes:
     return _SMALL[tag] + varint(v)
 
 
+# CallTelemetry.emit bits: which of a call's events the worker's policy kept
+# (the proto's bits, under the host's names in snakepit-grpc's call events).
+CALL_START = 1  # python.call.start
+CALL_END = 2  # python.call.stop or python.call.exception
+TOOL_START = 4  # python.tool.execution.start
+TOOL_END = 8  # python.tool.execution.stop or python.tool.execution.exception
+
 # CallTelemetry fields 1-7 (fixed32 / sfixed64 / fixed64) in one pack.
 _pack_call_tel = struct.Struct("<BIBqBQBqBQBQBQ").pack
 _pack_tool_span = struct.Struct("<BQ").pack

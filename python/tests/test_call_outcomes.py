@@ -14,6 +14,7 @@ import pytest
 from snakepit_bridge import _wire
 from snakepit_bridge import worker as worker_mod
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.worker.transport.call_state import pop_reply_batch
 
 HOSTILE = "snakepit_bridge.adapters.hostile:HostileAdapter"
 KINDS = ["SystemExit", "KeyboardInterrupt", "HostileExit"]
@@ -115,13 +116,13 @@ def test_a_reply_batch_of_several_replies_stays_under_the_limit():
         out = [_wire.reply_result(i, b'"' + b"x" * 398 + b'"') for i in range(5)]
         sizes = []
         while out:
-            batch = pb.CallReplyBatch.FromString(worker_mod._pop_reply_batch(out))
+            batch = pb.CallReplyBatch.FromString(pop_reply_batch(out))
             sizes.append(len(batch.replies))
             assert batch.ByteSize() <= 1000
         assert sizes == [2, 2, 1]
         # A lone reply goes whatever its size (the worker bounds results).
         out = [_wire.reply_result(1, b"x" * 5000)]
-        assert len(pb.CallReplyBatch.FromString(worker_mod._pop_reply_batch(out)).replies) == 1
+        assert len(pb.CallReplyBatch.FromString(pop_reply_batch(out)).replies) == 1
     finally:
         worker_mod.set_max_message_bytes(limit)
 

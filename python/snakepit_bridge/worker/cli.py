@@ -1,0 +1,325 @@
+"""The worker's command line and lifetime: options, the exposure check,
+serving (grpc.aio server, native call server, resource sampler, stop
+signals, graceful stop), and the process tuning (GC, uvloop).
+
+Protocol with the host: see ``snakepit_bridge.worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from .. import PROTOCOL_VERSION
+from .. import logs as worker_logs
+from ..telemetry import _worker_api as tel
+from .adapter import AdapterError, load_adapter
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, MESSAGE_HEADROOM_BYTES, set_max_message_bytes
+from .dispatcher import Dispatcher
+from .resources import resource_sampler
+from .transport.aio import Servicer, build_handler
+from .transport.native import start_native_calls
+
+EXIT_ADAPTER_ERROR = 3
+EXIT_USAGE = 2
+
+log = logging.getLogger("snakepit_bridge.worker")
+
+
+def parse_args(argv=None):
+    """The worker's options (see ``--help``)."""
+    p = argparse.ArgumentParser(prog="python -m snakepit_bridge.worker",
+                                description="snakepit-rs Python worker")
+    p.add_argument("--adapter", required=True, help="package.module:Class")
+    p.add_argument("--listen", required=True, help="unix:PATH or HOST:PORT (port 0: any)")
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--token", default=os.environ.get("SNAKEPIT_TOKEN") or None,
+                   help="require metadata x-snakepit-token on every RPC, on every "
+                        "socket. Prefer $SNAKEPIT_TOKEN: a command line is readable "
+                        "by every local user (/proc/PID/cmdline)")
+    p.add_argument(INSECURE_FLAG, action="store_true",
+                   default=os.environ.get(INSECURE_ENV) == "1",
+                   help="serve a non-loopback TCP address without a token: anyone "
+                        f"who reaches the port can run every tool (or ${INSECURE_ENV}=1)")
+    p.add_argument("--pool-name", default="")
+    p.add_argument("--telemetry-interval-s", type=float, default=5.0,
+                   help="resource sampling interval (0 disables)")
+    p.add_argument("--telemetry-buffer", type=int,
+                   default=int(os.environ.get("SNAKEPIT_TELEMETRY_BUFFER", "10000")),
+                   help="max buffered events before drops (default 10000 or "
+                        "$SNAKEPIT_TELEMETRY_BUFFER)")
+    p.add_argument("--log-buffer", type=int, default=10_000)
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "none"],
+                   help="initial root log level (the host's policy may change it)")
+    p.add_argument("--stderr-log-level", default="warning",
+                   choices=["debug", "info", "warning", "error", "none"])
+    p.add_argument("--grace-s", type=float, default=5.0,
+                   help="on SIGTERM, time calls in flight get to finish")
+    p.add_argument("--threads", type=int, default=min(32, (os.cpu_count() or 1) + 4),
+                   help="thread pool size for sync tools")
+    p.add_argument("--max-message-bytes", type=_message_limit,
+                   default=os.environ.get("SNAKEPIT_MAX_MESSAGE_BYTES",
+                                          str(DEFAULT_MAX_MESSAGE_BYTES)),
+                   help="largest tool result in bytes (JSON plus binary results); a larger "
+                        "one is that call's ResultTooLarge error. Set it as the host's "
+                        "max_message_bytes (default 64 MiB or $SNAKEPIT_MAX_MESSAGE_BYTES)")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin hits EOF")
+    p.add_argument("--parent-pid", type=int, default=0, help="exit when this pid is gone")
+    return p.parse_args(argv)
+
+
+# The opt-out that lets a worker serve a non-loopback address without a token.
+INSECURE_FLAG = "--insecure-no-token-on-network"
+INSECURE_ENV = "SNAKEPIT_INSECURE_NO_TOKEN"
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Is ``listen`` (``unix:PATH`` or ``HOST:PORT``) reachable only from this
+    machine? Unix sockets and loopback addresses (``127.0.0.0/8``, ``::1``,
+    ``localhost``) are; any other host, and the wildcards ``0.0.0.0`` and
+    ``[::]``, are not."""
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(listen: str, token, insecure: bool):
+    """The reason a worker must not start, or None. A worker reachable from
+    the network without a token would run tools for anyone."""
+    if token or is_loopback_listen(listen):
+        return None
+    if insecure:
+        log.warning("worker listens on %s WITHOUT A TOKEN (%s): anyone who reaches "
+                    "this port can run every tool", listen, INSECURE_FLAG)
+        return None
+    return (f"refusing to listen on {listen!r} without a token: it is reachable from "
+            f"the network and anyone could run every tool. Set SNAKEPIT_TOKEN (the "
+            f"host sends it as x-snakepit-token), listen on a loopback address or a "
+            f"unix: socket, or pass {INSECURE_FLAG} to accept the risk")
+
+
+def _message_limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes >= 1024")
+    return n
+
+
+def _redirect_stdout():
+    """Keep the real stdout for the readiness line; send everything else to stderr."""
+    sys.stdout.flush()
+    ready_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(ready_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _parent_alive(pid: int) -> bool:
+    if os.getppid() != pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def serve(opts, ready_out) -> int:
+    """Runs the worker until it is told to stop; returns the exit code.
+
+    Writes the ready line to ``ready_out`` once the servers listen.
+    """
+    import grpc
+
+    from ..generated import snakepit_bridge_pb2 as pb
+
+    refused = check_exposure(opts.listen, opts.token, opts.insecure_no_token_on_network)
+    if refused:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {refused}\n")
+        sys.stderr.flush()
+        return 1
+
+    try:
+        adapter, tools = load_adapter(opts.adapter)
+    except AdapterError as e:
+        sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        return EXIT_ADAPTER_ERROR
+
+    dispatcher = Dispatcher(tools, opts.worker_id, opts.threads)
+    servicer = Servicer(pb, dispatcher, opts, opts.adapter)
+    set_max_message_bytes(opts.max_message_bytes)
+    wire_limit = opts.max_message_bytes + MESSAGE_HEADROOM_BYTES
+    options = [
+        ("grpc.max_receive_message_length", wire_limit),
+        ("grpc.max_send_message_length", wire_limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((build_handler(servicer, pb),))
+    listen = opts.listen
+    try:
+        port = server.add_insecure_port(listen)
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: cannot listen on {listen!r}: {e}\n")
+        return 1
+    if not listen.startswith("unix:") and listen.rsplit(":", 1)[-1] == "0":
+        listen = f"{listen.rsplit(':', 1)[0]}:{port}"
+    await server.start()
+    servicer.native = start_native_calls(servicer, listen)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason = {"why": ""}
+
+    def request_stop(why: str) -> None:
+        if not stop.is_set():
+            reason["why"] = why
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, request_stop, signal.Signals(sig).name)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    if opts.watch_stdin:
+        def watch_stdin():
+            try:
+                while True:
+                    data = os.read(0, 65536)
+                    if not data:
+                        break
+            except OSError:
+                pass
+            loop.call_soon_threadsafe(request_stop, "stdin EOF")
+
+        threading.Thread(target=watch_stdin, name="snakepit-stdin", daemon=True).start()
+
+    bg = []
+    if opts.parent_pid:
+        async def watch_parent():
+            while _parent_alive(opts.parent_pid):
+                await asyncio.sleep(0.25)
+            request_stop(f"parent {opts.parent_pid} gone")
+
+        bg.append(asyncio.ensure_future(watch_parent()))
+    if opts.telemetry_interval_s and opts.telemetry_interval_s > 0:
+        bg.append(asyncio.ensure_future(
+            resource_sampler(opts.telemetry_interval_s, opts.worker_id)))
+
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    gc_mode = _tune_gc()
+    ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
+             "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode,
+             "calls": servicer.call_address}
+    ready_out.write("SNAKEPIT_READY " + json.dumps(ready, separators=(",", ":")) + "\n")
+    ready_out.flush()
+    log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
+             opts.adapter, len(tools))
+
+    await stop.wait()
+    log.info("worker %s stopping: %s", opts.worker_id, reason["why"])
+    # Graceful stop: refuse new calls, let calls in flight finish within the grace
+    # period, flush telemetry, then close the streams and the server.
+    dispatcher.draining = True
+    try:
+        await asyncio.wait_for(dispatcher.idle.wait(), opts.grace_s)
+    except TimeoutError:
+        log.warning("%d calls still running after %.1fs grace", dispatcher.inflight,
+                    opts.grace_s)
+    servicer.close_call_streams()
+    servicer.telemetry_stop.set()
+    try:
+        await asyncio.wait_for(servicer.telemetry_done.wait(), 1.0)
+    except TimeoutError:
+        pass
+    for t in bg:
+        t.cancel()
+    if servicer.native is not None:
+        servicer.native.close()
+    await server.stop(0.5)
+    dispatcher.pool.shutdown(wait=False, cancel_futures=True)
+    del adapter
+    return 0
+
+
+# Cyclic-GC thresholds of a worker (generation 0, 1, 2); see _tune_gc.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def _tune_gc() -> str:
+    """Unless SNAKEPIT_GC=default: freeze the heap loaded so far and raise the
+    cyclic GC thresholds to GC_THRESHOLDS. Returns "tuned" or "default".
+
+    Every buffered telemetry event is a GC-tracked tuple (it holds the
+    measurement and metadata dicts), so during a burst the default
+    thresholds (700, 10, 10) run full collections over a growing buffer
+    again and again: about half of the cost of ``emit``. Frozen objects
+    (the adapter, its libraries, grpc) are never scanned again; cyclic
+    garbage is still collected, every 50,000 allocations net instead of
+    every 700.
+    """
+    if os.environ.get("SNAKEPIT_GC", "").lower() == "default":
+        return "default"
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    return "tuned"
+
+
+def _use_uvloop() -> bool:
+    """uvloop runs the event loop when installed, unless SNAKEPIT_EVENT_LOOP=asyncio."""
+    if os.environ.get("SNAKEPIT_EVENT_LOOP", "").lower() == "asyncio":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv=None) -> int:
+    """``python -m snakepit_bridge.worker``: parses ``argv``, serves, and ends
+    the process (``os._exit``) with the exit code."""
+    opts = parse_args(argv)
+    ready_out = _redirect_stdout()
+    tel.set_buffer_capacity(opts.telemetry_buffer)
+    worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
+                        root_level=opts.log_level)
+    try:
+        if _use_uvloop():
+            import uvloop
+
+            rc = uvloop.run(serve(opts, ready_out))
+        else:
+            rc = asyncio.run(serve(opts, ready_out))
+    except KeyboardInterrupt:
+        rc = 0
+    sys.stderr.flush()
+    # Tool threads may still be running after the grace period: do not wait for them.
+    os._exit(rc)
+
+

@@ -1,0 +1,196 @@
+"""Compatibility RPCs, fenced off from the host's call path.
+
+The Rust host calls tools over ``CallBatchStream`` and takes telemetry from
+the batched ``TelemetryStream`` (``transport.aio``). These RPCs serve other
+clients:
+
+* ``ExecuteTool`` / ``ExecuteStreamingTool``: one RPC per call, as the
+  reference system's clients make them (legacy ``parameters`` maps of
+  ``Any`` included). The Rust host still has this path
+  (``WorkerClient::execute_unary`` in snakepit-grpc's unary.rs) as the
+  benchmark baseline and for simple servers, never for pool calls.
+* ``CallStream``: the unbatched call stream (one CallRequest / CallReply per
+  message), for clients that do not batch.
+* ``StreamTelemetry``: the per-event telemetry stream (one TelemetryEvent per
+  message), for the reference's clients; it shares the buffer, the policy
+  and the attach/detach rules of TelemetryStream.
+
+Same dispatcher, same telemetry and errors as the host's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from ... import telemetry
+from ...telemetry import _worker_api as tel
+from .call_state import SENTINEL_END, CallStreamState
+
+log = logging.getLogger("snakepit_bridge.worker")
+
+
+class CompatRpcs:
+    """The compatibility RPCs, mixed into ``transport.aio.Servicer`` (they use
+    its dispatcher ``d``, ``pb``, ``_auth``, ``_run_call`` and telemetry
+    stream state)."""
+
+    # --- unary tool calls --------------------------------------------------
+
+    def _legacy_args(self, request) -> bytes:
+        if request.args_json or not request.parameters:
+            return request.args_json
+        args = {}
+        for k, anyv in request.parameters.items():
+            raw = anyv.value
+            try:
+                args[k] = json.loads(raw)
+            except ValueError:
+                args[k] = raw.decode("utf-8", "replace")
+        return json.dumps(args).encode()
+
+    def _unary_ctx(self, request, context):
+        cid = request.correlation_id or self._md_value(context, telemetry.CORRELATION_HEADER)
+        tp = request.traceparent or self._md_value(context, telemetry.TRACEPARENT_HEADER)
+        return cid, tp
+
+    async def ExecuteTool(self, request, context):
+        if not await self._auth(context):
+            return None
+        cid, tp = self._unary_ctx(request, context)
+        t0 = time.monotonic()
+        ok, payload = await self.d.call(
+            request.tool_name, self._legacy_args(request), request.binary_parameters, cid, tp,
+            request.timeout_ms)
+        ms = int((time.monotonic() - t0) * 1000)
+        md = {"worker_id": self.worker_id}
+        if ok:
+            rj, bins = payload
+            return self.pb.ExecuteToolResponse(
+                success=True, result_json=rj, binary_results=bins, execution_time_ms=ms,
+                metadata=md)
+        return self.pb.ExecuteToolResponse(
+            success=False, error_message=payload.message, error=self._error_pb(payload),
+            execution_time_ms=ms, metadata=md)
+
+    async def ExecuteStreamingTool(self, request, context):
+        if not await self._auth(context):
+            return
+        cid, tp = self._unary_ctx(request, context)
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def sink(seq, data):
+            await q.put(self.pb.ToolChunk(chunk_id=str(seq), data=data, seq=seq))
+
+        async def run():
+            ok, payload = await self.d.stream(
+                request.tool_name, self._legacy_args(request), request.binary_parameters, cid,
+                tp, request.timeout_ms, sink)
+            if ok:
+                await q.put(self.pb.ToolChunk(chunk_id=str(payload), is_final=True,
+                                              seq=payload))
+            else:
+                await q.put(self.pb.ToolChunk(is_final=True, error=self._error_pb(payload),
+                                              metadata={"error": payload.message}))
+            await q.put(SENTINEL_END)
+
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                item = await q.get()
+                if item is SENTINEL_END:
+                    break
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def CallStream(self, request_iterator, context):
+        if not await self._auth(context):
+            return
+        st = CallStreamState()
+        self.call_streams.add(st)
+        pb = self.pb
+
+        async def reader():
+            try:
+                async for req in request_iterator:
+                    self._dispatch(req, st)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client went away
+                log.debug("call stream reader ended: %r", e)
+            finally:
+                st.reader_done = True
+                st.maybe_finish()
+
+        rt = asyncio.ensure_future(reader())
+        try:
+            q = st.queue
+            while True:
+                item = await q.get()
+                if item is SENTINEL_END:
+                    break
+                yield item
+        finally:
+            self.call_streams.discard(st)
+            if not rt.done():
+                rt.cancel()
+        del pb
+
+    def _dispatch(self, req, st: CallStreamState) -> None:
+        pb = self.pb
+        rid = req.request_id
+        if self.d.draining:
+            st.queue.put_nowait(pb.CallReply(request_id=rid, error=pb.ToolError(
+                type="Unavailable", message="worker is shutting down")))
+            return
+        if not req.stream and self.d.is_inline(req.tool_name):
+            ok, payload = self.d.call_inline(req.tool_name, req.args_json,
+                                             req.binary_parameters, req.correlation_id,
+                                             req.traceparent)
+            st.queue.put_nowait(self._reply(rid, ok, payload))
+            return
+        st.pending += 1
+        self._track(self._run_call(req, st, st.queue.put_nowait))
+
+    async def StreamTelemetry(self, request_iterator, context):
+        if not await self._auth(context):
+            return
+        gen, rt = await self._telemetry_common(request_iterator, context)
+        self.telemetry_done.clear()
+        enc = self.encoder
+        sleep = 0.0
+        tel.attach_stream()
+        try:
+            while gen == self.telemetry_gen:
+                stopping = self.telemetry_stop.is_set()
+                events = tel.drain(1000)
+                bodies, errors = enc.event_bodies(events)
+                for body in bodies:
+                    yield body
+                if errors:
+                    tel.add_encode_errors(errors)
+                if stopping and not events:
+                    break
+                sleep = 0.0 if len(events) >= 1000 else (
+                    0.001 if events else min(max(sleep * 2, 0.001), 0.02))
+                await asyncio.sleep(0.0 if stopping else sleep)
+        finally:
+            tel.detach_stream()
+            rt.cancel()
+            if gen == self.telemetry_gen:
+                self.telemetry_done.set()
+
+
+def compat_handlers(s, pb, uu, us, ss) -> dict:
+    """The compatibility RPCs' method handlers (``uu``/``us``/``ss``: unary-unary,
+    unary-stream and stream-stream handler makers)."""
+    return {
+        "ExecuteTool": uu(s.ExecuteTool, pb.ExecuteToolRequest),
+        "ExecuteStreamingTool": us(s.ExecuteStreamingTool, pb.ExecuteToolRequest),
+        "CallStream": ss(s.CallStream, pb.CallRequest),
+        "StreamTelemetry": ss(s.StreamTelemetry, pb.TelemetryControl),
+    }
