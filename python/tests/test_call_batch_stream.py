@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,9 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOST_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{HOST_SPAN}-01"
 SHOWCASE = "snakepit_bridge.adapters.showcase:ShowcaseAdapter"
+
+# CallTelemetry.emit with every event kept (15).
+ALL_CALL_EVENTS = _wire.CALL_START | _wire.CALL_END | _wire.TOOL_START | _wire.TOOL_END
 
 
 def req(rid, tool, args=None, **kw):
@@ -61,7 +66,7 @@ def test_a_batch_of_mixed_calls_is_answered_in_batches(worker, stream_clients, t
         r = final[i]
         assert json.loads(r.result.result_json) == i + 1
         t = r.telemetry
-        assert t.emit == 15
+        assert t.emit == ALL_CALL_EVENTS
         # The trace is the traceparent's, which the host knows: not repeated.
         assert t.trace_id == "" and t.call_parent_span_id == int(HOST_SPAN, 16)
         assert t.call_span_id and t.tool_span_id and t.tool_span_id != t.call_span_id
@@ -81,7 +86,7 @@ def test_a_batch_of_mixed_calls_is_answered_in_batches(worker, stream_clients, t
     assert bad.telemetry.error_type == "TypeError"
     assert bad.telemetry.tool_error_type == "TypeError"
     assert "b" in bad.telemetry.tool_error_message
-    assert bad.telemetry.emit == 15
+    assert bad.telemetry.emit == ALL_CALL_EVENTS
     # A batch of one is answered at once.
     sc.send(pb.CallBatch(calls=[req(300, "ping")]))
     replies, _ = collect(sc, lambda rs: len(rs) >= 1)
@@ -101,7 +106,8 @@ def test_inline_call_applies_the_policy_and_counts_drops():
     before = tw.drop_counts_dict()
     reply = pb.CallReply.FromString(d.call_inline_wire(tools["whoami"], call))
     after = tw.drop_counts_dict()
-    assert reply.telemetry.emit == 4 | 8  # tool events kept, call events filtered
+    # tool events kept, call events filtered
+    assert reply.telemetry.emit == _wire.TOOL_START | _wire.TOOL_END
     assert after["filtered"] - before["filtered"] == 2
     assert telemetry.buffered() == 0  # nothing went through the event buffer
     # Inside the tool the correlation id and the tool span were current.
@@ -164,3 +170,14 @@ def test_the_one_pack_telemetry_field_is_the_two_encoders_byte_for_byte():
     for rid, rj in ((0, b"1"), (5, b"x" * 125), (5, b"x" * 126), (2**40, b"")):
         r = pb.CallReply.FromString(_wire.reply_result(rid, rj))
         assert (r.request_id, r.result.result_json) == (rid, rj)
+
+
+def test_emit_bits_are_the_protos():
+    # The proto's CallTelemetry comment is the contract the host reads the bits by.
+    proto = (Path(__file__).resolve().parents[2] / "proto" / "snakepit_bridge.proto").read_text()
+    text = " ".join(re.search(r"`emit` says.*?\(bits:(.*?)\)", proto, re.S).group(1).split())
+    # "2 call.stop/exception": the name up to the slash.
+    bits = {name: int(bit) for bit, name in re.findall(r"(\d+) ([\w.]+)", text)}
+    assert bits == {"call.start": _wire.CALL_START, "call.stop": _wire.CALL_END,
+                    "tool.execution.start": _wire.TOOL_START,
+                    "tool.execution.stop": _wire.TOOL_END}

@@ -40,6 +40,8 @@ class CompatRpcs:
     # --- unary tool calls --------------------------------------------------
 
     def _legacy_args(self, request) -> bytes:
+        """``args_json``, or the reference's ``parameters`` map (Any values
+        holding JSON, else text) turned into it."""
         if request.args_json or not request.parameters:
             return request.args_json
         args = {}
@@ -52,11 +54,13 @@ class CompatRpcs:
         return json.dumps(args).encode()
 
     def _unary_ctx(self, request, context):
+        """(correlation id, traceparent): request fields, else metadata."""
         cid = request.correlation_id or self._md_value(context, telemetry.CORRELATION_HEADER)
         tp = request.traceparent or self._md_value(context, telemetry.TRACEPARENT_HEADER)
         return cid, tp
 
     async def ExecuteTool(self, request, context):
+        """One call, one RPC: ExecuteToolResponse with the result or the error."""
         if not await self._auth(context):
             return None
         cid, tp = self._unary_ctx(request, context)
@@ -76,6 +80,7 @@ class CompatRpcs:
             execution_time_ms=ms, metadata=md)
 
     async def ExecuteStreamingTool(self, request, context):
+        """One streaming call, one RPC: a ToolChunk per chunk, then a final one."""
         if not await self._auth(context):
             return
         cid, tp = self._unary_ctx(request, context)
@@ -108,6 +113,7 @@ class CompatRpcs:
                 task.cancel()
 
     async def CallStream(self, request_iterator, context):
+        """The unbatched call stream: one CallRequest / CallReply per message."""
         if not await self._auth(context):
             return
         st = CallStreamState()
@@ -141,6 +147,7 @@ class CompatRpcs:
         del pb
 
     def _dispatch(self, req, st: CallStreamState) -> None:
+        """Answers an inline call at once; runs any other call as a task."""
         pb = self.pb
         rid = req.request_id
         if self.d.draining:
@@ -157,6 +164,8 @@ class CompatRpcs:
         self._track(self._run_call(req, st, st.queue.put_nowait))
 
     async def StreamTelemetry(self, request_iterator, context):
+        """The per-event telemetry stream: one TelemetryEvent per message, no
+        drop counts or logs (TelemetryStream carries those)."""
         if not await self._auth(context):
             return
         gen, rt = await self._telemetry_common(request_iterator, context)
