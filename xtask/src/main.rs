@@ -3,7 +3,9 @@
 //! * `setup`   create the Python venv (`.venv`) and install `python/` into it
 //! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
-//! * `tidy`    fail when generated docs are stale
+//! * `tidy`    fail when generated docs are stale or Cargo.lock holds a
+//!   crate twice (outside an allowlist)
+//! * `features` build snakepit-sinks with each of its features alone
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,6 +14,7 @@ use std::time::Instant;
 mod bench;
 mod codegen;
 mod coverage;
+mod deps;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
+        "features" => deps::check_features(),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "help" | "--help" | "-h" => {
@@ -47,7 +51,8 @@ fn print_help() {
          setup     create the Python venv (.venv) and install python/ into it\n\
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
-         tidy      fail when generated files are stale\n\
+         tidy      fail when generated files are stale or Cargo.lock holds a crate twice\n\
+         features  build snakepit-sinks with no features, then each feature alone\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)"
@@ -235,6 +240,7 @@ fn test(args: &[String]) -> Result {
         "-D",
         "warnings",
     ]))?;
+    deps::check_features()?;
     let python = has_python_package();
     if python {
         step("Python setup");
@@ -284,5 +290,7 @@ fn tidy() -> Result {
     println!("tidy: generated docs are fresh");
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
+    deps::check_duplicates(&root())?;
+    println!("tidy: Cargo.lock holds one version of each crate (but the allowlist)");
     Ok(())
 }
