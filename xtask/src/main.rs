@@ -9,6 +9,7 @@
 //!   twice (outside an allowlist)
 //! * `wheel`   build the Python wheel, install it into a new venv, start a worker
 //! * `features` build snakepit-sinks with each of its features alone
+//! * `soak`    a pool under load and injected faults for minutes (not a test)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         "features" => deps::check_features(),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
+        "soak" => soak(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -63,7 +65,9 @@ fn print_help() {
          features  build snakepit-sinks with no features, then each feature alone\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
-         bench     run every benchmark and print one table (--quick for a short run)"
+         bench     run every benchmark and print one table (--quick for a short run)\n\
+         soak      10 minutes of calls with every sink on, workers killed and stopped;\n\
+                   prints calls, errors, host RSS, fds and threads over time (--quick: 2 min)"
     );
 }
 
@@ -295,6 +299,40 @@ fn demo(args: &[String]) -> Result {
         ])
         .args(args)
         .env("SNAKEPIT_PYTHON", venv_python()))
+}
+
+/// `cargo xtask soak [--quick] [...]`: builds the jsonl sink plugin and the
+/// soak example in release and runs it (see `snakepit-pool/examples/soak.rs`).
+fn soak(args: &[String]) -> Result {
+    setup()?;
+    step("building the jsonl sink plugin and the soak (release)");
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "snakepit-plugin-jsonl",
+    ]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "snakepit-pool",
+        "--example",
+        "soak",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let plugin = target.join("release/libsnakepit_plugin_jsonl.so");
+    step("soak");
+    run(Command::new(target.join("release/examples/soak"))
+        .arg("--plugin")
+        .arg(plugin)
+        .args(args)
+        .env("SNAKEPIT_PYTHON", venv_python())
+        .env("SOAK_DIR", target.join("soak")))
 }
 
 fn tidy() -> Result {
