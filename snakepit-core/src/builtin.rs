@@ -365,7 +365,7 @@ catalog! {
         measurements: [m!("count", Count, "events dropped since the previous report")],
         metadata: [
             md!("where", "worker, host or sink"),
-            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped (worker log records), worker_exited (accepted by a worker that exited before sending them), queue_full, disabled, sink_refused (a plugin returned an error status or panicked on the event), unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
+            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped (worker log records), worker_exited (accepted by a worker that exited before sending them), queue_full, sink_refused (a plugin returned an error status or panicked on the event), unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
             md!("worker_id", "the worker, when where = worker"),
             md!("sink", "the sink, when where = sink"),
         ];
