@@ -185,7 +185,7 @@ catalog! {
     GRPC_CALL_START = "snakepit.grpc.call.start", Host,
         measurements: [m!("system_time", UnixNanoseconds, "when the call started")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
         ];
@@ -193,7 +193,7 @@ catalog! {
     GRPC_CALL_STOP = "snakepit.grpc.call.stop", Host,
         measurements: [m!("duration", Nanoseconds, "round trip time")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
             md!("grpc_status", "the gRPC status code name"),
@@ -202,7 +202,7 @@ catalog! {
     GRPC_CALL_EXCEPTION = "snakepit.grpc.call.exception", Host,
         measurements: [m!("duration", Nanoseconds, "time until the failure")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
             md!("grpc_status", "the gRPC status code name"),
@@ -213,7 +213,7 @@ catalog! {
     GRPC_STREAM_OPENED = "snakepit.grpc.stream.opened", Host,
         measurements: [],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
         ];
