@@ -185,7 +185,7 @@ catalog! {
     GRPC_CALL_START = "snakepit.grpc.call.start", Host,
         measurements: [m!("system_time", UnixNanoseconds, "when the call started")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
         ];
@@ -193,7 +193,7 @@ catalog! {
     GRPC_CALL_STOP = "snakepit.grpc.call.stop", Host,
         measurements: [m!("duration", Nanoseconds, "round trip time")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
             md!("grpc_status", "the gRPC status code name"),
@@ -202,7 +202,7 @@ catalog! {
     GRPC_CALL_EXCEPTION = "snakepit.grpc.call.exception", Host,
         measurements: [m!("duration", Nanoseconds, "time until the failure")],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
             md!("grpc_status", "the gRPC status code name"),
@@ -213,7 +213,7 @@ catalog! {
     GRPC_STREAM_OPENED = "snakepit.grpc.stream.opened", Host,
         measurements: [],
         metadata: [
-            md!("rpc_method", "the RPC used"),
+            md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
         ];
@@ -365,7 +365,7 @@ catalog! {
         measurements: [m!("count", Count, "events dropped since the previous report")],
         metadata: [
             md!("where", "worker, host or sink"),
-            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped (worker log records), worker_exited (accepted by a worker that exited before sending them), queue_full, disabled, sink_refused (a plugin returned an error status or panicked on the event), unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
+            md!("reason", "buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped (worker log records), worker_exited (accepted by a worker that exited before sending them), queue_full, sink_refused (a plugin returned an error status or panicked on the event), unmatched_span (a span start never stopped), export_failed (a sink could not deliver)"),
             md!("worker_id", "the worker, when where = worker"),
             md!("sink", "the sink, when where = sink"),
         ];

@@ -1,8 +1,8 @@
 //! Benchmarks against a real Python worker (release build, one worker):
 //!
 //! * calls/s and p50/p99 round trip of a trivial tool: unary `ExecuteTool`
-//!   (baseline) vs the persistent `CallStream`, sequential and with N in
-//!   flight;
+//!   (the compatibility path, baseline) vs the persistent `CallBatchStream`,
+//!   sequential and with N in flight;
 //! * events/s from one worker to a host handler, burst and sustained, with
 //!   the worker's drop counts.
 //!

@@ -31,14 +31,17 @@ pub(crate) enum StreamItem {
 
 /// The final reply of a non-streaming call: its outcome and the worker's
 /// call telemetry (`CallReply.telemetry`), if it sent any.
-pub(crate) type UnaryReply = (
+pub(crate) type FinalReply = (
     Result<proto::ToolResult, CallError>,
     Option<proto::CallTelemetry>,
 );
 
+/// A call waiting on a `CallBatchStream` for its replies.
 pub(crate) enum Pending {
-    Unary(oneshot::Sender<UnaryReply>),
-    Stream(mpsc::UnboundedSender<StreamItem>),
+    /// A non-streaming call: waits for its one final reply.
+    Reply(oneshot::Sender<FinalReply>),
+    /// A streaming call: receives its chunks, then its end or error.
+    Chunks(mpsc::UnboundedSender<StreamItem>),
     /// The caller stopped waiting (timeout, dropped future); the worker's
     /// call telemetry, when the reply comes, still goes to this function so
     /// the call's events are not lost. The instant is the call's deadline
@@ -56,10 +59,10 @@ const MAX_ABANDONED: usize = 10_000;
 impl Pending {
     fn fail(self, e: CallError) {
         match self {
-            Pending::Unary(tx) => {
+            Pending::Reply(tx) => {
                 let _ = tx.send((Err(e), None));
             }
-            Pending::Stream(tx) => {
+            Pending::Chunks(tx) => {
                 let _ = tx.send(StreamItem::Error(e));
             }
             Pending::Abandoned(..) => {}
@@ -68,7 +71,7 @@ impl Pending {
 
     fn fail_with(self, e: CallError, telemetry: Option<proto::CallTelemetry>) {
         match self {
-            Pending::Unary(tx) => {
+            Pending::Reply(tx) => {
                 let _ = tx.send((Err(e), telemetry));
             }
             Pending::Abandoned(late, _) => {
@@ -124,12 +127,12 @@ impl Shared {
         let mut st = self.lock();
         let room = st.abandoned < MAX_ABANDONED;
         match (st.pending.get_mut(&id), late) {
-            (Some(p @ Pending::Unary(_)), Some(late)) if room => {
+            (Some(p @ Pending::Reply(_)), Some(late)) if room => {
                 *p = Pending::Abandoned(late, deadline);
                 st.abandoned += 1;
                 false
             }
-            _ => matches!(st.take(id), Some(Pending::Stream(_))) && st.broken.is_none(),
+            _ => matches!(st.take(id), Some(Pending::Chunks(_))) && st.broken.is_none(),
         }
     }
 
@@ -186,7 +189,7 @@ impl Shared {
                 let p = self.lock().take(id);
                 if let Some(p) = p {
                     match p {
-                        Pending::Unary(tx) => {
+                        Pending::Reply(tx) => {
                             let _ = tx.send((Ok(r), telemetry));
                         }
                         Pending::Abandoned(late, _) => {
@@ -194,7 +197,7 @@ impl Shared {
                                 late(t);
                             }
                         }
-                        Pending::Stream(tx) => {
+                        Pending::Chunks(tx) => {
                             let _ = tx.send(StreamItem::Error(CallError::protocol(
                                 "worker sent a unary result to a streaming call",
                             )));
@@ -210,7 +213,7 @@ impl Shared {
             }
             Some(Body::Chunk(c)) => {
                 let st = self.lock();
-                if let Some(Pending::Stream(tx)) = st.pending.get(&id) {
+                if let Some(Pending::Chunks(tx)) = st.pending.get(&id) {
                     let _ = tx.send(StreamItem::Chunk(c.data_json, c.seq));
                 }
             }
@@ -218,11 +221,11 @@ impl Shared {
                 let p = self.lock().take(id);
                 if let Some(p) = p {
                     match p {
-                        Pending::Stream(tx) => {
+                        Pending::Chunks(tx) => {
                             let _ = tx.send(StreamItem::End);
                         }
                         Pending::Abandoned(..) => {}
-                        Pending::Unary(tx) => {
+                        Pending::Reply(tx) => {
                             let _ = tx.send((
                                 Err(CallError::protocol("worker ended a unary call as a stream")),
                                 None,
@@ -285,14 +288,15 @@ impl Drop for PendingGuard {
     }
 }
 
-/// One open call stream.
-pub(crate) struct CallStream {
+/// One open `CallBatchStream` RPC: the calls sent on it and the reader of
+/// its reply batches.
+pub(crate) struct CallBatches {
     tx: mpsc::Sender<proto::CallRequest>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
 }
 
-impl CallStream {
+impl CallBatches {
     /// Opens a stream whose request batches hold at most `limit` bytes;
     /// `on_open` runs when the worker's response headers arrive,
     /// `on_break` when the stream breaks while not closed.
@@ -301,7 +305,7 @@ impl CallStream {
         limit: usize,
         on_open: impl FnOnce() + Send + 'static,
         on_break: impl FnOnce(&str) + Send + 'static,
-    ) -> CallStream {
+    ) -> CallBatches {
         let (tx, rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -337,7 +341,7 @@ impl CallStream {
                 on_break(&reason);
             }
         });
-        CallStream {
+        CallBatches {
             tx,
             shared,
             next_id: AtomicU64::new(1),
@@ -368,7 +372,7 @@ impl CallStream {
         pending: Pending,
     ) -> Result<PendingGuard, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let cancel = matches!(pending, Pending::Stream(_)).then(|| self.tx.clone());
+        let cancel = matches!(pending, Pending::Chunks(_)).then(|| self.tx.clone());
         {
             let mut st = self.shared.lock();
             if let Some(reason) = &st.broken {
@@ -399,7 +403,7 @@ impl CallStream {
     }
 }
 
-impl Drop for CallStream {
+impl Drop for CallBatches {
     fn drop(&mut self) {
         // Dropping `tx` half-closes the request side; the worker finishes
         // what is in flight and ends the stream.

@@ -10,45 +10,34 @@ use futures_core::Stream;
 use snakepit_telemetry::Telemetry;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
-use tonic::Streaming;
 
 use crate::call_span::CallSpan;
-use crate::calls::{tool_error, PendingGuard, StreamItem};
-use crate::error::{from_status, worker_timeout, CallError};
-use crate::proto;
+use crate::calls::{PendingGuard, StreamItem};
+use crate::compat::ToolChunks;
+use crate::error::{worker_timeout, CallError};
 
 /// Where the chunks come from.
 pub(crate) enum Source {
-    /// A call on the persistent call stream.
-    Mux {
+    /// A call on a `CallBatchStream`.
+    CallBatches {
         rx: mpsc::UnboundedReceiver<StreamItem>,
         _guard: PendingGuard,
     },
-    /// An `ExecuteStreamingTool` RPC.
-    Rpc(Pin<Box<Streaming<proto::ToolChunk>>>),
+    /// An `ExecuteStreamingTool` RPC (the compatibility path).
+    Compat(ToolChunks),
 }
 
 impl Source {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<StreamItem> {
         match self {
-            Source::Mux { rx, .. } => rx.poll_recv(cx).map(|item| {
+            Source::CallBatches { rx, .. } => rx.poll_recv(cx).map(|item| {
                 item.unwrap_or_else(|| {
                     StreamItem::Error(CallError::unavailable(
                         "the call stream closed before the streaming call ended",
                     ))
                 })
             }),
-            Source::Rpc(s) => s.as_mut().poll_next(cx).map(|item| match item {
-                Some(Ok(chunk)) if chunk.is_final => match chunk.error {
-                    Some(e) => StreamItem::Error(tool_error(e)),
-                    None => StreamItem::End,
-                },
-                Some(Ok(chunk)) => StreamItem::Chunk(chunk.data, chunk.seq),
-                Some(Err(status)) => StreamItem::Error(from_status(&status, None)),
-                None => StreamItem::Error(CallError::protocol(
-                    "the worker ended the stream without a final chunk",
-                )),
-            }),
+            Source::Compat(chunks) => chunks.poll_item(cx),
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::call_events::CallEvents;
 use crate::call_span::CallSpan;
-use crate::calls::{CallStream, Pending};
+use crate::calls::{CallBatches, Pending};
 use crate::channel::{self, Rpc};
 use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
@@ -25,6 +25,10 @@ use crate::WorkerAddress;
 
 const CLOSED: &str = "the client was closed";
 
+/// `rpc_method` of the calls of [`WorkerClient::execute`] and
+/// [`WorkerClient::execute_stream`]: the RPC that carries them.
+const CALL_BATCH_STREAM: &str = "CallBatchStream";
+
 pub(crate) struct Inner {
     pub(crate) telemetry: Telemetry,
     options: ConnectOptions,
@@ -35,7 +39,9 @@ pub(crate) struct Inner {
     /// serves one (`DescribeReply.call_address`), else `rpc`.
     call_rpc: Rpc,
     link: Arc<Link>,
-    streams: Box<[Mutex<Option<Arc<CallStream>>>]>,
+    /// The `CallBatchStream`s (`ConnectOptions::call_streams`); calls are
+    /// spread over them in turn.
+    streams: Box<[Mutex<Option<Arc<CallBatches>>>]>,
     next_stream: AtomicUsize,
     stats: Arc<StatCounters>,
     close_tx: watch::Sender<bool>,
@@ -56,8 +62,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A client for one worker: tool calls over a persistent multiplexed call
-/// stream (or unary RPCs), health checks, and a background task that folds
+/// A client for one worker: tool calls over persistent multiplexed
+/// `CallBatchStream`s (or, on the compatibility path, one RPC per call),
+/// health checks, and a background task that folds
 /// the worker's telemetry into the host's [`Telemetry`] and pushes the
 /// host's policy to the worker.
 ///
@@ -228,16 +235,16 @@ impl WorkerClient {
             }),
         };
         for slot in client.inner.streams.iter() {
-            *lock(slot) = Some(Arc::new(client.open_call_stream(false)));
+            *lock(slot) = Some(Arc::new(client.open_call_batches(false)));
         }
         link.established(started.elapsed().as_nanos() as u64);
         Ok(client)
     }
 
-    fn open_call_stream(&self, reopen: bool) -> CallStream {
+    fn open_call_batches(&self, reopen: bool) -> CallBatches {
         let on_open = self.inner.link.clone();
         let on_break = self.inner.link.clone();
-        CallStream::open(
+        CallBatches::open(
             self.inner.call_rpc.clone(),
             self.inner.options.max_message_bytes,
             move || {
@@ -249,8 +256,8 @@ impl WorkerClient {
         )
     }
 
-    /// A live call stream (reopened if it broke).
-    fn call_stream(&self) -> Result<Arc<CallStream>, CallError> {
+    /// A live `CallBatchStream` (reopened if it broke).
+    fn call_batches(&self) -> Result<Arc<CallBatches>, CallError> {
         if self.inner.link.is_closed() {
             return Err(CallError::unavailable(CLOSED));
         }
@@ -262,7 +269,7 @@ impl WorkerClient {
                 return Ok(s.clone());
             }
         }
-        let stream = Arc::new(self.open_call_stream(slot.is_some()));
+        let stream = Arc::new(self.open_call_batches(slot.is_some()));
         *slot = Some(stream.clone());
         Ok(stream)
     }
@@ -304,11 +311,13 @@ impl WorkerClient {
         Ok(request)
     }
 
-    /// Runs a tool on the persistent call stream and returns its result.
+    /// Runs a tool on the persistent call stream (`CallBatchStream`) and
+    /// returns its result.
     ///
     /// The call carries a correlation id (`opts`, else the current one, else
     /// a new one) and a W3C traceparent, and emits `grpc.call.start`, then
-    /// `grpc.call.stop` or `grpc.call.exception`. A worker killed during the
+    /// `grpc.call.stop` or `grpc.call.exception` (with `rpc_method` =
+    /// `CallBatchStream`). A worker killed during the
     /// call fails it promptly with `Unavailable`.
     pub async fn execute(
         &self,
@@ -319,11 +328,11 @@ impl WorkerClient {
         let span = CallSpan::begin(
             &self.inner.telemetry,
             &self.inner.worker_id,
-            "CallStream",
+            CALL_BATCH_STREAM,
             tool,
             &opts,
         );
-        let result = self.execute_on_stream(tool, &args, &opts, &span).await;
+        let result = self.execute_on_batches(tool, &args, &opts, &span).await;
         span.finish(
             &self.inner.telemetry,
             &self.inner.worker_id,
@@ -332,7 +341,7 @@ impl WorkerClient {
         result
     }
 
-    async fn execute_on_stream(
+    async fn execute_on_batches(
         &self,
         tool: &str,
         args: &serde_json::Value,
@@ -340,10 +349,10 @@ impl WorkerClient {
         span: &CallSpan,
     ) -> Result<ToolOutput, CallError> {
         let request = self.request(tool, args, opts, span, false)?;
-        let stream = self.call_stream()?;
+        let stream = self.call_batches()?;
         let (tx, rx) = oneshot::channel();
         let call = async {
-            let mut guard = stream.send(request, Pending::Unary(tx)).await?;
+            let mut guard = stream.send(request, Pending::Reply(tx)).await?;
             // If this call stops waiting (timeout), its events still come.
             let (client, tool_name) = (self.clone(), tool.to_string());
             let correlation = span.correlation.as_str().to_string();
@@ -383,7 +392,8 @@ impl WorkerClient {
         }
     }
 
-    /// Runs a streaming tool on the persistent call stream. The stream
+    /// Runs a streaming tool on the persistent call stream
+    /// (`CallBatchStream`). The stream
     /// yields chunks in order and ends after the last one; an error item
     /// ends it. `opts.timeout` bounds the whole stream.
     pub async fn execute_stream(
@@ -393,13 +403,19 @@ impl WorkerClient {
         opts: CallOptions,
     ) -> Result<ChunkStream, CallError> {
         let telemetry = &self.inner.telemetry;
-        let span = CallSpan::begin(telemetry, &self.inner.worker_id, "CallStream", tool, &opts);
+        let span = CallSpan::begin(
+            telemetry,
+            &self.inner.worker_id,
+            CALL_BATCH_STREAM,
+            tool,
+            &opts,
+        );
         let started = async {
             let request = self.request(tool, &args, &opts, &span, true)?;
-            let stream = self.call_stream()?;
+            let stream = self.call_batches()?;
             let (tx, rx) = mpsc::unbounded_channel();
-            let guard = stream.send(request, Pending::Stream(tx)).await?;
-            Ok::<_, CallError>(Source::Mux { rx, _guard: guard })
+            let guard = stream.send(request, Pending::Chunks(tx)).await?;
+            Ok::<_, CallError>(Source::CallBatches { rx, _guard: guard })
         }
         .await;
         self.chunk_stream(started, span, &opts)

@@ -10,7 +10,9 @@
 //!   events ride on its reply and are emitted by the host, see
 //!   `call_events.rs`);
 //!   [`WorkerClient::execute_unary`] / [`WorkerClient::execute_stream_unary`]
-//!   use one RPC per call. Arguments and results are JSON values plus
+//!   are the compatibility path: one RPC per call (`ExecuteTool`,
+//!   `ExecuteStreamingTool`), for peers of the reference system that speak
+//!   only those (see `compat.rs`; the pool never uses them). Arguments and results are JSON values plus
 //!   optional binary payloads (see the proto for the encoding).
 //! * Typed errors ([`CallError`]): tool error, timeout, unavailable, protocol,
 //!   argument too large. One call's size never fails another call: a
@@ -18,7 +20,8 @@
 //!   is queued, the worker refuses an oversized result as that call's
 //!   error, and neither side puts more than the limit into one batch.
 //! * Every call carries `x-snakepit-correlation-id` and a W3C `traceparent`,
-//!   and emits `snakepit.grpc.call.*` (streams also `snakepit.grpc.stream.*`).
+//!   and emits `snakepit.grpc.call.*` (streams also `snakepit.grpc.stream.*`)
+//!   whose `rpc_method` names the RPC that carried it.
 //! * A background task consumes the worker's batched telemetry stream,
 //!   validates every event against the catalog, enriches it with
 //!   `worker_id`, `pool_name`, `python_pid` and `node`, and re-emits it
@@ -40,6 +43,7 @@ mod calls;
 mod channel;
 mod chunks;
 mod client;
+mod compat;
 mod error;
 pub mod fold;
 mod link;
@@ -47,7 +51,6 @@ mod options;
 pub mod plausible;
 mod telemetry_stream;
 mod trace;
-mod unary;
 
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 mod proto {

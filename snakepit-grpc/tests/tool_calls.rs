@@ -124,7 +124,8 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
     let stops = rec.named("snakepit.grpc.call.stop");
     assert!(stops.len() >= 205, "{}", stops.len());
     let first = &stops[0];
-    assert_eq!(first.meta("rpc_method"), Some("CallStream"));
+    // `rpc_method` is the RPC that carried the call.
+    assert_eq!(first.meta("rpc_method"), Some("CallBatchStream"));
     assert_eq!(first.meta("tool"), Some("add"));
     assert_eq!(first.meta("worker_id"), Some("w-calls"));
     assert_eq!(first.meta("grpc_status"), Some("OK"));
@@ -139,7 +140,15 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
     assert!(stops
         .iter()
         .any(|s| s.meta("rpc_method") == Some("ExecuteTool")));
-    assert_eq!(rec.count("snakepit.grpc.stream.opened"), 3);
+    let opened: Vec<_> = rec
+        .named("snakepit.grpc.stream.opened")
+        .iter()
+        .map(|e| e.meta("rpc_method").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        opened,
+        ["CallBatchStream", "ExecuteStreamingTool", "CallBatchStream"]
+    );
     assert_eq!(rec.count("snakepit.grpc.stream.message"), 10);
     let closed = rec.named("snakepit.grpc.stream.closed");
     assert_eq!(closed.len(), 3);

@@ -1,7 +1,7 @@
 //! Tool-call throughput through real Python workers with every sink on
 //! (log, Prometheus with its listener, OTel exporting to a local receiver)
 //! against telemetry off (policy disabled: no events on either side), in
-//! the same run, alternating. Target (DESIGN.md): >= 95%.
+//! the same run, alternating. Target: >= 95% (see docs/decisions/0009).
 //!
 //! Two configurations are lower bounds rather than sinks: one sink that does
 //! nothing (what building and dispatching a call's events costs once any

@@ -59,13 +59,15 @@
 //!   condition variables with a deadline, so calling them from a
 //!   current-thread Tokio runtime cannot deadlock.
 
-mod assemble;
 mod direct;
 #[cfg(test)]
+#[path = "../tests/unit/otel_encode_reference.rs"]
 mod encode_reference;
 mod export;
 mod fields;
-pub mod proto;
+mod pairing;
+pub(crate) mod proto;
+mod retry;
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +82,7 @@ use snakepit_telemetry::Telemetry;
 
 use crate::shard::CacheLine;
 
-pub use self::assemble::span_name_of;
+pub use self::pairing::span_name_of;
 
 /// The OTel sink could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +386,7 @@ fn families(catalog: &Catalog) -> (FamilyTable, Arc<[SpanInfo]>) {
             break;
         };
         let prefix = spec.name.strip_suffix(".start").unwrap_or(&spec.name);
-        infos.push(assemble::span_info(prefix));
+        infos.push(pairing::span_info(prefix));
         let skip_start = STOP_CARRIES_START.contains(&prefix);
         for (role, member) in [
             (SpanRole::Start, family.start),
@@ -426,13 +428,13 @@ impl Sink for OtelSink {
                 return;
             }
             let trace_id = match trace_id {
-                0 => assemble::derived_trace(event.span_id(), event.parent_span_id()),
+                0 => pairing::derived_trace(event.span_id(), event.parent_span_id()),
                 t => t,
             };
             let info = &self.infos[usize::from(family)];
             match self
                 .shards
-                .push(|out| assemble::encode_event(info, role, event, trace_id, out))
+                .push(|out| pairing::encode_event(info, role, event, trace_id, out))
             {
                 Ok(None) => {}
                 Ok(Some(full)) => self.hand_over(full),
@@ -445,7 +447,7 @@ impl Sink for OtelSink {
             }
             return;
         }
-        let duration = assemble::duration_of(event).unwrap_or(NO_DURATION);
+        let duration = pairing::duration_of(event).unwrap_or(NO_DURATION);
         let msg = Msg::Event(SpanEvent {
             role,
             family,

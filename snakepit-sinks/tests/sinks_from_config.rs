@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use snakepit_core::config::SinkConfig;
 use snakepit_core::{builtin, Config, Value};
-use snakepit_sinks::{telemetry_from_config, SinkSet};
+use snakepit_sinks::otel::OtelSink;
+use snakepit_sinks::prometheus::PrometheusSink;
+use snakepit_sinks::{telemetry_from_config, SinkKind, SinkSet};
 use support::otlp::OtlpReceiver;
 
 fn load(text: &str) -> Config {
@@ -52,6 +54,34 @@ fn every_configured_sink_is_attached_with_its_patterns() {
         sinks.ids(),
         ["sinks[0].log", "sinks[1].prometheus", "sinks[2].otel"]
     );
+    // Each built sink with its id and kind, looked up by id as its type or
+    // by kind.
+    let kinds: Vec<(&str, SinkKind)> = sinks.iter().map(|b| (b.id(), b.kind())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("sinks[0].log", SinkKind::Log),
+            ("sinks[1].prometheus", SinkKind::Prometheus),
+            ("sinks[2].otel", SinkKind::Otel)
+        ]
+    );
+    let prometheus = sinks.get::<PrometheusSink>("sinks[1].prometheus").unwrap();
+    assert!(prometheus.local_addr().is_some());
+    assert_eq!(prometheus.local_addr(), sinks.prometheus_addr());
+    assert!(
+        sinks.get::<OtelSink>("sinks[1].prometheus").is_none(),
+        "a sink of another type"
+    );
+    assert!(sinks.get::<PrometheusSink>("sinks[3].prometheus").is_none());
+    let otel: Vec<&str> = sinks
+        .sinks_of_kind(SinkKind::Otel)
+        .map(|b| b.id())
+        .collect();
+    assert_eq!(otel, ["sinks[2].otel"]);
+    assert!(sinks
+        .sinks_of_kind(SinkKind::Otel)
+        .all(|b| b.downcast::<OtelSink>().is_some()));
+    assert_eq!(sinks.sinks_of_kind(SinkKind::Plugin).count(), 0);
     let log_events = &t
         .list()
         .into_iter()

@@ -2,7 +2,7 @@
 //! and a sampled event. Baseline in the same run: a direct call of the same
 //! handler closure (what a hand-wired callback would cost).
 //!
-//! Target (DESIGN.md): <= 50 ns/event with one handler.
+//! Target: <= 50 ns/event with one handler.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,9 +4,12 @@
 //! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest,
 //!   the wheel check, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
-//! * `tidy`    fail when generated docs or the Python stubs are stale, or the
-//!   Python floor is stated twice differently
+//! * `tidy`    fail when generated docs or the Python stubs are stale, the
+//!   Python floor is stated twice differently, or Cargo.lock holds a crate
+//!   twice (outside an allowlist)
 //! * `wheel`   build the Python wheel, install it into a new venv, start a worker
+//! * `features` build snakepit-sinks with each of its features alone
+//! * `soak`    a pool under load and injected faults for minutes (not a test)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,6 +18,7 @@ use std::time::Instant;
 mod bench;
 mod codegen;
 mod coverage;
+mod deps;
 mod package;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -29,8 +33,10 @@ fn main() -> ExitCode {
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
         "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
+        "features" => deps::check_features(),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
+        "soak" => soak(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -52,13 +58,16 @@ fn print_help() {
          setup     create the Python venv (.venv) and install python/ into it\n\
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
-         tidy      fail when generated files are stale\n\
+         tidy      fail when generated files are stale or Cargo.lock holds a crate twice\n\
          wheel     build the Python wheel, install it into a new venv, check a worker\n\
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
+         features  build snakepit-sinks with no features, then each feature alone\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
-         bench     run every benchmark and print one table (--quick for a short run)"
+         bench     run every benchmark and print one table (--quick for a short run)\n\
+         soak      10 minutes of calls with every sink on, workers killed and stopped;\n\
+                   prints calls, errors, host RSS, fds and threads over time (--quick: 2 min)"
     );
 }
 
@@ -246,6 +255,7 @@ fn test(args: &[String]) -> Result {
         "-D",
         "warnings",
     ]))?;
+    deps::check_features()?;
     let python = has_python_package();
     if python {
         step("Python setup");
@@ -291,6 +301,40 @@ fn demo(args: &[String]) -> Result {
         .env("SNAKEPIT_PYTHON", venv_python()))
 }
 
+/// `cargo xtask soak [--quick] [...]`: builds the jsonl sink plugin and the
+/// soak example in release and runs it (see `snakepit-pool/examples/soak.rs`).
+fn soak(args: &[String]) -> Result {
+    setup()?;
+    step("building the jsonl sink plugin and the soak (release)");
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "snakepit-plugin-jsonl",
+    ]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "snakepit-pool",
+        "--example",
+        "soak",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let plugin = target.join("release/libsnakepit_plugin_jsonl.so");
+    step("soak");
+    run(Command::new(target.join("release/examples/soak"))
+        .arg("--plugin")
+        .arg(plugin)
+        .args(args)
+        .env("SNAKEPIT_PYTHON", venv_python())
+        .env("SOAK_DIR", target.join("soak")))
+}
+
 fn tidy() -> Result {
     codegen::check(&root())?;
     println!("tidy: generated docs are fresh");
@@ -302,5 +346,7 @@ fn tidy() -> Result {
     }
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
+    deps::check_duplicates(&root())?;
+    println!("tidy: Cargo.lock holds one version of each crate (but the allowlist)");
     Ok(())
 }

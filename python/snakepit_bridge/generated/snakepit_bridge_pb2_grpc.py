@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class BridgeServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """-------------------------------------------------------------------------
+    What the host uses
+    -------------------------------------------------------------------------
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -38,6 +41,21 @@ class BridgeServiceStub:
                 '/snakepit.bridge.BridgeService/Ping',
                 request_serializer=snakepit__bridge__pb2.PingRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.PingResponse.FromString,
+                _registered_method=True)
+        self.CallBatchStream = channel.stream_stream(
+                '/snakepit.bridge.BridgeService/CallBatchStream',
+                request_serializer=snakepit__bridge__pb2.CallBatch.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.CallReplyBatch.FromString,
+                _registered_method=True)
+        self.TelemetryStream = channel.stream_stream(
+                '/snakepit.bridge.BridgeService/TelemetryStream',
+                request_serializer=snakepit__bridge__pb2.TelemetryControl.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.TelemetryBatch.FromString,
+                _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/Describe',
+                request_serializer=snakepit__bridge__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.DescribeReply.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/snakepit.bridge.BridgeService/Heartbeat',
@@ -59,102 +77,50 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.CallRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.CallReply.FromString,
                 _registered_method=True)
-        self.CallBatchStream = channel.stream_stream(
-                '/snakepit.bridge.BridgeService/CallBatchStream',
-                request_serializer=snakepit__bridge__pb2.CallBatch.SerializeToString,
-                response_deserializer=snakepit__bridge__pb2.CallReplyBatch.FromString,
-                _registered_method=True)
         self.StreamTelemetry = channel.stream_stream(
                 '/snakepit.bridge.BridgeService/StreamTelemetry',
                 request_serializer=snakepit__bridge__pb2.TelemetryControl.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.TelemetryEvent.FromString,
                 _registered_method=True)
-        self.TelemetryStream = channel.stream_stream(
-                '/snakepit.bridge.BridgeService/TelemetryStream',
-                request_serializer=snakepit__bridge__pb2.TelemetryControl.SerializeToString,
-                response_deserializer=snakepit__bridge__pb2.TelemetryBatch.FromString,
-                _registered_method=True)
-        self.Describe = channel.unary_unary(
-                '/snakepit.bridge.BridgeService/Describe',
-                request_serializer=snakepit__bridge__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=snakepit__bridge__pb2.DescribeReply.FromString,
-                _registered_method=True)
 
 
 class BridgeServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """-------------------------------------------------------------------------
+    What the host uses
+    -------------------------------------------------------------------------
+    """
 
     def Ping(self, request, context):
-        """Health (reference).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Heartbeat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ExecuteTool(self, request, context):
-        """One call per RPC (reference). Slower than CallStream; kept for
-        compatibility and for simple clients. Uses args_json (field 7) when set;
-        the reference `parameters` map is accepted for google.protobuf.Any values
-        wrapping JSON-in-bytes (type_url ending in "json") and is otherwise ignored.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ExecuteStreamingTool(self, request, context):
-        """A streaming tool as a server stream of ToolChunk (reference). Chunks are
-        in order; the last chunk has is_final = true (it carries no data, or the
-        error if the tool failed).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CallStream(self, request_iterator, context):
-        """The fast path: one persistent, multiplexed bidirectional call stream.
-        The host sends CallRequests with request ids unique on this stream; many
-        may be in flight at once. The worker answers each with CallReply messages
-        carrying the same request_id; replies of different requests may come in
-        any order. A non-streaming call gets exactly one reply: `result` or
-        `error`. A streaming call (stream = true) gets zero or more `chunk`
-        replies, in order, followed by exactly one `end` or `error`.
-        The host may open several CallStreams to one worker.
+        """Health (reference). The pool's heartbeat and health checks call Ping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CallBatchStream(self, request_iterator, context):
-        """CallStream with batching (preferred by the host): the same calls and
-        replies, but each stream message carries every request (CallBatch) or
-        reply (CallReplyBatch) that was ready at that moment, so the per-message
-        cost is paid once per batch. Neither side waits for a batch to fill: a
-        batch of one is sent at once. On this stream the worker does not emit
-        python.call.* and python.tool.execution.* through the telemetry stream
-        for non-streaming calls; it puts their timing in CallReply.telemetry
-        instead (after applying its policy, drops counted as usual) and the host
-        emits the same events from it.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StreamTelemetry(self, request_iterator, context):
-        """Reference telemetry stream: one TelemetryEvent per message. Same control
-        handling as TelemetryStream; logs and drop counters are not carried.
+        """Every tool call of the host: one persistent, multiplexed, batched
+        bidirectional stream. The host sends CallRequests with request ids
+        unique on this stream; many may be in flight at once. The worker answers
+        each with CallReply messages carrying the same request_id; replies of
+        different requests may come in any order. A non-streaming call gets
+        exactly one reply: `result` or `error`. A streaming call (stream = true)
+        gets zero or more `chunk` replies, in order, followed by exactly one
+        `end` or `error`. Each stream message carries every request (CallBatch)
+        or reply (CallReplyBatch) that was ready at that moment, so the
+        per-message cost is paid once per batch. Neither side waits for a batch
+        to fill: a batch of one is sent at once. On this stream the worker does
+        not emit python.call.* and python.tool.execution.* through the telemetry
+        stream for non-streaming calls; it puts their timing in
+        CallReply.telemetry instead (after applying its policy, drops counted as
+        usual) and the host emits the same events from it. The host may open
+        several of these streams to one worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TelemetryStream(self, request_iterator, context):
-        """Batched telemetry (preferred). The host opens the stream and first sends a
+        """Batched telemetry. The host opens the stream and first sends a
         TelemetryControl with the full current `policy`, then sends changes (a new
         policy, or legacy toggle/sampling/filter parts) at any time. The worker
         sends TelemetryBatch messages: as soon as events are available (up to
@@ -175,6 +141,60 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """-------------------------------------------------------------------------
+        Compatibility
+        -------------------------------------------------------------------------
+        Served by the worker for peers that speak the reference system's
+        one-RPC-per-call protocol (its clients and tools), and for simple
+        clients. The host's pool never uses them; snakepit-grpc reaches
+        ExecuteTool / ExecuteStreamingTool only through its compatibility calls
+        (WorkerClient::execute_unary / execute_stream_unary, module `compat`).
+        Same tools, arguments, errors, correlation and tracing as
+        CallBatchStream; slower (one RPC and one message per call).
+
+        Liveness with a session id (reference); sessions are not used.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteTool(self, request, context):
+        """One call per RPC (reference). Uses args_json (field 7) when set; the
+        reference `parameters` map is accepted for google.protobuf.Any values
+        wrapping JSON-in-bytes (type_url ending in "json") and is otherwise ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteStreamingTool(self, request, context):
+        """A streaming tool as a server stream of ToolChunk (reference). Chunks are
+        in order; the last chunk has is_final = true (it carries no data, or the
+        error if the tool failed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallStream(self, request_iterator, context):
+        """CallBatchStream without batching: one CallRequest or CallReply per stream
+        message, with the same request ids, replies, cancel and ordering rules.
+        CallReply.telemetry is never set: the worker emits the call's python.*
+        events through the telemetry stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTelemetry(self, request_iterator, context):
+        """Reference telemetry stream: one TelemetryEvent per message. Same control
+        handling as TelemetryStream; logs and drop counters are not carried.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +202,21 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=snakepit__bridge__pb2.PingRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.PingResponse.SerializeToString,
+            ),
+            'CallBatchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CallBatchStream,
+                    request_deserializer=snakepit__bridge__pb2.CallBatch.FromString,
+                    response_serializer=snakepit__bridge__pb2.CallReplyBatch.SerializeToString,
+            ),
+            'TelemetryStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.TelemetryStream,
+                    request_deserializer=snakepit__bridge__pb2.TelemetryControl.FromString,
+                    response_serializer=snakepit__bridge__pb2.TelemetryBatch.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=snakepit__bridge__pb2.DescribeRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.DescribeReply.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -203,25 +238,10 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     request_deserializer=snakepit__bridge__pb2.CallRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.CallReply.SerializeToString,
             ),
-            'CallBatchStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.CallBatchStream,
-                    request_deserializer=snakepit__bridge__pb2.CallBatch.FromString,
-                    response_serializer=snakepit__bridge__pb2.CallReplyBatch.SerializeToString,
-            ),
             'StreamTelemetry': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamTelemetry,
                     request_deserializer=snakepit__bridge__pb2.TelemetryControl.FromString,
                     response_serializer=snakepit__bridge__pb2.TelemetryEvent.SerializeToString,
-            ),
-            'TelemetryStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.TelemetryStream,
-                    request_deserializer=snakepit__bridge__pb2.TelemetryControl.FromString,
-                    response_serializer=snakepit__bridge__pb2.TelemetryBatch.SerializeToString,
-            ),
-            'Describe': grpc.unary_unary_rpc_method_handler(
-                    servicer.Describe,
-                    request_deserializer=snakepit__bridge__pb2.DescribeRequest.FromString,
-                    response_serializer=snakepit__bridge__pb2.DescribeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,7 +252,10 @@ def add_BridgeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BridgeService:
-    """Missing associated documentation comment in .proto file."""
+    """-------------------------------------------------------------------------
+    What the host uses
+    -------------------------------------------------------------------------
+    """
 
     @staticmethod
     def Ping(request,
@@ -251,6 +274,87 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/Ping',
             snakepit__bridge__pb2.PingRequest.SerializeToString,
             snakepit__bridge__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallBatchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/snakepit.bridge.BridgeService/CallBatchStream',
+            snakepit__bridge__pb2.CallBatch.SerializeToString,
+            snakepit__bridge__pb2.CallReplyBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TelemetryStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/snakepit.bridge.BridgeService/TelemetryStream',
+            snakepit__bridge__pb2.TelemetryControl.SerializeToString,
+            snakepit__bridge__pb2.TelemetryBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/Describe',
+            snakepit__bridge__pb2.DescribeRequest.SerializeToString,
+            snakepit__bridge__pb2.DescribeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -370,33 +474,6 @@ class BridgeService:
             _registered_method=True)
 
     @staticmethod
-    def CallBatchStream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/snakepit.bridge.BridgeService/CallBatchStream',
-            snakepit__bridge__pb2.CallBatch.SerializeToString,
-            snakepit__bridge__pb2.CallReplyBatch.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def StreamTelemetry(request_iterator,
             target,
             options=(),
@@ -413,60 +490,6 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/StreamTelemetry',
             snakepit__bridge__pb2.TelemetryControl.SerializeToString,
             snakepit__bridge__pb2.TelemetryEvent.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def TelemetryStream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/snakepit.bridge.BridgeService/TelemetryStream',
-            snakepit__bridge__pb2.TelemetryControl.SerializeToString,
-            snakepit__bridge__pb2.TelemetryBatch.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Describe(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/snakepit.bridge.BridgeService/Describe',
-            snakepit__bridge__pb2.DescribeRequest.SerializeToString,
-            snakepit__bridge__pb2.DescribeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,9 +13,10 @@ use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{builtin, Value};
 use snakepit_telemetry::Telemetry;
 
-use super::assemble::Pairing;
 use super::direct::{Chunk, Shards};
+use super::pairing::Pairing;
 use super::proto::{self, KeyValue};
+use super::retry::{next_wait, status_error, PostError, FIRST_BACKOFF};
 use super::wire::{delimited_len, put_delimited_header};
 use super::{Control, Counters, Msg, OtelError, SpanInfo};
 
@@ -55,23 +56,6 @@ const SCAN_EVERY: Duration = Duration::from_millis(20);
 const POLL_EVERY: Duration = Duration::from_millis(1);
 /// How long after the last event the thread keeps polling before it blocks.
 const STAY_POLLING: Duration = Duration::from_millis(50);
-/// First wait before retrying a failed export; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest wait between two attempts (also caps a collector's Retry-After).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// Why an export request failed.
-enum PostError {
-    /// Worth another try (OTLP/HTTP: 429, 502, 503, 504; transport errors),
-    /// after the collector's Retry-After when it sent one.
-    Retry {
-        message: String,
-        after: Option<Duration>,
-    },
-    /// Not worth another try (any other status: the request is refused).
-    Fatal(String),
-}
-
 /// The parts of an `ExportTraceServiceRequest` around its spans, encoded
 /// once. A batch buffer starts with [`Frame::reserve`] spare bytes, then
 /// its spans as `ScopeSpans.spans` entries; the request's header is written
@@ -494,8 +478,7 @@ impl Exporter {
                     Ok(()) => break Ok(()),
                     Err(PostError::Fatal(message)) => break Err(message),
                     Err(PostError::Retry { message, after }) => {
-                        let wait = after.unwrap_or(backoff).min(MAX_BACKOFF);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let wait = next_wait(after, &mut backoff);
                         if Instant::now() + wait >= end {
                             break Err(format!("{message} (after {attempts} attempts)"));
                         }
@@ -540,20 +523,9 @@ impl Exporter {
                 Ok(())
             }
             Err(ureq::Error::Status(code, resp)) => {
-                let message = format!(
-                    "HTTP {code} {}",
-                    resp.status_text().chars().take(200).collect::<String>()
-                );
-                if matches!(code, 429 | 502 | 503 | 504) {
-                    let after = resp
-                        .header("Retry-After")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    drain(resp);
-                    Err(PostError::Retry { message, after })
-                } else {
-                    Err(PostError::Fatal(message))
-                }
+                let error = status_error(code, resp.status_text(), resp.header("Retry-After"));
+                drain(resp);
+                Err(error)
             }
             Err(e) => Err(PostError::Retry {
                 message: e.to_string(),

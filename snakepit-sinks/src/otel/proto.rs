@@ -1,10 +1,18 @@
 //! The subset of OTLP trace messages the exporter sends
 //! (`opentelemetry/proto/collector/trace/v1`, `trace/v1`, `common/v1`,
 //! `resource/v1`), with the field numbers of the published protos.
+//!
+//! Crate-private: only snakepit-grpc exposes protobuf types. The exporter
+//! encodes the resource and scope parts of a request with these; the
+//! request, span and status messages serve the tests that check the
+//! sink's own span encoding against prost's.
 
 #![allow(missing_docs)]
+// Names as in the published protos (`AnyValue.value`: `string_value`, ...).
+#![allow(clippy::enum_variant_names)]
 
 /// `ExportTraceServiceRequest`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExportTraceServiceRequest {
     #[prost(message, repeated, tag = "1")]
@@ -12,6 +20,7 @@ pub struct ExportTraceServiceRequest {
 }
 
 /// `ResourceSpans`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResourceSpans {
     #[prost(message, optional, tag = "1")]
@@ -28,6 +37,7 @@ pub struct Resource {
 }
 
 /// `ScopeSpans`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ScopeSpans {
     #[prost(message, optional, tag = "1")]
@@ -46,6 +56,7 @@ pub struct InstrumentationScope {
 }
 
 /// `Span`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Span {
     #[prost(bytes = "vec", tag = "1")]
@@ -71,6 +82,7 @@ pub struct Span {
 }
 
 /// `Span.Event`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SpanEvent {
     #[prost(fixed64, tag = "1")]
@@ -82,6 +94,7 @@ pub struct SpanEvent {
 }
 
 /// `Status`.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Status {
     #[prost(string, tag = "2")]

@@ -1,12 +1,16 @@
-//! Test reference for span encoding: spans built as prost messages the
-//! way the sink built them before it encoded spans directly, and cases the
-//! direct encoding must match byte for byte.
+//! The reference the OTel sink's span encoding is checked against: spans
+//! built as prost messages the way the sink built them before it encoded
+//! spans directly, and cases the direct encoding must match byte for byte.
+//!
+//! Test-only: compiled into the crate's unit tests as
+//! `otel::encode_reference` (see `src/otel.rs`), since it reaches the
+//! sink's private encoder.
 
 use prost::Message;
 use snakepit_core::{SpanRole, Value};
 
-use super::assemble::{encode, encode_event, span_info};
 use super::fields::{FieldValue, PackedFields};
+use super::pairing::{encode, encode_event, span_info};
 use super::proto::{self, any_value, AnyValue, KeyValue};
 use super::{SpanEvent, SpanInfo};
 
@@ -52,7 +56,7 @@ fn build(
     end: &SpanEvent,
     trace_id: u128,
 ) -> proto::Span {
-    let (start_ns, end_ns, parent) = super::assemble::span_bounds(start, end);
+    let (start_ns, end_ns, parent) = super::pairing::span_bounds(start, end);
     let mut attrs: Vec<KeyValue> = Vec::with_capacity(8);
     let mut name = None;
     let correlation = end
@@ -366,7 +370,7 @@ fn span_from_the_event_matches_span_from_its_queued_copy() {
                 r.parent_span_id,
                 r.trace_id,
                 r.timestamp_ns,
-                super::assemble::duration_of(&event),
+                super::pairing::duration_of(&event),
                 &r.measurements,
                 &r.metadata,
                 r.correlation,

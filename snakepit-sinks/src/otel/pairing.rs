@@ -1,4 +1,5 @@
-//! Pairing start/stop/exception events into spans, with bounded state.
+//! Pairing user span start/stop/exception events into spans, with bounded
+//! state, and encoding each finished span (call spans too) into OTLP bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
