@@ -1,5 +1,5 @@
-"""The grpc.aio transport: the BridgeService servicer the host uses
-(Ping, Heartbeat, Describe, CallBatchStream, TelemetryStream) and the
+"""The grpc.aio transport: the BridgeService servicer of the RPCs the host
+uses (Ping, Describe, CallBatchStream, TelemetryStream) and the
 generic handler that registers it, with the compatibility RPCs of
 ``compat``. Every RPC checks the worker's token first."""
 
@@ -97,13 +97,6 @@ class Servicer(CompatRpcs):
         if not await self._auth(context):
             return None
         r = self.pb.PingResponse(message="pong: " + request.message)
-        r.server_time.GetCurrentTime()
-        return r
-
-    async def Heartbeat(self, request, context):
-        if not await self._auth(context):
-            return None
-        r = self.pb.HeartbeatResponse(session_valid=True)
         r.server_time.GetCurrentTime()
         return r
 
@@ -398,7 +391,6 @@ def build_handler(servicer: Servicer, pb):
     s = servicer
     handlers = {
         "Ping": uu(s.Ping, pb.PingRequest),
-        "Heartbeat": uu(s.Heartbeat, pb.HeartbeatRequest),
         "Describe": uu(s.Describe, pb.DescribeRequest),
         "CallBatchStream": ss(s.CallBatchStream, pb.CallBatch),
         "TelemetryStream": ss(s.TelemetryStream, pb.TelemetryControl),

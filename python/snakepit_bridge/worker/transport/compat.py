@@ -1,21 +1,24 @@
 """Compatibility RPCs, fenced off from the host's call path.
 
-The Rust host calls tools over ``CallBatchStream`` and takes telemetry from
-the batched ``TelemetryStream`` (``transport.aio``). These RPCs serve other
-clients:
+The host's pool calls tools over ``CallBatchStream``, takes telemetry from
+the batched ``TelemetryStream`` and checks health with ``Ping``
+(``transport.aio``). The RPCs here (the "Compatibility" section of the
+proto's service) serve other clients:
 
 * ``ExecuteTool`` / ``ExecuteStreamingTool``: one RPC per call, as the
-  reference system's clients make them (legacy ``parameters`` maps of
-  ``Any`` included). The Rust host still has this path
-  (``WorkerClient::execute_unary`` in snakepit-grpc's unary.rs) as the
-  benchmark baseline and for simple servers, never for pool calls.
-* ``CallStream``: the unbatched call stream (one CallRequest / CallReply per
-  message), for clients that do not batch.
-* ``StreamTelemetry``: the per-event telemetry stream (one TelemetryEvent per
-  message), for the reference's clients; it shares the buffer, the policy
-  and the attach/detach rules of TelemetryStream.
+  reference system's clients make them (its ``parameters`` map of ``Any``
+  included). snakepit-grpc reaches them only through its compatibility calls
+  (``WorkerClient::execute_unary`` / ``execute_stream_unary``, module
+  ``compat``), the baseline of its benchmark; the pool never does.
+* ``CallStream``: CallBatchStream without batching (one CallRequest or
+  CallReply per message); the call's python.* events go through the
+  telemetry stream.
+* ``StreamTelemetry``: the reference's per-event telemetry stream (one
+  TelemetryEvent per message); it shares the buffer, the policy and the
+  attach rules of TelemetryStream, without logs or drop counts.
+* ``Heartbeat``: the reference's liveness check with a session id.
 
-Same dispatcher, same telemetry and errors as the host's path.
+Same dispatcher, tools, errors, correlation and tracing as the host's path.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ class CompatRpcs:
     """The compatibility RPCs, mixed into ``transport.aio.Servicer`` (they use
     its dispatcher ``d``, ``pb``, ``_auth``, ``_run_call`` and telemetry
     stream state)."""
+
+    # --- health (reference) -----------------------------------------------
+
+    async def Heartbeat(self, request, context):
+        """The reference's liveness check (sessions are not used: always valid)."""
+        if not await self._auth(context):
+            return None
+        r = self.pb.HeartbeatResponse(session_valid=True)
+        r.server_time.GetCurrentTime()
+        return r
 
     # --- unary tool calls --------------------------------------------------
 
@@ -198,6 +211,7 @@ def compat_handlers(s, pb, uu, us, ss) -> dict:
     """The compatibility RPCs' method handlers (``uu``/``us``/``ss``: unary-unary,
     unary-stream and stream-stream handler makers)."""
     return {
+        "Heartbeat": uu(s.Heartbeat, pb.HeartbeatRequest),
         "ExecuteTool": uu(s.ExecuteTool, pb.ExecuteToolRequest),
         "ExecuteStreamingTool": us(s.ExecuteStreamingTool, pb.ExecuteToolRequest),
         "CallStream": ss(s.CallStream, pb.CallRequest),
