@@ -44,11 +44,7 @@ const IN_FLIGHT_PER_WORKER: usize = 64;
 
 /// CPU µs of the host and of every worker so far.
 fn total_cpu_us(workers: &[WorkerProcess]) -> f64 {
-    cpu_us(None)
-        + workers
-            .iter()
-            .map(|w| cpu_us(Some(w.pid())))
-            .sum::<f64>()
+    cpu_us(None) + workers.iter().map(|w| cpu_us(Some(w.pid()))).sum::<f64>()
 }
 
 /// One measured run: calls/s, CPU µs per call (host + workers), and the
@@ -58,7 +54,10 @@ async fn run(telemetry: &Telemetry, workers: &[WorkerProcess], calls: usize) -> 
     for (i, w) in workers.iter().enumerate() {
         let c = WorkerClient::connect(
             telemetry.clone(),
-            ConnectOptions::new(WorkerAddress::Unix(w.socket().expect("a private socket").to_path_buf()), format!("w{i}")),
+            ConnectOptions::new(
+                WorkerAddress::Unix(w.socket().expect("a private socket").to_path_buf()),
+                format!("w{i}"),
+            ),
         )
         .await
         .expect("connect");

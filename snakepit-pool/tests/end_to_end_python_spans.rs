@@ -84,7 +84,10 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                 Duration::from_secs(20),
                 WorkerClient::connect(
                     t.clone(),
-                    ConnectOptions::new(WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()), "w1"),
+                    ConnectOptions::new(
+                        WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()),
+                        "w1",
+                    ),
                 ),
             )
             .await

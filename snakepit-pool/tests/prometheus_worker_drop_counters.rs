@@ -39,7 +39,10 @@ async fn drop_counters_flipping_between_max_and_zero_stay_plausible_in_prometheu
         .unwrap();
     let client = WorkerClient::connect(
         telemetry.clone(),
-        ConnectOptions::new(WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()), "w-flip"),
+        ConnectOptions::new(
+            WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()),
+            "w-flip",
+        ),
     )
     .await
     .unwrap();

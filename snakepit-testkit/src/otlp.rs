@@ -4,7 +4,6 @@
 //! the spans; [`discard_receiver`] reads each request and answers 200, as a
 //! fast collector would.
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -48,7 +48,11 @@ impl std::fmt::Display for ReadyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadyError::NoPrefix(line) => {
-                write!(f, "not a ready line (no `{}` prefix): {line:?}", READY_PREFIX.trim_end())
+                write!(
+                    f,
+                    "not a ready line (no `{}` prefix): {line:?}",
+                    READY_PREFIX.trim_end()
+                )
             }
             ReadyError::BadJson { line, error } => write!(f, "bad ready line {line:?}: {error}"),
         }
@@ -90,7 +94,10 @@ mod tests {
     #[test]
     fn a_line_without_the_prefix_is_refused_and_quoted() {
         let e = parse_ready("hello\n").unwrap_err();
-        assert!(matches!(e, ReadyError::NoPrefix(ref l) if l == "hello"), "{e}");
+        assert!(
+            matches!(e, ReadyError::NoPrefix(ref l) if l == "hello"),
+            "{e}"
+        );
         assert!(e.to_string().contains("SNAKEPIT_READY"), "{e}");
     }
 

@@ -72,10 +72,7 @@ impl WorkerSpec {
             .prefix("snakepit-test-")
             .tempdir()
             .expect("create a temporary directory for the worker's socket");
-        let socket = self
-            .listen
-            .is_none()
-            .then(|| dir.path().join("w.sock"));
+        let socket = self.listen.is_none().then(|| dir.path().join("w.sock"));
         let (child, ready) = self.spawn(socket.as_deref());
         WorkerProcess {
             child,

@@ -18,7 +18,10 @@ fn a_started_worker_announces_itself_and_is_gone_after_drop() {
     assert!(!gone(pid));
     assert!(processes_with("--worker-id tk-1").contains(&pid));
     drop(worker);
-    assert!(wait_gone(&[pid], Duration::from_secs(10)), "{pid} still runs");
+    assert!(
+        wait_gone(&[pid], Duration::from_secs(10)),
+        "{pid} still runs"
+    );
 }
 
 #[test]
@@ -31,7 +34,10 @@ fn a_restarted_worker_is_a_new_process_at_the_same_socket() {
     assert_eq!(worker.ready.listen, format!("unix:{}", socket.display()));
     let pid = worker.pid();
     drop(worker);
-    assert!(wait_gone(&[pid], Duration::from_secs(10)), "{pid} still runs");
+    assert!(
+        wait_gone(&[pid], Duration::from_secs(10)),
+        "{pid} still runs"
+    );
 }
 
 #[test]
@@ -42,6 +48,13 @@ fn a_worker_on_tcp_reports_the_port_it_bound() {
         .quiet()
         .start();
     assert!(worker.socket().is_none());
-    let port: u16 = worker.ready.listen.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = worker
+        .ready
+        .listen
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(port, 0, "{}", worker.ready.listen);
 }

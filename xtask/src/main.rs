@@ -4,8 +4,9 @@
 //! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest,
 //!   the wheel check, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
-//! * `tidy`    fail when generated docs or the Python stubs are stale, or the
-//!   Python floor is stated twice differently
+//! * `tidy`    fail when generated docs or the Python stubs are stale, the
+//!   Python floor is stated twice differently, or a manifest breaks the
+//!   workspace's rules (see `tidy.rs`)
 //! * `wheel`   build the Python wheel, install it into a new venv, start a worker
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ mod bench;
 mod codegen;
 mod coverage;
 mod package;
+mod tidy;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -52,7 +54,8 @@ fn print_help() {
          setup     create the Python venv (.venv) and install python/ into it\n\
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
-         tidy      fail when generated files are stale\n\
+         tidy      fail when generated files are stale or a manifest breaks the\n\
+                   workspace's rules (dependencies, rust-version, license)\n\
          wheel     build the Python wheel, install it into a new venv, check a worker\n\
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
@@ -302,5 +305,10 @@ fn tidy() -> Result {
     }
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
+    tidy::check(&root())?;
+    println!(
+        "tidy: every dependency, rust-version and license comes from the workspace, \
+         the Python package states the same license, manifests name no owners"
+    );
     Ok(())
 }
