@@ -1,6 +1,7 @@
 //! Linux /proc checks: whether a process is gone, which processes run a
 //! command, kill -9, resident memory and CPU time.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Is the process gone (no /proc entry, or a zombie or dead)?
@@ -60,6 +61,37 @@ pub fn kill9(pid: u32) {
     );
 }
 
+/// The NUL-separated entries of `/proc/<pid>/<file>` (`cmdline`: the
+/// arguments, `environ`: `KEY=value` pairs); panics when it cannot be read.
+pub fn entries(pid: u32, file: &str) -> Vec<String> {
+    let path = format!("/proc/{pid}/{file}");
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    raw.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The arguments of a process, argv[0] first.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    entries(pid, "cmdline")
+}
+
+/// The Unix socket a worker process was told to listen on (its
+/// `--listen unix:PATH`); panics when it has none.
+pub fn listen_socket(pid: u32) -> PathBuf {
+    let args = cmdline(pid);
+    let at = args
+        .iter()
+        .position(|a| a == "--listen")
+        .unwrap_or_else(|| panic!("process {pid} has no --listen: {args:?}"));
+    let listen = args.get(at + 1).map(String::as_str).unwrap_or("");
+    let path = listen
+        .strip_prefix("unix:")
+        .unwrap_or_else(|| panic!("process {pid} listens on {listen:?}, not a Unix socket"));
+    PathBuf::from(path)
+}
+
 fn proc_file(pid: Option<u32>, name: &str) -> String {
     match pid {
         Some(p) => format!("/proc/{p}/{name}"),
@@ -109,6 +141,7 @@ mod tests {
             .spawn()
             .unwrap();
         assert!(processes_with("sleep 30").contains(&child.id()));
+        assert_eq!(cmdline(child.id()), ["sleep", "30"]);
         kill9(child.id());
         let _ = child.wait();
         assert!(wait_gone(&[child.id()], Duration::from_secs(5)));

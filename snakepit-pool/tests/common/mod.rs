@@ -9,7 +9,7 @@ use snakepit_core::{OwnedEvent, Value};
 use snakepit_pool::PoolConfig;
 use snakepit_telemetry::Telemetry;
 
-pub use snakepit_testkit::procfs::{gone, kill9, processes_with, wait_gone};
+pub use snakepit_testkit::procfs::{self, gone, kill9, processes_with, wait_gone};
 pub use snakepit_testkit::{python, WorkerProcess, WorkerSpec, HOSTILE, SHOWCASE};
 
 /// A showcase config with the test interpreter and short timings.
