@@ -6,6 +6,7 @@
 //!   and the workspace's `rust-version` is at least the highest one of the
 //!   crates in the lockfile (`cargo metadata`);
 //! * the Python package states the workspace's license;
+//! * the test kit (`snakepit-testkit`) is only ever a dev-dependency;
 //! * manifests carry no comments about who owns what.
 //!
 //! Each check is a function of a manifest's text, tested on small fixtures
@@ -20,6 +21,8 @@ use crate::Result;
 const DEP_TABLES: &[&str] = &["dependencies", "dev-dependencies", "build-dependencies"];
 /// Keys a member may add to a `workspace = true` dependency.
 const MEMBER_KEYS: &[&str] = &["workspace", "features", "optional"];
+/// The test and bench helpers' crate, a dev-dependency only.
+const TESTKIT: &str = "snakepit-testkit";
 /// Words that make a manifest comment a note about who owns what (as do
 /// `# --- section ---` banners, which marked whose lines were whose).
 const PROCESS_WORDS: &[&str] = &["engineer", "owner"];
@@ -64,9 +67,9 @@ pub(crate) fn workspace_dependencies(name: &str, text: &str) -> Result<Vec<Strin
                 .unwrap_or(false);
             if !inherited {
                 problems.push(format!(
-                    "{name}: [{table_name}] `{dep}` is not taken from the workspace: declare it \
-                     in the root Cargo.toml's [workspace.dependencies] and write \
-                     `{dep}.workspace = true` (adding `features` if needed)"
+                    "{name}: [{table_name}] `{dep}` is not taken from the workspace: write \
+                     `{dep}.workspace = true` (adding `features` if needed), declaring it in \
+                     the root Cargo.toml's [workspace.dependencies] if it is not there yet"
                 ));
                 continue;
             }
@@ -82,6 +85,19 @@ pub(crate) fn workspace_dependencies(name: &str, text: &str) -> Result<Vec<Strin
         }
     }
     Ok(problems)
+}
+
+/// Dependencies on the test kit (`snakepit-testkit`) of the member
+/// manifest `name` outside `[dev-dependencies]`: no product code may use it.
+pub(crate) fn testkit_only_in_dev(name: &str, text: &str) -> Result<Vec<String>> {
+    let manifest = parse(name, text)?;
+    Ok(dependency_tables(&manifest)
+        .into_iter()
+        .filter(|(table, deps)| !table.ends_with("dev-dependencies") && deps.contains_key(TESTKIT))
+        .map(|(table, _)| {
+            format!("{name}: [{table}] names `{TESTKIT}`, a dev-dependency only: move it to [dev-dependencies]")
+        })
+        .collect())
 }
 
 /// `package.<key>` of the member manifest `name` unless it is
@@ -257,6 +273,7 @@ pub(crate) fn check(root: &Path) -> Result {
             continue;
         }
         problems.extend(workspace_dependencies(&name, &text)?);
+        problems.extend(testkit_only_in_dev(&name, &text)?);
         problems.extend(inherits_package_key(&name, &text, "rust-version")?);
         problems.extend(inherits_package_key(&name, &text, "license")?);
     }
@@ -336,6 +353,19 @@ libc.workspace = true
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].contains("`hyper` sets `version`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_testkit_outside_dev_dependencies_is_named() {
+        let dev = "[dev-dependencies]\nsnakepit-testkit.workspace = true\n";
+        assert!(testkit_only_in_dev("g/Cargo.toml", dev).unwrap().is_empty());
+        let product = "[dependencies]\nsnakepit-testkit.workspace = true\n";
+        let problems = testkit_only_in_dev("g/Cargo.toml", product).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("g/Cargo.toml: [dependencies]"),
             "{problems:?}"
         );
     }
