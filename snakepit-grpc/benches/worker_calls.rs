@@ -9,17 +9,14 @@
 //! Run: `cargo bench -p snakepit-grpc --bench worker_calls`. Prints one table
 //! (figure, baseline, ratio).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Worker, SHOWCASE};
 use serde_json::json;
-use snakepit_grpc::{CallOptions, ConnectOptions, WorkerClient};
+use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::{WorkerSpec, SHOWCASE};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
@@ -89,20 +86,7 @@ async fn calls(client: &WorkerClient, path: Path, in_flight: usize, total: usize
 
 /// CPU seconds (user + system) used so far by a process.
 fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-    ticks / 100.0
+    snakepit_testkit::procfs::cpu_us(pid) / 1e6
 }
 
 struct EventFigures {
@@ -201,7 +185,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let worker = Worker::start_with(SHOWCASE, "w-bench", &["--telemetry-buffer", "1000000"]);
+        let worker = WorkerSpec::new(SHOWCASE, "w-bench")
+            .args(["--telemetry-interval-s", "0", "--telemetry-buffer", "1000000"])
+            .start();
         let telemetry = Telemetry::new();
         let seen = Arc::new(AtomicU64::new(0));
         let s = seen.clone();
@@ -210,7 +196,8 @@ fn main() {
                 s.fetch_add(1, Ordering::Relaxed);
             })
             .unwrap();
-        let opts: ConnectOptions = worker.options();
+        let socket = worker.socket().expect("a private socket").to_path_buf();
+        let opts = ConnectOptions::new(WorkerAddress::Unix(socket), "w-bench");
         let client = WorkerClient::connect(telemetry.clone(), opts.clone()).await.unwrap();
         let n = if quick { 1000 } else { 5000 };
 

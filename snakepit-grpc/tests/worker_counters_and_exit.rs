@@ -50,7 +50,7 @@ async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
         "{result:?}"
     );
     let status = tokio::task::spawn_blocking(move || {
-        let status = worker.child.wait().unwrap();
+        let status = worker.process.child.wait().unwrap();
         (status, worker)
     });
     let (status, _worker) = tokio::time::timeout(Duration::from_secs(10), status)

@@ -35,29 +35,11 @@ use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_pool::{CallOptions, Pool, PoolConfig};
 use snakepit_telemetry::Telemetry;
 
-#[path = "../../benches-common/proc_cpu.rs"]
-mod proc_cpu;
-#[path = "../../benches-common/stats.rs"]
-mod stats;
-use proc_cpu::cpu_us;
-use stats::{median, spread};
+use snakepit_testkit::procfs::cpu_us;
+use snakepit_testkit::stats::{median, spread};
+use snakepit_testkit::{env_num, python, WorkerProcess, SHOWCASE};
 
-const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
 const TOOL: &str = "ping";
-
-fn python() -> PathBuf {
-    match std::env::var_os("SNAKEPIT_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(name: &str, workers: usize) -> PoolConfig {
     PoolConfig::new(SHOWCASE)
@@ -171,52 +153,6 @@ where
     }
     samples.sort();
     samples[n / 2].as_secs_f64() * 1e6
-}
-
-/// A worker process of our own, for the raw-client baseline.
-struct RawWorker {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-fn raw_worker() -> RawWorker {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("raw.sock");
-    let mut child = Command::new(python())
-        .args([
-            "-m",
-            "snakepit_bridge.worker",
-            "--adapter",
-            SHOWCASE,
-            "--worker-id",
-            "raw_1",
-        ])
-        .arg("--listen")
-        .arg(format!("unix:{}", socket.display()))
-        .arg("--watch-stdin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert!(line.starts_with("SNAKEPIT_READY"), "{line}");
-    RawWorker {
-        child,
-        _dir: dir,
-        socket,
-    }
-}
-
-impl Drop for RawWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `py_baselines.py`, beside this file.
@@ -340,10 +276,10 @@ fn main() {
     rt.block_on(async move {
         let args = json!({});
         // Raw single client.
-        let raw = raw_worker();
+        let raw = WorkerProcess::start(SHOWCASE, "raw_1");
         let client = WorkerClient::connect(
             Telemetry::new(),
-            ConnectOptions::new(WorkerAddress::Unix(raw.socket.clone()), "raw_1"),
+            ConnectOptions::new(WorkerAddress::Unix(raw.socket().expect("a private socket").to_path_buf()), "raw_1"),
         )
         .await
         .expect("connect raw");

@@ -214,7 +214,7 @@ impl Dispatch {
             } else {
                 s.in_flight
             };
-            if best.map_or(true, |(_, best_load)| load < best_load) {
+            if best.is_none_or(|(_, best_load)| load < best_load) {
                 best = Some((i, load));
                 if load == 0 {
                     break;

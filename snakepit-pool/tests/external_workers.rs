@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,48 +12,23 @@ use snakepit_telemetry::Telemetry;
 
 /// A worker listening on TCP with a token, as someone else would run it.
 struct External {
-    child: Child,
+    process: WorkerProcess,
     address: String,
 }
 
 impl External {
     fn start(listen: &str, worker_id: &str) -> External {
-        let mut child = Command::new(python())
-            .args([
-                "-m",
-                "snakepit_bridge.worker",
-                "--adapter",
-                SHOWCASE,
-                "--listen",
-                listen,
-            ])
-            .args(["--worker-id", worker_id, "--watch-stdin"])
+        let process = WorkerSpec::new(SHOWCASE, worker_id)
+            .listen(listen)
             .env("SNAKEPIT_TOKEN", "s3cret")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let json = line
-            .strip_prefix("SNAKEPIT_READY ")
-            .unwrap_or_else(|| panic!("{line}"));
-        let ready: serde_json::Value = serde_json::from_str(json).unwrap();
-        let address = ready["listen"].as_str().unwrap().to_string();
-        External { child, address }
+            .quiet()
+            .start();
+        let address = process.ready.listen.clone();
+        External { process, address }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for External {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
@@ -150,7 +123,7 @@ async fn a_wrong_token_fails_startup_with_spawn_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_external_worker_is_disconnected_as_unhealthy_and_reconnected_when_back() {
     let worker = External::start("127.0.0.1:0", "ext_1");
-    let pid = worker.child.id();
+    let pid = worker.process.pid();
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.*");
     let cfg = external_config("exthb", &worker.address, "s3cret")

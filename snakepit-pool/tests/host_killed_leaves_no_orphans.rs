@@ -39,13 +39,7 @@ fn host_helper() {
 
 /// The socket directory of a worker: its `--listen unix:<dir>/wN.sock`.
 fn socket_dir_of(pid: u32) -> PathBuf {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let at = args.iter().position(|a| a == "--listen").unwrap();
-    let socket = PathBuf::from(args[at + 1].trim_start_matches("unix:"));
+    let socket = procfs::listen_socket(pid);
     socket.parent().unwrap().to_path_buf()
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{wait_gone, SHOWCASE};
+use common::{procfs, wait_gone, SHOWCASE};
 use snakepit_pool::{CallOptions, Pool, PoolConfig, PoolError, PythonSource};
 use snakepit_telemetry::Telemetry;
 
@@ -75,9 +75,7 @@ async fn start_error(config: PoolConfig) -> String {
 /// The program each worker of `pool` runs (argv[0]).
 fn worker_program(pool: &Pool) -> String {
     let pid = pool.worker_pids()[0];
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap();
-    String::from_utf8_lossy(argv0).into_owned()
+    procfs::cmdline(pid).remove(0)
 }
 
 #[tokio::test]

@@ -22,14 +22,7 @@ fn spawned_pids(rec: &Recorder) -> Vec<u32> {
 
 /// VmRSS of a process in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
+    snakepit_testkit::procfs::rss_kb(Some(pid)) * 1024
 }
 
 /// `calls` calls from each of `tasks` tasks, `pause` apart, mostly an

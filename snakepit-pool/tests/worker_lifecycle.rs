@@ -161,21 +161,14 @@ async fn workers_get_env_working_dir_and_a_private_socket_directory() {
     let pool = Pool::start(Telemetry::new(), cfg).await.unwrap();
     let pid = pool.worker_pids()[0];
 
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let environ = String::from_utf8_lossy(&environ);
-    assert!(environ
-        .split('\0')
+    assert!(procfs::entries(pid, "environ")
+        .iter()
         .any(|kv| kv == "SNAKEPIT_TEST_MARKER=hello-42"));
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
     assert_eq!(cwd, dir.path().canonicalize().unwrap());
 
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = String::from_utf8_lossy(&cmdline)
-        .split('\0')
-        .map(str::to_string)
-        .collect();
-    let listen = &args[args.iter().position(|a| a == "--listen").unwrap() + 1];
-    let socket = std::path::PathBuf::from(listen.strip_prefix("unix:").unwrap());
+    let args = procfs::cmdline(pid);
+    let socket = procfs::listen_socket(pid);
     let socket_dir = socket.parent().unwrap().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode();

@@ -12,21 +12,6 @@ use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_pool::{CallOptions, Pool, PoolError};
 use snakepit_telemetry::Telemetry;
 
-/// The NUL-separated entries of `/proc/PID/<file>`.
-fn proc_entries(pid: u32, file: &str) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
-    raw.split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-/// The Unix socket a worker was told to listen on (`--listen unix:PATH`).
-fn listen_path(cmdline: &[String]) -> PathBuf {
-    let i = cmdline.iter().position(|a| a == "--listen").unwrap();
-    PathBuf::from(cmdline[i + 1].strip_prefix("unix:").unwrap())
-}
-
 /// Connecting without `token` (or with a wrong one) to `path` fails, naming
 /// the token; with it, the main socket serves.
 async fn refused(path: PathBuf, token: Option<&str>) -> String {
@@ -57,7 +42,7 @@ async fn each_local_worker_has_its_own_token_in_its_environment_only() {
     assert_eq!(pids.len(), 2);
     let mut tokens = Vec::new();
     for &pid in &pids {
-        let env = proc_entries(pid, "environ");
+        let env = procfs::entries(pid, "environ");
         let token = env
             .iter()
             .find_map(|e| e.strip_prefix("SNAKEPIT_TOKEN="))
@@ -65,7 +50,7 @@ async fn each_local_worker_has_its_own_token_in_its_environment_only() {
             .to_string();
         assert_eq!(token.len(), 64, "32 random bytes as hex: {token}");
         assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
-        let cmdline = proc_entries(pid, "cmdline");
+        let cmdline = procfs::cmdline(pid);
         for arg in &cmdline {
             assert!(
                 !arg.contains(&token) && !arg.starts_with("--token"),
@@ -75,7 +60,7 @@ async fn each_local_worker_has_its_own_token_in_its_environment_only() {
 
         // Both sockets refuse a client without the token, or with another
         // worker's: the main one and the native call socket.
-        let main = listen_path(&cmdline);
+        let main = procfs::listen_socket(pid);
         let calls = PathBuf::from(format!("{}.calls", main.display()));
         assert!(calls.exists(), "the native call socket {calls:?} is served");
         for path in [&main, &calls] {

@@ -1,8 +1,10 @@
 //! `cargo xtask bench [--quick]`: runs every benchmark and prints one table of
 //! figure, baseline and ratio. Baselines are measured in the same run.
 //!
-//! Criterion benches are read from `target/criterion/<group>/<bench>/new/estimates.json`;
-//! bench binaries and the Python benches print JSON that is parsed here.
+//! Criterion benches are read from
+//! `<target dir>/criterion/<group>/<bench>/new/estimates.json`; the Python
+//! bench prints one JSON object; both are read with serde_json. The other
+//! bench binaries print table rows.
 
 use std::process::Command;
 
@@ -20,26 +22,23 @@ struct Row {
     ratio: String,
 }
 
+/// The mean estimate (ns) criterion wrote for `group/bench` in the target
+/// directory (`criterion/<group>/<bench>/new/estimates.json`).
 fn criterion_mean_ns(group: &str, bench: &str) -> Option<f64> {
-    let path = root().join(format!(
-        "target/criterion/{group}/{bench}/new/estimates.json"
-    ));
+    let path = crate::target_dir().join(format!("criterion/{group}/{bench}/new/estimates.json"));
     let text = std::fs::read_to_string(path).ok()?;
-    // {"mean":{"confidence_interval":{...},"point_estimate":12.3,...},...}
-    let mean = text.find("\"mean\"")?;
-    let rest = &text[mean..];
-    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let rest = &rest[pe..];
-    let end = rest.find([',', '}'])?;
-    rest[..end].trim().parse().ok()
+    mean_point_estimate(&text)
 }
 
-fn json_number(text: &str, key: &str) -> Option<f64> {
-    let needle = format!("\"{key}\":");
-    let at = text.find(&needle)? + needle.len();
-    let rest = text[at..].trim_start();
-    let end = rest.find([',', '}', '\n']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
+/// `mean.point_estimate` of a criterion `estimates.json`.
+fn mean_point_estimate(estimates: &str) -> Option<f64> {
+    let doc: serde_json::Value = serde_json::from_str(estimates).ok()?;
+    doc.get("mean")?.get("point_estimate")?.as_f64()
+}
+
+/// A top-level number of a JSON object.
+fn json_number(doc: &serde_json::Value, key: &str) -> Option<f64> {
+    doc.get(key)?.as_f64()
 }
 
 fn ns(v: f64) -> String {
@@ -112,7 +111,9 @@ fn python_emit(quick: bool, rows: &mut Vec<Row>) -> Result {
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let base = json_number(&text, "baseline_call_ns").unwrap_or(0.0);
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the Python bench printed no JSON object ({e}): {text}"))?;
+    let base = json_number(&doc, "baseline_call_ns").unwrap_or(0.0);
     for (key, figure) in [
         (
             "emit_enabled_ns",
@@ -122,7 +123,7 @@ fn python_emit(quick: bool, rows: &mut Vec<Row>) -> Result {
         ("span_enabled_ns", "python span enter+exit"),
         ("span_disabled_ns", "python span, telemetry disabled"),
     ] {
-        if let Some(v) = json_number(&text, key) {
+        if let Some(v) = json_number(&doc, key) {
             rows.push(Row {
                 area: "python",
                 figure: figure.into(),
@@ -288,7 +289,7 @@ fn pool(quick: bool, rows: &mut Vec<Row>) -> Result {
 }
 
 fn sinks_calls(quick: bool, rows: &mut Vec<Row>) -> Result {
-    table_bench(quick, "sinks", "snakepit-sinks", "call_throughput", rows)
+    table_bench(quick, "sinks", "snakepit-pool", "call_throughput", rows)
 }
 
 fn print_table(rows: &[Row]) {
@@ -341,5 +342,30 @@ pub fn bench(args: &[String]) -> Result {
             "some benchmarks failed:\n  {}",
             failures.join("\n  ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mean_of_a_criterion_estimate_is_read() {
+        let text = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":11.0,"upper_bound":13.5},"point_estimate":12.25,"standard_error":0.1},"median":{"point_estimate":99.0}}"#;
+        assert_eq!(mean_point_estimate(text), Some(12.25));
+        assert_eq!(
+            mean_point_estimate(r#"{"median":{"point_estimate":1}}"#),
+            None
+        );
+        assert_eq!(mean_point_estimate("not json"), None);
+    }
+
+    #[test]
+    fn a_number_is_read_by_its_key_not_by_a_key_ending_in_it() {
+        let doc: serde_json::Value =
+            serde_json::from_str(r#"{"span_emit_enabled_ns": 9.0, "emit_enabled_ns": 1.5e3}"#)
+                .unwrap();
+        assert_eq!(json_number(&doc, "emit_enabled_ns"), Some(1500.0));
+        assert_eq!(json_number(&doc, "missing"), None);
     }
 }

@@ -5,8 +5,9 @@
 //!   the wheel check, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
 //! * `tidy`    fail when generated docs or the Python stubs are stale, the
-//!   Python floor is stated twice differently, or Cargo.lock holds a crate
-//!   twice (outside an allowlist)
+//!   Python floor is stated twice differently, Cargo.lock holds a crate
+//!   twice (outside an allowlist), or a manifest breaks the workspace's
+//!   rules (see `tidy.rs`)
 //! * `wheel`   build the Python wheel, install it into a new venv, start a worker
 //! * `features` build snakepit-sinks with each of its features alone
 //! * `soak`    a pool under load and injected faults for minutes (not a test)
@@ -20,6 +21,7 @@ mod codegen;
 mod coverage;
 mod deps;
 mod package;
+mod tidy;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -58,7 +60,9 @@ fn print_help() {
          setup     create the Python venv (.venv) and install python/ into it\n\
          test      fmt, clippy, Rust tests, ruff, pytest, tidy (what CI runs)\n\
          codegen   regenerate docs/EVENTS.md from the event catalog\n\
-         tidy      fail when generated files are stale or Cargo.lock holds a crate twice\n\
+         tidy      fail when generated files are stale, Cargo.lock holds a crate twice,\n\
+                   or a manifest breaks the workspace's rules (dependencies, rust-version,\n\
+                   license)\n\
          wheel     build the Python wheel, install it into a new venv, check a worker\n\
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
@@ -348,5 +352,10 @@ fn tidy() -> Result {
     println!("tidy: every catalog event is emitted by code and observed by a test");
     deps::check_duplicates(&root())?;
     println!("tidy: Cargo.lock holds one version of each crate (but the allowlist)");
+    tidy::check(&root())?;
+    println!(
+        "tidy: every dependency, rust-version and license comes from the workspace, \
+         the Python package states the same license, manifests name no owners"
+    );
     Ok(())
 }

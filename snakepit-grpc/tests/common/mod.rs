@@ -1,34 +1,22 @@
 //! Real Python worker processes for the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit_core::Event;
 use snakepit_grpc::{ConnectOptions, WorkerAddress};
 use snakepit_telemetry::Telemetry;
-
-pub const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
-pub const HOSTILE: &str = "snakepit_bridge.adapters.hostile:HostileAdapter";
-
-pub fn python() -> PathBuf {
-    match std::env::var_os("SNAKEPIT_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
+pub use snakepit_testkit::{python, HOSTILE, SHOWCASE};
+use snakepit_testkit::{WorkerProcess, WorkerSpec};
 
 /// A worker process on a Unix socket in a private temp dir; killed (and
 /// reaped) on drop.
 pub struct Worker {
-    pub child: Child,
+    pub process: WorkerProcess,
     pub pid: u32,
     pub address: WorkerAddress,
     pub worker_id: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Worker {
@@ -46,30 +34,27 @@ impl Worker {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Worker {
-        let dir = tempfile::Builder::new().prefix("spg-").tempdir().unwrap();
-        let sock = dir.path().join("w.sock");
-        let child = spawn_ready(adapter, worker_id, &sock, extra, env);
-        let pid = child.id();
+        let mut spec = WorkerSpec::new(adapter, worker_id)
+            .args(["--telemetry-interval-s", "0"])
+            .args(extra.iter().copied());
+        for (k, v) in env {
+            spec = spec.env(k, v);
+        }
+        let process = spec.start();
+        let socket = process.socket().expect("a private socket").to_path_buf();
         Worker {
-            child,
-            pid,
-            address: WorkerAddress::Unix(sock),
+            pid: process.pid(),
+            process,
+            address: WorkerAddress::Unix(socket),
             worker_id: worker_id.to_string(),
-            _dir: dir,
         }
     }
 
     /// Starts a new process of `adapter` at this worker's address (after
     /// the old one exited), as a restarted external worker would be.
     pub fn respawn(&mut self, adapter: &str) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let WorkerAddress::Unix(sock) = &self.address else {
-            unreachable!("test workers listen on Unix sockets")
-        };
-        let _ = std::fs::remove_file(sock);
-        self.child = spawn_ready(adapter, &self.worker_id, sock, &[], &[]);
-        self.pid = self.child.id();
+        self.process.restart(adapter);
+        self.pid = self.process.pid();
     }
 
     pub fn options(&self) -> ConnectOptions {
@@ -77,73 +62,12 @@ impl Worker {
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
-    /// Resident set size of the worker? No: of this (host) process, in kB.
+    /// Resident set size of this (host) process, in kB.
     pub fn host_rss_kb() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-/// Spawns a worker process listening on `sock` and waits for its ready line.
-fn spawn_ready(
-    adapter: &str,
-    worker_id: &str,
-    sock: &Path,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Child {
-    let mut child = Command::new(python())
-        .args(["-m", "snakepit_bridge.worker", "--adapter", adapter])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .args([
-            "--worker-id",
-            worker_id,
-            "--watch-stdin",
-            "--telemetry-interval-s",
-            "0",
-        ])
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn python worker");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("worker did not become ready in 30 s");
-        }
-    };
-    assert!(
-        line.starts_with("SNAKEPIT_READY "),
-        "bad ready line {line:?}"
-    );
-    child
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        snakepit_testkit::procfs::rss_kb(None)
     }
 }
 

@@ -1,8 +1,7 @@
-//! Shared by the integration tests: the interpreter, a recorder of pool
-//! events, /proc checks.
-#![allow(dead_code)]
+//! Shared by the integration tests: the interpreter, workers and /proc
+//! checks (snakepit-testkit), pool configs and a recorder of pool events.
+#![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,15 +9,8 @@ use snakepit_core::{OwnedEvent, Value};
 use snakepit_pool::PoolConfig;
 use snakepit_telemetry::Telemetry;
 
-pub const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
-
-/// `$SNAKEPIT_PYTHON`, else the workspace venv.
-pub fn python() -> PathBuf {
-    match std::env::var_os("SNAKEPIT_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
+pub use snakepit_testkit::procfs::{self, gone, kill9, processes_with, wait_gone};
+pub use snakepit_testkit::{python, WorkerProcess, WorkerSpec, HOSTILE, SHOWCASE};
 
 /// A showcase config with the test interpreter and short timings.
 pub fn config(pool_name: &str, workers: usize) -> PoolConfig {
@@ -80,57 +72,4 @@ pub fn int(e: &OwnedEvent, key: &str) -> i64 {
     e.measurement(key)
         .and_then(Value::as_i64)
         .unwrap_or_else(|| panic!("{} has no integer measurement {key}: {e:?}", e.name))
-}
-
-/// Is the process gone (or a zombie)?
-pub fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .map(|s| s == 'Z' || s == 'X')
-            .unwrap_or(true),
-        Err(_) => true,
-    }
-}
-
-/// Waits until every pid is gone; false after `limit`.
-pub fn wait_gone(pids: &[u32], limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if pids.iter().all(|&p| gone(p)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    pids.iter().all(|&p| gone(p))
-}
-
-/// The pids of live processes whose command line contains `needle`.
-pub fn processes_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) && !gone(pid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-pub fn kill9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -9 {pid} failed");
 }

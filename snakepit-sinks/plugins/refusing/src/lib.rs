@@ -30,7 +30,7 @@ impl SinkPlugin for Refusing {
 
     fn emit(&mut self, event: &Event<'_>) -> Result<(), String> {
         self.seen += 1;
-        if self.seen % self.refuse_every == 0 {
+        if self.seen.is_multiple_of(self.refuse_every) {
             return Err(format!(
                 "refusing plugin: event {} ({}) refused, as configured",
                 self.seen,

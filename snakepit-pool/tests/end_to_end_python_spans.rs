@@ -5,8 +5,6 @@
 //! the call's duration reaches the Prometheus summary; and the worker's log
 //! lines reach `tracing` under `snakepit::python` with their `worker_id`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +17,8 @@ use snakepit_sinks::log::LogSink;
 use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
-use support::otlp::{attr, hex, OtlpReceiver};
-use support::worker::{Worker, SHOWCASE};
+use snakepit_testkit::otlp::{attr, hex, OtlpReceiver};
+use snakepit_testkit::{WorkerProcess, SHOWCASE};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
@@ -72,7 +70,7 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         .unwrap();
     t.log().set_level(LogLevel::Info);
 
-    let worker = Worker::start(SHOWCASE, "w1");
+    let worker = WorkerProcess::start(SHOWCASE, "w1");
     let logs = PythonLogs::default();
     let subscriber =
         tracing_subscriber::registry().with(logs.clone().with_filter(t.log().filter()));
@@ -86,7 +84,10 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                 Duration::from_secs(20),
                 WorkerClient::connect(
                     t.clone(),
-                    ConnectOptions::new(WorkerAddress::Unix(worker.socket.clone()), "w1"),
+                    ConnectOptions::new(
+                        WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()),
+                        "w1",
+                    ),
                 ),
             )
             .await

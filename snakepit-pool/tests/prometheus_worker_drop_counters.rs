@@ -2,8 +2,6 @@
 //! not move the exported `snakepit_telemetry_events_dropped_total`: only a
 //! plausible step forward reaches Prometheus.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use snakepit_core::Sink;
 use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
-use support::worker::{Worker, HOSTILE};
+use snakepit_testkit::{WorkerProcess, HOSTILE};
 
 const SERIES: &str =
     r#"snakepit_telemetry_events_dropped_total{where="worker",reason="sampled_out"}"#;
@@ -28,7 +26,7 @@ fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_counters_flipping_between_max_and_zero_stay_plausible_in_prometheus() {
-    let worker = Worker::start(HOSTILE, "w-flip");
+    let worker = WorkerProcess::start(HOSTILE, "w-flip");
     let telemetry = Telemetry::new();
     let config = PrometheusSinkConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -41,7 +39,10 @@ async fn drop_counters_flipping_between_max_and_zero_stay_plausible_in_prometheu
         .unwrap();
     let client = WorkerClient::connect(
         telemetry.clone(),
-        ConnectOptions::new(WorkerAddress::Unix(worker.socket.clone()), "w-flip"),
+        ConnectOptions::new(
+            WorkerAddress::Unix(worker.socket().unwrap().to_path_buf()),
+            "w-flip",
+        ),
     )
     .await
     .unwrap();

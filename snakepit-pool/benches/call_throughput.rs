@@ -10,7 +10,7 @@
 //! that another thread reads; no encoding, no HTTP). What the floor costs,
 //! no OTel sink exporting every span can avoid on this machine.
 //!
-//! `cargo bench -p snakepit-sinks --bench call_throughput` (env
+//! `cargo bench -p snakepit-pool --bench call_throughput` (env
 //! `CALLS`, default 100000 per round; `ROUNDS`, default 7, each round
 //! starting one configuration later; `PROFILE=<0..7>`
 //! runs one configuration once, for a profiler such as `perf record`).
@@ -20,10 +20,8 @@
 //! 191 µs of wall time per call within one run, far more than the few µs
 //! telemetry adds.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,80 +34,30 @@ use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
 
-#[path = "../../benches-common/proc_cpu.rs"]
-mod proc_cpu;
-#[path = "../../benches-common/stats.rs"]
-mod stats;
-mod support;
-use proc_cpu::cpu_us;
-use stats::{median, quartiles};
+use snakepit_testkit::otlp::discard_receiver;
+use snakepit_testkit::procfs::cpu_us;
+use snakepit_testkit::stats::{median, quartiles};
+use snakepit_testkit::{env_num, WorkerProcess, SHOWCASE};
 
 const WORKERS: usize = 2;
 const IN_FLIGHT_PER_WORKER: usize = 64;
 
-struct Worker {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Worker {
-    fn start(id: &str) -> Worker {
-        let python = std::env::var_os("SNAKEPIT_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-            });
-        let dir = tempfile::Builder::new().prefix("spb-").tempdir().unwrap();
-        let socket = dir.path().join("w.sock");
-        let mut child = Command::new(python)
-            .args(["-m", "snakepit_bridge.worker", "--adapter"])
-            .arg("snakepit_bridge.adapters.showcase:ShowcaseAdapter")
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--worker-id", id, "--watch-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the Python worker (cargo xtask setup)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("SNAKEPIT_READY"), "{line:?}");
-        Worker {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// CPU µs of the host and of every worker so far.
-fn total_cpu_us(workers: &[Worker]) -> f64 {
-    cpu_us(None)
-        + workers
-            .iter()
-            .map(|w| cpu_us(Some(w.child.id())))
-            .sum::<f64>()
+fn total_cpu_us(workers: &[WorkerProcess]) -> f64 {
+    cpu_us(None) + workers.iter().map(|w| cpu_us(Some(w.pid()))).sum::<f64>()
 }
 
 /// One measured run: calls/s, CPU µs per call (host + workers), and the
 /// host's share of it.
-async fn run(telemetry: &Telemetry, workers: &[Worker], calls: usize) -> (f64, f64, f64) {
+async fn run(telemetry: &Telemetry, workers: &[WorkerProcess], calls: usize) -> (f64, f64, f64) {
     let mut clients = Vec::new();
     for (i, w) in workers.iter().enumerate() {
         let c = WorkerClient::connect(
             telemetry.clone(),
-            ConnectOptions::new(WorkerAddress::Unix(w.socket.clone()), format!("w{i}")),
+            ConnectOptions::new(
+                WorkerAddress::Unix(w.socket().expect("a private socket").to_path_buf()),
+                format!("w{i}"),
+            ),
         )
         .await
         .expect("connect");
@@ -158,7 +106,7 @@ fn attach_otel(t: &Telemetry, sample_ratio: f64) -> Arc<OtelSink> {
     let otel = Arc::new(
         OtelSink::new(
             &OtelSinkConfig {
-                endpoint: support::otlp_sink_receiver(),
+                endpoint: discard_receiver(),
                 sample_ratio,
                 ..OtelSinkConfig::default()
             },
@@ -284,21 +232,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let calls: usize = std::env::var("CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+    let calls = env_num("CALLS", 100_000) as usize;
+    let rounds = env_num("ROUNDS", 7) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let workers: Vec<Worker> = (0..WORKERS)
-        .map(|i| Worker::start(&format!("w{i}")))
+    let workers: Vec<WorkerProcess> = (0..WORKERS)
+        .map(|i| WorkerProcess::start(SHOWCASE, &format!("w{i}")))
         .collect();
 
     let off = Telemetry::builder()
