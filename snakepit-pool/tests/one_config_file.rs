@@ -197,3 +197,21 @@ fn a_file_without_pools_has_none() {
         Config::from_toml("[telemetry]\nlog_level = \"debug\"\n", "snakepit.toml").unwrap();
     assert!(PoolConfig::from_config(&config).unwrap().is_empty());
 }
+
+#[test]
+fn the_readme_config_tour_reads_its_pool() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let text = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split_once("```").map(|(toml, _)| toml))
+        .find(|toml| toml.contains("[[sinks]]") && toml.contains("[pool]"))
+        .expect("README.md has a ```toml block with [[sinks]] and [pool]");
+    let config = Config::from_toml(text, "README.md").unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let pools = PoolConfig::from_config(&config).unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].workers, 4);
+    assert_eq!(pools[0].queue_timeout, Duration::from_secs(5));
+}
