@@ -321,6 +321,12 @@ fn parse(text: &str) -> Result<PoolConfig, PoolError> {
         let mut message = inner.message().trim_end().to_string();
         let line = inner.span().map(|s| line_at(text, s.start));
         let key = if let Some(key) = name_of_error(&path, &message) {
+            if ["pool", "pools", "telemetry", "sinks"].contains(&key.as_str()) {
+                message = format!(
+                    "{message}; this is a whole snakepit.toml: read it with \
+                     snakepit_core::Config::load and its pools with PoolConfig::from_config"
+                );
+            }
             key
         } else {
             message = format!("malformed TOML: {message}");

@@ -215,3 +215,12 @@ fn the_readme_config_tour_reads_its_pool() {
     assert_eq!(pools[0].workers, 4);
     assert_eq!(pools[0].queue_timeout, Duration::from_secs(5));
 }
+
+#[test]
+fn the_pool_only_loader_points_a_whole_file_to_the_one_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "[pool]\nadapter = \"m:C\"\n");
+    let e = PoolConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("`pool`") && e.contains("Config::load"), "{e}");
+    assert!(e.contains("PoolConfig::from_config"), "{e}");
+}

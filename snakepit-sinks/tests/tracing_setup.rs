@@ -134,3 +134,24 @@ fn try_init_installs_one_global_subscriber() {
         "a second global subscriber is refused"
     );
 }
+
+#[test]
+fn a_deprecated_key_is_logged_at_load_with_its_replacement() {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(out.clone()));
+    let config = tracing::subscriber::with_default(subscriber, || {
+        Config::from_toml(
+            "[[sinks]]\nkind = \"otel\"\nexport_timeout_ms = 2500\n",
+            "conf/snakepit.toml",
+        )
+        .unwrap()
+    });
+    let text = out.text();
+    assert!(text.contains("WARN"), "{text}");
+    assert!(
+        text.contains("conf/snakepit.toml, line 3: `sinks[0].export_timeout_ms` is deprecated; write `export_timeout = \"2500ms\"` instead"),
+        "{text}"
+    );
+    assert_eq!(config.warnings.len(), 1);
+}
