@@ -437,8 +437,16 @@ impl Config {
                 message,
             }
         })?;
+        let warnings = crate::deprecated::check(text, &file)?;
         config.validate(&file).map_err(|e| match e {
             ConfigError::Invalid { file, key, message } => {
+                // A value written under a deprecated key is named by that key.
+                let old = format!("{key}_ms");
+                let key = if warnings.iter().any(|w| w.key == old) {
+                    old
+                } else {
+                    key
+                };
                 let message = match line_of_key(text, &key) {
                     Some(line) => format!("{message} (line {line})"),
                     None => message,
@@ -447,7 +455,7 @@ impl Config {
             }
             other => other,
         })?;
-        config.warnings = crate::deprecated::check(text, &file)?;
+        config.warnings = warnings;
         for w in &config.warnings {
             tracing::warn!(target: "snakepit::telemetry", file = %w.file.display(), key = %w.key, "{w}");
         }

@@ -85,6 +85,13 @@ fn bad_durations_name_the_key_the_line_and_the_dialect() {
         e.contains("sinks[0].export_interval") && e.contains("at least 1ms"),
         "{e}"
     );
+    // Zero under a deprecated key: named by the key written.
+    let e = err("[[sinks]]\nkind = \"otel\"\nexport_interval_ms = 0\n");
+    assert!(
+        e.contains("sinks[0].export_interval_ms") && e.contains("at least 1ms"),
+        "{e}"
+    );
+    assert!(e.contains("(line 3)"), "{e}");
     // A deprecated key with a string.
     let e = err("[[sinks]]\nkind = \"otel\"\nexport_timeout_ms = \"5s\"\n");
     assert!(e.contains("sinks[0].export_timeout_ms"), "{e}");
