@@ -8,7 +8,21 @@
 //! [[sinks]]
 //! kind = "prometheus"                # log | prometheus | otel | plugin
 //! listen = "127.0.0.1:9568"
+//!
+//! [[sinks]]
+//! kind = "otel"
+//! export_interval = "1s"             # every duration: "250ms", "5s", "1m"
+//!
+//! [pool]                             # or several [[pools]], read by snakepit-pool
+//! adapter = "my_app.adapters:Model"
+//! workers = 4
+//! queue_timeout = "5s"
 //! ```
+//!
+//! Every duration is a string with a unit (`"250ms"`, `"5s"`, `"1m"`). The
+//! old integer-millisecond keys `export_interval_ms` and
+//! `export_timeout_ms` are still read, each with a [`ConfigWarning`]
+//! naming its replacement.
 //!
 //! Unknown keys are rejected. Every error names the file, the key and what is
 //! allowed, see [`ConfigError`].
@@ -30,9 +44,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::deprecated::ConfigWarning;
 use crate::error::ConfigError;
 use crate::pattern::Pattern;
 use crate::policy::{PatternRate, Policy};
@@ -46,6 +62,18 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[[sinks]]`: where events go.
     pub sinks: Vec<SinkConfig>,
+    /// `[pool]`: the settings of one pool, kept as written. snakepit-pool
+    /// reads and checks them (`PoolConfig::from_config`), with errors that
+    /// name this file, the line and the key (`pool.workers`).
+    pub pool: Option<toml::Table>,
+    /// `[[pools]]`: several pools, each kept as written, read like
+    /// [`Config::pool`] (keys `pools[1].workers`). Not together with
+    /// `[pool]`.
+    pub pools: Vec<toml::Table>,
+    /// Deprecated keys this config was read with, each with its
+    /// replacement (also logged with `tracing::warn!` at load).
+    #[serde(skip)]
+    pub warnings: Vec<ConfigWarning>,
     /// Where this config was read from (set by [`Config::load`] and
     /// [`Config::from_toml`]), for the errors of what is built from it
     /// later, such as sinks; `None` for a config made in code.
@@ -61,6 +89,10 @@ pub struct ConfigSource {
     pub file: PathBuf,
     /// The line (from 1) of each `[[sinks]]` entry, in config order.
     pub sink_lines: Vec<usize>,
+    /// The text that was read, so that what is built from the config later
+    /// (the `[pool]` tables) can name the line of a bad key (see
+    /// [`line_of_key`]).
+    pub text: String,
 }
 
 impl ConfigSource {
@@ -303,11 +335,17 @@ pub struct OtelSinkConfig {
     pub queue_capacity: usize,
     /// Spans per export request (default 512).
     pub batch_size: usize,
-    /// Longest time a finished span waits before export, in milliseconds
-    /// (default 1000; the sink's thread checks every 25 ms).
-    pub export_interval_ms: u64,
-    /// Timeout of one export request, in milliseconds (default 5000).
-    pub export_timeout_ms: u64,
+    /// Longest time a finished span waits before export (default `"1s"`;
+    /// the sink's thread checks every 25 ms). At least 1ms. The deprecated
+    /// `export_interval_ms` (an integer of milliseconds) is still read,
+    /// with a [`ConfigWarning`].
+    #[serde(with = "crate::duration", alias = "export_interval_ms")]
+    pub export_interval: Duration,
+    /// Timeout of one export request, retries included (default `"5s"`).
+    /// At least 1ms. The deprecated `export_timeout_ms` is still read, with
+    /// a [`ConfigWarning`].
+    #[serde(with = "crate::duration", alias = "export_timeout_ms")]
+    pub export_timeout: Duration,
     /// Started user spans waiting for their stop event before the oldest are
     /// evicted (and counted as dropped); default 10000. The three spans of
     /// every call are built from their end alone and take no room here.
@@ -329,8 +367,8 @@ impl Default for OtelSinkConfig {
             events: Vec::new(),
             queue_capacity: 8192,
             batch_size: 512,
-            export_interval_ms: 1000,
-            export_timeout_ms: 5000,
+            export_interval: Duration::from_secs(1),
+            export_timeout: Duration::from_secs(5),
             max_open_spans: 10_000,
             sample_ratio: 1.0,
         }
@@ -399,8 +437,16 @@ impl Config {
                 message,
             }
         })?;
+        let warnings = crate::deprecated::check(text, &file)?;
         config.validate(&file).map_err(|e| match e {
             ConfigError::Invalid { file, key, message } => {
+                // A value written under a deprecated key is named by that key.
+                let old = format!("{key}_ms");
+                let key = if warnings.iter().any(|w| w.key == old) {
+                    old
+                } else {
+                    key
+                };
                 let message = match line_of_key(text, &key) {
                     Some(line) => format!("{message} (line {line})"),
                     None => message,
@@ -409,10 +455,18 @@ impl Config {
             }
             other => other,
         })?;
+        config.warnings = warnings;
+        for w in &config.warnings {
+            tracing::warn!(target: "snakepit::telemetry", file = %w.file.display(), key = %w.key, "{w}");
+        }
         let sink_lines = (0..config.sinks.len())
             .map(|i| line_of_key(text, &format!("sinks[{i}]")).unwrap_or(0))
             .collect();
-        config.source = Some(ConfigSource { file, sink_lines });
+        config.source = Some(ConfigSource {
+            file,
+            sink_lines,
+            text: text.to_string(),
+        });
         Ok(config)
     }
 
@@ -424,6 +478,14 @@ impl Config {
             message,
         };
         let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        if self.pool.is_some() && !self.pools.is_empty() {
+            return Err(invalid(
+                "pools".into(),
+                "`[pool]` and `[[pools]]` are both written; keep one: `[pool]` for one pool, \
+                 or `[[pools]]` with a `pool_name` each"
+                    .into(),
+            ));
+        }
         let t = &self.telemetry;
         if !rate_ok(t.sampling_rate) {
             return Err(invalid(
@@ -457,12 +519,24 @@ impl Config {
                             format!("{} is out of range; allowed 0.0 to 1.0", o.sample_ratio),
                         ));
                     }
+                    for (key, value) in [
+                        ("export_interval", o.export_interval),
+                        ("export_timeout", o.export_timeout),
+                    ] {
+                        if value < Duration::from_millis(1) {
+                            return Err(invalid(
+                                format!("sinks[{i}].{key}"),
+                                format!(
+                                    "{} is out of range; must be at least 1ms",
+                                    crate::duration::format(value)
+                                ),
+                            ));
+                        }
+                    }
                     let at_least_one = [
-                        ("queue_capacity", o.queue_capacity as u64),
-                        ("batch_size", o.batch_size as u64),
-                        ("export_interval_ms", o.export_interval_ms),
-                        ("export_timeout_ms", o.export_timeout_ms),
-                        ("max_open_spans", o.max_open_spans as u64),
+                        ("queue_capacity", o.queue_capacity),
+                        ("batch_size", o.batch_size),
+                        ("max_open_spans", o.max_open_spans),
                     ];
                     for (key, value) in at_least_one {
                         if value == 0 {

@@ -23,6 +23,8 @@
 pub mod builtin;
 pub mod catalog;
 pub mod config;
+mod deprecated;
+pub mod duration;
 pub mod error;
 pub mod event;
 pub mod pattern;

@@ -53,6 +53,7 @@ fn the_design_example_parses() {
             source: Some(ConfigSource {
                 file: "empty.toml".into(),
                 sink_lines: vec![],
+                text: String::new(),
             }),
             ..Config::default()
         }

@@ -21,7 +21,6 @@ use snakepit_grpc::CallOptions;
 use snakepit_pool::{Pool, PoolConfig, PoolError};
 use snakepit_sinks::{telemetry_from_config, SinkSet};
 use snakepit_telemetry::Telemetry;
-use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::prelude::*;
 
 const ADAPTER: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
@@ -68,9 +67,10 @@ fn parse_args() -> Result<Args, String> {
                     "demo [--quick] [--serve] [--workers N] [--calls N] [--config FILE]\n\n\
                      --quick      a short run\n\
                      --serve      keep serving /metrics after the workload (Ctrl-C to stop)\n\
-                     --workers N  worker processes (default 2)\n\
+                     --workers N  worker processes (default 2; a [pool] in --config decides)\n\
                      --calls N    calls in the workload (default 2000, 300 with --quick)\n\
-                     --config F   a snakepit TOML file (sinks, levels, sampling)"
+                     --config F   a snakepit TOML file: [telemetry], [[sinks]] and [pool]\n\
+                     \x20            (or [[pools]], the first is run; adapter defaults to the demo's)"
                 );
                 std::process::exit(0);
             }
@@ -278,6 +278,27 @@ fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, sl
     }
 }
 
+/// The demo's pool: the config file's `[pool]` (or first `[[pools]]`),
+/// whose `adapter` defaults to the demo's, else the demo's own settings.
+fn demo_pool(config: &mut Config, args: &Args) -> Result<PoolConfig, PoolError> {
+    let tables = config.pool.iter_mut().chain(config.pools.iter_mut());
+    for table in tables {
+        table
+            .entry("adapter")
+            .or_insert_with(|| ADAPTER.to_string().into());
+    }
+    if let Some(first) = PoolConfig::from_config(config)?.into_iter().next() {
+        return Ok(first);
+    }
+    Ok(PoolConfig::new(ADAPTER)
+        .pool_name("demo")
+        .workers(args.workers)
+        .concurrency_per_worker(8)
+        .status_interval(Duration::from_millis(500))
+        .worker_arg("--telemetry-interval-s")
+        .worker_arg("1"))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
@@ -296,19 +317,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
     }
     let telemetry = telemetry_from_config(&config);
-    // snakepit's records obey its log config; other libraries' only show warnings.
+    // snakepit's records obey the file's log_level and log_categories;
+    // other libraries' only show warnings.
     let others_quiet = tracing_subscriber::filter::filter_fn(|m| {
         m.target().starts_with("snakepit")
             || m.target() == "demo"
             || *m.level() <= tracing::Level::WARN
     });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_target(true)
-                .with_filter(telemetry.log().filter().and(others_quiet)),
-        )
+        .with(telemetry.tracing_layer().with_filter(others_quiet))
         .init();
+    let pool_config = demo_pool(&mut config, &args)?;
 
     let sinks = match SinkSet::from_config(&config, &telemetry) {
         Ok(s) => s,
@@ -330,19 +349,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let slow = Arc::new(AtomicU64::new(0));
     attach_observers(&telemetry, &seen, &slow);
 
-    println!("starting a pool of {} workers ...", args.workers);
+    let workers = pool_config.workers;
+    println!("starting a pool of {workers} workers ...");
     let started = Instant::now();
-    let pool = Pool::start(
-        telemetry.clone(),
-        PoolConfig::new(ADAPTER)
-            .pool_name("demo")
-            .workers(args.workers)
-            .concurrency_per_worker(8)
-            .status_interval(Duration::from_millis(500))
-            .worker_arg("--telemetry-interval-s")
-            .worker_arg("1"),
-    )
-    .await?;
+    let pool = Pool::start(telemetry.clone(), pool_config).await?;
     println!("pool ready in {:.2}s", started.elapsed().as_secs_f64());
 
     let calls = args.calls.unwrap_or(if args.quick { 300 } else { 2000 });
@@ -351,7 +361,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let failed = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     // More callers than call slots (2 x 8 per worker), so some calls queue.
-    let concurrency = 8 * args.workers + 8;
+    let concurrency = 8 * workers + 8;
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
         let (pool, done, failed) = (pool.clone(), done.clone(), failed.clone());

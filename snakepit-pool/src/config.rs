@@ -3,8 +3,12 @@
 //!
 //! Durations are written the human way (`"250ms"`, `"5s"`, `"1m"`).
 //!
-//! [`PoolConfig::load`] reads a file and validates it; its errors name the
-//! file, the key, the line and what is allowed. Bounds:
+//! In the one config file (`snakepit.toml`, beside `[telemetry]` and
+//! `[[sinks]]`), a pool is the `[pool]` table, or several are `[[pools]]`
+//! tables: load the file with `snakepit_core::Config::load` and read them
+//! with [`PoolConfig::from_config`]. [`PoolConfig::load`] reads a file of
+//! pool keys alone. Either way errors name the file, the key, the line and
+//! what is allowed. Bounds:
 //!
 //! | key | allowed |
 //! |---|---|
@@ -295,6 +299,19 @@ fn count_in_range(key: &str, value: usize, range: RangeInclusive<usize>) -> Resu
     ))
 }
 
+/// The key a deserialization error at `path` is about: the path itself, or
+/// for an error at the root, the unknown field its message names. `None`
+/// when neither names a key.
+pub(crate) fn name_of_error(path: &str, message: &str) -> Option<String> {
+    if path != "." {
+        return Some(path.to_string());
+    }
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+        .map(|(name, _)| name.to_string())
+}
+
 /// Parses without validating; errors name the key and the line.
 fn parse(text: &str) -> Result<PoolConfig, PoolError> {
     let de = toml::Deserializer::new(text);
@@ -303,13 +320,14 @@ fn parse(text: &str) -> Result<PoolConfig, PoolError> {
         let inner = e.into_inner();
         let mut message = inner.message().trim_end().to_string();
         let line = inner.span().map(|s| line_at(text, s.start));
-        let key = if path != "." {
-            path
-        } else if let Some(name) = message
-            .strip_prefix("unknown field `")
-            .and_then(|m| m.split_once('`'))
-        {
-            name.0.to_string()
+        let key = if let Some(key) = name_of_error(&path, &message) {
+            if ["pool", "pools", "telemetry", "sinks"].contains(&key.as_str()) {
+                message = format!(
+                    "{message}; this is a whole snakepit.toml: read it with \
+                     snakepit_core::Config::load and its pools with PoolConfig::from_config"
+                );
+            }
+            key
         } else {
             message = format!("malformed TOML: {message}");
             // A syntax error: the key written on that line, if any.

@@ -67,14 +67,17 @@ pub enum PoolError {
     /// when the file and line are known.
     #[error("{}invalid pool config `{key}`: {message}", location(file.as_deref(), *line))]
     Config {
-        /// The file the config was read from ([`PoolConfig::load`](crate::PoolConfig::load),
+        /// The file the config was read from (`snakepit_core::Config::load`
+        /// then [`PoolConfig::from_config`](crate::PoolConfig::from_config),
+        /// [`PoolConfig::load`](crate::PoolConfig::load),
         /// [`PoolConfig::from_toml`](crate::PoolConfig::from_toml)); `None` for a config
         /// built in code.
         file: Option<PathBuf>,
         /// The line (from 1) of the key or of the syntax error in that
         /// text, when known.
         line: Option<usize>,
-        /// The offending key, e.g. `workers` or `external_workers[1].address`.
+        /// The offending key, e.g. `workers`, `external_workers[1].address`
+        /// or, in a whole config file, `pools[1].workers`.
         key: String,
         /// What is wrong and what is allowed.
         message: String,

@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod config_file;
 mod dispatch;
 pub mod error;
 mod events;

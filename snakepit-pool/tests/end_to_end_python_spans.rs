@@ -55,7 +55,7 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         OtelSink::new(
             &OtelSinkConfig {
                 endpoint: receiver.endpoint(),
-                export_interval_ms: 50,
+                export_interval: Duration::from_millis(50),
                 ..OtelSinkConfig::default()
             },
             &t,

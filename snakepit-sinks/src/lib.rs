@@ -4,7 +4,10 @@
 //! [`SinkSet::from_config`] builds and attaches every `[[sinks]]` entry of a
 //! config file (`log`, `prometheus`, `otel`, `plugin`), each for the
 //! events its `events` patterns match, and shuts them all down within one
-//! deadline. Environment overrides (see `snakepit_core::config`):
+//! deadline. [`telemetry_from_config`] builds the `Telemetry` of the same
+//! file, whose `tracing_layer()` makes its `log_level` and
+//! `log_categories` apply in the application's `tracing` subscriber.
+//! Environment overrides (see `snakepit_core::config`):
 //! `SNAKEPIT_LOG_LEVEL`, `SNAKEPIT_TELEMETRY_ENABLED`,
 //! `SNAKEPIT_SAMPLING_RATE`, `SNAKEPIT_PROMETHEUS_LISTEN`,
 //! `SNAKEPIT_OTEL_ENDPOINT`, `SNAKEPIT_OTEL_SERVICE_NAME`,

@@ -24,7 +24,7 @@
 //!   of a few shards (each thread keeps to one, so the lock is uncontended).
 //!   A chunk that holds `batch_size` spans goes to the sink's thread as one
 //!   message, and is sent as one request without being copied; the thread
-//!   takes partly filled chunks when `export_interval_ms` has passed since
+//!   takes partly filled chunks when `export_interval` has passed since
 //!   their first span, and on flush and shutdown. Chunks in the queue count
 //!   against `queue_capacity` in spans; a chunk that does not fit is dropped
 //!   and its spans counted. Sent chunks' buffers are reused (at most one
@@ -46,7 +46,7 @@
 //!   or `export_failed`).
 //! * A request the collector answers with 429, 502, 503 or 504, or that
 //!   fails in transport, is sent again with backoff (50 ms doubling to 2 s,
-//!   or the collector's `Retry-After`) until `export_timeout_ms` has passed
+//!   or the collector's `Retry-After`) until `export_timeout` has passed
 //!   since its first attempt or the flush/shutdown deadline comes; only then
 //!   are its spans counted as `export_failed`. Other statuses are final.
 //!   [`OtelStats::retries`] counts the second tries.

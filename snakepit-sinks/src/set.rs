@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use snakepit_core::config::{ConfigSource, SinkConfig};
 use snakepit_core::{Config, Pattern, Sink, SinkError};
-use snakepit_telemetry::{AttachError, LogConfig, Telemetry};
+use snakepit_telemetry::{AttachError, Telemetry};
 
 use crate::built::{BuiltSink, SinkKind};
 #[cfg(feature = "log")]
@@ -190,12 +190,11 @@ impl std::fmt::Debug for SinkSet {
 }
 
 /// A telemetry instance with the config's policy (toggle, sampling,
-/// filters) and log levels.
+/// filters) and log levels: [`Telemetry::from_config`]. Add
+/// [`Telemetry::tracing_layer`] to the application's `tracing` subscriber
+/// (or call [`Telemetry::try_init_tracing`]) so that the log levels apply.
 pub fn telemetry_from_config(config: &Config) -> Telemetry {
-    Telemetry::builder()
-        .policy(config.telemetry.policy())
-        .log_config(LogConfig::from_config(&config.telemetry))
-        .build()
+    Telemetry::from_config(config)
 }
 
 impl SinkSet {

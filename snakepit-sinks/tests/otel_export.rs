@@ -17,7 +17,7 @@ fn config(endpoint: String) -> OtelSinkConfig {
     OtelSinkConfig {
         endpoint,
         service_name: "snakepit-test".into(),
-        export_interval_ms: 50,
+        export_interval: std::time::Duration::from_millis(50),
         ..OtelSinkConfig::default()
     }
 }

@@ -39,10 +39,17 @@ fn every_configured_sink_is_attached_with_its_patterns() {
         kind = "otel"
         endpoint = "{}"
         service_name = "from-config"
-        export_interval_ms = 20
+        export_interval = "20ms"
         "#,
         receiver.endpoint()
     ));
+    // The duration dialect: the OTel sink exports every 20ms, no warning.
+    assert!(
+        matches!(&config.sinks[2], SinkConfig::Otel(o) if o.export_interval == Duration::from_millis(20)),
+        "{:?}",
+        config.sinks[2]
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let t = telemetry_from_config(&config);
     assert_eq!(
         t.log().levels().level,

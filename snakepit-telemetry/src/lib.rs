@@ -9,7 +9,9 @@
 //! * [correlation ids](correlation) that flow through threads and `.await`.
 //! * [`Control`]: toggle, sampling and filters at run time, observable by
 //!   subscribers.
-//! * [`LogConfig`]: levels per category and per worker, as a `tracing` filter.
+//! * [`LogConfig`]: levels per category and per worker, as a `tracing` filter;
+//!   [`Telemetry::tracing_layer`] is the layer that obeys them (see
+//!   [`subscriber`]).
 //! * [metric definitions](metrics) for metric sinks.
 
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod log;
 pub mod metrics;
 mod rand;
 pub mod span;
+pub mod subscriber;
 
 pub use control::{Control, PolicyWatch};
 pub use correlation::{

@@ -189,7 +189,7 @@ impl Exporter {
         frame: Frame,
         shards: Arc<Shards>,
     ) -> Exporter {
-        let timeout = Duration::from_millis(config.export_timeout_ms.max(1));
+        let timeout = config.export_timeout.max(Duration::from_millis(1));
         Exporter {
             shards,
             url,
@@ -208,7 +208,7 @@ impl Exporter {
             header: Vec::new(),
             oldest_finished: None,
             batch_size: config.batch_size.max(1),
-            interval: Duration::from_millis(config.export_interval_ms.max(1)),
+            interval: config.export_interval.max(Duration::from_millis(1)),
             timeout,
             capacity: config.queue_capacity as u64,
             reported: Reported::default(),
@@ -442,7 +442,7 @@ impl Exporter {
 
     /// Exports every finished span, `batch_size` per request. A request that
     /// fails in a retryable way is sent again with backoff (honouring the
-    /// collector's Retry-After) until `export_timeout_ms` has passed since
+    /// collector's Retry-After) until `export_timeout` has passed since
     /// its first attempt, or the flush or shutdown deadline comes; only then
     /// are its spans counted as `export_failed`.
     fn export(&mut self, deadline: Option<Instant>, control: &Control) {
