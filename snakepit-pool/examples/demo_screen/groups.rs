@@ -30,17 +30,24 @@ pub struct RepeatGroups {
 impl RepeatGroups {
     /// One line per kind of warning or error seen, in order of first
     /// appearance: level, target, message, `×count` and the worst value of
-    /// each numeric field (`worst 262 ms` for a field named `ms`).
+    /// each numeric field that measures (`worst 262 ms` for a field named `ms`
+    /// or `*_ms`, `max depth 73` for others).
     pub fn report(&self) -> Vec<String> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         groups
             .iter()
             .map(|g| {
-                let mut line = format!("{:>5} {}: {} ×{}", g.level, g.target, g.message, g.count);
+                let mut line = format!(
+                    "{:>5} {}: {} ×{}",
+                    g.level,
+                    g.target,
+                    shorten(&g.message),
+                    g.count
+                );
                 for (name, v) in &g.worst {
-                    if *name == "ms" {
+                    if *name == "ms" || name.ends_with("_ms") {
                         let _ = write!(line, ", worst {v:.0} ms");
-                    } else {
+                    } else if !is_label(name) {
                         let _ = write!(line, ", max {name} {v}");
                     }
                 }
@@ -81,6 +88,23 @@ impl RepeatGroups {
             }
         }
     }
+}
+
+/// Longest message in a report line, in characters; the whole message was
+/// printed with the first record of its kind.
+const MESSAGE_CHARS: usize = 100;
+
+fn shorten(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}...", &message[..at]),
+        None => message.to_string(),
+    }
+}
+
+/// Numeric fields that identify rather than measure (an id, a pid, a
+/// timestamp): their largest value means nothing.
+fn is_label(name: &str) -> bool {
+    name.contains("timestamp") || name.ends_with("_id") || name.ends_with("pid")
 }
 
 impl<S> Filter<S> for RepeatGroups {

@@ -111,6 +111,8 @@ impl Screen {
         let mut s = self.lock();
         if let Some(bar) = s.bar.take() {
             bar.finish();
+            // The bar leaves the cursor at the end of its line.
+            write_stdout(b"\n");
         }
     }
 
