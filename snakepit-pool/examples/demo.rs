@@ -342,16 +342,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .push(SinkConfig::Prometheus(PrometheusSinkConfig::default()));
     }
     let telemetry = telemetry_from_config(&config);
-    // Log lines go through the screen, around the progress bar; repeated
-    // warnings and errors are counted, not printed again.
-    let screen = Screen::new();
-    let repeats = RepeatGroups::default();
     // snakepit's records obey its log config; other libraries' only show warnings.
     let others_quiet = tracing_subscriber::filter::filter_fn(|m| {
         m.target().starts_with("snakepit")
             || m.target() == "demo"
             || *m.level() <= tracing::Level::WARN
     });
+    // Log lines go through the screen, around the progress bar; repeated
+    // warnings and errors are counted, not printed again.
+    let screen = Screen::new();
+    let repeats = RepeatGroups::default();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
