@@ -3,13 +3,24 @@
 //! a slow-call warning, a queue-depth alert and Prometheus metrics, plus a
 //! summary of everything telemetry saw.
 //!
+//! The screen: a progress bar that log lines cannot break (plain progress
+//! lines every 10% when stdout is not a terminal), repeated warnings grouped
+//! into one line each with their count, a latency histogram per tool, and the
+//! summary printed last, after the pool has shut down.
+//!
 //! ```text
 //! cargo run -p snakepit-pool --example demo -- [--quick] [--serve] [--workers N]
 //!     [--calls N] [--config snakepit.toml]
 //! ```
 
+#[path = "demo_screen/groups.rs"]
+mod groups;
+#[path = "demo_screen/histogram.rs"]
+mod histogram;
+#[path = "demo_screen/progress.rs"]
+mod progress;
+
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +32,11 @@ use snakepit_grpc::CallOptions;
 use snakepit_pool::{Pool, PoolConfig, PoolError};
 use snakepit_sinks::{telemetry_from_config, SinkSet};
 use snakepit_telemetry::Telemetry;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::prelude::*;
+
+use groups::RepeatGroups;
+use progress::Screen;
 
 const ADAPTER: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
 
@@ -224,7 +239,24 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
-fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, slow: u64) {
+/// What the summary reports besides the events seen.
+struct Outcome {
+    elapsed: Duration,
+    calls: usize,
+    failed: usize,
+    slow: u64,
+    /// One line per kind of warning or error, with its count.
+    warnings: Vec<String>,
+}
+
+fn print_summary(seen: &Seen, o: &Outcome) {
+    let Outcome {
+        elapsed,
+        calls,
+        failed,
+        slow,
+        ..
+    } = *o;
     println!("\n== summary ==");
     println!(
         "{calls} calls in {:.2}s ({:.0} calls/s), {failed} failed (the `fail` tool fails on purpose), {slow} slow-call warnings",
@@ -251,6 +283,13 @@ fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, sl
             percentile(&l, 0.99)
         );
     }
+    println!("\nlatency by tool, ms:");
+    for (tool, l) in &seen.latency_ns {
+        println!();
+        for line in histogram::render(tool, l) {
+            println!("{line}");
+        }
+    }
     let mut q = seen.queue_ns.clone();
     q.sort_unstable();
     println!(
@@ -267,6 +306,14 @@ fn print_summary(seen: &Seen, elapsed: Duration, calls: usize, failed: usize, sl
     println!("\n{:<44} {:>8}", "telemetry event", "count");
     for (name, n) in &seen.events {
         println!("{name:<44} {n:>8}");
+    }
+    if o.warnings.is_empty() {
+        println!("\nwarnings and errors: none");
+    } else {
+        println!("\nwarnings and errors (the first of each kind is shown above the summary):");
+        for line in &o.warnings {
+            println!("  {line}");
+        }
     }
     if seen.dropped.values().all(|n| *n == 0) {
         println!("\ndrops: none");
@@ -324,8 +371,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             || m.target() == "demo"
             || *m.level() <= tracing::Level::WARN
     });
+    // Log lines go through the screen, around the progress bar; repeated
+    // warnings and errors are counted, not printed again.
+    let screen = Screen::new();
+    let repeats = RepeatGroups::default();
     tracing_subscriber::registry()
-        .with(telemetry.tracing_layer().with_filter(others_quiet))
+        .with(
+            telemetry
+                .tracing_layer_with_writer(screen.clone())
+                .with_filter(others_quiet.and(repeats.clone())),
+        )
         .init();
     let pool_config = demo_pool(&mut config, &args)?;
 
@@ -357,73 +412,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let calls = args.calls.unwrap_or(if args.quick { 300 } else { 2000 });
     let pool = Arc::new(pool);
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    screen.start(calls as u64);
     let t0 = Instant::now();
     // More callers than call slots (2 x 8 per worker), so some calls queue.
     let concurrency = 8 * workers + 8;
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
-        let (pool, done, failed) = (pool.clone(), done.clone(), failed.clone());
+        let (pool, screen) = (pool.clone(), screen.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = lane;
             while i < calls {
-                if one_call(&pool, i).await.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
+                let ok = one_call(&pool, i).await.is_ok();
+                screen.call_done(ok);
                 i += concurrency;
             }
         }));
     }
-    let progress = {
-        let done = done.clone();
-        let failed = failed.clone();
-        tokio::spawn(async move {
-            loop {
-                let d = done.load(Ordering::Relaxed) as usize;
-                let bar = 30 * d / calls.max(1);
-                print!(
-                    "\r[{}{}] {d}/{calls} calls, {} failed",
-                    "#".repeat(bar),
-                    " ".repeat(30 - bar),
-                    failed.load(Ordering::Relaxed)
-                );
-                let _ = std::io::stdout().flush();
-                if d >= calls {
-                    println!();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
     for t in tasks {
         t.await?;
     }
-    progress.await?;
     let elapsed = t0.elapsed();
+    screen.finish();
     // Let a last status snapshot and resource sample arrive.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
+    // Shut the pool down first, so that the workers' shutdown logs come
+    // before the summary, not after it.
+    println!("shutting the pool down ...");
+    let pool = Arc::try_unwrap(pool).map_err(|_| "pool still shared")?;
+    pool.shutdown().await;
+    // Without --serve, the sinks' last exports too.
+    let sinks = if args.serve {
+        Some(sinks)
+    } else {
+        let _ = sinks.shutdown(Duration::from_secs(2));
+        None
+    };
+
+    let (_, failed) = screen.counts();
+    let outcome = Outcome {
+        elapsed,
+        calls,
+        failed: failed as usize,
+        slow: slow.load(Ordering::Relaxed),
+        warnings: repeats.report(),
+    };
     {
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        print_summary(
-            &seen,
-            elapsed,
-            calls,
-            failed.load(Ordering::Relaxed) as usize,
-            slow.load(Ordering::Relaxed),
-        );
+        print_summary(&seen, &outcome);
     }
-    if args.serve {
+    if let Some(sinks) = sinks {
         if let Some(addr) = sinks.prometheus_addr() {
             println!("\nserving http://{addr}/metrics; press Ctrl-C to stop");
         }
         tokio::signal::ctrl_c().await?;
+        let _ = sinks.shutdown(Duration::from_secs(2));
     }
-    let pool = Arc::try_unwrap(pool).map_err(|_| "pool still shared")?;
-    pool.shutdown().await;
-    let _ = sinks.shutdown(Duration::from_secs(2));
     Ok(())
 }
