@@ -20,7 +20,16 @@
 //! * The hot path (`handle`) looks up cached handles by the event's tag
 //!   values and does not allocate when the label set was seen before (unless
 //!   the definition has a tag transform, which returns owned strings).
-//! * No global recorder is installed: every sink has its own registry.
+//! * No global recorder is installed. By default every sink has its own
+//!   registry; with [`PrometheusSinkBuilder::global_recorder`] (config
+//!   `recorder = "global"`) or [`PrometheusSinkBuilder::into_recorder`] the
+//!   series go to the app's recorder instead, described there with the
+//!   sink's names and help, so the app's `/metrics` shows both (see
+//!   [`PrometheusSink::render_with`]). Histogram samples still wait in the
+//!   sink's per-thread buffers and reach that recorder in batches.
+//! * A sink may have no listener (`listen = "none"`): an app that serves
+//!   `/metrics` itself mounts [`PrometheusSink::render`] (or its own
+//!   handle's render) in its router.
 //! * `/metrics` is served by hyper on a small runtime owned by the sink's
 //!   listener thread, one task per connection, with per-connection
 //!   deadlines ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`]) and at most
@@ -38,8 +47,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Recorder;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use snakepit_core::config::PrometheusSinkConfig;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use snakepit_core::config::{PrometheusRecorderChoice, PrometheusSinkConfig};
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError};
 use snakepit_telemetry::metrics::{
     default_metrics, MetricDef, MetricError, MetricKind, ResolvedMetric,
@@ -50,8 +59,16 @@ pub use self::listener::{
     CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD, UPKEEP_EVERY,
 };
 pub use self::naming::prometheus_name;
-use self::samples::Registry;
+use self::samples::{Registry, Target};
+
 use self::series::{Group, Member};
+/// The `metrics` facade this sink records through (0.24): an app whose
+/// recorder the sink records into must use this version (another version
+/// of the crate has another process recorder).
+pub use metrics;
+/// The exporter of the sink's own registry (0.17), for an app that builds
+/// its recorder with [`PrometheusSinkBuilder::configure_exporter`].
+pub use metrics_exporter_prometheus;
 
 /// Label value of the overflow series.
 pub const OVERFLOW_LABEL: &str = "other";
@@ -82,6 +99,17 @@ pub enum PrometheusError {
         metric: String,
         /// Why.
         message: String,
+    },
+    /// A listener was asked for a sink that records into the app's
+    /// recorder: that sink has no exposition of its own to serve.
+    #[error(
+        "a Prometheus sink that records into the app's recorder cannot serve /metrics on \
+         {listen}: use listen = \"none\" and serve the app's exposition (see \
+         PrometheusSink::render_with)"
+    )]
+    ListenerWithoutRegistry {
+        /// The address asked for.
+        listen: SocketAddr,
     },
     /// The listener could not bind.
     #[error("cannot listen on {listen} for /metrics: {source}")]
@@ -116,42 +144,130 @@ impl std::fmt::Debug for PrometheusSink {
 }
 
 /// Builds a [`PrometheusSink`].
-#[derive(Debug)]
 pub struct PrometheusSinkBuilder {
     metrics: Vec<MetricDef>,
     max_series_per_metric: usize,
     base_units: bool,
     listen: Option<SocketAddr>,
+    recorder: RecorderTarget,
+}
+
+/// Which recorder a builder registers into.
+enum RecorderTarget {
+    Own,
+    Global,
+    Given(Box<dyn Recorder + Send + Sync>),
+}
+
+impl std::fmt::Debug for PrometheusSinkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let recorder = match self.recorder {
+            RecorderTarget::Own => "own",
+            RecorderTarget::Global => "global",
+            RecorderTarget::Given(_) => "given",
+        };
+        f.debug_struct("PrometheusSinkBuilder")
+            .field("metrics", &self.metrics.len())
+            .field("max_series_per_metric", &self.max_series_per_metric)
+            .field("base_units", &self.base_units)
+            .field("listen", &self.listen)
+            .field("recorder", &recorder)
+            .finish()
+    }
 }
 
 impl PrometheusSink {
     /// A builder with [`default_metrics`], 1000 series per metric, base
-    /// units, and no listener.
+    /// units, its own registry, and no listener.
     pub fn builder() -> PrometheusSinkBuilder {
         PrometheusSinkBuilder {
             metrics: default_metrics(),
             max_series_per_metric: 1000,
             base_units: true,
             listen: None,
+            recorder: RecorderTarget::Own,
         }
     }
 
     /// The sink a `kind = "prometheus"` config table describes, with the
-    /// default metrics and its listener started.
+    /// default metrics and its listener (if any) started.
     pub fn from_config(
         config: &PrometheusSinkConfig,
         catalog: &Catalog,
     ) -> Result<PrometheusSink, PrometheusError> {
-        PrometheusSink::builder()
-            .max_series_per_metric(config.max_series_per_metric)
-            .base_units(config.base_units)
-            .listen(config.listen)
-            .build(catalog)
+        PrometheusSinkBuilder::from_config(config).build(catalog)
     }
 
-    /// The exposition text (Prometheus text format 0.0.4), as a scrape sees it.
+    /// The sink's own exposition (Prometheus text format 0.0.4), as a
+    /// scrape of its listener sees it: every sample recorded before the
+    /// call is in it.
+    ///
+    /// With the app's recorder ([`PrometheusSinkBuilder::global_recorder`],
+    /// [`PrometheusSinkBuilder::into_recorder`]) the sink has no exposition
+    /// of its own: this hands the buffered samples over and returns the
+    /// empty string; use [`PrometheusSink::render_with`].
+    ///
+    /// Mounted in an app's router (here axum; any server works the same
+    /// way), for a sink built with `listen = "none"`:
+    ///
+    /// ```ignore
+    /// use std::sync::Arc;
+    /// use axum::{routing::get, Router};
+    /// use snakepit_sinks::prometheus::PrometheusSink;
+    ///
+    /// fn metrics_route(sink: Arc<PrometheusSink>) -> Router {
+    ///     Router::new().route(
+    ///         "/metrics",
+    ///         get(move || {
+    ///             let sink = sink.clone();
+    ///             async move {
+    ///                 (
+    ///                     [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+    ///                     sink.render(),
+    ///                 )
+    ///             }
+    ///         }),
+    ///     )
+    /// }
+    /// ```
     pub fn render(&self) -> String {
         self.shared.registry.render()
+    }
+
+    /// The exposition of the app's recorder `handle`, after handing it every
+    /// histogram sample this sink still buffers, so the one exposition shows
+    /// the app's series and every snakepit sample recorded before the call.
+    /// Serve this from the app's `/metrics` when the sink records into the
+    /// app's recorder:
+    ///
+    /// ```ignore
+    /// use axum::{routing::get, Router};
+    /// use snakepit_sinks::prometheus::metrics_exporter_prometheus::PrometheusHandle;
+    ///
+    /// fn metrics_route(sink: Arc<PrometheusSink>, handle: PrometheusHandle) -> Router {
+    ///     Router::new().route(
+    ///         "/metrics",
+    ///         get(move || {
+    ///             let body = sink.render_with(&handle);
+    ///             async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+    ///         }),
+    ///     )
+    /// }
+    /// ```
+    ///
+    /// Rendering the handle directly works too; buffered samples then reach
+    /// it within [`UPKEEP_EVERY`].
+    pub fn render_with(&self, handle: &PrometheusHandle) -> String {
+        self.shared.registry.drain();
+        handle.render()
+    }
+
+    /// Hands every buffered histogram sample to the recorder now (the
+    /// sink's upkeep thread does so every [`UPKEEP_EVERY`], and
+    /// [`PrometheusSink::render`] before it renders). For an app that
+    /// renders another kind of recorder.
+    pub fn hand_over_samples(&self) {
+        self.shared.registry.drain();
     }
 
     /// The address the `/metrics` listener is bound to (useful with port 0).
@@ -170,6 +286,57 @@ impl PrometheusSink {
 }
 
 impl PrometheusSinkBuilder {
+    /// The builder a `kind = "prometheus"` config table describes (default
+    /// metrics): its cap, units, listener and recorder.
+    pub fn from_config(config: &PrometheusSinkConfig) -> PrometheusSinkBuilder {
+        let mut builder = PrometheusSink::builder()
+            .max_series_per_metric(config.max_series_per_metric)
+            .base_units(config.base_units);
+        if let Some(addr) = config.listen.addr() {
+            builder = builder.listen(addr);
+        }
+        match config.recorder {
+            PrometheusRecorderChoice::Own => builder,
+            PrometheusRecorderChoice::Global => builder.global_recorder(),
+        }
+    }
+
+    /// Records into the process's `metrics` recorder (the one the
+    /// `metrics::counter!` macros of the app use, e.g. installed with
+    /// `PrometheusBuilder::install_recorder`) instead of a registry of the
+    /// sink's own. Install that recorder before building the sink: the
+    /// sink describes its metrics when built, and registers each series
+    /// when an event first needs it, through [`metrics::with_recorder`] (on
+    /// the emitting thread, so a thread-local recorder set there with
+    /// `metrics::with_local_recorder` takes them instead). Such a sink has
+    /// no exposition of its own, and so no listener.
+    pub fn global_recorder(mut self) -> Self {
+        self.recorder = RecorderTarget::Global;
+        self
+    }
+
+    /// Records into `recorder` (any [`metrics::Recorder`], e.g. an
+    /// `Arc<PrometheusRecorder>` the app also installed or renders) instead
+    /// of a registry of the sink's own; as
+    /// [`PrometheusSinkBuilder::global_recorder`] otherwise.
+    pub fn into_recorder(mut self, recorder: impl Recorder + Send + Sync + 'static) -> Self {
+        self.recorder = RecorderTarget::Given(Box::new(recorder));
+        self
+    }
+
+    /// Applies the sink's histogram buckets (of its `distribution` metrics,
+    /// by their Prometheus names) to the app's exporter `builder`, so that a
+    /// recorder built from it exports them as histograms with the sink's
+    /// buckets, as the sink's own registry does (without them the exporter
+    /// renders them as summaries).
+    pub fn configure_exporter(
+        &self,
+        catalog: &Catalog,
+        builder: PrometheusBuilder,
+    ) -> Result<PrometheusBuilder, PrometheusError> {
+        self.plan(catalog, builder).map(|(_, builder)| builder)
+    }
+
     /// Uses these metric definitions instead of the defaults.
     pub fn metrics(mut self, metrics: Vec<MetricDef>) -> Self {
         self.metrics = metrics;
@@ -194,16 +361,15 @@ impl PrometheusSinkBuilder {
         self
     }
 
-    /// Resolves every definition, registers the series and starts the listener.
-    pub fn build(self, catalog: &Catalog) -> Result<PrometheusSink, PrometheusError> {
-        struct Planned {
-            resolved: ResolvedMetric,
-            name: String,
-            scale: f64,
-        }
+    /// Resolves every definition: the Prometheus name and scale of each,
+    /// and `builder` with the buckets of the distributions.
+    fn plan(
+        &self,
+        catalog: &Catalog,
+        mut builder: PrometheusBuilder,
+    ) -> Result<(Vec<Planned>, PrometheusBuilder), PrometheusError> {
         let mut planned = Vec::with_capacity(self.metrics.len());
         let mut names: HashMap<String, String> = HashMap::new();
-        let mut builder = PrometheusBuilder::new();
         for def in &self.metrics {
             let resolved = def.resolve(catalog)?;
             let native = catalog
@@ -241,32 +407,34 @@ impl PrometheusSinkBuilder {
                 scale,
             });
         }
-        let registry = Arc::new(Registry::new(builder.build_recorder()));
-        let recorder = &registry.recorder;
-        recorder.describe_counter(
-            OVERFLOW_METRIC.into(),
-            None,
-            "events recorded into a metric's overflow series (label set cap reached)".into(),
-        );
+        Ok((planned, builder))
+    }
+
+    /// Resolves every definition, describes the metrics to the recorder,
+    /// and starts the listener (if any) and the upkeep thread. Series are
+    /// registered when an event first needs them.
+    pub fn build(self, catalog: &Catalog) -> Result<PrometheusSink, PrometheusError> {
+        let (planned, exporter) = self.plan(catalog, PrometheusBuilder::new())?;
+        let target = match self.recorder {
+            RecorderTarget::Own => {
+                let recorder = exporter.build_recorder();
+                Target::Own {
+                    handle: recorder.handle(),
+                    recorder,
+                }
+            }
+            RecorderTarget::Global => Target::Global,
+            RecorderTarget::Given(recorder) => Target::Given(recorder),
+        };
+        if let (false, Some(listen)) = (matches!(target, Target::Own { .. }), self.listen) {
+            return Err(PrometheusError::ListenerWithoutRegistry { listen });
+        }
+        let registry = Arc::new(Registry::new(target));
+        registry.with_recorder(|recorder| describe(recorder, &planned));
         let mut by_event: Vec<Vec<Group>> = (0..catalog.len()).map(|_| Vec::new()).collect();
         for p in planned {
             let def = &p.resolved.def;
             let kind = def.kind();
-            let help = if def.help().is_empty() {
-                def.name().to_string()
-            } else {
-                def.help().to_string()
-            };
-            let name = p.name.clone();
-            match kind {
-                MetricKind::Counter | MetricKind::Sum => {
-                    recorder.describe_counter(name.into(), None, help.into())
-                }
-                MetricKind::LastValue => recorder.describe_gauge(name.into(), None, help.into()),
-                MetricKind::Summary | MetricKind::Distribution => {
-                    recorder.describe_histogram(name.into(), None, help.into())
-                }
-            }
             let tags = def.tag_keys();
             let transform = def.tag_transform().is_some();
             let groups = &mut by_event[p.resolved.event.index()];
@@ -296,6 +464,41 @@ impl PrometheusSinkBuilder {
             listener: Mutex::new(Some(listener)),
             local_addr,
         })
+    }
+}
+
+/// One resolved definition, before its series exist.
+struct Planned {
+    resolved: ResolvedMetric,
+    name: String,
+    scale: f64,
+}
+
+/// Describes the overflow counter and every planned metric (name, help) to
+/// `recorder`.
+fn describe(recorder: &dyn Recorder, planned: &[Planned]) {
+    recorder.describe_counter(
+        OVERFLOW_METRIC.into(),
+        None,
+        "events recorded into a metric's overflow series (label set cap reached)".into(),
+    );
+    for p in planned {
+        let def = &p.resolved.def;
+        let help = if def.help().is_empty() {
+            def.name().to_string()
+        } else {
+            def.help().to_string()
+        };
+        let name = p.name.clone();
+        match def.kind() {
+            MetricKind::Counter | MetricKind::Sum => {
+                recorder.describe_counter(name.into(), None, help.into())
+            }
+            MetricKind::LastValue => recorder.describe_gauge(name.into(), None, help.into()),
+            MetricKind::Summary | MetricKind::Distribution => {
+                recorder.describe_histogram(name.into(), None, help.into())
+            }
+        }
     }
 }
 
