@@ -315,8 +315,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) if args.config.is_none() => {
             // The default port is taken: serve on any free port instead.
             eprintln!("demo: {e}; using a free port for /metrics");
-            let mut any = PrometheusSinkConfig::default();
-            any.listen = PrometheusListen::Addr(([127, 0, 0, 1], 0).into());
+            let any = PrometheusSinkConfig {
+                listen: PrometheusListen::Addr(([127, 0, 0, 1], 0).into()),
+                ..PrometheusSinkConfig::default()
+            };
             config.sinks = vec![SinkConfig::Prometheus(any)];
             SinkSet::from_config(&config, &telemetry)?
         }
