@@ -7,7 +7,8 @@
 //!
 //! [[sinks]]
 //! kind = "prometheus"                # log | prometheus | otel | plugin
-//! listen = "127.0.0.1:9568"
+//! listen = "127.0.0.1:9568"           # or "none": no listener
+//! recorder = "own"                   # or "global": the app's metrics recorder
 //! ```
 //!
 //! Unknown keys are rejected. Every error names the file, the key and what is
