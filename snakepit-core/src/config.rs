@@ -7,7 +7,8 @@
 //!
 //! [[sinks]]
 //! kind = "prometheus"                # log | prometheus | otel | plugin
-//! listen = "127.0.0.1:9568"
+//! listen = "127.0.0.1:9568"           # or "none": no listener
+//! recorder = "own"                   # or "global": the app's metrics recorder
 //!
 //! [[sinks]]
 //! kind = "otel"
@@ -34,7 +35,7 @@
 //! | `SNAKEPIT_TELEMETRY_ENABLED` | `telemetry.enabled` (`true`/`false`) |
 //! | `SNAKEPIT_LOG_LEVEL` | `telemetry.log_level` |
 //! | `SNAKEPIT_SAMPLING_RATE` | `telemetry.sampling_rate` |
-//! | `SNAKEPIT_PROMETHEUS_LISTEN` | `listen` of every `prometheus` sink (`host:port`) |
+//! | `SNAKEPIT_PROMETHEUS_LISTEN` | `listen` of every `prometheus` sink with `recorder = "own"` (`host:port` or `none`) |
 //! | `SNAKEPIT_OTEL_ENDPOINT` | `endpoint` of every `otel` sink (`http://host:port`) |
 //! | `SNAKEPIT_OTEL_SERVICE_NAME` | `service_name` of every `otel` sink |
 //! | `SNAKEPIT_OTEL_SAMPLE_RATIO` | `sample_ratio` of every `otel` sink (`0.0` to `1.0`) |
@@ -297,8 +298,16 @@ pub struct LogSinkConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusSinkConfig {
-    /// Address of the `/metrics` listener (default `127.0.0.1:9568`).
-    pub listen: SocketAddr,
+    /// Address of the sink's own `/metrics` listener (default
+    /// `127.0.0.1:9568`; port 0 takes any free port), or `"none"` for a sink
+    /// that only records, in an app that serves `/metrics` itself.
+    pub listen: PrometheusListen,
+    /// Which `metrics` recorder the series go to: `"own"` (default), a
+    /// registry of this sink's, or `"global"`, the process's recorder (the
+    /// app's, e.g. installed with `PrometheusBuilder::install_recorder`), so
+    /// one exposition holds the app's series and snakepit's. `"global"`
+    /// needs `listen = "none"`: the app serves its recorder's exposition.
+    pub recorder: PrometheusRecorderChoice,
     /// Which events; empty means all.
     pub events: Vec<Pattern>,
     /// Distinct label sets per metric before overflow goes to `other`.
@@ -313,12 +322,85 @@ pub struct PrometheusSinkConfig {
 impl Default for PrometheusSinkConfig {
     fn default() -> Self {
         PrometheusSinkConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9568)),
+            listen: PrometheusListen::Addr(SocketAddr::from(([127, 0, 0, 1], 9568))),
+            recorder: PrometheusRecorderChoice::Own,
             events: Vec::new(),
             max_series_per_metric: 1000,
             base_units: true,
         }
     }
+}
+
+/// `listen` of a Prometheus sink: a socket address, or `"none"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrometheusListen {
+    /// Serve `GET /metrics` on this address (port 0: any free port).
+    Addr(SocketAddr),
+    /// No listener: the sink only records (`listen = "none"`).
+    None,
+}
+
+impl PrometheusListen {
+    /// The address to bind, if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            PrometheusListen::Addr(a) => Some(*a),
+            PrometheusListen::None => None,
+        }
+    }
+}
+
+impl FromStr for PrometheusListen {
+    type Err = String;
+
+    /// `"none"`, or `host:port` with a numeric host (`127.0.0.1:9568`,
+    /// `[::1]:9568`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "none" => Ok(PrometheusListen::None),
+            "" => Err(
+                "empty address: write \"none\" for a sink without a /metrics \
+                       listener, or an address such as \"127.0.0.1:9568\""
+                    .into(),
+            ),
+            a => a.parse().map(PrometheusListen::Addr).map_err(|_| {
+                format!(
+                    "`{a}` is not a socket address: allowed: an address such as \
+                     \"127.0.0.1:9568\", or \"none\" for no listener"
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PrometheusListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrometheusListen::Addr(a) => a.fmt(f),
+            PrometheusListen::None => f.write_str("none"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PrometheusListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `recorder` of a Prometheus sink: which `metrics` recorder its series go
+/// to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrometheusRecorderChoice {
+    /// A registry of the sink's own, rendered by its listener and
+    /// `PrometheusSink::render` (`recorder = "own"`, the default).
+    #[default]
+    Own,
+    /// The process's recorder, as the `metrics` macros see it
+    /// (`recorder = "global"`): install it before building the sink.
+    Global,
 }
 
 /// `kind = "otel"`.
@@ -567,6 +649,18 @@ impl Config {
                         "must be at least 1".into(),
                     ));
                 }
+                SinkConfig::Prometheus(p)
+                    if p.recorder == PrometheusRecorderChoice::Global
+                        && p.listen != PrometheusListen::None =>
+                {
+                    return Err(invalid(
+                        format!("sinks[{i}].listen"),
+                        "a sink with recorder = \"global\" records into the app's recorder \
+                         and has no exposition of its own: set listen = \"none\" and serve \
+                         the app's /metrics"
+                            .into(),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -606,12 +700,15 @@ impl Config {
                 "SNAKEPIT_LOG_LEVEL" => self.telemetry.log_level = v.parse().map_err(env_err)?,
                 "SNAKEPIT_SAMPLING_RATE" => self.telemetry.sampling_rate = rate()?,
                 "SNAKEPIT_PROMETHEUS_LISTEN" => {
-                    let listen: SocketAddr = v.parse().map_err(|_| {
-                        env_err("allowed: a socket address such as 127.0.0.1:9568".into())
-                    })?;
+                    let listen: PrometheusListen = v.parse().map_err(env_err)?;
                     for sink in &mut self.sinks {
-                        if let SinkConfig::Prometheus(p) = sink {
-                            p.listen = listen;
+                        match sink {
+                            SinkConfig::Prometheus(p)
+                                if p.recorder == PrometheusRecorderChoice::Own =>
+                            {
+                                p.listen = listen
+                            }
+                            _ => {}
                         }
                     }
                 }

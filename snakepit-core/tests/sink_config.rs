@@ -77,7 +77,7 @@ fn env_overrides_set_every_sink_of_their_kind() {
     .unwrap();
     match (&c.sinks[0], &c.sinks[1]) {
         (SinkConfig::Prometheus(p), SinkConfig::Otel(o)) => {
-            assert_eq!(p.listen.port(), 9999);
+            assert_eq!(p.listen.addr().map(|a| a.port()), Some(9999));
             assert_eq!(o.endpoint, "http://127.0.0.1:4999");
             assert_eq!(o.service_name, "svc");
             assert_eq!(o.sample_ratio, 0.25);

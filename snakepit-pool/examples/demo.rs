@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use snakepit_core::config::{Config, PrometheusSinkConfig, SinkConfig};
+use snakepit_core::config::{Config, PrometheusListen, PrometheusSinkConfig, SinkConfig};
 use snakepit_core::Value;
 use snakepit_grpc::CallOptions;
 use snakepit_pool::{Pool, PoolConfig, PoolError};
@@ -389,8 +389,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) if args.config.is_none() => {
             // The default port is taken: serve on any free port instead.
             eprintln!("demo: {e}; using a free port for /metrics");
-            let mut any = PrometheusSinkConfig::default();
-            any.listen.set_port(0);
+            let any = PrometheusSinkConfig {
+                listen: PrometheusListen::Addr(([127, 0, 0, 1], 0).into()),
+                ..PrometheusSinkConfig::default()
+            };
             config.sinks = vec![SinkConfig::Prometheus(any)];
             SinkSet::from_config(&config, &telemetry)?
         }

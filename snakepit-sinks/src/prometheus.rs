@@ -20,38 +20,54 @@
 //! * The hot path (`handle`) looks up cached handles by the event's tag
 //!   values and does not allocate when the label set was seen before (unless
 //!   the definition has a tag transform, which returns owned strings).
-//! * No global recorder is installed: every sink has its own registry.
+//! * No global recorder is installed. By default every sink has its own
+//!   registry; with [`PrometheusSinkBuilder::global_recorder`] (config
+//!   `recorder = "global"`) or [`PrometheusSinkBuilder::into_recorder`] the
+//!   series go to the app's recorder instead, described there with the
+//!   sink's names and help, so the app's `/metrics` shows both (see
+//!   [`PrometheusSink::render_with`]). Histogram samples still wait in the
+//!   sink's per-thread buffers and reach that recorder in batches.
+//! * A sink may have no listener (`listen = "none"`): an app that serves
+//!   `/metrics` itself mounts [`PrometheusSink::render`] (or its own
+//!   handle's render) in its router.
 //! * `/metrics` is served by hyper on a small runtime owned by the sink's
 //!   listener thread, one task per connection, with per-connection
 //!   deadlines ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`]) and at most
 //!   [`MAX_CONNECTIONS`] at once, so a slow client never delays a scrape.
 //!   The recorder's upkeep runs on a thread of its own.
 
+mod builder;
 mod listener;
 mod naming;
 mod samples;
 mod series;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::Recorder;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::PrometheusHandle;
 use snakepit_core::config::PrometheusSinkConfig;
 use snakepit_core::{Catalog, Event, EventId, Sink, SinkError};
-use snakepit_telemetry::metrics::{
-    default_metrics, MetricDef, MetricError, MetricKind, ResolvedMetric,
-};
+use snakepit_telemetry::metrics::{default_metrics, MetricError};
 
+pub use self::builder::PrometheusSinkBuilder;
+use self::builder::RecorderTarget;
 use self::listener::Listener;
 pub use self::listener::{
     CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD, UPKEEP_EVERY,
 };
 pub use self::naming::prometheus_name;
 use self::samples::Registry;
-use self::series::{Group, Member};
+use self::series::Group;
+
+/// The `metrics` facade this sink records through (0.24): an app whose
+/// recorder the sink records into must use this version (another version
+/// of the crate has another process recorder).
+pub use metrics;
+/// The exporter of the sink's own registry (0.17), for an app that builds
+/// its recorder with [`PrometheusSinkBuilder::configure_exporter`].
+pub use metrics_exporter_prometheus;
 
 /// Label value of the overflow series.
 pub const OVERFLOW_LABEL: &str = "other";
@@ -82,6 +98,17 @@ pub enum PrometheusError {
         metric: String,
         /// Why.
         message: String,
+    },
+    /// A listener was asked for a sink that records into the app's
+    /// recorder: that sink has no exposition of its own to serve.
+    #[error(
+        "a Prometheus sink that records into the app's recorder cannot serve /metrics on \
+         {listen}: use listen = \"none\" and serve the app's exposition (see \
+         PrometheusSink::render_with)"
+    )]
+    ListenerWithoutRegistry {
+        /// The address asked for.
+        listen: SocketAddr,
     },
     /// The listener could not bind.
     #[error("cannot listen on {listen} for /metrics: {source}")]
@@ -115,46 +142,102 @@ impl std::fmt::Debug for PrometheusSink {
     }
 }
 
-/// Builds a [`PrometheusSink`].
-#[derive(Debug)]
-pub struct PrometheusSinkBuilder {
-    metrics: Vec<MetricDef>,
-    max_series_per_metric: usize,
-    base_units: bool,
-    listen: Option<SocketAddr>,
-}
-
 impl PrometheusSink {
     /// A builder with [`default_metrics`], 1000 series per metric, base
-    /// units, and no listener.
+    /// units, its own registry, and no listener.
     pub fn builder() -> PrometheusSinkBuilder {
         PrometheusSinkBuilder {
             metrics: default_metrics(),
             max_series_per_metric: 1000,
             base_units: true,
             listen: None,
+            recorder: RecorderTarget::Own,
         }
     }
 
     /// The sink a `kind = "prometheus"` config table describes, with the
-    /// default metrics and its listener started.
+    /// default metrics and its listener (if any) started.
     pub fn from_config(
         config: &PrometheusSinkConfig,
         catalog: &Catalog,
     ) -> Result<PrometheusSink, PrometheusError> {
-        PrometheusSink::builder()
-            .max_series_per_metric(config.max_series_per_metric)
-            .base_units(config.base_units)
-            .listen(config.listen)
-            .build(catalog)
+        PrometheusSinkBuilder::from_config(config).build(catalog)
     }
 
-    /// The exposition text (Prometheus text format 0.0.4), as a scrape sees it.
+    /// The sink's own exposition (Prometheus text format 0.0.4), as a
+    /// scrape of its listener sees it: every sample recorded before the
+    /// call is in it.
+    ///
+    /// With the app's recorder ([`PrometheusSinkBuilder::global_recorder`],
+    /// [`PrometheusSinkBuilder::into_recorder`]) the sink has no exposition
+    /// of its own: this hands the buffered samples over and returns the
+    /// empty string; use [`PrometheusSink::render_with`].
+    ///
+    /// Mounted in an app's router (here axum; any server works the same
+    /// way), for a sink built with `listen = "none"`:
+    ///
+    /// ```ignore
+    /// use std::sync::Arc;
+    /// use axum::{routing::get, Router};
+    /// use snakepit_sinks::prometheus::PrometheusSink;
+    ///
+    /// fn metrics_route(sink: Arc<PrometheusSink>) -> Router {
+    ///     Router::new().route(
+    ///         "/metrics",
+    ///         get(move || {
+    ///             let sink = sink.clone();
+    ///             async move {
+    ///                 (
+    ///                     [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+    ///                     sink.render(),
+    ///                 )
+    ///             }
+    ///         }),
+    ///     )
+    /// }
+    /// ```
     pub fn render(&self) -> String {
         self.shared.registry.render()
     }
 
-    /// The address the `/metrics` listener is bound to (useful with port 0).
+    /// The exposition of the app's recorder `handle`, after handing it every
+    /// histogram sample this sink still buffers, so the one exposition shows
+    /// the app's series and every snakepit sample recorded before the call.
+    /// Serve this from the app's `/metrics` when the sink records into the
+    /// app's recorder:
+    ///
+    /// ```ignore
+    /// use axum::{routing::get, Router};
+    /// use snakepit_sinks::prometheus::metrics_exporter_prometheus::PrometheusHandle;
+    ///
+    /// fn metrics_route(sink: Arc<PrometheusSink>, handle: PrometheusHandle) -> Router {
+    ///     Router::new().route(
+    ///         "/metrics",
+    ///         get(move || {
+    ///             let body = sink.render_with(&handle);
+    ///             async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+    ///         }),
+    ///     )
+    /// }
+    /// ```
+    ///
+    /// Rendering the handle directly works too; buffered samples then reach
+    /// it within [`UPKEEP_EVERY`].
+    pub fn render_with(&self, handle: &PrometheusHandle) -> String {
+        self.shared.registry.drain();
+        handle.render()
+    }
+
+    /// Hands every buffered histogram sample to the recorder now (the
+    /// sink's upkeep thread does so every [`UPKEEP_EVERY`], and
+    /// [`PrometheusSink::render`] before it renders). For an app that
+    /// renders another kind of recorder.
+    pub fn hand_over_samples(&self) {
+        self.shared.registry.drain();
+    }
+
+    /// The address the `/metrics` listener is bound to (useful with port 0);
+    /// `None` for a sink without a listener (`listen = "none"`).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
@@ -166,136 +249,6 @@ impl PrometheusSink {
             .iter()
             .flat_map(|groups| groups.iter().flat_map(|g| g.names().map(str::to_string)))
             .collect()
-    }
-}
-
-impl PrometheusSinkBuilder {
-    /// Uses these metric definitions instead of the defaults.
-    pub fn metrics(mut self, metrics: Vec<MetricDef>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
-    /// Caps distinct label sets per metric (at least 1).
-    pub fn max_series_per_metric(mut self, cap: usize) -> Self {
-        self.max_series_per_metric = cap.max(1);
-        self
-    }
-
-    /// Exports in base units (seconds, bytes) when true.
-    pub fn base_units(mut self, on: bool) -> Self {
-        self.base_units = on;
-        self
-    }
-
-    /// Serves `GET /metrics` on this address.
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = Some(addr);
-        self
-    }
-
-    /// Resolves every definition, registers the series and starts the listener.
-    pub fn build(self, catalog: &Catalog) -> Result<PrometheusSink, PrometheusError> {
-        struct Planned {
-            resolved: ResolvedMetric,
-            name: String,
-            scale: f64,
-        }
-        let mut planned = Vec::with_capacity(self.metrics.len());
-        let mut names: HashMap<String, String> = HashMap::new();
-        let mut builder = PrometheusBuilder::new();
-        for def in &self.metrics {
-            let resolved = def.resolve(catalog)?;
-            let native = catalog
-                .spec(resolved.event)
-                .measurements
-                .iter()
-                .find(|m| m.key == def.measurement())
-                .map(|m| m.unit);
-            let (name, scale) = prometheus_name(def, native, self.base_units);
-            if let Some(first) = names.insert(name.clone(), def.name().to_string()) {
-                return Err(PrometheusError::DuplicateName {
-                    name,
-                    first,
-                    second: def.name().to_string(),
-                });
-            }
-            if def.kind() == MetricKind::Distribution {
-                let buckets: Vec<f64> = if def.bucket_bounds().is_empty() {
-                    vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]
-                } else {
-                    def.bucket_bounds().iter().map(|b| b * scale).collect()
-                };
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full(name.clone()), &buckets)
-                    .map_err(|e| PrometheusError::Buckets {
-                        metric: def.name().to_string(),
-                        message: e.to_string(),
-                    })?;
-            }
-            planned.push(Planned {
-                resolved,
-                name,
-                scale,
-            });
-        }
-        let registry = Arc::new(Registry::new(builder.build_recorder()));
-        let recorder = &registry.recorder;
-        recorder.describe_counter(
-            OVERFLOW_METRIC.into(),
-            None,
-            "events recorded into a metric's overflow series (label set cap reached)".into(),
-        );
-        let mut by_event: Vec<Vec<Group>> = (0..catalog.len()).map(|_| Vec::new()).collect();
-        for p in planned {
-            let def = &p.resolved.def;
-            let kind = def.kind();
-            let help = if def.help().is_empty() {
-                def.name().to_string()
-            } else {
-                def.help().to_string()
-            };
-            let name = p.name.clone();
-            match kind {
-                MetricKind::Counter | MetricKind::Sum => {
-                    recorder.describe_counter(name.into(), None, help.into())
-                }
-                MetricKind::LastValue => recorder.describe_gauge(name.into(), None, help.into()),
-                MetricKind::Summary | MetricKind::Distribution => {
-                    recorder.describe_histogram(name.into(), None, help.into())
-                }
-            }
-            let tags = def.tag_keys();
-            let transform = def.tag_transform().is_some();
-            let groups = &mut by_event[p.resolved.event.index()];
-            let member = Member {
-                kind,
-                name: p.name,
-                scale: p.scale,
-                resolved: p.resolved.clone(),
-            };
-            match groups.iter_mut().find(|g| g.accepts(tags, transform)) {
-                Some(g) => g.push(member),
-                None => groups.push(Group::new(
-                    tags.to_vec().into_boxed_slice(),
-                    vec![member],
-                    self.max_series_per_metric,
-                )),
-            }
-        }
-        let shared = Arc::new(Shared {
-            registry: registry.clone(),
-            by_event: by_event.into_iter().map(Vec::into_boxed_slice).collect(),
-        });
-        let listener = Listener::start(self.listen, registry)?;
-        let local_addr = listener.addr;
-        Ok(PrometheusSink {
-            shared,
-            listener: Mutex::new(Some(listener)),
-            local_addr,
-        })
     }
 }
 

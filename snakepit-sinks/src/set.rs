@@ -463,6 +463,8 @@ mod tests {
             let t = telemetry_from_config(&config);
             let e = SinkSet::from_config(&config, &t).unwrap_err();
             let index = usize::from(on.is_some());
+            // The refused entry's `[[sinks]]` line, after the one built before.
+            let line = on.map_or(0, |k| entry(k).lines().count()) + 2;
             assert!(
                 matches!(e, SinkSetError::Disabled { index: i, kind: k, feature, .. }
                     if i == index && k == kind && feature == kind.name()),
@@ -470,8 +472,9 @@ mod tests {
             );
             let message = e.to_string();
             assert!(
-                message.starts_with(&format!("sinks[{index}] ({kind})"))
-                    && message.contains(&format!("feature `{kind}`")),
+                message.starts_with(&format!(
+                    "snakepit.toml, line {line}: sinks[{index}] ({kind})"
+                )) && message.contains(&format!("feature `{kind}`")),
                 "{message}"
             );
             assert!(t.list().is_empty(), "the sink built before was detached");

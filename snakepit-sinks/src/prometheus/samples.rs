@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use metrics::{Histogram, Key, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
 use crate::shard::{self, CacheLine, SHARDS};
@@ -74,47 +74,87 @@ impl Buffered {
     }
 }
 
-/// The sink's recorder, its handle, and every buffered histogram.
+/// Where the sink's series are registered.
+pub(super) enum Target {
+    /// The sink's own recorder, and its handle for rendering.
+    Own {
+        recorder: PrometheusRecorder,
+        handle: PrometheusHandle,
+    },
+    /// The process's recorder, as [`metrics::with_recorder`] finds it when a
+    /// series is registered (on the thread of the event that first needs it).
+    Global,
+    /// A recorder the app handed over.
+    Given(Box<dyn Recorder + Send + Sync>),
+}
+
+/// The recorder the sink registers into, and every buffered histogram.
 pub(super) struct Registry {
-    pub recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
+    target: Target,
     buffered: Mutex<Vec<Arc<Buffered>>>,
 }
 
 impl Registry {
-    pub fn new(recorder: PrometheusRecorder) -> Registry {
+    pub fn new(target: Target) -> Registry {
         Registry {
-            handle: recorder.handle(),
-            recorder,
+            target,
             buffered: Mutex::new(Vec::new()),
         }
     }
 
+    /// Runs `f` with the recorder series go to.
+    pub fn with_recorder<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
+        match &self.target {
+            Target::Own { recorder, .. } => f(recorder),
+            Target::Global => metrics::with_recorder(f),
+            Target::Given(recorder) => f(&**recorder),
+        }
+    }
+
+    /// Registers a counter series.
+    pub fn counter(&self, key: &Key, meta: &Metadata<'_>) -> Counter {
+        self.with_recorder(|r| r.register_counter(key, meta))
+    }
+
+    /// Registers a gauge series.
+    pub fn gauge(&self, key: &Key, meta: &Metadata<'_>) -> Gauge {
+        self.with_recorder(|r| r.register_gauge(key, meta))
+    }
+
     /// Registers a histogram series, buffered per thread.
     pub fn histogram(&self, key: &Key, meta: &Metadata<'_>) -> Arc<Buffered> {
-        let h = Arc::new(Buffered::new(self.recorder.register_histogram(key, meta)));
+        let histogram = self.with_recorder(|r| r.register_histogram(key, meta));
+        let h = Arc::new(Buffered::new(histogram));
         lock(&self.buffered).push(h.clone());
         h
     }
 
     /// Hands every waiting sample to the recorder.
-    fn drain(&self) {
+    pub fn drain(&self) {
         for h in lock(&self.buffered).iter() {
             h.drain();
         }
     }
 
-    /// The exposition, with every sample recorded so far.
+    /// The sink's own exposition, with every sample recorded so far; the
+    /// empty string when the series are in another recorder (whose own
+    /// rendering shows them, after [`Registry::drain`]).
     pub fn render(&self) -> String {
         self.drain();
-        self.handle.render()
+        match &self.target {
+            Target::Own { handle, .. } => handle.render(),
+            Target::Global | Target::Given(_) => String::new(),
+        }
     }
 
-    /// Folds recorded samples into the summaries and histograms (bounded
-    /// memory when nobody scrapes).
+    /// Hands buffered samples over and, for the sink's own recorder, folds
+    /// recorded samples into the summaries and histograms (bounded memory
+    /// when nobody scrapes; another recorder's upkeep is its owner's).
     pub fn upkeep(&self) {
         self.drain();
-        self.handle.run_upkeep();
+        if let Target::Own { handle, .. } = &self.target {
+            handle.run_upkeep();
+        }
     }
 }
 
@@ -133,7 +173,11 @@ mod tests {
 
     #[test]
     fn every_sample_from_every_thread_is_in_the_next_render() {
-        let registry = Arc::new(Registry::new(PrometheusBuilder::new().build_recorder()));
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let registry = Arc::new(Registry::new(Target::Own {
+            handle: recorder.handle(),
+            recorder,
+        }));
         let meta = Metadata::new("t", Level::INFO, None);
         let h = registry.histogram(&Key::from_name("t_seconds"), &meta);
         // Not a multiple of BATCH per thread: some samples still wait.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
-use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata};
 use snakepit_core::{Event, Value};
 use snakepit_telemetry::metrics::{MetricKind, ResolvedMetric};
 
@@ -27,10 +27,8 @@ impl Handle {
         let key = Key::from_parts(name.to_string(), labels);
         let meta = metadata();
         match kind {
-            MetricKind::Counter | MetricKind::Sum => {
-                Handle::Counter(registry.recorder.register_counter(&key, &meta))
-            }
-            MetricKind::LastValue => Handle::Gauge(registry.recorder.register_gauge(&key, &meta)),
+            MetricKind::Counter | MetricKind::Sum => Handle::Counter(registry.counter(&key, &meta)),
+            MetricKind::LastValue => Handle::Gauge(registry.gauge(&key, &meta)),
             MetricKind::Summary | MetricKind::Distribution => {
                 Handle::Histogram(registry.histogram(&key, &meta))
             }
@@ -298,7 +296,7 @@ impl Group {
                         OVERFLOW_METRIC,
                         vec![Label::new("metric", m.name.clone())],
                     );
-                    registry.recorder.register_counter(&key, &metadata())
+                    registry.counter(&key, &metadata())
                 })
                 .collect();
             let labels = self
