@@ -1,4 +1,4 @@
-//! `tidy`: the workspace's manifests keep their rules.
+//! `tidy`: the workspace's manifests and its code map keep their rules.
 //!
 //! * every dependency of every member comes from `[workspace.dependencies]`
 //!   (`name.workspace = true`, optionally with `features` or `optional`);
@@ -7,7 +7,8 @@
 //!   crates in the lockfile (`cargo metadata`);
 //! * the Python package states the workspace's license;
 //! * the test kit (`snakepit-testkit`) is only ever a dev-dependency;
-//! * manifests carry no comments about who owns what.
+//! * manifests carry no comments about who owns what;
+//! * ARCHITECTURE.md's code map names only tracked files ([`code_map`]).
 //!
 //! Each check is a function of a manifest's text, tested on small fixtures
 //! below; [`check`] runs them over the repository.
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::Result;
+
+mod code_map;
 
 /// The dependency tables of a manifest, as dotted names.
 const DEP_TABLES: &[&str] = &["dependencies", "dev-dependencies", "build-dependencies"];
@@ -285,11 +288,12 @@ pub(crate) fn check(root: &Path) -> Result {
     if pyproject.exists() {
         problems.extend(python_license(&license, &read(&pyproject)?)?);
     }
+    problems.extend(code_map::check(root)?);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "{} manifest problem(s):\n  {}",
+            "{} problem(s) with the workspace's rules:\n  {}",
             problems.len(),
             problems.join("\n  ")
         ))
