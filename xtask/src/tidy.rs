@@ -219,18 +219,13 @@ fn manifests(root: &Path) -> Vec<PathBuf> {
 /// `(name version, rust-version)` of every package `cargo metadata` resolves
 /// that states a rust-version.
 fn locked_rust_versions(root: &Path) -> Result<Vec<(String, String)>> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let stdout = stdout_of(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(root),
+        "cargo metadata",
+    )?;
+    let doc: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
     let packages = doc["packages"].as_array().cloned().unwrap_or_default();
     Ok(packages
@@ -242,6 +237,20 @@ fn locked_rust_versions(root: &Path) -> Result<Vec<(String, String)>> {
             Some((krate, needs.to_string()))
         })
         .collect())
+}
+
+/// The stdout of `cmd` (called `what` in errors), which must succeed.
+fn stdout_of(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
 }
 
 fn read(path: &Path) -> Result<String> {

@@ -134,31 +134,24 @@ pub(crate) fn stale_paths(text: &str, files: &[String]) -> Vec<String> {
 /// Checks ARCHITECTURE.md of the repository at `root` against its files:
 /// those git tracks or would track (not ignored), and that exist.
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
-    let out = Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("cannot run git ls-files: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let stdout = super::stdout_of(
+        Command::new("git")
+            .args([
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ])
+            .current_dir(root),
+        "git ls-files",
+    )?;
+    let files: Vec<String> = String::from_utf8_lossy(&stdout)
         .split('\0')
         .filter(|f| !f.is_empty() && root.join(f).exists())
         .map(str::to_string)
         .collect();
-    let path = root.join("ARCHITECTURE.md");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = super::read(&root.join("ARCHITECTURE.md"))?;
     Ok(stale_paths(&text, &files))
 }
 
