@@ -2,8 +2,8 @@
 //!
 //! The vocabulary every other snakepit crate speaks: the bounded [event
 //! catalog](catalog), the [`Event`] view handlers receive, [`Value`]s, the
-//! [`Sink`] trait, the telemetry [`Policy`] shared with Python workers, and
-//! the configuration types.
+//! [`Sink`] trait, the telemetry [`Policy`] shared with Python workers, the
+//! worker's [ready line](ready), and the configuration types.
 //!
 //! Architecture invariant: this crate depends on no async runtime and no
 //! gRPC library; it is plain data and pure functions.
@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod pattern;
 pub mod policy;
+pub mod ready;
 pub mod sink;
 mod toml_lines;
 pub mod value;

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use serde_json::json;
+use snakepit_core::ready::ReadyLine;
 use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_telemetry::Telemetry;
 
@@ -38,11 +39,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {python}: {e} (run `cargo xtask setup`)"))?;
-    let mut ready = String::new();
-    BufReader::new(worker.stdout.take().ok_or("no stdout")?).read_line(&mut ready)?;
-    if !ready.starts_with("SNAKEPIT_READY") {
-        return Err(format!("the worker did not start: {ready:?}").into());
-    }
+    let mut line = String::new();
+    BufReader::new(worker.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let Some(ready) = ReadyLine::parse(&line)? else {
+        return Err(format!("the worker did not start: {line:?}").into());
+    };
+    println!(
+        "worker {} (pid {}) listens on {}",
+        ready.worker_id, ready.pid, ready.listen
+    );
 
     let telemetry = Telemetry::new();
     telemetry.attach("print", "snakepit.python.*", |e| {

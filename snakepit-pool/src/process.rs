@@ -10,6 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use snakepit_core::ready::{ReadyLine, ReadyLineError};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
@@ -17,8 +18,6 @@ use tokio::task::JoinHandle;
 use crate::interpreter::{missing_package_hint, ResolvedPython};
 use crate::lines::{Line, LineReader, MAX_LINE};
 
-/// The line prefix a worker prints on stdout once it listens.
-pub(crate) const READY_PREFIX: &str = "SNAKEPIT_READY ";
 /// The stderr marker of an adapter that failed to load.
 const ADAPTER_ERROR: &str = "SNAKEPIT_ADAPTER_ERROR:";
 /// stderr lines kept for failure reasons.
@@ -213,13 +212,14 @@ where
     })
 }
 
-/// The JSON of a ready line, or `None` for any other line (noise).
-fn ready_json(line: &Line) -> Option<&str> {
+/// The parsed ready line, or `None` for any other line (noise: also a
+/// truncated line or one that is not UTF-8).
+fn ready_line(line: &Line) -> Option<Result<ReadyLine, ReadyLineError>> {
     if line.truncated {
         return None;
     }
-    let rest = line.bytes.strip_prefix(READY_PREFIX.as_bytes())?;
-    std::str::from_utf8(rest).ok()
+    let text = std::str::from_utf8(&line.bytes).ok()?;
+    ReadyLine::parse(text).transpose()
 }
 
 /// Why a worker did not become ready.
@@ -295,8 +295,8 @@ impl WorkerProcess {
         let handshake = async {
             loop {
                 match lines.next_line().await {
-                    Ok(Some(line)) => match ready_json(&line) {
-                        Some(json) => return Ok(json.to_string()),
+                    Ok(Some(line)) => match ready_line(&line) {
+                        Some(ready) => return Ok(ready),
                         None => tracing::warn!(
                             target: "snakepit::worker",
                             worker_id = %spec.worker_id,
@@ -311,8 +311,8 @@ impl WorkerProcess {
         };
         let outcome = tokio::time::timeout(spec.startup_timeout, handshake).await;
         match outcome {
-            Ok(Ok(json)) => {
-                if let Err(reason) = check_ready(&json, pid) {
+            Ok(Ok(ready)) => {
+                if let Err(reason) = check_ready(ready, pid) {
                     process.kill_now().await;
                     return Err(SpawnFailure { reason });
                 }
@@ -412,13 +412,13 @@ impl WorkerProcess {
     }
 }
 
-fn check_ready(json: &str, pid: u32) -> Result<(), String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("malformed ready line {json:?}: {e}"))?;
-    let reported = v.get("pid").and_then(serde_json::Value::as_u64);
-    if reported != Some(u64::from(pid)) {
+/// A ready line that parsed and names the spawned process's pid, or why not.
+fn check_ready(ready: Result<ReadyLine, ReadyLineError>, pid: u32) -> Result<(), String> {
+    let ready = ready.map_err(|e| e.to_string())?;
+    if ready.pid != pid {
         return Err(format!(
-            "ready line names pid {reported:?}, but the process is {pid}: {json}"
+            "ready line names pid {}, but the process is {pid}: {ready:?}",
+            ready.pid
         ));
     }
     Ok(())

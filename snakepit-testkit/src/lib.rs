@@ -1,24 +1,25 @@
 //! Test and benchmark helpers shared by every crate of the workspace (a
 //! dev-dependency only, never published):
 //!
-//! * [`ready`]: the one test parser of a worker's `SNAKEPIT_READY` line;
+//! * [`ReadyLine`]: a worker's `SNAKEPIT_READY` line, re-exported from
+//!   [`snakepit_core::ready`] (its one parser);
 //! * [`worker`]: a real Python worker process, started and waited for;
 //! * [`python()`]: the interpreter the tests run workers with;
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
 //! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding).
 //!
-//! It depends on no crate of the workspace, so every crate may use it.
+//! Of the workspace it depends on snakepit-core only, so every other crate
+//! may use it.
 
 pub mod otlp;
 pub mod procfs;
-pub mod ready;
 pub mod stats;
 pub mod worker;
 
 use std::path::PathBuf;
 
-pub use ready::{parse_ready, Ready, ReadyError, READY_PREFIX};
+pub use snakepit_core::ready::{ReadyLine, ReadyLineError, READY_PREFIX};
 pub use worker::{WorkerProcess, WorkerSpec};
 
 /// The showcase adapter (tools that call, stream, emit and log).

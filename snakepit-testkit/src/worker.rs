@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ready::{parse_ready, Ready};
+use snakepit_core::ready::ReadyLine;
 
 /// How to start a worker. Every worker watches its stdin (it exits when the
 /// test process does).
@@ -83,7 +83,7 @@ impl WorkerSpec {
         }
     }
 
-    fn spawn(&self, socket: Option<&Path>) -> (Child, Ready) {
+    fn spawn(&self, socket: Option<&Path>) -> (Child, ReadyLine) {
         let listen = match (&self.listen, socket) {
             (Some(address), _) => address.clone(),
             (None, Some(socket)) => format!("unix:{}", socket.display()),
@@ -128,14 +128,17 @@ impl WorkerSpec {
                 );
             }
         };
-        match parse_ready(&line) {
-            Ok(ready) => (child, ready),
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("worker {} did not start ({status:?}): {e}", self.worker_id);
-            }
-        }
+        let failure = match ReadyLine::parse(&line) {
+            Ok(Some(ready)) => return (child, ready),
+            Ok(None) => format!("it printed {line:?} instead of its ready line"),
+            Err(e) => e.to_string(),
+        };
+        let _ = child.kill();
+        let status = child.wait();
+        panic!(
+            "worker {} did not start ({status:?}): {failure}",
+            self.worker_id
+        );
     }
 }
 
@@ -144,7 +147,7 @@ pub struct WorkerProcess {
     /// The process (its stdin is the pipe the worker watches).
     pub child: Child,
     /// What it announced in its ready line.
-    pub ready: Ready,
+    pub ready: ReadyLine,
     spec: WorkerSpec,
     socket: Option<PathBuf>,
     _dir: tempfile::TempDir,

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use snakepit_core::ready::ReadyLine;
+
 use crate::{root, run, step, target_dir, venv_python, Result};
 
 /// The checked-in modules `python/tools/gen_proto.py` writes.
@@ -265,21 +267,22 @@ fn install_and_serve(artifact: &Path, dir: &Path) -> Result {
     step(&format!("starting a worker installed from {name}"));
     let ready = worker_ready_line(&py, dir)?;
     let socket = dir.join("w.sock");
-    let calls = format!("\"calls\":\"unix:{}.calls\"", socket.display());
-    if !ready.contains(&calls) {
+    let calls = format!("unix:{}.calls", socket.display());
+    if ready.calls != calls {
         return Err(format!(
             "the worker installed from {name} does not serve calls natively: its ready \
-             line is {ready}, expected {calls}"
+             line names calls {:?}, expected {calls:?} ({ready:?})",
+            ready.calls
         ));
     }
-    println!("    ready: {ready}");
+    println!("    ready: {ready:?}");
     Ok(())
 }
 
 /// Starts `python -m snakepit_bridge.worker` (showcase adapter) in `dir`
-/// with a clean Python environment and returns its ready line; the worker
-/// exits when its stdin closes.
-fn worker_ready_line(py: &Path, dir: &Path) -> Result<String> {
+/// with a clean Python environment and returns its parsed ready line; the
+/// worker exits when its stdin closes.
+fn worker_ready_line(py: &Path, dir: &Path) -> Result<ReadyLine> {
     let mut child = Command::new(py)
         .args(["-m", "snakepit_bridge.worker"])
         .args([
@@ -317,12 +320,13 @@ fn worker_ready_line(py: &Path, dir: &Path) -> Result<String> {
     let _ = child.wait();
     let mut err = String::new();
     let _ = stderr.read_to_string(&mut err);
-    match line {
-        Ok(l) if l.starts_with("SNAKEPIT_READY ") => Ok(l.trim_end().to_string()),
-        Ok(l) => Err(format!(
-            "the worker printed no ready line (got {l:?}); stderr:\n{err}"
+    let line = line.map_err(|_| format!("no ready line within 60s; stderr:\n{err}"))?;
+    match ReadyLine::parse(&line) {
+        Ok(Some(ready)) => Ok(ready),
+        Ok(None) => Err(format!(
+            "the worker printed no ready line (got {line:?}); stderr:\n{err}"
         )),
-        Err(_) => Err(format!("no ready line within 60s; stderr:\n{err}")),
+        Err(e) => Err(format!("{e}; stderr:\n{err}")),
     }
 }
 

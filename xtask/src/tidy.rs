@@ -1,4 +1,4 @@
-//! `tidy`: the workspace's manifests keep their rules.
+//! `tidy`: the workspace's manifests and its code map keep their rules.
 //!
 //! * every dependency of every member comes from `[workspace.dependencies]`
 //!   (`name.workspace = true`, optionally with `features` or `optional`);
@@ -7,7 +7,8 @@
 //!   crates in the lockfile (`cargo metadata`);
 //! * the Python package states the workspace's license;
 //! * the test kit (`snakepit-testkit`) is only ever a dev-dependency;
-//! * manifests carry no comments about who owns what.
+//! * manifests carry no comments about who owns what;
+//! * ARCHITECTURE.md's code map names only tracked files ([`code_map`]).
 //!
 //! Each check is a function of a manifest's text, tested on small fixtures
 //! below; [`check`] runs them over the repository.
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::Result;
+
+mod code_map;
 
 /// The dependency tables of a manifest, as dotted names.
 const DEP_TABLES: &[&str] = &["dependencies", "dev-dependencies", "build-dependencies"];
@@ -216,18 +219,13 @@ fn manifests(root: &Path) -> Vec<PathBuf> {
 /// `(name version, rust-version)` of every package `cargo metadata` resolves
 /// that states a rust-version.
 fn locked_rust_versions(root: &Path) -> Result<Vec<(String, String)>> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let stdout = stdout_of(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(root),
+        "cargo metadata",
+    )?;
+    let doc: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
     let packages = doc["packages"].as_array().cloned().unwrap_or_default();
     Ok(packages
@@ -239,6 +237,20 @@ fn locked_rust_versions(root: &Path) -> Result<Vec<(String, String)>> {
             Some((krate, needs.to_string()))
         })
         .collect())
+}
+
+/// The stdout of `cmd` (called `what` in errors), which must succeed.
+fn stdout_of(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -285,11 +297,12 @@ pub(crate) fn check(root: &Path) -> Result {
     if pyproject.exists() {
         problems.extend(python_license(&license, &read(&pyproject)?)?);
     }
+    problems.extend(code_map::check(root)?);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "{} manifest problem(s):\n  {}",
+            "{} problem(s) with the workspace's rules:\n  {}",
             problems.len(),
             problems.join("\n  ")
         ))
