@@ -368,7 +368,7 @@ async fn run(args: Args) -> Result<(), String> {
             );
         }
         i += 1;
-        let (tool, call_args) = if i % 10 == 0 {
+        let (tool, call_args) = if i.is_multiple_of(10) {
             ("sleep", json!({ "ms": 20 }))
         } else {
             ("add", json!({ "a": i, "b": 1 }))
