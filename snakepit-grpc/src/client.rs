@@ -202,7 +202,11 @@ impl WorkerClient {
             Arc::from(options.pool_name.as_str()),
             python_pid,
             stats.clone(),
-        );
+        )
+        .with_counters(match &options.address {
+            WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
+            _ => None,
+        });
         let mut task = TelemetryTask {
             raw,
             link: link.clone(),
