@@ -433,7 +433,10 @@ impl WorkerClient {
             let stream = self.call_batches()?;
             let (tx, rx) = mpsc::unbounded_channel();
             let guard = stream.send(request, Pending::Chunks(tx)).await?;
-            Ok::<_, CallError>(Source::CallBatches { rx, _guard: guard })
+            Ok::<_, CallError>(Source::CallBatches {
+                rx,
+                guard: Some(guard),
+            })
         }
         .await;
         self.chunk_stream(started, span, &opts)

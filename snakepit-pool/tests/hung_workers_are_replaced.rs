@@ -342,8 +342,9 @@ async fn a_sync_generator_that_never_stops_trips_the_stuck_call_watchdog() {
     let victim = pool.worker_pids()[0];
 
     // One chunk, then the generator's thread blocks for good: the timeout
-    // ends the stream on the host, the cancel cannot stop the thread, so
-    // the worker never confirms it.
+    // ends the stream on the host and cancels the call in the worker (the
+    // caller still holds the stream), the cancel cannot stop the thread,
+    // so the worker never confirms it.
     let mut chunks = pool
         .execute_stream(
             "stream_block_forever",
@@ -358,7 +359,6 @@ async fn a_sync_generator_that_never_stops_trips_the_stuck_call_watchdog() {
         matches!(end, Err(PoolError::Call(CallError::Timeout { .. }))),
         "{end:?}"
     );
-    drop(chunks);
     let timed_out = Instant::now();
     // Other calls still work meanwhile: the loop and the other thread are free.
     let out = pool
@@ -382,6 +382,11 @@ async fn a_sync_generator_that_never_stops_trips_the_stuck_call_watchdog() {
         seen_after < grace + Duration::from_secs(5),
         "unhealthy {seen_after:?} after the timeout"
     );
+    assert!(
+        chunks.next().await.is_none(),
+        "the stream ended at its timeout"
+    );
+    drop(chunks);
     let restarted = rec
         .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
         .await;
