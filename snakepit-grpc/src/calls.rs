@@ -42,12 +42,16 @@ pub(crate) enum Pending {
     Reply(oneshot::Sender<FinalReply>),
     /// A streaming call: receives its chunks, then its end or error.
     Chunks(mpsc::UnboundedSender<StreamItem>),
-    /// The caller stopped waiting (timeout, dropped future); the worker's
-    /// call telemetry, when the reply comes, still goes to this function so
-    /// the call's events are not lost. The instant is the call's deadline
-    /// (sent + timeout), when it has one: a worker that has not answered
-    /// well after it did not stop the tool (see [`Shared::overdue`]).
-    Abandoned(LateReply, Option<Instant>),
+    /// The caller stopped waiting (timeout, dropped future, dropped chunk
+    /// stream). A non-streaming call's telemetry, when the reply comes,
+    /// still goes to the function so the call's events are not lost; a
+    /// streaming call was sent a cancel and waits for the worker's
+    /// confirmation (its final reply), its late chunks ignored. The instant
+    /// is the call's deadline (sent + timeout; for a cancelled streaming
+    /// call, the cancel time when earlier), when it has one: a worker that
+    /// has not answered well after it did not stop the tool (see
+    /// [`Shared::overdue`]).
+    Abandoned(Option<LateReply>, Option<Instant>),
 }
 
 /// Emits a call's events from a reply nobody waits for any more.
@@ -75,7 +79,7 @@ impl Pending {
                 let _ = tx.send((Err(e), telemetry));
             }
             Pending::Abandoned(late, _) => {
-                if let Some(t) = telemetry {
+                if let (Some(late), Some(t)) = (late, telemetry) {
                     late(t);
                 }
             }
@@ -116,30 +120,53 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes call `id`; true if it was a streaming call still running
-    /// (so the worker should be told to stop it).
+    /// The caller stopped waiting for call `id` at `now`. A non-streaming
+    /// call with a `late` reply handler is kept (abandoned) until its reply;
+    /// a streaming call still running is kept (abandoned) until the worker
+    /// confirms the cancel, with the cancel time as its deadline when that
+    /// is earlier than `deadline`. Beyond [`MAX_ABANDONED`] calls are
+    /// removed at once. True if it was a streaming call still running (so
+    /// the worker should be told to stop it).
     pub(crate) fn forget(
         &self,
         id: u64,
         late: Option<LateReply>,
         deadline: Option<Instant>,
+        now: Instant,
     ) -> bool {
         let mut st = self.lock();
+        if st.broken.is_some() {
+            st.take(id);
+            return false;
+        }
         let room = st.abandoned < MAX_ABANDONED;
         match (st.pending.get_mut(&id), late) {
             (Some(p @ Pending::Reply(_)), Some(late)) if room => {
-                *p = Pending::Abandoned(late, deadline);
+                *p = Pending::Abandoned(Some(late), deadline);
                 st.abandoned += 1;
                 false
             }
-            _ => matches!(st.take(id), Some(Pending::Chunks(_))) && st.broken.is_none(),
+            (Some(p @ Pending::Chunks(_)), _) if room => {
+                let cancelled = deadline.map_or(now, |d| d.min(now));
+                *p = Pending::Abandoned(None, Some(cancelled));
+                st.abandoned += 1;
+                true
+            }
+            _ => matches!(st.take(id), Some(Pending::Chunks(_))),
         }
+    }
+
+    /// How many calls are kept abandoned, waiting for the worker's late
+    /// reply or cancel confirmation.
+    pub(crate) fn abandoned(&self) -> usize {
+        self.lock().abandoned
     }
 
     /// Abandoned calls still unanswered more than `grace` after their
     /// deadline: how many, and how long past its deadline the oldest is.
-    /// The worker answers a call that timed out once the tool has really
-    /// stopped, so these are tools it could not stop.
+    /// The worker answers a call that timed out, and confirms a cancelled
+    /// streaming call, once the tool has really stopped, so these are tools
+    /// it could not stop.
     pub(crate) fn overdue(&self, grace: Duration, now: Instant) -> Option<(usize, Duration)> {
         let st = self.lock();
         if st.abandoned == 0 {
@@ -193,7 +220,7 @@ impl Shared {
                             let _ = tx.send((Ok(r), telemetry));
                         }
                         Pending::Abandoned(late, _) => {
-                            if let Some(t) = telemetry {
+                            if let (Some(late), Some(t)) = (late, telemetry) {
                                 late(t);
                             }
                         }
@@ -275,15 +302,25 @@ impl PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        let running_stream = self.shared.forget(self.id, self.late.take(), self.deadline);
+        let running_stream =
+            self.shared
+                .forget(self.id, self.late.take(), self.deadline, Instant::now());
         if let (true, Some(tx)) = (running_stream, self.cancel.take()) {
-            // Best effort: if the request queue is full the worker finishes
-            // the call and its replies are ignored.
-            let _ = tx.try_send(proto::CallRequest {
+            let cancel = proto::CallRequest {
                 request_id: self.id,
                 cancel: true,
                 ..Default::default()
-            });
+            };
+            // The cancel must reach the worker, or a well-behaved generator
+            // would run on unconfirmed and count as stuck: with the request
+            // queue full it is sent as soon as there is room.
+            if let Err(mpsc::error::TrySendError::Full(cancel)) = tx.try_send(cancel) {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(cancel).await;
+                    });
+                }
+            }
         }
     }
 }
@@ -351,6 +388,11 @@ impl CallBatches {
     /// See [`Shared::overdue`].
     pub(crate) fn overdue(&self, grace: Duration, now: Instant) -> Option<(usize, Duration)> {
         self.shared.overdue(grace, now)
+    }
+
+    /// See [`Shared::abandoned`].
+    pub(crate) fn abandoned(&self) -> usize {
+        self.shared.abandoned()
     }
 
     /// Can it take calls?

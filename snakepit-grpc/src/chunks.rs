@@ -21,7 +21,10 @@ pub(crate) enum Source {
     /// A call on a `CallBatchStream`.
     CallBatches {
         rx: mpsc::UnboundedReceiver<StreamItem>,
-        _guard: PendingGuard,
+        /// Let go when the stream ends on the host (its timeout, a bad
+        /// chunk): a call the worker has not ended is then cancelled there,
+        /// without waiting for the caller to drop the stream.
+        guard: Option<PendingGuard>,
     },
     /// An `ExecuteStreamingTool` RPC (the compatibility path).
     Compat(ToolChunks),
@@ -49,6 +52,10 @@ impl Source {
 /// persistent call stream, in the worker too: a cancel request stops the
 /// tool (a sync generator is closed at its next item, an async one is
 /// cancelled) and its Python call span ends with `error_type = Cancelled`.
+/// A stream that times out cancels the call in the worker the same way, at
+/// once. The worker confirms a cancel once the generator has really
+/// stopped; until then the call counts for the stuck-call watchdog
+/// ([`crate::WorkerClient::overdue_calls`]).
 pub struct ChunkStream {
     source: Source,
     span: CallSpan,
@@ -97,6 +104,9 @@ impl ChunkStream {
 
     fn end(&mut self, outcome: Result<(), &CallError>) {
         self.done = true;
+        if let Source::CallBatches { guard, .. } = &mut self.source {
+            guard.take();
+        }
         let reason = if outcome.is_ok() {
             "completed"
         } else {

@@ -202,7 +202,11 @@ impl WorkerClient {
             Arc::from(options.pool_name.as_str()),
             python_pid,
             stats.clone(),
-        );
+        )
+        .with_counters(match &options.address {
+            WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
+            _ => None,
+        });
         let mut task = TelemetryTask {
             raw,
             link: link.clone(),
@@ -392,6 +396,20 @@ impl WorkerClient {
         }
     }
 
+    /// Calls the caller stopped waiting for (timed out, dropped, a chunk
+    /// stream dropped before its end) that the worker has not answered yet:
+    /// a timed-out call's late reply, or the confirmation of a cancelled
+    /// streaming call (the worker sends it once the generator has really
+    /// stopped). At most 10,000 per call stream are kept.
+    pub fn abandoned_calls(&self) -> usize {
+        self.inner
+            .streams
+            .iter()
+            .filter_map(|slot| lock(slot).clone())
+            .map(|s| s.abandoned())
+            .sum()
+    }
+
     /// Runs a streaming tool on the persistent call stream
     /// (`CallBatchStream`). The stream
     /// yields chunks in order and ends after the last one; an error item
@@ -415,7 +433,10 @@ impl WorkerClient {
             let stream = self.call_batches()?;
             let (tx, rx) = mpsc::unbounded_channel();
             let guard = stream.send(request, Pending::Chunks(tx)).await?;
-            Ok::<_, CallError>(Source::CallBatches { rx, _guard: guard })
+            Ok::<_, CallError>(Source::CallBatches {
+                rx,
+                guard: Some(guard),
+            })
         }
         .await;
         self.chunk_stream(started, span, &opts)
@@ -483,8 +504,11 @@ impl WorkerClient {
     /// caller of such a call got [`CallError::Timeout`] at the timeout; the
     /// worker answers it once the tool has really stopped (an async tool is
     /// cancelled at once, a sync tool's thread cannot be stopped, an inline
-    /// tool holds the event loop), so a call counted here is a tool the
-    /// worker could not stop. `None` when there is none.
+    /// tool holds the event loop). A streaming call timed out or dropped
+    /// before its end counts the same way from its timeout or its cancel,
+    /// until the worker confirms the cancel (a sync generator's thread has
+    /// returned). So a call counted here is a tool the worker could not
+    /// stop. `None` when there is none.
     pub fn overdue_calls(&self, grace: Duration) -> Option<(usize, Duration)> {
         let now = Instant::now();
         let mut found: Option<(usize, Duration)> = None;

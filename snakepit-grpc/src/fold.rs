@@ -31,13 +31,18 @@
 //! reported as dropped with reason `worker_exited`. A stream the worker
 //! ends cleanly (it shut down after flushing, or another host took the
 //! stream and with it the events) leaves nothing to report. Events a worker
-//! accepted after the last batch that reached the host are unknown to the
-//! host and not reported.
+//! accepted after the last batch that reached the host are counted from the
+//! worker's shared accepted-events count (`<socket>.counters`, see
+//! [`crate::counters_file`]) when folding ends: what it accepted less what
+//! arrived here (and its encoding errors, reported apart) is reported as
+//! `worker_exited` if more than its last `pending`. That count is rewritten
+//! every 64 events, so up to 63 events may go unreported (a lower bound).
 //!
 //! Nothing here keeps state per name or per value, so a hostile worker
 //! cannot grow the host's memory.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -185,6 +190,15 @@ pub(crate) struct Folder {
     pending: u64,
     /// The last batch's sequence number.
     last_seq: u64,
+    /// The worker's shared accepted-events count, when it has one.
+    counters: Option<PathBuf>,
+    /// Events that arrived in batches (folded or rejected) from this worker
+    /// process.
+    received: u64,
+    /// True while every batch the worker sent since it started came here
+    /// (no clean end of stream, no new process): only then does its
+    /// accepted count less `received` say what it never sent.
+    whole: bool,
     allowance: Allowance,
     name: String,
 }
@@ -216,17 +230,29 @@ impl Folder {
             last_drops: [0; 6],
             pending: 0,
             last_seq: 0,
+            counters: None,
+            received: 0,
+            whole: true,
             allowance: Allowance::default(),
             name: String::with_capacity(MAX_NAME_BYTES),
         }
+    }
+
+    /// Reads the worker's accepted-events count from `path` when folding
+    /// ends (see [`crate::counters_file`]).
+    pub(crate) fn with_counters(mut self, path: Option<PathBuf>) -> Self {
+        self.counters = path;
+        self
     }
 
     /// Folds one batch: events, drop counters, logs.
     pub(crate) fn fold(&mut self, batch: &RawBatch) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         if batch.seq != 0 && batch.seq <= self.last_seq {
-            // A new worker process: what the last one held is gone.
+            // A new worker process: what the last one held is gone. Its
+            // counters file is the new process's now.
             self.report_unsent();
+            self.whole = false;
         }
         self.last_seq = batch.seq;
         self.stats
@@ -236,11 +262,14 @@ impl Folder {
         let mut run = RunFields::default();
         for item in batch.items() {
             match item {
-                Item::Event(raw) => match EventView::parse(raw, &mut fields) {
-                    Ok(ev) => self.fold_event(&ev, &fields),
-                    // Its name may be what is damaged: none is reported.
-                    Err(_) => self.reject("", "malformed", 1),
-                },
+                Item::Event(raw) => {
+                    self.received += 1;
+                    match EventView::parse(raw, &mut fields) {
+                        Ok(ev) => self.fold_event(&ev, &fields),
+                        // Its name may be what is damaged: none is reported.
+                        Err(_) => self.reject("", "malformed", 1),
+                    }
+                }
                 Item::Run(raw) => self.fold_run(raw, &mut fields, &mut run),
             }
         }
@@ -266,6 +295,7 @@ impl Folder {
     ) {
         let parsed = parse_run(raw, fields, run);
         let n = run.timestamps.len().max(run.values.len()).max(1) as u64;
+        self.received += n;
         let mut ev = match parsed {
             Ok(ev)
                 if fields.measurements.len() == 1 && run.timestamps.len() == run.values.len() =>
@@ -578,6 +608,20 @@ impl Folder {
     /// down, or another host took its stream (and the events it held).
     pub(crate) fn stream_ended(&mut self) {
         self.pending = 0;
+        self.whole = false;
+    }
+
+    /// Events the worker accepted and never sent, by its shared
+    /// accepted-events count: what it accepted less what arrived here and
+    /// its encoding errors (reported apart). `None` without a readable count
+    /// or once some of its batches may have gone elsewhere.
+    fn unsent_by_count(&self) -> Option<u64> {
+        if !self.whole {
+            return None;
+        }
+        let pid = u32::try_from(self.python_pid).ok();
+        let accepted = crate::counters_file::read_accepted(self.counters.as_deref()?, pid)?;
+        Some(accepted.saturating_sub(self.received.saturating_add(self.last_drops[4])))
     }
 
     /// Reports the events the worker last said it held unsent as dropped
@@ -625,6 +669,11 @@ impl Folder {
 
 impl Drop for Folder {
     fn drop(&mut self) {
+        // Folding has ended: the worker's own count covers events accepted
+        // after its last batch too (the larger of the two is reported).
+        if let Some(unsent) = self.unsent_by_count() {
+            self.pending = self.pending.max(unsent);
+        }
         self.report_unsent();
     }
 }

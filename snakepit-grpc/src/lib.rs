@@ -44,6 +44,7 @@ mod channel;
 mod chunks;
 mod client;
 mod compat;
+mod counters_file;
 mod error;
 pub mod fold;
 mod link;

@@ -287,9 +287,28 @@ async fn dropping_a_stream_cancels_the_tool_in_the_worker() {
             })
         })
         .await;
+        // The worker confirmed the cancel: the client keeps nothing for it.
+        wait_no_abandoned(&client).await;
     }
+    // A sync generator busy in its thread (2 s per item): the call is kept
+    // abandoned until that thread returns and the worker confirms.
+    let mut s = client
+        .execute_stream(
+            "stream",
+            json!({"n": 100, "delay_ms": 2000}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut s).poll_next(cx))
+        .await
+        .expect("a chunk")
+        .unwrap();
+    drop(s);
+    assert_eq!(client.abandoned_calls(), 1);
+    wait_no_abandoned(&client).await;
     let closed = rec.named("snakepit.grpc.stream.closed");
-    assert_eq!(closed.len(), 2);
+    assert_eq!(closed.len(), 3);
     assert!(closed.iter().all(|e| e.meta("reason") == Some("cancelled")));
     // The call stream is still good.
     let out = client
@@ -298,6 +317,19 @@ async fn dropping_a_stream_cancels_the_tool_in_the_worker() {
         .unwrap();
     assert_eq!(out.value, json!(3));
     client.close().await;
+}
+
+/// Waits until the client keeps no abandoned call (every cancel confirmed).
+async fn wait_no_abandoned(client: &WorkerClient) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while client.abandoned_calls() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} abandoned call(s) never confirmed",
+            client.abandoned_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Under load the client paces request batches to the worker's replies;

@@ -1,5 +1,7 @@
 //! What a worker's telemetry counters may tell the host: events a worker
-//! held unsent when it exited are reported lost (`worker_exited`), and drop
+//! held unsent when it exited are reported lost (`worker_exited`), even when
+//! it died before any batch told the host about them (its shared
+//! accepted-events count, `<socket>.counters`), and drop
 //! counters that jump between u64::MAX and 0 are not believed.
 
 mod common;
@@ -78,6 +80,66 @@ async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
         .unwrap();
     assert_eq!(report.meta("where"), Some("worker"));
     assert_eq!(report.meta("worker_id"), Some("w-doomed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported() {
+    const N: u64 = 5000;
+    let mut worker = Worker::start(HOSTILE, "w-sudden");
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(
+        &telemetry,
+        "rec",
+        &["snakepit.python.tool.execution.stop", DROPPED],
+    );
+    let client = WorkerClient::connect(telemetry.clone(), worker.options())
+        .await
+        .unwrap();
+    // N events from a sync tool, then os._exit at once: no batch is sent in
+    // between, so no `pending` ever told the host about them.
+    let result = client
+        .execute(
+            "emit_then_exit_at_once",
+            json!({"count": N, "code": 3}),
+            CallOptions::with_timeout(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(CallError::Unavailable { .. })),
+        "{result:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = worker.process.child.wait().unwrap();
+        (status, worker)
+    });
+    let (status, worker) = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .expect("the worker exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+
+    // The worker's shared count says what it accepted; the client reads it
+    // when it stops folding (as a pool does when its worker exits).
+    client.close().await;
+    let delivered = rec
+        .named("snakepit.python.tool.execution.stop")
+        .iter()
+        .filter(|s| s.meta("tool") == Some("doomed"))
+        .count() as u64;
+    let lost = dropped(&rec, "worker_exited");
+    eprintln!("delivered {delivered}, reported worker_exited {lost}");
+    assert!(lost > 0, "the events the worker died holding are reported");
+    // A lower bound: the count is rewritten every 64 events.
+    assert!(delivered + lost >= N - 63, "{delivered} + {lost}");
+    assert!(delivered + lost <= N, "{delivered} + {lost}");
+    let report = rec
+        .named(DROPPED)
+        .into_iter()
+        .find(|s| s.meta("reason") == Some("worker_exited"))
+        .unwrap();
+    assert_eq!(report.meta("where"), Some("worker"));
+    assert_eq!(report.meta("worker_id"), Some("w-sudden"));
+    drop(worker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,17 +165,21 @@ pub(crate) fn has_exited(pid: u32) -> bool {
     }
 }
 
-/// The path of the worker's native call socket: `<socket>.calls`.
-fn calls_socket(socket: &Path) -> PathBuf {
+/// `<socket><suffix>`: the worker's native call socket (`.calls`) and its
+/// shared accepted-events count (`.counters`).
+fn beside_socket(socket: &Path, suffix: &str) -> PathBuf {
     let mut path = OsString::from(socket.as_os_str());
-    path.push(".calls");
+    path.push(suffix);
     PathBuf::from(path)
 }
 
-/// Removes the worker's socket and its native call socket, if they exist.
+/// Removes the worker's socket, its native call socket and its counters
+/// file, if they exist (the client has read the counters by then: it is
+/// closed before the process is dropped).
 fn remove_sockets(socket: &Path) {
     let _ = std::fs::remove_file(socket);
-    let _ = std::fs::remove_file(calls_socket(socket));
+    let _ = std::fs::remove_file(beside_socket(socket, ".calls"));
+    let _ = std::fs::remove_file(beside_socket(socket, ".counters"));
 }
 
 /// A capped line reader over one of the worker's output pipes.

@@ -1,7 +1,8 @@
 //! Hung workers are found and replaced: a process stopped with SIGSTOP and
 //! an event loop blocked by an inline tool fail the heartbeat; sync tools
-//! that never return trip the stuck-call watchdog (the heartbeat alone
-//! still passes there). Each time: `unhealthy` with the reason, then
+//! and sync generators that never return trip the stuck-call watchdog (the
+//! heartbeat alone still passes there), while a streaming call cancelled
+//! and confirmed by its worker does not. Each time: `unhealthy` with the reason, then
 //! `terminated` and `restarted`, the calls in flight fail with
 //! `WorkerUnhealthy` naming the reason, and no process is left behind.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 use snakepit_pool::{CallError, CallOptions, Pool, PoolError};
 use snakepit_telemetry::Telemetry;
@@ -323,5 +325,133 @@ async fn an_inline_tool_blocking_the_event_loop_fails_the_heartbeat() {
     assert_eq!(out.value, json!(5));
 
     Arc::try_unwrap(pool).unwrap().shutdown().await;
+    assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_generator_that_never_stops_trips_the_stuck_call_watchdog() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let grace = Duration::from_secs(1);
+    let cfg = config("stuckgen", 1)
+        .worker_arg("--threads")
+        .worker_arg("2")
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(5))
+        .stuck_call_grace(grace);
+    let pool = Arc::new(Pool::start(telemetry.clone(), cfg).await.unwrap());
+    let victim = pool.worker_pids()[0];
+
+    // One chunk, then the generator's thread blocks for good: the timeout
+    // ends the stream on the host and cancels the call in the worker (the
+    // caller still holds the stream), the cancel cannot stop the thread,
+    // so the worker never confirms it.
+    let mut chunks = pool
+        .execute_stream(
+            "stream_block_forever",
+            json!({}),
+            CallOptions::with_timeout(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(chunks.next().await.unwrap().unwrap(), json!({"i": 0}));
+    let end = chunks.next().await.unwrap();
+    assert!(
+        matches!(end, Err(PoolError::Call(CallError::Timeout { .. }))),
+        "{end:?}"
+    );
+    let timed_out = Instant::now();
+    // Other calls still work meanwhile: the loop and the other thread are free.
+    let out = pool
+        .execute("sleep", json!({"ms": 1}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!({"slept_ms": 1}));
+
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    let seen_after = timed_out.elapsed();
+    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&unhealthy[0], "reason"), "stuck_call");
+    assert!(
+        meta(&unhealthy[0], "detail").contains("1 call(s)"),
+        "{}",
+        meta(&unhealthy[0], "detail")
+    );
+    assert!(
+        seen_after < grace + Duration::from_secs(5),
+        "unhealthy {seen_after:?} after the timeout"
+    );
+    assert!(
+        chunks.next().await.is_none(),
+        "the stream ended at its timeout"
+    );
+    drop(chunks);
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    assert_eq!(
+        lifecycle(&rec, "stuckgen_1")[2..],
+        [
+            "unhealthy",
+            "terminated",
+            "spawn_started",
+            "spawned",
+            "restarted"
+        ]
+    );
+    let terminated = rec.named("snakepit.pool.worker.terminated");
+    assert_eq!(meta(&terminated[0], "reason"), "unhealthy: stuck_call");
+    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+    // The replacement streams.
+    let chunks: Vec<_> = pool
+        .execute_stream("stream", json!({"n": 3}), CallOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert!(chunks.iter().all(Result::is_ok), "{chunks:?}");
+
+    Arc::try_unwrap(pool).unwrap().shutdown().await;
+    assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_call_dropped_early_is_confirmed_and_not_stuck() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let grace = Duration::from_millis(500);
+    let cfg = config("cancelled", 1)
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(5))
+        .stuck_call_grace(grace);
+    let pool = Pool::start(telemetry.clone(), cfg).await.unwrap();
+    // Sync and async generators that would run for a minute, dropped after
+    // their first chunk: each cancel stops the generator at its next item
+    // and the worker confirms it.
+    for tool in ["stream", "astream"] {
+        let args = json!({"n": 1200, "delay_ms": 50});
+        let mut chunks = pool
+            .execute_stream(tool, args, CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(chunks.next().await.unwrap().unwrap(), json!({"i": 0}));
+        drop(chunks);
+    }
+    // Well past the grace: no call counted as stuck.
+    tokio::time::sleep(grace * 6).await;
+    assert!(
+        rec.named("snakepit.pool.worker.unhealthy").is_empty(),
+        "{:?}",
+        rec.all()
+    );
+    assert!(rec.named("snakepit.pool.worker.terminated").is_empty());
+    let out = pool
+        .execute("add", json!({"a": 1, "b": 2}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(3));
+    pool.shutdown().await;
     assert!(wait_gone(&spawned_pids(&rec), Duration::from_secs(5)));
 }

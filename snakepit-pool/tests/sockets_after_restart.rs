@@ -1,9 +1,12 @@
 //! A worker killed with SIGKILL leaves its sockets behind; the restarted
 //! worker binds them again and serves calls on its native call socket
 //! (`Describe` reports `call_address`), instead of falling back to grpc.aio.
+//! The host removes the sockets and the worker's counters file
+//! (`<socket>.counters`) when the worker is gone.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,6 +33,14 @@ async fn a_restarted_worker_serves_calls_on_its_native_socket_again() {
         first.call_address
     );
     let socket = first.call_address.trim_start_matches("unix:").to_string();
+    // Next to its sockets the worker keeps its shared accepted-events count,
+    // readable by its owner only.
+    let counters = format!("{}.counters", socket.trim_end_matches(".calls"));
+    let mode = std::fs::metadata(&counters)
+        .unwrap_or_else(|e| panic!("no counters file {counters}: {e}"))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{counters}");
 
     kill9(first.pid);
     assert!(wait_gone(&[first.pid], Duration::from_secs(5)));
@@ -66,7 +77,13 @@ async fn a_restarted_worker_serves_calls_on_its_native_socket_again() {
 
     pool.shutdown().await;
     assert!(wait_gone(&[second.pid], Duration::from_secs(10)));
-    for left in [socket.as_str(), second_socket] {
+    let second_counters = format!("{}.counters", second_socket.trim_end_matches(".calls"));
+    for left in [
+        socket.as_str(),
+        second_socket,
+        counters.as_str(),
+        &second_counters,
+    ] {
         assert!(
             !std::path::Path::new(left).exists(),
             "{left} is left after shutdown"

@@ -167,6 +167,15 @@ class HostileAdapter(BaseAdapter):
         os._exit(int(code))
 
 
+    @tool(description="Emits count events and exits at once (os._exit(code)), with no "
+                      "telemetry batch in between")
+    def emit_then_exit_at_once(self, count: int = 5000, code: int = 3) -> int:
+        emit = telemetry.emit
+        meta = {"tool": "doomed"}
+        for i in range(int(count)):
+            emit("tool.execution.stop", {"duration": i}, meta)
+        os._exit(int(code))
+
     @tool(description="Writes size bytes to stderr (fd 2) without a newline, then "
                       "a newline and the line `after`")
     def flood_stderr(self, size: int = 200 << 20, after: str = "flood over") -> int:

@@ -86,10 +86,16 @@ class ShowcaseAdapter(BaseAdapter):
                 time.sleep(delay_ms / 1000.0)
             yield {"i": k}
 
+    @tool(description="Yields one chunk, then never yields again: its thread blocks "
+                      "forever (a generator that cannot be stopped)", supports_streaming=True)
+    def stream_block_forever(self) -> Iterator[Dict[str, int]]:
+        yield {"i": 0}
+        threading.Event().wait()
+
     @tool(description="Async generator yielding n chunks {'i': k}", supports_streaming=True)
-    async def astream(self, n: int = 3):
+    async def astream(self, n: int = 3, delay_ms: float = 0):
         for k in range(int(n)):
-            await asyncio.sleep(0)
+            await asyncio.sleep(delay_ms / 1000.0)
             yield {"i": k}
 
     @tool(description="Yields fail_after chunks, then raises RuntimeError",

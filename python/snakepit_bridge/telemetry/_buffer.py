@@ -85,6 +85,21 @@ _policy_listeners: list = []
 _TRACE_PREFIX = f"{random.SystemRandom().getrandbits(64) or 1:016x}"
 
 
+# Every PUBLISH_EVERY accepted events (the buffer's length reaching a
+# multiple of it) the emit path calls ``_publish``: the worker's shared
+# accepted-events counter (``_stream.open_counters``) is rewritten, so a host
+# can count what the worker accepted even if it dies before the next batch.
+PUBLISH_EVERY = 64
+_PUBLISH_MASK = PUBLISH_EVERY - 1
+
+
+def _no_publish() -> None:
+    pass
+
+
+_publish = _no_publish
+
+
 def _decide(name: str) -> int:
     d = _policy.decide(name)
     ds = _decisions
@@ -134,20 +149,26 @@ def emit(
         if h >= d:
             _next_sampled()
             return
-    if len(_buf) >= _cap:
+    n = len(_buf)
+    if n >= _cap:
         _next_full()
         return
     _append((_time_ns(), name, measurements, metadata, correlation_id, ctx, False))
+    if n & _PUBLISH_MASK == _PUBLISH_MASK:
+        _publish()
 
 
 def emit_span_event(name, measurements, metadata, cid, ctx) -> None:
     """Like emit, for span start/stop/exception: keyed on the span, carries span_name."""
     if not span_event_kept(name, cid, ctx[0]):
         return
-    if len(_buf) >= _cap:
+    n = len(_buf)
+    if n >= _cap:
         _next_full()
         return
     _append((_time_ns(), name, measurements, metadata, cid, ctx, True))
+    if n & _PUBLISH_MASK == _PUBLISH_MASK:
+        _publish()
 
 
 def span_event_kept(name: str, cid: Optional[str], span_id: int) -> bool:
@@ -249,6 +270,8 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
             # Kept unconditionally (the common case): no calls on the way.
             now = _time_ns()
             _append((now, ev, {"system_time": now}, self.metadata, cid, ctx, True))
+            if not len(_buf) & _PUBLISH_MASK:
+                _publish()
         else:
             emit_span_event(ev, {"system_time": _time_ns()}, self.metadata, cid, ctx)
         self._t0 = _monotonic_ns()
@@ -265,6 +288,8 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
             if _decisions.get(ev) == 0 and len(_buf) < _cap:
                 _append((_time_ns(), ev, {"duration": duration}, self.metadata, self._cid,
                          self._ctx, True))
+                if not len(_buf) & _PUBLISH_MASK:
+                    _publish()
             else:
                 emit_span_event(ev, {"duration": duration}, self.metadata, self._cid, self._ctx)
         else:

@@ -4,6 +4,11 @@ was told is still pending."""
 
 from __future__ import annotations
 
+import mmap
+import os
+import struct
+
+from . import _buffer
 from ._buffer import _buf
 
 _streams_attached = 0
@@ -11,6 +16,14 @@ _streams_attached = 0
 # how many batches it has handed over.
 _pending_written = 0
 _batches_written = 0
+# Events that left the buffer (drained, less those put back): with the
+# buffer's length, every event the worker accepted.
+_drained = 0
+# The shared counters file (``open_counters``): the worker's pid, then the
+# events accepted so far, little-endian u64s.
+COUNTERS_LAYOUT = struct.Struct("<QQ")
+_accepted_at = struct.Struct("<Q").pack_into
+_counters: mmap.mmap | None = None
 
 
 def stream_attached() -> bool:
@@ -51,13 +64,62 @@ def drain(max_events: int = 1000) -> list:
             add(pop())
     except IndexError:
         pass
+    global _drained
+    _drained += len(out)
     return out
 
 
 def requeue(events: list) -> None:
     """Put drained but unsent events back at the front of the buffer, in order."""
+    global _drained
     if events:
         _buf.extendleft(reversed(events))
+        _drained -= len(events)
+
+
+def accepted() -> int:
+    """Events accepted into the buffer since the worker started (drained
+    or still held). Read while other threads emit or drain, it may miss the
+    events being moved at that moment: a lower bound."""
+    return _drained + len(_buf)
+
+
+def open_counters(path: str) -> None:
+    """Keeps the accepted-events count in the file ``path`` (created 0600,
+    mapped in memory): the pid, then ``accepted()``, rewritten whenever the
+    buffer's length reaches a multiple of ``PUBLISH_EVERY`` and at every
+    batch written. A host reads it after the worker died to report the
+    events it accepted and never sent (``worker_exited``), even when no
+    batch left after them; it may miss the last ``PUBLISH_EVERY - 1``."""
+    global _counters
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, COUNTERS_LAYOUT.size)
+        mm = mmap.mmap(fd, COUNTERS_LAYOUT.size)
+    finally:
+        os.close(fd)
+    COUNTERS_LAYOUT.pack_into(mm, 0, os.getpid(), accepted())
+    _counters = mm
+    _buffer._publish = publish_accepted
+
+
+def close_counters(path: str) -> None:
+    """Stops publishing and removes the file (a worker stopping cleanly,
+    its events flushed, leaves nothing to count)."""
+    global _counters
+    _buffer._publish = _buffer._no_publish
+    _counters = None
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def publish_accepted() -> None:
+    """Rewrites the accepted-events count in the counters file, if open."""
+    mm = _counters
+    if mm is not None:
+        _accepted_at(mm, 8, _drained + len(_buf))
 
 
 def pending(leftover: int = 0) -> int:
@@ -71,6 +133,7 @@ def note_batch_written(unsent: int) -> None:
     global _pending_written, _batches_written
     _pending_written = unsent
     _batches_written += 1
+    publish_accepted()
 
 
 def batches_written() -> int:

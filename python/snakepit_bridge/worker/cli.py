@@ -83,6 +83,15 @@ INSECURE_FLAG = "--insecure-no-token-on-network"
 INSECURE_ENV = "SNAKEPIT_INSECURE_NO_TOKEN"
 
 
+def counters_path(listen: str):
+    """Where a worker listening on ``unix:PATH`` keeps its accepted-events
+    count for the host (``PATH.counters``, in the host's private socket
+    directory); None on TCP."""
+    if listen.startswith("unix:"):
+        return listen[len("unix:"):] + ".counters"
+    return None
+
+
 def is_loopback_listen(listen: str) -> bool:
     """Is ``listen`` (``unix:PATH`` or ``HOST:PORT``) reachable only from this
     machine? Unix sockets and loopback addresses (``127.0.0.0/8``, ``::1``,
@@ -187,6 +196,15 @@ async def serve(opts, ready_out) -> int:
         return 1
     if not listen.startswith("unix:") and listen.rsplit(":", 1)[-1] == "0":
         listen = f"{listen.rsplit(':', 1)[0]}:{port}"
+    counters = counters_path(listen)
+    if counters is not None:
+        try:
+            tel.open_counters(counters)
+        except OSError as e:
+            log.warning("cannot keep the accepted-events count in %s (%s): events "
+                        "accepted after the last telemetry batch are not counted if "
+                        "the worker dies", counters, e)
+            counters = None
     await server.start()
     servicer.native = start_native_calls(servicer, listen)
 
@@ -261,6 +279,8 @@ async def serve(opts, ready_out) -> int:
     if servicer.native is not None:
         servicer.native.close()
     await server.stop(0.5)
+    if counters is not None:
+        tel.close_counters(counters)
     dispatcher.pool.shutdown(wait=False, cancel_futures=True)
     del adapter
     return 0

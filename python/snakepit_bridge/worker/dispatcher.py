@@ -47,6 +47,20 @@ async def _run_async_tool(fn, kwargs, md):
         raise raised(e) from e
 
 
+async def _thread_done(fut) -> None:
+    """Waits until a tool's thread has returned, whatever it returned, even
+    if the waiting task is cancelled meanwhile (a cancel request arriving
+    after a timeout): the thread's end is what the call's final reply
+    confirms."""
+    while not fut.done():
+        try:
+            await asyncio.wait((fut,))
+        except asyncio.CancelledError:
+            continue
+    if not fut.cancelled():
+        fut.exception()  # retrieved: never logged as unhandled
+
+
 def _own_cancel() -> bool:
     """Is the current task being cancelled (rather than a tool having raised
     CancelledError by itself)?"""
@@ -396,4 +410,10 @@ class Dispatcher:
         finally:
             stop.set()
             if not fut.done():
-                fut.add_done_callback(lambda f: f.exception())
+                # The generator has stopped only when its thread returns (it
+                # sees ``stop`` after its current item, then closes the
+                # generator). The call's final reply (Timeout, or the
+                # Cancelled confirmation of a cancel request) waits for that:
+                # the host counts a call unconfirmed well after its deadline
+                # as a tool the worker could not stop (a stuck worker).
+                await _thread_done(fut)

@@ -197,7 +197,10 @@ class Servicer(CompatRpcs):
             if req.cancel:
                 running = st.streams.pop(req.request_id, None)
                 if running is not None:
-                    running.cancel()
+                    # After the task's first step (its request may be in this
+                    # same batch): a task cancelled before it starts would
+                    # end without running its handler, so without its reply.
+                    asyncio.get_running_loop().call_soon(running.cancel)
                 continue
             if d.draining:
                 out.append(_wire.reply_error(
@@ -254,7 +257,13 @@ class Servicer(CompatRpcs):
         except asyncio.CancelledError:
             if st.streams.get(rid) is not None or not req.stream:
                 raise  # not a cancel request: the stream is closing
-            # The caller cancelled this streaming call: no more replies.
+            # The caller cancelled this streaming call. The tool has stopped
+            # (an async generator closed, a sync generator's thread returned):
+            # one final reply confirms it, and no other reply follows.
+            put(pb.CallReply(request_id=rid, error=pb.ToolError(
+                type="Cancelled",
+                message=f"streaming call {rid} to {req.tool_name!r} was cancelled by "
+                        "the caller; the tool has stopped")))
         except BaseException as e:  # noqa: BLE001 - must always answer
             log.exception("internal error running %s", req.tool_name)
             put(pb.CallReply(request_id=rid, error=pb.ToolError(
