@@ -31,7 +31,6 @@ pub(crate) struct CallSpan {
 impl CallSpan {
     /// Does this call's trace export (its parent's `sampled` flag; a new
     /// root is sampled)?
-    #[allow(dead_code)]
     pub(crate) fn sampled(&self) -> bool {
         self.flags & SAMPLED != 0
     }
@@ -73,6 +72,11 @@ impl CallSpan {
             rpc_method,
             tool: tool.to_string(),
         };
+        if !span.sampled() {
+            // Before any of the call's events: sinks that export leave out
+            // the whole trace, the worker's spans included.
+            telemetry.unsampled_traces().mark(trace_id);
+        }
         if telemetry.is_enabled(builtin::GRPC_CALL_START) {
             let now = snakepit_core::event::unix_now_ns();
             span.emit(

@@ -4,7 +4,8 @@
 //! tracer's, or a `tracing` span's under a `tracing-opentelemetry` layer),
 //! else `CallOptions::parent`, else a new root. Below it the chain is
 //! always grpc.call → python.call → tool.execution → user spans, in one
-//! trace.
+//! trace; an unsampled parent (flags 00) reaches the worker, and nothing of
+//! its call is exported.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,6 +117,27 @@ fn grpc_call_is_a_child_of_the_callers_context() {
     // (c) An explicit parent, no OpenTelemetry context.
     call(CallOptions::default().parent(explicit));
 
+    // (e) An unsampled parent (flags 00): the worker sees the flags, and no
+    // span of the call is exported, host or worker (all 9 reach the sink
+    // and are counted as sampled out).
+    let unsampled: TraceParent = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-00"
+        .parse()
+        .unwrap();
+    call(CallOptions::default().parent(unsampled));
+    let seen = rt
+        .block_on(client.execute(
+            "whoami",
+            json!({}),
+            CallOptions::default().parent(unsampled),
+        ))
+        .expect("whoami")
+        .value;
+    let current = seen["current_traceparent"].as_str().unwrap();
+    assert!(
+        current.starts_with("00-5b8efff798038103d269b633813fc60c-") && current.ends_with("-00"),
+        "{seen}"
+    );
+
     // (d) No parent at all: a new root.
     call(CallOptions::default());
 
@@ -129,7 +151,9 @@ fn grpc_call_is_a_child_of_the_callers_context() {
                 .into_iter()
                 .map(|(_, s)| s)
                 .collect();
-            if spans.iter().filter(|s| s.name == "preprocessing").count() >= 4 {
+            if spans.iter().filter(|s| s.name == "preprocessing").count() >= 4
+                && otel.stats().sampled_out >= 9
+            {
                 break spans;
             }
             let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
@@ -160,5 +184,14 @@ fn grpc_call_is_a_child_of_the_callers_context() {
 
     rt.block_on(client.close());
     otel.shutdown(Duration::from_secs(5)).unwrap();
+    let unsampled_trace = format!("{:032x}", unsampled.trace_id);
+    let exported: Vec<Span> = receiver
+        .wait_spans(0, Duration::ZERO)
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| hex(&s.trace_id) == unsampled_trace)
+        .collect();
+    assert!(exported.is_empty(), "{exported:#?}");
+    assert_eq!(otel.stats().sampled_out, 9, "{:?}", otel.stats());
     drop(worker);
 }
