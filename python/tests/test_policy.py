@@ -277,3 +277,22 @@ def test_traceparent_parser_follows_the_rule_on_damaged_input():
                 "00-0x" + "1" * 30 + "-" + "1" * 16 + "-01",
                 "00-" + "1" * 31 + "_-" + "1" * 16 + "-01"):
         assert tw.parse_traceparent(bad) is None, bad
+
+
+def test_current_traceparent_carries_the_callers_trace_flags():
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    for incoming, flags in (
+        (f"00-{trace}-b7ad6b7169203331-00", "00"),
+        (f" 00-{trace.upper()}-B7AD6B7169203331-0B\n", "0b"),
+        (f"00-{trace}-b7ad6b7169203331-01", "01"),
+        ("not a traceparent", "01"),
+        (None, "01"),
+    ):
+        tokens = tw.enter_call_context("cid", incoming)
+        try:
+            with t.span("inner"):
+                tp = t.current_traceparent()
+                assert tp.endswith(f"-{flags}"), (incoming, tp)
+                assert tp.split("-")[2] == f"{t.current_span()['span_id']:016x}"
+        finally:
+            tw.exit_call_context(tokens)

@@ -10,7 +10,10 @@ use snakepit_telemetry::{
 
 use crate::error::CallError;
 use crate::options::CallOptions;
-use crate::trace::{format_traceparent, parse_traceparent};
+use crate::trace::{format_traceparent, TraceParent};
+
+/// Trace flags of a new root: sampled.
+const SAMPLED: u8 = 0x01;
 
 /// One call as the host sees it.
 pub(crate) struct CallSpan {
@@ -19,12 +22,19 @@ pub(crate) struct CallSpan {
     span_id: u64,
     parent_span_id: u64,
     trace_id: u128,
+    flags: u8,
     started: Instant,
     rpc_method: &'static str,
     pub(crate) tool: String,
 }
 
 impl CallSpan {
+    /// Does this call's trace export (its parent's `sampled` flag; a new
+    /// root is sampled)?
+    pub(crate) fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
     /// The trace this call belongs to (the one its traceparent names).
     pub(crate) fn trace_id(&self) -> u128 {
         self.trace_id
@@ -44,34 +54,29 @@ impl CallSpan {
             .or_else(get_correlation_id)
             .unwrap_or_else(new_correlation_id);
         let span_id = new_span_id();
-        let (trace_id, parent_span_id, traceparent) = match &opts.traceparent {
-            Some(tp) => match parse_traceparent(tp) {
-                Some((trace_id, parent)) => (trace_id, parent, tp.clone()),
-                None => {
-                    tracing::warn!(
-                        target: "snakepit::grpc",
-                        traceparent = %tp,
-                        "ignoring a malformed traceparent (expected 00-<32 hex>-<16 hex>-<2 hex>); using a new trace"
-                    );
-                    let t = new_trace_id();
-                    (t, 0, format_traceparent(t, span_id))
-                }
-            },
-            None => {
-                let t = new_trace_id();
-                (t, 0, format_traceparent(t, span_id))
-            }
+        let (trace_id, parent_span_id, flags) = match caller_parent(opts) {
+            Some(p) => (p.trace_id, p.span_id, p.flags),
+            None => (new_trace_id(), 0, SAMPLED),
         };
+        // The worker's spans are children of this call's span, never of
+        // the caller's: it gets grpc.call's own context, with the flags.
+        let traceparent = format_traceparent(trace_id, span_id, flags);
         let span = CallSpan {
             correlation,
             traceparent,
             span_id,
             parent_span_id,
             trace_id,
+            flags,
             started: Instant::now(),
             rpc_method,
             tool: tool.to_string(),
         };
+        if !span.sampled() {
+            // Before any of the call's events: sinks that export leave out
+            // the whole trace, the worker's spans included.
+            telemetry.unsampled_traces().mark(trace_id);
+        }
         if telemetry.is_enabled(builtin::GRPC_CALL_START) {
             let now = snakepit_core::event::unix_now_ns();
             span.emit(
@@ -230,4 +235,31 @@ impl CallSpan {
             );
         }
     }
+}
+
+/// The parent of a call's `grpc.call` span: the caller's current
+/// OpenTelemetry span (feature `opentelemetry`), else the explicit
+/// [`CallOptions::parent`], else none.
+fn caller_parent(opts: &CallOptions) -> Option<TraceParent> {
+    #[cfg(feature = "opentelemetry")]
+    if let Some(p) = otel_parent() {
+        return Some(p);
+    }
+    opts.parent.filter(TraceParent::is_valid)
+}
+
+/// The span context of `opentelemetry::Context::current()`, when valid.
+/// Under a `tracing-opentelemetry` layer, the entered `tracing` span's
+/// context is the current one.
+#[cfg(feature = "opentelemetry")]
+fn otel_parent() -> Option<TraceParent> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| TraceParent {
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        flags: sc.trace_flags().to_u8(),
+    })
 }

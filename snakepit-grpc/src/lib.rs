@@ -67,6 +67,7 @@ pub use options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, DEFAULT_MAX_MESSAGE_BYTES,
     MIN_MESSAGE_BYTES,
 };
+pub use trace::{TraceParent, TraceParentError};
 
 #[cfg(test)]
 mod tests {

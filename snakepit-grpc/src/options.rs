@@ -7,6 +7,7 @@ use std::time::Duration;
 use snakepit_telemetry::CorrelationId;
 
 use crate::address::WorkerAddress;
+use crate::trace::TraceParent;
 
 /// Default of [`ConnectOptions::max_message_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -75,10 +76,14 @@ pub struct CallOptions {
     /// Binary arguments, passed to the tool as `bytes` keyword arguments
     /// (a binary key overrides a JSON key of the same name).
     pub binary: HashMap<String, Vec<u8>>,
-    /// W3C traceparent sent to the worker, whose call span becomes its child.
-    /// `None`: generated from the host's `grpc.call` span of this call, so
-    /// Python spans are children of it.
-    pub traceparent: Option<String>,
+    /// The explicit trace parent of the call's `grpc.call` span (set it with
+    /// [`CallOptions::parent`]). The parent is chosen in this order: the
+    /// caller's current OpenTelemetry context (with the `opentelemetry`
+    /// feature, when it holds a valid span), else this, else none (the
+    /// call starts a new trace). The worker always receives the
+    /// `grpc.call` span's own context, so its spans are children of it; the
+    /// parent's `sampled` flag carries through.
+    pub parent: Option<TraceParent>,
 }
 
 impl CallOptions {
@@ -88,6 +93,15 @@ impl CallOptions {
             timeout: Some(timeout),
             ..CallOptions::default()
         }
+    }
+
+    /// These options with `parent` as the explicit trace parent (see
+    /// [`CallOptions::parent`](CallOptions#structfield.parent)). Parse a
+    /// header with [`TraceParent::parse`], which names what is wrong with
+    /// bad input.
+    pub fn parent(mut self, parent: TraceParent) -> Self {
+        self.parent = Some(parent);
+        self
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every call carries x-snakepit-correlation-id and a W3C traceparent; the
-//! tool sees both, and its span is a child of the host's grpc.call span.
+//! tool sees both, and its span is a child of the host's grpc.call span,
+//! whose parent is the caller's (`CallOptions::parent`), flags included.
 
 mod common;
 
@@ -61,15 +62,29 @@ async fn correlation_id_and_traceparent_reach_the_tool() {
         let generated = seen["correlation_id"].as_str().unwrap();
         assert_eq!(generated.len(), 36, "{generated}");
 
-        // A caller's traceparent is sent as given.
-        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let seen = run(CallOptions {
-            traceparent: Some(tp.to_string()),
-            ..CallOptions::default()
-        })
-        .await;
-        assert_eq!(seen["traceparent"], json!(tp));
-        assert_eq!(seen["trace_id"], json!("0af7651916cd43dd8448eb211c80319c"));
+        // A caller's parent: grpc.call is its child, and the worker gets
+        // grpc.call's context (same trace, flags carried), not the caller's.
+        for flags in ["01", "00"] {
+            let tp = format!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}");
+            let before = rec.count("snakepit.grpc.call.start");
+            let seen = run(CallOptions::default().parent(tp.parse().unwrap())).await;
+            let start = rec.named("snakepit.grpc.call.start")[before].clone();
+            assert_eq!(start.parent_span_id, 0xb7ad6b7169203331);
+            assert_eq!(start.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+            let host_span = format!("{:016x}", start.span_id);
+            assert_eq!(
+                seen["traceparent"],
+                json!(format!(
+                    "00-0af7651916cd43dd8448eb211c80319c-{host_span}-{flags}"
+                ))
+            );
+            assert_eq!(seen["trace_id"], json!("0af7651916cd43dd8448eb211c80319c"));
+            let current = seen["current_traceparent"].as_str().unwrap();
+            assert!(
+                current.ends_with(&format!("-{flags}")),
+                "unary {unary}: {seen}"
+            );
+        }
     }
     client.close().await;
 }

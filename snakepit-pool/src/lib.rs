@@ -79,7 +79,9 @@ pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;
 pub use interpreter::{resolve_python, PythonSource, ResolvedPython};
 pub use pool::{Pool, PoolStatus};
-pub use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerAddress, WorkerInfo};
+pub use snakepit_grpc::{
+    CallError, CallOptions, ToolOutput, TraceParent, TraceParentError, WorkerAddress, WorkerInfo,
+};
 pub use stream::PoolStream;
 
 /// The observability guide (`docs/observability.md`). Its Rust snippets run

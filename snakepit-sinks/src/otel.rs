@@ -54,7 +54,10 @@
 //!   on the low 56 bits of the trace id, so a trace is exported whole or not
 //!   at all; events of other traces are not queued
 //!   ([`OtelStats::sampled_out`] counts their spans). Spans without a trace
-//!   id are always kept.
+//!   id are always kept. A trace whose caller marked it not sampled (a call
+//!   parent with trace flags `00`, see
+//!   [`Telemetry::unsampled_traces`](snakepit_telemetry::Telemetry::unsampled_traces))
+//!   is never exported, host and worker spans alike, and counted the same.
 //! * The thread needs no async runtime: `flush` and `shutdown` wait on plain
 //!   condition variables with a deadline, so calling them from a
 //!   current-thread Tokio runtime cannot deadlock.
@@ -214,6 +217,8 @@ pub struct OtelSink {
     /// Traces whose id's low 56 bits are below this are exported (`None`:
     /// all of them).
     sample_below: Option<u64>,
+    /// Traces a caller marked not sampled: never exported.
+    unsampled: snakepit_telemetry::UnsampledTraces,
 }
 
 impl std::fmt::Debug for OtelSink {
@@ -265,6 +270,7 @@ impl OtelSink {
             thread: Mutex::new(Some(thread)),
             capacity,
             sample_below: sample_threshold(config.sample_ratio),
+            unsampled: telemetry.unsampled_traces().clone(),
         })
     }
 
@@ -412,6 +418,12 @@ impl Sink for OtelSink {
             return;
         };
         let trace_id = event.trace_id();
+        if self.unsampled.contains(trace_id) {
+            if role != SpanRole::Start {
+                self.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         if let Some(below) = self.sample_below {
             // A span without a trace id cannot be sampled consistently: kept.
             if trace_id != 0 && (trace_id as u64) & SAMPLE_MASK >= below {

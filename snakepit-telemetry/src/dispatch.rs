@@ -58,6 +58,7 @@ pub(crate) struct Inner {
     registry: Mutex<Registry>,
     policy_tx: watch::Sender<Arc<Policy>>,
     log: LogConfig,
+    unsampled: crate::UnsampledTraces,
 }
 
 /// Information about one attached handler.
@@ -162,6 +163,7 @@ impl TelemetryBuilder {
             }),
             policy_tx,
             log: self.log,
+            unsampled: crate::UnsampledTraces::default(),
         };
         let t = Telemetry {
             inner: Arc::new(inner),
@@ -220,6 +222,13 @@ impl Telemetry {
     /// default exists already.
     pub fn set_global(t: Telemetry) -> Result<(), Telemetry> {
         GLOBAL.set(t)
+    }
+
+    /// The traces marked not sampled on this instance (a call whose
+    /// parent has trace flags `00` marks its trace). Exporting sinks, such
+    /// as the OTel sink, leave their spans out; counting sinks do not look.
+    pub fn unsampled_traces(&self) -> &crate::UnsampledTraces {
+        &self.inner.unsampled
     }
 
     /// The frozen catalog.

@@ -25,6 +25,7 @@ pub mod metrics;
 mod rand;
 pub mod span;
 pub mod subscriber;
+pub mod unsampled;
 
 pub use control::{Control, PolicyWatch};
 pub use correlation::{
@@ -36,6 +37,7 @@ pub use error::{AttachError, ControlError, UnknownEvent};
 pub use log::{LogConfig, LogFilter, LogLevels};
 pub use rand::{new_span_id, new_trace_id};
 pub use span::{SpanGuard, SpanOptions};
+pub use unsampled::{UnsampledTraces, MAX_UNSAMPLED_TRACES};
 
 pub use snakepit_core as core;
 

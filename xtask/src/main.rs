@@ -269,7 +269,12 @@ fn test(args: &[String]) -> Result {
     }
     step("cargo test --workspace");
     let mut t = cargo();
-    t.args(["test", "--workspace"]).args(args);
+    t.args([
+        "test",
+        "--workspace",
+        "--features=snakepit-pool/opentelemetry",
+    ])
+    .args(args);
     if python {
         t.env("SNAKEPIT_PYTHON", venv_python());
     }

@@ -62,11 +62,17 @@ def current_span() -> Optional[dict]:
 
 
 def current_traceparent() -> Optional[str]:
-    """W3C traceparent naming the current span (for outgoing calls), or None."""
+    """W3C traceparent naming the current span (for outgoing calls), or None.
+
+    Its trace flags are those of the call's incoming traceparent (``01``,
+    sampled, when it had none), so an unsampled caller stays unsampled.
+    """
     ctx = span_var.get()
     if ctx is None or not ctx[2] or not ctx[0]:
         return None
-    return f"00-{ctx[2]}-{ctx[0]:016x}-01"
+    tp = ctx[4]
+    flags = tp.strip()[53:55] if tp and parse_traceparent(tp) is not None else "01"
+    return f"00-{ctx[2]}-{ctx[0]:016x}-{flags.lower()}"
 
 
 def outgoing_metadata() -> List[Tuple[str, str]]:
