@@ -74,6 +74,8 @@ mod size;
 mod socket_dir;
 mod stream;
 mod supervisor;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;

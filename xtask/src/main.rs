@@ -2,7 +2,7 @@
 //!
 //! * `setup`   create the Python venv (`.venv`) and install `python/` into it
 //! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest,
-//!   the wheel check, tidy
+//!   the wheel check, the getting-started crate's test, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
 //! * `tidy`    fail when generated docs or the Python stubs are stale, the
 //!   Python floor is stated twice differently, Cargo.lock holds a crate
@@ -20,6 +20,7 @@ mod bench;
 mod codegen;
 mod coverage;
 mod deps;
+mod example;
 mod package;
 mod tidy;
 
@@ -278,6 +279,7 @@ fn test(args: &[String]) -> Result {
         step("pytest python/tests");
         run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
         package::wheel_check(false)?;
+        example::getting_started()?;
     }
     step("tidy");
     tidy()?;
@@ -350,6 +352,11 @@ fn tidy() -> Result {
     }
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
+    example::check_doc(&root())?;
+    example::check_lock(&root())?;
+    println!(
+        "tidy: docs/getting-started.md shows examples/getting-started, locked as the workspace"
+    );
     deps::check_duplicates(&root())?;
     println!("tidy: Cargo.lock holds one version of each crate (but the allowlist)");
     tidy::check(&root())?;
