@@ -174,6 +174,7 @@ pub(crate) fn getting_started() -> Result {
             "-w",
         ])
         .arg(&wheels)
+        .env("PATH", path_with_venv()?)
         .env("CARGO_TARGET_DIR", &target))?;
     let wheel = std::fs::read_dir(&wheels)
         .map_err(|e| format!("cannot list {wheels:?}: {e}"))?
@@ -200,6 +201,15 @@ pub(crate) fn getting_started() -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `PATH` with the dev venv's bin/ first: the build backend runs `maturin`
+/// from there when pip builds without isolation.
+fn path_with_venv() -> Result<std::ffi::OsString> {
+    let bin = root().join(".venv/bin");
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest)))
+        .map_err(|e| format!("cannot put .venv/bin on PATH: {e}"))
 }
 
 #[cfg(test)]

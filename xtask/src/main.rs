@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         "tidy" => tidy(),
         "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
         "features" => deps::check_features(),
+        "getting-started" => example::getting_started(),
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "soak" => soak(rest),
@@ -68,6 +69,8 @@ fn print_help() {
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
          features  build snakepit-sinks with no features, then each feature alone\n\
+         getting-started  lint examples/getting-started and run its test against a wheel\n\
+                   of python/ in a fresh venv (a step of test)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)\n\
