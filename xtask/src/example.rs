@@ -5,10 +5,9 @@
 //! outside the repository.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use crate::{cargo, root, run, step, target_dir, venv_python, Result};
+use crate::{cargo, root, run, step, target_dir, Result};
 
 /// The crate, relative to the workspace root.
 const CRATE: &str = "examples/getting-started";
@@ -129,12 +128,11 @@ impl Drop for Scratch {
     }
 }
 
-/// The step of `test`: fmt and clippy of the crate, a wheel of python/
-/// (with the dev venv's maturin, no build isolation), then the crate's test
-/// with `SNAKEPIT_WHEEL` set to it and the test venv made in a new temp dir.
-/// The crate builds in the workspace's target dir, reusing its compiled
-/// dependencies.
-pub(crate) fn getting_started() -> Result {
+/// The step of `test`: fmt and clippy of the crate, then its test with
+/// `SNAKEPIT_WHEEL` set to `wheel` (the wheel check's) and the test venv
+/// made in a new temp dir. The crate builds in the workspace's target dir,
+/// reusing its compiled dependencies.
+pub(crate) fn getting_started(wheel: &Path) -> Result {
     let started = Instant::now();
     let root = root();
     let manifest = root.join(CRATE).join("Cargo.toml");
@@ -160,38 +158,17 @@ pub(crate) fn getting_started() -> Result {
         std::env::temp_dir().join(format!("snakepit-getting-started-{}", std::process::id())),
     );
     let _ = std::fs::remove_dir_all(&scratch.0);
-    let wheels = scratch.0.join("wheels");
-    step("building a snakepit-bridge wheel for it");
-    run(Command::new(venv_python())
-        .args([
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "./python",
-            "-w",
-        ])
-        .arg(&wheels)
-        .env("PATH", path_with_venv()?)
-        .env("CARGO_TARGET_DIR", &target))?;
-    let wheel = std::fs::read_dir(&wheels)
-        .map_err(|e| format!("cannot list {wheels:?}: {e}"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or("pip wheel wrote no .whl")?;
 
     step(&format!(
-        "{CRATE}: cargo test (the venv from the wheel, in {})",
+        "{CRATE}: cargo test (a venv from {}, in {})",
+        wheel.display(),
         scratch.0.display()
     ));
     run(cargo()
         .args(["test", "--quiet", "--locked", "--manifest-path"])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", &target)
-        .env("SNAKEPIT_WHEEL", &wheel)
+        .env("SNAKEPIT_WHEEL", wheel)
         .env("SNAKEPIT_TEST_VENV_DIR", scratch.0.join("venvs"))
         .env_remove("SNAKEPIT_PYTHON")
         .env_remove("VIRTUAL_ENV")
@@ -201,15 +178,6 @@ pub(crate) fn getting_started() -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// `PATH` with the dev venv's bin/ first: the build backend runs `maturin`
-/// from there when pip builds without isolation.
-fn path_with_venv() -> Result<std::ffi::OsString> {
-    let bin = root().join(".venv/bin");
-    let rest = std::env::var_os("PATH").unwrap_or_default();
-    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest)))
-        .map_err(|e| format!("cannot put .venv/bin on PATH: {e}"))
 }
 
 #[cfg(test)]

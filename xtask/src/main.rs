@@ -35,9 +35,11 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
-        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
+        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")).map(drop),
         "features" => deps::check_features(),
-        "getting-started" => example::getting_started(),
+        "getting-started" => {
+            package::wheel_check(false).and_then(|wheel| example::getting_started(&wheel))
+        }
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "soak" => soak(rest),
@@ -69,8 +71,8 @@ fn print_help() {
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
          features  build snakepit-sinks with no features, then each feature alone\n\
-         getting-started  lint examples/getting-started and run its test against a wheel\n\
-                   of python/ in a fresh venv (a step of test)\n\
+         getting-started  the wheel check, then lint examples/getting-started and run\n\
+                   its test with a fresh venv from that wheel (steps of test)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)\n\
@@ -281,8 +283,8 @@ fn test(args: &[String]) -> Result {
     if python && root().join("python/tests").exists() {
         step("pytest python/tests");
         run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
-        package::wheel_check(false)?;
-        example::getting_started()?;
+        let wheel = package::wheel_check(false)?;
+        example::getting_started(&wheel)?;
     }
     step("tidy");
     tidy()?;
