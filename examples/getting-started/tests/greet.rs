@@ -115,3 +115,25 @@ fn get_metrics(addr: std::net::SocketAddr) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+/// Tests calling `python_env` at once share one venv: one makes it, the
+/// others wait for it and reuse it.
+#[test]
+fn tests_running_at_once_share_one_venv() {
+    let envs: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| python_env("greeter:Greeter", None).unwrap()))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(envs.iter().all(|e| e.python == envs[0].python), "{envs:?}");
+    let import = std::process::Command::new(&envs[0].python)
+        .args(["-c", "import snakepit_bridge"])
+        .status()
+        .unwrap();
+    assert!(
+        import.success(),
+        "{:?} imports snakepit_bridge",
+        envs[0].python
+    );
+}
