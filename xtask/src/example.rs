@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::{cargo, root, run, step, target_dir, Result};
 
 /// The crate, relative to the workspace root.
-const CRATE: &str = "examples/getting-started";
+pub(crate) const CRATE: &str = "examples/getting-started";
 /// The walk-through, relative to the workspace root.
 const DOC: &str = "docs/getting-started.md";
 /// The crate's files the doc shows, each after a line holding "`<file>`:".
