@@ -130,7 +130,7 @@ impl Drop for Scratch {
 
 /// The step of `test`: fmt and clippy of the crate, then its test with
 /// `SNAKEPIT_WHEEL` set to `wheel` (the wheel check's) and the test venv
-/// made in a new temp dir. The crate builds in the workspace's target dir,
+/// made in a new temp dir, then the unit tests of `snakepit_pool::test_util`. The crate builds in the workspace's target dir,
 /// reusing its compiled dependencies.
 pub(crate) fn getting_started(wheel: &Path) -> Result {
     let started = Instant::now();
@@ -173,6 +173,13 @@ pub(crate) fn getting_started(wheel: &Path) -> Result {
         .env_remove("SNAKEPIT_PYTHON")
         .env_remove("VIRTUAL_ENV")
         .env_remove("PYTHONPATH"))?;
+    // The helper's own unit tests (error paths, cache key): `cargo test
+    // --workspace` builds snakepit-pool without the feature.
+    step("snakepit-pool test_util unit tests (--features test-util)");
+    run(cargo()
+        .args(["test", "--quiet", "-p", "snakepit-pool", "--features"])
+        .args(["test-util", "--lib", "test_util::"])
+        .env("CARGO_TARGET_DIR", &target))?;
     println!(
         "    {CRATE}: passed in {:.1}s",
         started.elapsed().as_secs_f64()
