@@ -20,6 +20,9 @@
 //!   does the same synchronously. Workers also exit by themselves when the
 //!   host dies (they watch their stdin).
 //! * A pool can connect to external workers instead (TCP plus token).
+//! * Feature `test-util` (for tests): `test_util::python_env` makes and
+//!   caches a venv with `snakepit_bridge` installed from a wheel and returns
+//!   a [`PoolConfig`] on its interpreter (see docs/getting-started.md).
 //!
 //! The workers' interpreter is, in this order: [`PoolConfig::python`] when
 //! set, env `SNAKEPIT_PYTHON`, `$VIRTUAL_ENV/bin/python` of an active venv,
@@ -74,6 +77,8 @@ mod size;
 mod socket_dir;
 mod stream;
 mod supervisor;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use config::{ExternalWorker, PoolConfig};
 pub use error::PoolError;

@@ -2,7 +2,7 @@
 //!
 //! * `setup`   create the Python venv (`.venv`) and install `python/` into it
 //! * `test`    fmt check, clippy -D warnings, every Rust test, ruff, pytest,
-//!   the wheel check, tidy
+//!   the wheel check, the getting-started crate's test, tidy
 //! * `codegen` write the generated docs (docs/EVENTS.md) from the catalog
 //! * `tidy`    fail when generated docs or the Python stubs are stale, the
 //!   Python floor is stated twice differently, Cargo.lock holds a crate
@@ -20,6 +20,7 @@ mod bench;
 mod codegen;
 mod coverage;
 mod deps;
+mod example;
 mod package;
 mod tidy;
 
@@ -34,8 +35,11 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "codegen" => codegen::write(&root()),
         "tidy" => tidy(),
-        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")),
+        "wheel" => package::wheel_check(rest.iter().any(|a| a == "--sdist")).map(drop),
         "features" => deps::check_features(),
+        "getting-started" => {
+            package::wheel_check(false).and_then(|wheel| example::getting_started(&wheel))
+        }
         "bench" => bench::bench(rest),
         "demo" => demo(rest),
         "soak" => soak(rest),
@@ -67,6 +71,8 @@ fn print_help() {
                    from it serves calls natively and the source tree is untouched\n\
                    (--sdist: the sdist too, installed from the archive alone)\n\
          features  build snakepit-sinks with no features, then each feature alone\n\
+         getting-started  the wheel check, then lint examples/getting-started and run\n\
+                   its test with a fresh venv from that wheel (steps of test)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
          bench     run every benchmark and print one table (--quick for a short run)\n\
@@ -282,7 +288,8 @@ fn test(args: &[String]) -> Result {
     if python && root().join("python/tests").exists() {
         step("pytest python/tests");
         run(Command::new(venv_python()).args(["-m", "pytest", "python/tests", "-q"]))?;
-        package::wheel_check(false)?;
+        let wheel = package::wheel_check(false)?;
+        example::getting_started(&wheel)?;
     }
     step("tidy");
     tidy()?;
@@ -355,6 +362,11 @@ fn tidy() -> Result {
     }
     coverage::check(&root())?;
     println!("tidy: every catalog event is emitted by code and observed by a test");
+    example::check_doc(&root())?;
+    example::check_lock(&root())?;
+    println!(
+        "tidy: docs/getting-started.md shows examples/getting-started, locked as the workspace"
+    );
     deps::check_duplicates(&root())?;
     println!("tidy: Cargo.lock holds one version of each crate (but the allowlist)");
     tidy::check(&root())?;

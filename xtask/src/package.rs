@@ -180,8 +180,9 @@ fn tree_state(root: &Path) -> Option<String> {
 /// repository: its ready line must name the native call socket. The source
 /// tree must be as it was (no build output in it). With `sdist`, the same
 /// for an sdist built by maturin and installed from the archive alone (it
-/// compiles the crate again: about a minute).
-pub(crate) fn wheel_check(sdist: bool) -> Result {
+/// compiles the crate again: about a minute). Returns the wheel, kept in
+/// `<target>/snakepit-wheel/`.
+pub(crate) fn wheel_check(sdist: bool) -> Result<PathBuf> {
     let root = root();
     let floor = python_floor(&root)?;
     let before = tree_state(&root);
@@ -226,6 +227,7 @@ pub(crate) fn wheel_check(sdist: bool) -> Result {
     }
 
     install_and_serve(&wheel, &tmp.path().join("from-wheel"))?;
+    let kept = keep_wheel(&wheel)?;
     if sdist {
         step("building the snakepit-bridge sdist (maturin sdist)");
         let sdists = tmp.path().join("sdist");
@@ -241,7 +243,17 @@ pub(crate) fn wheel_check(sdist: bool) -> Result {
         // Built from the archive alone, outside the repository.
         install_and_serve(&sdist, &tmp.path().join("from-sdist"))?;
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// Copies `wheel` into `<target>/snakepit-wheel/`, emptied first.
+fn keep_wheel(wheel: &Path) -> Result<PathBuf> {
+    let dir = target_dir().join("snakepit-wheel");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+    let kept = dir.join(wheel.file_name().unwrap_or_default());
+    std::fs::copy(wheel, &kept).map_err(|e| format!("cannot copy the wheel to {kept:?}: {e}"))?;
+    Ok(kept)
 }
 
 /// Installs `artifact` (a wheel or an sdist) into a new venv in `dir`,

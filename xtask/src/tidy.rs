@@ -192,7 +192,8 @@ pub(crate) fn process_comments(name: &str, text: &str) -> Vec<String> {
 }
 
 /// Every Cargo.toml of the repository (root first), skipping build output,
-/// the venv and hidden directories.
+/// the venv, hidden directories and examples/getting-started (a user's
+/// project, outside the workspace and its rules).
 fn manifests(root: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -213,6 +214,7 @@ fn manifests(root: &Path) -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     walk(root, &mut out);
+    out.retain(|p| !p.starts_with(root.join(crate::example::CRATE)));
     out
 }
 
