@@ -140,7 +140,17 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        assert!(processes_with("sleep 30").contains(&child.id()));
+        // The child's command line is its own once it has exec'd: wait for
+        // that rather than assume it (a loaded machine can be slow).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !processes_with("sleep 30").contains(&child.id()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            processes_with("sleep 30").contains(&child.id()),
+            "{:?}",
+            cmdline(child.id())
+        );
         assert_eq!(cmdline(child.id()), ["sleep", "30"]);
         kill9(child.id());
         let _ = child.wait();
