@@ -7,6 +7,7 @@ The transports (``transport/``) decode requests and encode replies around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
 import threading
@@ -44,6 +45,24 @@ async def _run_async_tool(fn, kwargs, md):
     except (Exception, asyncio.CancelledError):
         raise
     except BaseException as e:  # noqa: BLE001 - raised in a task it would stop the loop
+        raise raised(e) from e
+
+
+@contextlib.contextmanager
+def _tool_outcome(cancellable: bool = False):
+    """Every way a tool's code ends becomes a ToolFailure (a reply), never
+    the worker's exit: a BaseException of any kind is the call's error. With
+    ``cancellable``, a CancelledError the worker itself caused (a cancel or a
+    deadline) goes on as a cancellation."""
+    try:
+        yield
+    except ToolFailure:
+        raise
+    except asyncio.CancelledError as e:
+        if cancellable and _own_cancel():
+            raise
+        raise raised(e) from e
+    except BaseException as e:  # noqa: BLE001 - every outcome is a reply
         raise raised(e) from e
 
 
@@ -146,12 +165,8 @@ class Dispatcher:
         try:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
-            try:
+            with _tool_outcome():
                 value = _run_sync_tool(t.fn, kwargs, _tool_md(name))
-            except ToolFailure:
-                raise
-            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
-                raise raised(e) from e
             return True, encode_result(value)
         except ToolFailure as f:
             failure = f
@@ -243,7 +258,7 @@ class Dispatcher:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
             tmd = _tool_md(name)
-            try:
+            with _tool_outcome(cancellable=True):
                 if t.is_async:
                     coro = _run_async_tool(t.fn, kwargs, tmd)
                 elif t.is_gen or t.is_async_gen:
@@ -267,14 +282,6 @@ class Dispatcher:
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
                     value = await coro
-            except ToolFailure:
-                raise
-            except asyncio.CancelledError as e:
-                if _own_cancel():
-                    raise
-                raise raised(e) from e
-            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
-                raise raised(e) from e
             return True, encode_result(value)
         except ToolFailure as f:
             failure = f
@@ -316,7 +323,7 @@ class Dispatcher:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
             tmd = _tool_md(name)
-            try:
+            with _tool_outcome(cancellable=True):
                 if t.is_async_gen:
                     with telemetry.span("tool.execution", tmd):
                         agen = t.fn(**kwargs)
@@ -337,14 +344,6 @@ class Dispatcher:
                     ok, payload = await self.call_plain(t, kwargs, tmd)
                     await sink(0, encode_result(payload)[0])
                     seq = 1
-            except ToolFailure:
-                raise
-            except asyncio.CancelledError as e:
-                if _own_cancel():
-                    raise
-                raise raised(e) from e
-            except BaseException as e:  # noqa: BLE001 - every outcome is a reply
-                raise raised(e) from e
             return True, seq
         except ToolFailure as f:
             failure = f
