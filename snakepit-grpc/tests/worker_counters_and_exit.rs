@@ -24,68 +24,19 @@ fn dropped(rec: &Recorder, reason: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
-    const N: u64 = 5000;
-    let mut worker = Worker::start(HOSTILE, "w-doomed");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
-        &["snakepit.python.tool.execution.stop", DROPPED],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
-
-    // The tool emits N events, waits until one batch (1000 events) has told
-    // the host how many are still unsent, and calls os._exit.
-    let result = client
-        .execute(
-            "emit_then_exit",
-            json!({"count": N, "code": 3}),
-            CallOptions::with_timeout(Duration::from_secs(30)),
-        )
-        .await;
-    assert!(
-        matches!(result, Err(CallError::Unavailable { .. })),
-        "{result:?}"
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = worker.process.child.wait().unwrap();
-        (status, worker)
-    });
-    let (status, _worker) = tokio::time::timeout(Duration::from_secs(10), status)
-        .await
-        .expect("the worker exits")
-        .unwrap();
-    assert_eq!(status.code(), Some(3));
-
-    // What arrives arrives before the stream breaks; the rest is reported
-    // when the client stops folding (as a pool does when its worker exits).
-    client.close().await;
-    let delivered = rec
-        .named("snakepit.python.tool.execution.stop")
-        .iter()
-        .filter(|s| s.meta("tool") == Some("doomed"))
-        .count() as u64;
-    let lost = dropped(&rec, "worker_exited");
-    eprintln!("delivered {delivered}, reported worker_exited {lost}");
-    assert!(delivered < N, "the worker died before sending everything");
-    assert_eq!(delivered + lost, N, "every event is delivered or reported");
-    let report = rec
-        .named(DROPPED)
-        .into_iter()
-        .find(|s| s.meta("reason") == Some("worker_exited"))
-        .unwrap();
-    assert_eq!(report.meta("where"), Some("worker"));
-    assert_eq!(report.meta("worker_id"), Some("w-doomed"));
+/// Events a worker emitted in one call before it died: how many arrived,
+/// how many were reported `worker_exited`, and the recorder.
+struct Death {
+    delivered: u64,
+    lost: u64,
+    rec: Recorder,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported() {
-    const N: u64 = 5000;
-    let mut worker = Worker::start(HOSTILE, "w-sudden");
+/// Runs `tool` (it emits `n` events, then calls `os._exit(3)`) on a new
+/// worker, waits for the exit and closes the client, which stops folding
+/// as a pool does when its worker exits.
+async fn emit_and_die(tool: &str, worker_id: &str, n: u64) -> Death {
+    let mut worker = Worker::start(HOSTILE, worker_id);
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(
         &telemetry,
@@ -95,12 +46,10 @@ async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported
     let client = WorkerClient::connect(telemetry.clone(), worker.options())
         .await
         .unwrap();
-    // N events from a sync tool, then os._exit at once: no batch is sent in
-    // between, so no `pending` ever told the host about them.
     let result = client
         .execute(
-            "emit_then_exit_at_once",
-            json!({"count": N, "code": 3}),
+            tool,
+            json!({"count": n, "code": 3}),
             CallOptions::with_timeout(Duration::from_secs(30)),
         )
         .await;
@@ -117,9 +66,6 @@ async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported
         .expect("the worker exits")
         .unwrap();
     assert_eq!(status.code(), Some(3));
-
-    // The worker's shared count says what it accepted; the client reads it
-    // when it stops folding (as a pool does when its worker exits).
     client.close().await;
     let delivered = rec
         .named("snakepit.python.tool.execution.stop")
@@ -127,19 +73,58 @@ async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported
         .filter(|s| s.meta("tool") == Some("doomed"))
         .count() as u64;
     let lost = dropped(&rec, "worker_exited");
-    eprintln!("delivered {delivered}, reported worker_exited {lost}");
-    assert!(lost > 0, "the events the worker died holding are reported");
-    // A lower bound: the count is rewritten every 64 events.
-    assert!(delivered + lost >= N - 63, "{delivered} + {lost}");
-    assert!(delivered + lost <= N, "{delivered} + {lost}");
+    eprintln!("{tool}: delivered {delivered}, reported worker_exited {lost}");
+    drop(worker);
+    Death {
+        delivered,
+        lost,
+        rec,
+    }
+}
+
+/// The `worker_exited` report names the worker as its source.
+fn assert_reported_by(rec: &Recorder, worker_id: &str) {
     let report = rec
         .named(DROPPED)
         .into_iter()
         .find(|s| s.meta("reason") == Some("worker_exited"))
         .unwrap();
     assert_eq!(report.meta("where"), Some("worker"));
-    assert_eq!(report.meta("worker_id"), Some("w-sudden"));
-    drop(worker);
+    assert_eq!(report.meta("worker_id"), Some(worker_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_worker_held_when_it_exited_are_reported_dropped() {
+    const N: u64 = 5000;
+    // The tool emits N events, waits until one batch (1000 events) has told
+    // the host how many are still unsent, and calls os._exit. What arrives
+    // arrives before the stream breaks; the rest is reported.
+    let Death {
+        delivered,
+        lost,
+        rec,
+    } = emit_and_die("emit_then_exit", "w-doomed", N).await;
+    assert!(delivered < N, "the worker died before sending everything");
+    assert_eq!(delivered + lost, N, "every event is delivered or reported");
+    assert_reported_by(&rec, "w-doomed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported() {
+    const N: u64 = 5000;
+    // N events from a sync tool, then os._exit at once: no batch is sent in
+    // between, so no `pending` ever told the host about them. The worker's
+    // shared count says what it accepted.
+    let Death {
+        delivered,
+        lost,
+        rec,
+    } = emit_and_die("emit_then_exit_at_once", "w-sudden", N).await;
+    assert!(lost > 0, "the events the worker died holding are reported");
+    // A lower bound: the count is rewritten every 64 events.
+    assert!(delivered + lost >= N - 63, "{delivered} + {lost}");
+    assert!(delivered + lost <= N, "{delivered} + {lost}");
+    assert_reported_by(&rec, "w-sudden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
