@@ -85,12 +85,22 @@ _policy_listeners: list = []
 _TRACE_PREFIX = f"{random.SystemRandom().getrandbits(64) or 1:016x}"
 
 
-# Every PUBLISH_EVERY accepted events (the buffer's length reaching a
-# multiple of it) the emit path calls ``_publish``: the worker's shared
-# accepted-events counter (``_stream.open_counters``) is rewritten, so a host
-# can count what the worker accepted even if it dies before the next batch.
+# While a counters file is open (``_stream.open_counters``), every
+# PUBLISH_EVERY accepted events the emit path calls ``_publish``: the
+# worker's shared accepted-events counter is rewritten, so a host can count
+# what the worker accepted even if it dies before the next batch.
 PUBLISH_EVERY = 64
-_PUBLISH_MASK = PUBLISH_EVERY - 1
+# Events that left the buffer (drained, less those put back): with the
+# buffer's length, every event the worker accepted (``_stream`` moves it).
+_drained = 0
+# The accepted count at which the counters file is due a rewrite; None
+# while no counters file is open.
+_publish_at: Optional[int] = None
+# The emit paths append while the buffer is shorter than ``_gate``: the
+# capacity, or the length at which ``_publish_at`` is reached if lower
+# (``regate``). At the gate, ``_at_gate`` counts a full buffer, or appends
+# and publishes: one comparison per event on the fast path either way.
+_gate = _cap
 
 
 def _no_publish() -> None:
@@ -98,6 +108,25 @@ def _no_publish() -> None:
 
 
 _publish = _no_publish
+
+
+def regate() -> None:
+    """Recomputes ``_gate`` after the capacity, the buffer's drained count
+    or the publish point changed."""
+    global _gate
+    at = _publish_at
+    # The event that brings the accepted count to `at` takes the slow path.
+    _gate = _cap if at is None else max(0, min(_cap, at - _drained - 1))
+
+
+def _at_gate(ev) -> None:
+    """An event at the gate: counted as buffer_full, or appended and the
+    accepted count published."""
+    if len(_buf) >= _cap:
+        _next_full()
+        return
+    _append(ev)
+    _publish()
 
 
 def _decide(name: str) -> int:
@@ -149,26 +178,20 @@ def emit(
         if h >= d:
             _next_sampled()
             return
-    n = len(_buf)
-    if n >= _cap:
-        _next_full()
-        return
-    _append((_time_ns(), name, measurements, metadata, correlation_id, ctx, False))
-    if n & _PUBLISH_MASK == _PUBLISH_MASK:
-        _publish()
+    if len(_buf) < _gate:
+        _append((_time_ns(), name, measurements, metadata, correlation_id, ctx, False))
+    else:
+        _at_gate((_time_ns(), name, measurements, metadata, correlation_id, ctx, False))
 
 
 def emit_span_event(name, measurements, metadata, cid, ctx) -> None:
     """Like emit, for span start/stop/exception: keyed on the span, carries span_name."""
     if not span_event_kept(name, cid, ctx[0]):
         return
-    n = len(_buf)
-    if n >= _cap:
-        _next_full()
-        return
-    _append((_time_ns(), name, measurements, metadata, cid, ctx, True))
-    if n & _PUBLISH_MASK == _PUBLISH_MASK:
-        _publish()
+    if len(_buf) < _gate:
+        _append((_time_ns(), name, measurements, metadata, cid, ctx, True))
+    else:
+        _at_gate((_time_ns(), name, measurements, metadata, cid, ctx, True))
 
 
 def span_event_kept(name: str, cid: Optional[str], span_id: int) -> bool:
@@ -266,12 +289,10 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
         self._token = _span_set(ctx)
         self._cid = cid = _cid_get()
         ev = names[0]
-        if _decisions.get(ev) == 0 and len(_buf) < _cap:
+        if _decisions.get(ev) == 0 and len(_buf) < _gate:
             # Kept unconditionally (the common case): no calls on the way.
             now = _time_ns()
             _append((now, ev, {"system_time": now}, self.metadata, cid, ctx, True))
-            if not len(_buf) & _PUBLISH_MASK:
-                _publish()
         else:
             emit_span_event(ev, {"system_time": _time_ns()}, self.metadata, cid, ctx)
         self._t0 = _monotonic_ns()
@@ -285,11 +306,9 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
             pass
         if exc_type is None:
             ev = self._names[1]
-            if _decisions.get(ev) == 0 and len(_buf) < _cap:
+            if _decisions.get(ev) == 0 and len(_buf) < _gate:
                 _append((_time_ns(), ev, {"duration": duration}, self.metadata, self._cid,
                          self._ctx, True))
-                if not len(_buf) & _PUBLISH_MASK:
-                    _publish()
             else:
                 emit_span_event(ev, {"duration": duration}, self.metadata, self._cid, self._ctx)
         else:
@@ -373,6 +392,7 @@ def set_buffer_capacity(n: int) -> None:
     """Sets the buffer capacity (at least 1 event)."""
     global _cap
     _cap = max(1, int(n))
+    regate()
 
 
 def add_encode_errors(n: int) -> None:

@@ -16,9 +16,6 @@ _streams_attached = 0
 # how many batches it has handed over.
 _pending_written = 0
 _batches_written = 0
-# Events that left the buffer (drained, less those put back): with the
-# buffer's length, every event the worker accepted.
-_drained = 0
 # The shared counters file (``open_counters``): the worker's pid, then the
 # events accepted so far, little-endian u64s.
 COUNTERS_LAYOUT = struct.Struct("<QQ")
@@ -64,31 +61,32 @@ def drain(max_events: int = 1000) -> list:
             add(pop())
     except IndexError:
         pass
-    global _drained
-    _drained += len(out)
+    if out:
+        _buffer._drained += len(out)
+        _buffer.regate()
     return out
 
 
 def requeue(events: list) -> None:
     """Put drained but unsent events back at the front of the buffer, in order."""
-    global _drained
     if events:
         _buf.extendleft(reversed(events))
-        _drained -= len(events)
+        _buffer._drained -= len(events)
+        _buffer.regate()
 
 
 def accepted() -> int:
     """Events accepted into the buffer since the worker started (drained
     or still held). Read while other threads emit or drain, it may miss the
     events being moved at that moment: a lower bound."""
-    return _drained + len(_buf)
+    return _buffer._drained + len(_buf)
 
 
 def open_counters(path: str) -> None:
     """Keeps the accepted-events count in the file ``path`` (created 0600,
-    mapped in memory): the pid, then ``accepted()``, rewritten whenever the
-    buffer's length reaches a multiple of ``PUBLISH_EVERY`` and at every
-    batch written. A host reads it after the worker died to report the
+    mapped in memory): the pid, then ``accepted()``, rewritten once
+    ``PUBLISH_EVERY`` events were accepted since the last rewrite, and at
+    every batch written. A host reads it after the worker died to report the
     events it accepted and never sent (``worker_exited``), even when no
     batch left after them; it may miss the last ``PUBLISH_EVERY - 1``."""
     global _counters
@@ -101,6 +99,8 @@ def open_counters(path: str) -> None:
     COUNTERS_LAYOUT.pack_into(mm, 0, os.getpid(), accepted())
     _counters = mm
     _buffer._publish = publish_accepted
+    _buffer._publish_at = accepted() + _buffer.PUBLISH_EVERY
+    _buffer.regate()
 
 
 def close_counters(path: str) -> None:
@@ -108,6 +108,8 @@ def close_counters(path: str) -> None:
     its events flushed, leaves nothing to count)."""
     global _counters
     _buffer._publish = _buffer._no_publish
+    _buffer._publish_at = None
+    _buffer.regate()
     _counters = None
     try:
         os.unlink(path)
@@ -119,7 +121,10 @@ def publish_accepted() -> None:
     """Rewrites the accepted-events count in the counters file, if open."""
     mm = _counters
     if mm is not None:
-        _accepted_at(mm, 8, _drained + len(_buf))
+        n = accepted()
+        _accepted_at(mm, 8, n)
+        _buffer._publish_at = n + _buffer.PUBLISH_EVERY
+        _buffer.regate()
 
 
 def pending(leftover: int = 0) -> int:
