@@ -302,7 +302,7 @@ fn test(args: &[String]) -> Result {
 
 fn demo(args: &[String]) -> Result {
     setup()?;
-    step("building and running the demo (snakepit-pool/examples/demo.rs)");
+    step("building and running the demo (snakepit-pool/examples/demo/main.rs)");
     run(cargo()
         .args([
             "run",

@@ -13,11 +13,8 @@
 //!     [--calls N] [--config snakepit.toml]
 //! ```
 
-#[path = "demo_screen/groups.rs"]
 mod groups;
-#[path = "demo_screen/histogram.rs"]
 mod histogram;
-#[path = "demo_screen/progress.rs"]
 mod progress;
 
 use std::collections::BTreeMap;
