@@ -10,19 +10,16 @@
 //!   dropped, ending with a flush: the no-op plugin (`slow` without config)
 //!   as baseline, and the JSON-lines plugin writing a file.
 
-#[path = "../tests/plugin_support/mod.rs"]
-mod plugin_support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use plugin_support::{config, plugin};
 use serde_json::json;
 use snakepit_core::{builtin, Sink, Value};
 use snakepit_sinks::plugin::PluginSink;
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{config, plugin};
 
 const CAPACITY: usize = 8192;
 const CHUNK: u64 = 4096;

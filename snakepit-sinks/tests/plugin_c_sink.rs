@@ -1,16 +1,14 @@
 //! A plugin written in C against the header, compiled by the system `cc`,
 //! loads and receives events like a Rust one.
 
-mod plugin_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugin_support::{c_plugin, config};
 use serde_json::json;
 use snakepit_core::{builtin, EventContext, Sink, Value};
 use snakepit_sinks::plugin::{PluginError, PluginSink};
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{c_plugin, config};
 
 #[test]
 fn the_c_plugin_receives_events() {

@@ -1,14 +1,12 @@
 //! A library that is not a usable plugin is refused with a message naming
 //! the path and what is wrong; nothing is left running.
 
-mod plugin_support;
-
 use std::path::Path;
 
-use plugin_support::{config, plugin};
 use serde_json::json;
 use snakepit_sinks::plugin::{PluginError, PluginSink};
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{config, plugin};
 
 fn load(path: &Path, cfg: serde_json::Value) -> PluginError {
     PluginSink::load(&config(path, cfg, 8), &Telemetry::new()).expect_err("must be refused")

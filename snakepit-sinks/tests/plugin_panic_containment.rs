@@ -8,11 +8,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use plugin_support::{config, plugin, wait_until, Recorder};
+use plugin_support::{wait_until, Recorder};
 use serde_json::json;
 use snakepit_core::{builtin, Sink, Value};
 use snakepit_sinks::plugin::PluginSink;
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{config, plugin};
 
 /// Every log line written through `tracing` in this test binary.
 fn logs() -> &'static Mutex<Vec<u8>> {

@@ -6,9 +6,10 @@ mod plugin_support;
 
 use std::time::Duration;
 
-use plugin_support::{plugin, Recorder};
+use plugin_support::Recorder;
 use snakepit_core::{builtin, Config, Value};
 use snakepit_sinks::{telemetry_from_config, SinkSet, SinkStats};
+use snakepit_testkit::plugins::plugin;
 
 #[test]
 fn refused_events_are_reported_dropped_and_counted_in_the_sink_set() {

@@ -2,16 +2,14 @@
 //! maps, non-ASCII text, no correlation id, ids and numbers at their limits;
 //! and two instances of one plugin stay independent.
 
-mod plugin_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugin_support::{config, plugin};
 use serde_json::{json, Value as Json};
 use snakepit_core::{builtin, EventContext, Sink, Value};
 use snakepit_sinks::plugin::PluginSink;
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{config, plugin};
 
 fn read_lines(path: &std::path::Path) -> Vec<Json> {
     std::fs::read_to_string(path)

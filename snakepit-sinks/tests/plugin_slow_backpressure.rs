@@ -7,11 +7,12 @@ mod plugin_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugin_support::{config, plugin, Recorder};
+use plugin_support::Recorder;
 use serde_json::json;
 use snakepit_core::{builtin, Sink, SinkError, Value};
 use snakepit_sinks::plugin::PluginSink;
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::plugins::{config, plugin};
 
 const SENT: usize = 2000;
 const CAPACITY: usize = 16;

@@ -2,7 +2,6 @@
 //! patterns, shut down together; errors name the file and the sink's key.
 //! README's sink example is loaded as written.
 
-mod plugin_support;
 mod support;
 
 use std::time::Duration;
@@ -237,7 +236,7 @@ fn the_readme_sink_example_loads_and_its_plugin_writes_events() {
         match sink {
             SinkConfig::Plugin(p) => {
                 plugins += 1;
-                let built = plugin_support::plugin("jsonl");
+                let built = snakepit_testkit::plugins::plugin("jsonl");
                 assert_eq!(
                     p.path.file_name(),
                     built.file_name(),

@@ -7,12 +7,14 @@
 //! * [`python()`]: the interpreter the tests run workers with;
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
-//! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding).
+//! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
+//! * [`plugins`]: the workspace's sink plugins, built, and C plugins compiled.
 //!
 //! Of the workspace it depends on snakepit-core only, so every other crate
 //! may use it.
 
 pub mod otlp;
+pub mod plugins;
 pub mod procfs;
 pub mod stats;
 pub mod worker;
