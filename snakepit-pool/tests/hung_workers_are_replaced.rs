@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use snakepit_core::OwnedEvent;
 use snakepit_pool::{CallError, CallOptions, Pool, PoolError};
 use snakepit_telemetry::Telemetry;
 
@@ -57,6 +58,54 @@ fn expect_unhealthy(result: Result<snakepit_pool::ToolOutput, PoolError>, id: &s
     }
 }
 
+/// A worker's lifecycle events from its first `unhealthy` on, when it is
+/// replaced.
+const REPLACED: [&str; 5] = [
+    "unhealthy",
+    "terminated",
+    "spawn_started",
+    "spawned",
+    "restarted",
+];
+
+/// Waits for the one `unhealthy` event, checks its `reason` and that it came
+/// less than `within` after `since`; returns it and how long after `since`
+/// it was seen.
+async fn one_unhealthy(
+    rec: &Recorder,
+    reason: &str,
+    since: Instant,
+    within: Duration,
+) -> (OwnedEvent, Duration) {
+    let unhealthy = rec
+        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
+        .await;
+    let seen_after = since.elapsed();
+    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
+    assert_eq!(meta(&unhealthy[0], "reason"), reason);
+    assert!(
+        seen_after < within,
+        "unhealthy {seen_after:?} after the fault"
+    );
+    (unhealthy[0].clone(), seen_after)
+}
+
+/// Waits for the one `restarted` event and for `victim` to be gone, and
+/// prints how long detection and replacement took (`case` names the fault).
+/// Replaced means detection plus one worker start (generous deadlines for a
+/// loaded machine), never a call's own timeout or an endless hang.
+async fn replaced(rec: &Recorder, case: &str, victim: u32, since: Instant, seen_after: Duration) {
+    let restarted = rec
+        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
+    eprintln!(
+        "{case}: unhealthy after {seen_after:?}, replaced after {:?}",
+        since.elapsed()
+    );
+    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
     let telemetry = Telemetry::new();
@@ -78,21 +127,18 @@ async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
     let stopped = Instant::now();
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
 
-    let unhealthy = rec
-        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
-        .await;
-    let seen_after = stopped.elapsed();
-    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
-    assert_eq!(meta(&unhealthy[0], "worker_id"), "sigstop_1");
-    assert_eq!(meta(&unhealthy[0], "reason"), "heartbeat_timeout");
-    assert!(meta(&unhealthy[0], "detail").contains("heartbeat"));
-    assert_eq!(int(&unhealthy[0], "in_flight"), 1);
     // Found within one interval plus the deadline (and room for a loaded
     // machine), not after the call's own 30 s timeout.
-    assert!(
-        seen_after < interval + deadline + Duration::from_secs(5),
-        "unhealthy after {seen_after:?}"
-    );
+    let (unhealthy, seen_after) = one_unhealthy(
+        &rec,
+        "heartbeat_timeout",
+        stopped,
+        interval + deadline + Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(meta(&unhealthy, "worker_id"), "sigstop_1");
+    assert!(meta(&unhealthy, "detail").contains("heartbeat"));
+    assert_eq!(int(&unhealthy, "in_flight"), 1);
 
     // The call in flight fails at once, naming the reason.
     let result = tokio::time::timeout(Duration::from_secs(10), call)
@@ -101,34 +147,19 @@ async fn a_worker_stopped_with_sigstop_fails_its_heartbeat_and_is_replaced() {
         .unwrap();
     expect_unhealthy(result, "sigstop_1", "heartbeat_timeout");
 
-    let restarted = rec
-        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
-        .await;
-    // Replaced: detection plus one worker start (generous for a loaded
-    // machine), never the 30 s call timeout or an endless hang.
-    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
-    let replaced_after = stopped.elapsed();
-    eprintln!("SIGSTOP: unhealthy after {seen_after:?}, replaced after {replaced_after:?}");
+    // SIGKILL ends even a stopped process.
+    replaced(&rec, "SIGSTOP", victim, stopped, seen_after).await;
     assert_eq!(
-        lifecycle(&rec, "sigstop_1"),
-        [
-            "spawn_started",
-            "spawned",
-            "unhealthy",
-            "terminated",
-            "spawn_started",
-            "spawned",
-            "restarted"
-        ]
+        lifecycle(&rec, "sigstop_1")[..2],
+        ["spawn_started", "spawned"]
     );
+    assert_eq!(lifecycle(&rec, "sigstop_1")[2..], REPLACED);
     let terminated = rec.named("snakepit.pool.worker.terminated");
     assert_eq!(
         meta(&terminated[0], "reason"),
         "unhealthy: heartbeat_timeout"
     );
     assert_eq!(meta(&terminated[0], "planned"), "false");
-    // SIGKILL ends even a stopped process.
-    assert!(wait_gone(&[victim], Duration::from_secs(5)));
 
     // Both workers serve again; the other one never missed a beat.
     assert_eq!(pool.status().total_workers, 2);
@@ -189,48 +220,25 @@ async fn sync_tools_that_never_return_trip_the_stuck_call_watchdog() {
             .await
     });
 
-    let unhealthy = rec
-        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
-        .await;
-    let seen_after = timed_out.elapsed();
-    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
-    assert_eq!(meta(&unhealthy[0], "reason"), "stuck_call");
+    let (unhealthy, seen_after) = one_unhealthy(
+        &rec,
+        "stuck_call",
+        timed_out,
+        grace + Duration::from_secs(5),
+    )
+    .await;
     assert!(
-        meta(&unhealthy[0], "detail").contains("2 call(s)"),
+        meta(&unhealthy, "detail").contains("2 call(s)"),
         "{}",
-        meta(&unhealthy[0], "detail")
-    );
-    assert!(
-        seen_after < grace + Duration::from_secs(5),
-        "unhealthy {seen_after:?} after the timeouts"
+        meta(&unhealthy, "detail")
     );
     let result = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .unwrap()
         .unwrap();
     expect_unhealthy(result, "stuck_1", "stuck_call");
-
-    let restarted = rec
-        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
-        .await;
-    // Replaced: detection plus one worker start (generous for a loaded
-    // machine), never the 30 s call timeout or an endless hang.
-    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
-    eprintln!(
-        "stuck calls: unhealthy {seen_after:?} after the timeouts, replaced after {:?}",
-        timed_out.elapsed()
-    );
-    assert_eq!(
-        lifecycle(&rec, "stuck_1")[2..],
-        [
-            "unhealthy",
-            "terminated",
-            "spawn_started",
-            "spawned",
-            "restarted"
-        ]
-    );
-    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+    replaced(&rec, "stuck calls", victim, timed_out, seen_after).await;
+    assert_eq!(lifecycle(&rec, "stuck_1")[2..], REPLACED);
     // The replacement has its threads free.
     let out = pool
         .execute("sleep", json!({"ms": 1}), CallOptions::default())
@@ -291,33 +299,19 @@ async fn an_inline_tool_blocking_the_event_loop_fails_the_heartbeat() {
         )
         .await
     });
-    let unhealthy = rec
-        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
-        .await;
-    let seen_after = blocked_at.elapsed();
-    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
-    assert_eq!(meta(&unhealthy[0], "reason"), "heartbeat_timeout");
-    assert!(
-        seen_after < interval + deadline + Duration::from_secs(5),
-        "unhealthy after {seen_after:?}"
-    );
+    let (_, seen_after) = one_unhealthy(
+        &rec,
+        "heartbeat_timeout",
+        blocked_at,
+        interval + deadline + Duration::from_secs(5),
+    )
+    .await;
     let result = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .unwrap()
         .unwrap();
     expect_unhealthy(result, "loopblock_1", "heartbeat_timeout");
-
-    let restarted = rec
-        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
-        .await;
-    // Replaced: detection plus one worker start (generous for a loaded
-    // machine), never the 30 s call timeout or an endless hang.
-    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
-    eprintln!(
-        "blocked loop: unhealthy after {seen_after:?}, replaced after {:?}",
-        blocked_at.elapsed()
-    );
-    assert!(wait_gone(&[victim], Duration::from_secs(5)));
+    replaced(&rec, "blocked loop", victim, blocked_at, seen_after).await;
     let out = pool
         .execute("add", json!({"a": 2, "b": 3}), CallOptions::default())
         .await
@@ -367,43 +361,27 @@ async fn a_sync_generator_that_never_stops_trips_the_stuck_call_watchdog() {
         .unwrap();
     assert_eq!(out.value, json!({"slept_ms": 1}));
 
-    let unhealthy = rec
-        .wait_for("snakepit.pool.worker.unhealthy", 1, Duration::from_secs(20))
-        .await;
-    let seen_after = timed_out.elapsed();
-    assert_eq!(unhealthy.len(), 1, "{:?}", rec.all());
-    assert_eq!(meta(&unhealthy[0], "reason"), "stuck_call");
+    let (unhealthy, seen_after) = one_unhealthy(
+        &rec,
+        "stuck_call",
+        timed_out,
+        grace + Duration::from_secs(5),
+    )
+    .await;
     assert!(
-        meta(&unhealthy[0], "detail").contains("1 call(s)"),
+        meta(&unhealthy, "detail").contains("1 call(s)"),
         "{}",
-        meta(&unhealthy[0], "detail")
-    );
-    assert!(
-        seen_after < grace + Duration::from_secs(5),
-        "unhealthy {seen_after:?} after the timeout"
+        meta(&unhealthy, "detail")
     );
     assert!(
         chunks.next().await.is_none(),
         "the stream ended at its timeout"
     );
     drop(chunks);
-    let restarted = rec
-        .wait_for("snakepit.pool.worker.restarted", 1, Duration::from_secs(30))
-        .await;
-    assert_eq!(restarted.len(), 1, "{:?}", rec.all());
-    assert_eq!(
-        lifecycle(&rec, "stuckgen_1")[2..],
-        [
-            "unhealthy",
-            "terminated",
-            "spawn_started",
-            "spawned",
-            "restarted"
-        ]
-    );
+    replaced(&rec, "stuck generator", victim, timed_out, seen_after).await;
+    assert_eq!(lifecycle(&rec, "stuckgen_1")[2..], REPLACED);
     let terminated = rec.named("snakepit.pool.worker.terminated");
     assert_eq!(meta(&terminated[0], "reason"), "unhealthy: stuck_call");
-    assert!(wait_gone(&[victim], Duration::from_secs(5)));
     // The replacement streams.
     let chunks: Vec<_> = pool
         .execute_stream("stream", json!({"n": 3}), CallOptions::default())
