@@ -7,27 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Recorder, Worker, SHOWCASE};
+use common::{connect_recorded, eventually, Worker, SHOWCASE};
 use serde_json::json;
-use snakepit_grpc::{CallError, CallOptions, WorkerClient};
-use snakepit_telemetry::{CorrelationId, Telemetry};
+use snakepit_grpc::{CallError, CallOptions};
+use snakepit_telemetry::CorrelationId;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_inline_call_reports_its_exception_events_on_the_reply() {
     let worker = Worker::start(SHOWCASE, "w-reply");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
-        &["snakepit.python.*", "snakepit.grpc.call.start"],
-    );
     let mut opts = worker.options();
     opts.pool_name = "pool-r".to_string();
-    let client = WorkerClient::connect(telemetry.clone(), opts)
-        .await
-        .unwrap();
+    let (telemetry, rec, client) =
+        connect_recorded(opts, &["snakepit.python.*", "snakepit.grpc.call.start"]).await;
     let call = CallOptions {
         correlation_id: Some(CorrelationId::new("corr-reply")),
         ..CallOptions::default()
@@ -113,11 +106,8 @@ async fn a_failing_inline_call_reports_its_exception_events_on_the_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_times_out_still_gets_the_calls_events() {
     let worker = Worker::start(SHOWCASE, "w-late");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.python.call.*"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.python.call.*"]).await;
     let opts = CallOptions {
         timeout: Some(Duration::from_millis(50)),
         correlation_id: Some(CorrelationId::new("corr-late")),

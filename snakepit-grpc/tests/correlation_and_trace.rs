@@ -4,19 +4,16 @@
 
 mod common;
 
-use common::{Recorder, Worker, SHOWCASE};
+use common::{connect_recorded, Worker, SHOWCASE};
 use serde_json::json;
-use snakepit_grpc::{CallOptions, WorkerClient};
-use snakepit_telemetry::{set_correlation_id, CorrelationId, Telemetry};
+use snakepit_grpc::CallOptions;
+use snakepit_telemetry::{set_correlation_id, CorrelationId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_id_and_traceparent_reach_the_tool() {
     let worker = Worker::start(SHOWCASE, "w-corr");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.call.start"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.grpc.call.start"]).await;
 
     for unary in [false, true] {
         let run = |opts: CallOptions| {

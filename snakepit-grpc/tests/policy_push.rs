@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, Recorder, Seen, Worker, SHOWCASE};
+use common::{connect_recorded, eventually, Recorder, Seen, Worker, SHOWCASE};
 use serde_json::json;
 use snakepit_core::LogLevel;
 use snakepit_grpc::{CallOptions, WorkerClient};
@@ -35,18 +35,14 @@ fn emitted(rec: &Recorder) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_change_reaches_a_live_worker_and_cuts_its_rate() {
     let worker = Worker::start(SHOWCASE, "w-policy");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &[
             "snakepit.python.tool.*",
             "snakepit.telemetry.events.dropped",
         ],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     client
         .execute(
             "emit_events",

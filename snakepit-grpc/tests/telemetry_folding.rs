@@ -6,29 +6,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Recorder, Worker, HOSTILE, SHOWCASE};
+use common::{connect_recorded, eventually, Worker, HOSTILE, SHOWCASE};
 use serde_json::json;
 use snakepit_core::event::unix_now_ns;
 use snakepit_grpc::fold::{MAX_METADATA_FIELDS, MAX_METADATA_VALUE_BYTES};
-use snakepit_grpc::{CallOptions, WorkerClient};
-use snakepit_telemetry::{CorrelationId, Telemetry};
+use snakepit_grpc::CallOptions;
+use snakepit_telemetry::CorrelationId;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_events_fold_into_host_handlers_with_enrichment() {
     let worker = Worker::start(SHOWCASE, "w-fold");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
-        &["snakepit.python.*", "snakepit.grpc.call.start"],
-    );
     let mut opts = worker.options();
     opts.pool_name = "pool-a".to_string();
-    let client = WorkerClient::connect(telemetry.clone(), opts)
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(opts, &["snakepit.python.*", "snakepit.grpc.call.start"]).await;
 
     let before = unix_now_ns();
     let call = CallOptions {
@@ -110,19 +103,15 @@ async fn python_events_fold_into_host_handlers_with_enrichment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_malformed_events_are_rejected_and_counted() {
     let worker = Worker::start(HOSTILE, "w-reject");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &[
             "snakepit.telemetry.*",
             "snakepit.python.tool.execution.stop",
             "snakepit.python.span.*",
         ],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     let run = |tool: &'static str, args: serde_json::Value| {
         let c = client.clone();
         async move { c.execute(tool, args, CallOptions::default()).await.unwrap() }
@@ -266,11 +255,8 @@ async fn unknown_and_malformed_events_are_rejected_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_span_that_raises_folds_into_python_span_exception() {
     let worker = Worker::start(SHOWCASE, "w-span-fail");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.python.span.*"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.python.span.*"]).await;
     let err = client
         .execute(
             "span_fail",

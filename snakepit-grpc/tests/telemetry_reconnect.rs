@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Recorder, Worker, SHOWCASE};
+use common::{connect_recorded, eventually, Worker, SHOWCASE};
 use serde_json::json;
 use snakepit_grpc::{CallOptions, WorkerClient};
 use snakepit_telemetry::Telemetry;
@@ -16,18 +16,14 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_stream_reconnects_after_a_break() {
     let worker = Worker::start(SHOWCASE, "w-reconnect");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (_telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &[
             "snakepit.grpc.connection.*",
             "snakepit.python.tool.execution.stop",
         ],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
 
     // Another client takes the worker's one telemetry stream: ours breaks.
     let intruder = WorkerClient::connect(Telemetry::new(), worker.options())
@@ -123,15 +119,11 @@ async fn events_emitted_while_disconnected_wait_in_the_bounded_buffer() {
     assert_eq!(note.trim(), format!("{CAPACITY} buffered"));
 
     // Second host: gets the buffer, then the count of what did not fit.
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (_telemetry, rec, second) = connect_recorded(
+        worker.options(),
         &["snakepit.python.*", "snakepit.telemetry.events.dropped"],
-    );
-    let second = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     let full_drops = |s: &[common::Seen]| -> usize {
         s.iter()
             .filter(|e| {

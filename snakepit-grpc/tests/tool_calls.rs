@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Recorder, Worker, SHOWCASE};
+use common::{connect_recorded, Worker, SHOWCASE};
 use futures_core::Stream;
 use serde_json::json;
 use snakepit_grpc::{CallError, CallOptions, ChunkStream, WorkerClient};
@@ -27,11 +27,7 @@ async fn collect(mut s: ChunkStream) -> Vec<Result<serde_json::Value, CallError>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_and_streaming_calls_round_trip_on_both_paths() {
     let worker = Worker::start(SHOWCASE, "w-calls");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.*"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) = connect_recorded(worker.options(), &["snakepit.grpc.*"]).await;
     assert_eq!(rec.count("snakepit.grpc.connection.established"), 1);
 
     // Unary tool, both paths.
@@ -161,11 +157,8 @@ async fn unary_and_streaming_calls_round_trip_on_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_typed() {
     let worker = Worker::start(SHOWCASE, "w-errors");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.call.exception"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.grpc.call.exception"]).await;
 
     for unary in [false, true] {
         let call = |tool: &'static str, args: serde_json::Value, opts: CallOptions| {
@@ -255,15 +248,11 @@ async fn errors_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_stream_cancels_the_tool_in_the_worker() {
     let worker = Worker::start(SHOWCASE, "w-cancel");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (_telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &["snakepit.python.call.*", "snakepit.grpc.stream.closed"],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     for (tool, args) in [
         ("stream", json!({"n": 1_000_000_000u64, "delay_ms": 2})),
         ("astream", json!({"n": 1_000_000_000u64})),

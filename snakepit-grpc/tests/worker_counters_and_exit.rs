@@ -8,10 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Recorder, Seen, Worker, HOSTILE};
+use common::{connect_recorded, eventually, Recorder, Seen, Worker, HOSTILE};
 use serde_json::json;
-use snakepit_grpc::{CallError, CallOptions, WorkerClient};
-use snakepit_telemetry::Telemetry;
+use snakepit_grpc::{CallError, CallOptions};
 
 const DROPPED: &str = "snakepit.telemetry.events.dropped";
 
@@ -37,15 +36,11 @@ struct Death {
 /// as a pool does when its worker exits.
 async fn emit_and_die(tool: &str, worker_id: &str, n: u64) -> Death {
     let mut worker = Worker::start(HOSTILE, worker_id);
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (_telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &["snakepit.python.tool.execution.stop", DROPPED],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     let result = client
         .execute(
             tool,
@@ -131,15 +126,11 @@ async fn events_a_worker_accepted_just_before_dying_without_a_batch_are_reported
 async fn a_new_worker_process_at_the_same_address_reports_what_the_old_one_held() {
     const N: u64 = 5000;
     let mut worker = Worker::start(HOSTILE, "w-restarted");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(
-        &telemetry,
-        "rec",
+    let (_telemetry, rec, client) = connect_recorded(
+        worker.options(),
         &["snakepit.python.tool.execution.stop", DROPPED],
-    );
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    )
+    .await;
     let result = client
         .execute(
             "emit_then_exit",
@@ -176,11 +167,7 @@ async fn a_new_worker_process_at_the_same_address_reports_what_the_old_one_held(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_counters_alternating_between_max_and_zero_are_not_believed() {
     let worker = Worker::start(HOSTILE, "w-flip");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &[DROPPED]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) = connect_recorded(worker.options(), &[DROPPED]).await;
     // sampled_out reads 2**64-1, 0, 2**64-1, ... (20 reports), then 5.
     let flips = client
         .execute(

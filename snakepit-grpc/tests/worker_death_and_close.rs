@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Recorder, Worker, SHOWCASE};
+use common::{connect_recorded, Worker, SHOWCASE};
 use futures_core::Stream;
 use serde_json::json;
 use snakepit_grpc::{CallError, CallOptions, WorkerClient};
@@ -14,11 +14,8 @@ use snakepit_telemetry::Telemetry;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_call_fails_promptly_with_unavailable() {
     let mut worker = Worker::start(SHOWCASE, "w-kill");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.connection.*"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.grpc.connection.*"]).await;
     assert!(client.is_connected());
 
     let c1 = client.clone();
@@ -97,11 +94,8 @@ async fn kill_9_mid_call_fails_promptly_with_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_fails_calls_in_flight_and_later_calls() {
     let worker = Worker::start(SHOWCASE, "w-close");
-    let telemetry = Telemetry::new();
-    let rec = Recorder::attach(&telemetry, "rec", &["snakepit.grpc.connection.*"]);
-    let client = WorkerClient::connect(telemetry.clone(), worker.options())
-        .await
-        .unwrap();
+    let (_telemetry, rec, client) =
+        connect_recorded(worker.options(), &["snakepit.grpc.connection.*"]).await;
     let c1 = client.clone();
     let in_flight = tokio::spawn(async move {
         c1.execute("sleep", json!({"ms": 20000}), CallOptions::default())

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit_core::Event;
-use snakepit_grpc::{ConnectOptions, WorkerAddress};
+use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_telemetry::Telemetry;
 pub use snakepit_testkit::{python, HOSTILE, SHOWCASE};
 use snakepit_testkit::{WorkerProcess, WorkerSpec};
@@ -97,6 +97,20 @@ impl Seen {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A fresh telemetry instance with a [`Recorder`] of `patterns`, and a
+/// client connected with `opts` that reports into it.
+pub async fn connect_recorded(
+    opts: ConnectOptions,
+    patterns: &[&str],
+) -> (Telemetry, Recorder, WorkerClient) {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", patterns);
+    let client = WorkerClient::connect(telemetry.clone(), opts)
+        .await
+        .expect("the worker accepts the connection");
+    (telemetry, rec, client)
 }
 
 /// Records every event matching `patterns`.
