@@ -12,7 +12,6 @@ mod prometheus_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use snakepit_sinks::prometheus::{metrics, PrometheusSink, PrometheusSinkBuilder}
 use snakepit_sinks::{telemetry_from_config, SinkSet};
 use tokio::sync::oneshot;
 
-use prometheus_server::PrometheusServer;
+use prometheus_server::{promtool_check, PrometheusServer};
 
 const APP_TOML: &str = r#"
 [[sinks]]
@@ -116,31 +115,6 @@ impl Drop for AppServer {
             let _ = thread.join();
         }
     }
-}
-
-/// `promtool check metrics` on the text; panics with its output unless clean.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: install the Debian package `prometheus` (cargo xtask setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The value of the sample line `series` (name and labels, exactly).

@@ -2,14 +2,16 @@
 //! names, summaries with real quantiles, a label cap with an overflow series,
 //! and `promtool check metrics` accepting the text.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod prometheus_server;
+
 use std::sync::Arc;
 
 use snakepit_core::{builtin, Pattern, Value};
 use snakepit_sinks::prometheus::{PrometheusSink, OVERFLOW_METRIC};
 use snakepit_telemetry::metrics::{counter, summary, MetricUnit};
 use snakepit_telemetry::Telemetry;
+
+use prometheus_server::promtool_check;
 
 fn emit_guide_events(t: &Telemetry) {
     t.execute(
@@ -58,30 +60,6 @@ fn line_value(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// `promtool check metrics` on the text; panics with its output unless clean.
-pub fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: install the Debian package `prometheus` (cargo xtask setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! A real Prometheus server for the scrape tests (the Debian `prometheus`
-//! package), scraping one target every second.
+//! The Debian `prometheus` package in the tests: a real Prometheus server
+//! scraping one target every second, and `promtool check metrics`.
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -98,4 +99,28 @@ impl Drop for PrometheusServer {
 pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// `promtool check metrics` on the text; panics with its output unless clean.
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: install the Debian package `prometheus` (cargo xtask setup)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
