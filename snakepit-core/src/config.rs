@@ -4,6 +4,8 @@
 //! [telemetry]
 //! log_level = "info"                 # debug | info | warning | error | none
 //! log_categories = { pool = "debug", worker = "info", grpc = "warning" }
+//! # or the list form: debug and info records of these categories only
+//! # log_categories = ["lifecycle", "grpc"]
 //!
 //! [[sinks]]
 //! kind = "prometheus"                # log | prometheus | otel | plugin
@@ -47,10 +49,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub use crate::deprecated::ConfigWarning;
 use crate::error::ConfigError;
+pub use crate::log_category::{LogCategories, LogCategory, LogLevel};
 use crate::pattern::Pattern;
 use crate::policy::{PatternRate, Policy};
 pub use crate::toml_lines::{line_at, line_of_key};
@@ -111,8 +114,9 @@ pub struct TelemetryConfig {
     pub enabled: bool,
     /// Level for snakepit's own log records (default `info`).
     pub log_level: LogLevel,
-    /// Per-category levels, e.g. `{ pool = "debug", grpc = "warning" }`.
-    pub log_categories: BTreeMap<LogCategory, LogLevel>,
+    /// Per-category levels (`{ pool = "debug", grpc = "warning" }`), or
+    /// the list form (`["lifecycle", "grpc"]`), see [`LogCategories`].
+    pub log_categories: LogCategories,
     /// Per-worker levels, e.g. `{ worker_1 = "debug" }`.
     pub worker_log_levels: BTreeMap<String, LogLevel>,
     /// Fraction of events kept (default 1.0).
@@ -130,7 +134,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             enabled: true,
             log_level: LogLevel::Info,
-            log_categories: BTreeMap::new(),
+            log_categories: LogCategories::default(),
             worker_log_levels: BTreeMap::new(),
             sampling_rate: 1.0,
             sampling: Vec::new(),
@@ -151,119 +155,6 @@ impl TelemetryConfig {
             deny: self.deny.clone(),
             version: 0,
         }
-    }
-}
-
-/// A log level, as the guide writes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Everything.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something looks wrong.
-    #[serde(alias = "warn")]
-    Warning,
-    /// Something failed.
-    Error,
-    /// Nothing.
-    None,
-}
-
-impl LogLevel {
-    /// The allowed spellings, for error messages.
-    pub const ALLOWED: &'static str = "debug, info, warning, error, none";
-
-    /// The level's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warning => "warning",
-            LogLevel::Error => "error",
-            LogLevel::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LogLevel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "debug" => Ok(LogLevel::Debug),
-            "info" => Ok(LogLevel::Info),
-            "warning" | "warn" => Ok(LogLevel::Warning),
-            "error" => Ok(LogLevel::Error),
-            "none" => Ok(LogLevel::None),
-            _ => Err(format!(
-                "unknown log level `{s}`, allowed: {}",
-                LogLevel::ALLOWED
-            )),
-        }
-    }
-}
-
-/// A log category: which part of snakepit a record comes from. Records are
-/// `tracing` events whose target is `snakepit::<category>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogCategory {
-    /// The pool: queueing, scheduling, status.
-    Pool,
-    /// Worker processes: spawn, restart, termination.
-    Worker,
-    /// The gRPC client and its connections.
-    Grpc,
-    /// The telemetry system itself: handlers, sinks, drops.
-    Telemetry,
-    /// Log records forwarded from Python workers.
-    Python,
-}
-
-impl LogCategory {
-    /// Every category.
-    pub const ALL: [LogCategory; 5] = [
-        LogCategory::Pool,
-        LogCategory::Worker,
-        LogCategory::Grpc,
-        LogCategory::Telemetry,
-        LogCategory::Python,
-    ];
-
-    /// The category's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogCategory::Pool => "pool",
-            LogCategory::Worker => "worker",
-            LogCategory::Grpc => "grpc",
-            LogCategory::Telemetry => "telemetry",
-            LogCategory::Python => "python",
-        }
-    }
-
-    /// The `tracing` target snakepit uses for this category.
-    pub fn target(self) -> &'static str {
-        match self {
-            LogCategory::Pool => "snakepit::pool",
-            LogCategory::Worker => "snakepit::worker",
-            LogCategory::Grpc => "snakepit::grpc",
-            LogCategory::Telemetry => "snakepit::telemetry",
-            LogCategory::Python => "snakepit::python",
-        }
-    }
-
-    /// The category of a `tracing` target, if it is one of snakepit's.
-    pub fn from_target(target: &str) -> Option<LogCategory> {
-        let rest = target.strip_prefix("snakepit::")?;
-        let head = rest.split("::").next().unwrap_or(rest);
-        LogCategory::ALL.into_iter().find(|c| c.as_str() == head)
     }
 }
 

@@ -27,6 +27,7 @@ mod deprecated;
 pub mod duration;
 pub mod error;
 pub mod event;
+mod log_category;
 pub mod pattern;
 pub mod policy;
 pub mod ready;

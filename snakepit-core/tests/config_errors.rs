@@ -35,8 +35,8 @@ fn the_design_example_parses() {
     .unwrap();
     assert_eq!(c.telemetry.log_level, LogLevel::Info);
     assert_eq!(
-        c.telemetry.log_categories[&LogCategory::Grpc],
-        LogLevel::Warning
+        c.telemetry.log_categories.level(LogCategory::Grpc),
+        Some(LogLevel::Warning)
     );
     assert_eq!(c.sinks.len(), 3);
     match &c.sinks[2] {
@@ -80,6 +80,47 @@ fn bad_category_names_the_allowed_categories() {
         e.contains("pool") && e.contains("grpc") && e.contains("python"),
         "{e}"
     );
+}
+
+#[test]
+fn log_categories_take_the_list_form_and_the_nine_names() {
+    let names = [
+        "lifecycle",
+        "pool",
+        "grpc",
+        "bridge",
+        "worker",
+        "startup",
+        "shutdown",
+        "telemetry",
+        "general",
+    ];
+    let list = names.map(|n| format!("\"{n}\"")).join(", ");
+    let c = Config::from_toml(
+        &format!("[telemetry]\nlog_categories = [{list}]\n"),
+        "s.toml",
+    )
+    .unwrap();
+    let only = c.telemetry.log_categories.only().expect("the list form");
+    // `bridge` is the Python bridge: the `python` category.
+    assert!(only.contains(&LogCategory::Python));
+    assert_eq!(only.len(), 9, "{only:?}");
+    assert_eq!(c.telemetry.log_categories.level(LogCategory::Pool), None);
+    for name in names {
+        let c = Config::from_toml(
+            &format!("[telemetry]\nlog_categories = {{ {name} = \"debug\" }}\n"),
+            "s.toml",
+        )
+        .unwrap();
+        assert!(c.telemetry.log_categories.only().is_none());
+    }
+
+    let e = err("[telemetry]\nlog_categories = [\"lifecycle\", \"pools\"]\n");
+    assert!(e.contains("telemetry.log_categories"), "{e}");
+    assert!(e.contains("pools") && e.contains("lifecycle"), "{e}");
+    let e = err("[telemetry]\nlog_categories = \"pool\"\n");
+    assert!(e.contains("telemetry.log_categories"), "{e}");
+    assert!(e.contains("a list of categories"), "{e}");
 }
 
 #[test]

@@ -277,7 +277,7 @@ impl Pool {
         let shared = &self.inner.shared;
         if !shared.dispatch.drain(shared.config.grace_period).await {
             tracing::warn!(
-                target: "snakepit::pool",
+                target: "snakepit::shutdown",
                 pool_name = %self.inner.shared.config.pool_name,
                 "calls still running after the grace period; stopping the workers anyway"
             );

@@ -302,7 +302,7 @@ impl WorkerProcess {
                     Ok(Some(line)) => match ready_line(&line) {
                         Some(ready) => return Ok(ready),
                         None => tracing::warn!(
-                            target: "snakepit::worker",
+                            target: "snakepit::startup",
                             worker_id = %spec.worker_id,
                             "unexpected line on stdout before the ready line: {}",
                             line.text()

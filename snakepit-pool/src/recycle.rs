@@ -41,7 +41,7 @@ pub(crate) async fn retire(
     };
     client.close().await;
     drop(process);
-    tracing::debug!(target: "snakepit::pool", worker_id = %live.worker_id, "recycled ({reason}): {how}");
+    tracing::debug!(target: "snakepit::lifecycle", worker_id = %live.worker_id, "recycled ({reason}): {how}");
     let total = live.total_commands.load(Ordering::Relaxed);
     shared.events.terminated(
         &live.worker_id,

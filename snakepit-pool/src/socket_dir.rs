@@ -67,7 +67,7 @@ pub(crate) fn remove_stale(tmp: &Path) -> usize {
             Ok(()) => {
                 removed += 1;
                 tracing::info!(
-                    target: "snakepit::pool",
+                    target: "snakepit::startup",
                     "removed the socket directory {} of host process {pid}, which is gone",
                     path.display()
                 );
@@ -75,7 +75,7 @@ pub(crate) fn remove_stale(tmp: &Path) -> usize {
             // Another pool starting at the same time removed it first.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(
-                target: "snakepit::pool",
+                target: "snakepit::startup",
                 "cannot remove the stale socket directory {}: {e}",
                 path.display()
             ),

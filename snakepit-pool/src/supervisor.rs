@@ -300,7 +300,7 @@ async fn slot_loop(
                     }
                     Some(Err(reason)) => {
                         tracing::warn!(
-                            target: "snakepit::pool",
+                            target: "snakepit::lifecycle",
                             worker_id = %worker_id,
                             "cannot start a replacement to recycle the worker; it keeps \
                              serving: {reason}"
@@ -331,7 +331,7 @@ async fn slot_loop(
                 client.close().await;
                 shared.set_pid(slot, None);
                 let _ = exit_tx.send(Some(Exit::Gone(format!("shutdown ({how})"))));
-                tracing::debug!(target: "snakepit::pool", worker_id = %worker_id, "stopped: {how}");
+                tracing::debug!(target: "snakepit::lifecycle", worker_id = %worker_id, "stopped: {how}");
                 shared
                     .events
                     .terminated(&worker_id, "shutdown", true, lifetime, total);
@@ -342,7 +342,7 @@ async fn slot_loop(
                 shared.set_pid(slot, None);
                 client.close().await;
                 drop(process);
-                tracing::warn!(target: "snakepit::pool", worker_id = %worker_id, "worker lost: {detail}");
+                tracing::warn!(target: "snakepit::lifecycle", worker_id = %worker_id, "worker lost: {detail}");
                 shared
                     .events
                     .terminated(&worker_id, &reason, false, lifetime, total);
@@ -368,7 +368,7 @@ async fn slot_loop(
                 shared.set_pid(slot, None);
                 client.close().await;
                 drop(process);
-                tracing::warn!(target: "snakepit::pool", worker_id = %worker_id, "worker unhealthy, {how}: {why}");
+                tracing::warn!(target: "snakepit::lifecycle", worker_id = %worker_id, "worker unhealthy, {how}: {why}");
                 shared.events.terminated(
                     &worker_id,
                     &format!("unhealthy: {}", u.reason),
@@ -408,7 +408,7 @@ async fn restart(
         if !shared.config.is_external() && restarts.in_a_row > shared.config.max_restarts {
             let tried = shared.config.max_restarts;
             tracing::error!(
-                target: "snakepit::pool",
+                target: "snakepit::lifecycle",
                 worker_id = %worker_id,
                 "giving up after {tried} restarts in a row; last failure: {failure}"
             );

@@ -46,7 +46,12 @@ impl Visit for Message {
 
 impl<S: tracing::Subscriber> Layer<S> for Capture {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != "snakepit::worker" {
+        // A worker's output is `worker`; noise before its ready line is
+        // `startup`.
+        if !matches!(
+            event.metadata().target(),
+            "snakepit::worker" | "snakepit::startup"
+        ) {
             return;
         }
         let mut m = Message(None);

@@ -69,7 +69,8 @@ pub fn category_of(name: &str) -> Option<LogCategory> {
     let rest = name.strip_prefix("snakepit.")?;
     let group = rest.split('.').next().unwrap_or(rest);
     match group {
-        "pool" if rest.starts_with("pool.worker.") => Some(LogCategory::Worker),
+        "pool" if rest.starts_with("pool.worker.") => Some(LogCategory::Lifecycle),
+        "pool" if rest == "pool.initialized" => Some(LogCategory::Startup),
         "pool" => Some(LogCategory::Pool),
         "grpc" => Some(LogCategory::Grpc),
         "python" => Some(LogCategory::Python),
@@ -213,14 +214,21 @@ impl Sink for LogSink {
         };
         let level = level.unwrap_or_else(|| dynamic_level(event));
         match category {
+            Some(LogCategory::Lifecycle) => {
+                emit!(self, category, "snakepit::lifecycle", level, event)
+            }
             Some(LogCategory::Pool) => emit!(self, category, "snakepit::pool", level, event),
-            Some(LogCategory::Worker) => emit!(self, category, "snakepit::worker", level, event),
             Some(LogCategory::Grpc) => emit!(self, category, "snakepit::grpc", level, event),
             Some(LogCategory::Python) => emit!(self, category, "snakepit::python", level, event),
+            Some(LogCategory::Worker) => emit!(self, category, "snakepit::worker", level, event),
+            Some(LogCategory::Startup) => emit!(self, category, "snakepit::startup", level, event),
+            Some(LogCategory::Shutdown) => {
+                emit!(self, category, "snakepit::shutdown", level, event)
+            }
             Some(LogCategory::Telemetry) => {
                 emit!(self, category, "snakepit::telemetry", level, event)
             }
-            None => emit!(self, category, "snakepit", level, event),
+            Some(LogCategory::General) | None => emit!(self, category, "snakepit", level, event),
         }
     }
 }

@@ -102,7 +102,7 @@ fn lifecycle_events_are_info_records_with_structured_fields() {
     });
     assert_eq!(records.len(), 3, "{records:#?}");
     let spawned = &records[0];
-    assert_eq!(spawned.target, "snakepit::worker");
+    assert_eq!(spawned.target, "snakepit::lifecycle");
     assert_eq!(spawned.level, tracing::Level::INFO);
     assert_eq!(spawned.fields["event"], "snakepit.pool.worker.spawned");
     assert_eq!(spawned.fields["worker_id"], "w1");

@@ -1,16 +1,20 @@
-//! Log configuration: a global level, per-category levels and per-worker
-//! levels, all changeable at run time and obeyed by any `tracing` subscriber
-//! through [`LogFilter`].
+//! Log configuration: a global level, per-category levels (or the list
+//! form of `log_categories`) and per-worker levels, all changeable at run
+//! time and obeyed by any `tracing` subscriber through [`LogFilter`].
 //!
-//! snakepit logs with `tracing` under the targets `snakepit::pool`,
-//! `snakepit::worker`, `snakepit::grpc`, `snakepit::telemetry` and
-//! `snakepit::python` (records forwarded from Python workers). A record's
-//! level is checked against, in order of precedence:
+//! snakepit logs with `tracing` under the targets `snakepit::<category>` of
+//! the nine [`LogCategory`]s (`lifecycle`, `pool`, `grpc`, `python`,
+//! `worker`, `startup`, `shutdown`, `telemetry`) and `snakepit` (the
+//! `general` category). A record's level is checked against, in order of
+//! precedence:
 //!
-//! 1. the level set for its `worker_id` field with
+//! 1. a level scoped to the running code with [`with_level`] or
+//!    [`with_level_future`];
+//! 2. the level set for its `worker_id` field with
 //!    [`LogConfig::set_process_level`];
-//! 2. the level of its category (`log_categories`);
-//! 3. the global `log_level`.
+//! 3. the level of its category (`log_categories = { pool = "debug" }`);
+//! 4. the global `log_level`, raised to `warning` for a category left out
+//!    of the list form (`log_categories = ["lifecycle", "grpc"]`).
 //!
 //! Records from other targets (the application's own) are left alone.
 //!
@@ -31,11 +35,16 @@
 //! log.reset_process_level("worker_1");
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use arc_swap::ArcSwap;
+use snakepit_core::config::LogCategories;
 use snakepit_core::{LogCategory, LogLevel, TelemetryConfig};
 use tokio::sync::watch;
 use tracing::field::{Field, Visit};
@@ -53,20 +62,41 @@ pub struct LogLevels {
     pub categories: BTreeMap<LogCategory, LogLevel>,
     /// Per-worker levels.
     pub workers: HashMap<String, LogLevel>,
+    /// The list form of `log_categories`: when set, categories outside it
+    /// log warnings and errors only (see [`LogCategories`]).
+    pub only: Option<BTreeSet<LogCategory>>,
     /// Bumped on every change.
     pub version: u64,
 }
 
 impl LogLevels {
     /// The level that applies to a record of `category` from `worker`.
+    ///
+    /// In order: a level scoped with [`with_level`] on this thread, the
+    /// worker's own level, the category's level, then `log_level` (raised
+    /// to `warning` for a category outside the list form's categories).
     pub fn level_for(&self, category: Option<LogCategory>, worker: Option<&str>) -> LogLevel {
+        if let Some(level) = scoped_level() {
+            return level;
+        }
         if let Some(level) = worker.and_then(|w| self.workers.get(w)) {
             return *level;
         }
-        category
-            .and_then(|c| self.categories.get(&c))
-            .copied()
-            .unwrap_or(self.level)
+        self.category_level(category)
+    }
+
+    /// The level of `category` without scoped or per-worker levels.
+    fn category_level(&self, category: Option<LogCategory>) -> LogLevel {
+        let Some(category) = category else {
+            return self.level;
+        };
+        if let Some(level) = self.categories.get(&category) {
+            return *level;
+        }
+        match &self.only {
+            Some(only) if !only.contains(&category) => self.level.max(LogLevel::Warning),
+            _ => self.level,
+        }
     }
 
     /// The level a Python worker should log at (its own override, else the
@@ -76,7 +106,10 @@ impl LogLevels {
     }
 
     fn most_verbose(&self, category: Option<LogCategory>) -> LevelFilter {
-        let base = level_filter(self.level_for(category, None));
+        if let Some(level) = scoped_level() {
+            return level_filter(level);
+        }
+        let base = level_filter(self.category_level(category));
         self.workers
             .values()
             .map(|l| level_filter(*l))
@@ -126,6 +159,7 @@ impl LogConfig {
             level,
             categories: BTreeMap::new(),
             workers: HashMap::new(),
+            only: None,
             version: 0,
         });
         let (tx, _) = watch::channel(levels.clone());
@@ -142,7 +176,10 @@ impl LogConfig {
     pub fn from_config(config: &TelemetryConfig) -> Self {
         let log = LogConfig::new(config.log_level);
         log.update(|l| {
-            l.categories = config.log_categories.clone();
+            match &config.log_categories {
+                LogCategories::Levels(levels) => l.categories = levels.clone(),
+                LogCategories::Only(only) => l.only = Some(only.clone()),
+            }
             l.workers = config
                 .worker_log_levels
                 .iter()
@@ -201,6 +238,19 @@ impl LogConfig {
         });
     }
 
+    /// Removes every worker's level (the reference system's
+    /// `clear_process_level`, for all worker processes at once).
+    pub fn clear_process_level(&self) {
+        self.update(|l| l.workers.clear());
+    }
+
+    /// Makes `log_categories` the list form: debug and info records pass
+    /// for `categories` only; warnings and errors of every category pass
+    /// (`None`: back to levels per category alone).
+    pub fn set_only_categories(&self, categories: Option<BTreeSet<LogCategory>>) {
+        self.update(|l| l.only = categories);
+    }
+
     /// A receiver of every change (used to push worker levels to workers).
     pub fn subscribe(&self) -> watch::Receiver<Arc<LogLevels>> {
         self.inner.tx.subscribe()
@@ -212,6 +262,77 @@ impl LogConfig {
         LogFilter {
             config: self.clone(),
         }
+    }
+}
+
+thread_local! {
+    /// The level [`with_level`] set on this thread.
+    static SCOPED: Cell<Option<LogLevel>> = const { Cell::new(None) };
+}
+
+fn scoped_level() -> Option<LogLevel> {
+    SCOPED.with(Cell::get)
+}
+
+/// Runs `f` with snakepit's records on this thread at `level`, whatever
+/// the configured levels say (the reference system's `with_level`); the
+/// previous scoped level is back afterwards, even if `f` panics.
+///
+/// ```
+/// use snakepit_core::LogLevel;
+/// let n = snakepit_telemetry::log::with_level(LogLevel::Debug, || {
+///     // snakepit::* debug records emitted here pass any LogFilter
+///     2 + 2
+/// });
+/// assert_eq!(n, 4);
+/// ```
+pub fn with_level<R>(level: LogLevel, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<LogLevel>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPED.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPED.with(|s| s.replace(Some(level))));
+    f()
+}
+
+/// `fut` with snakepit's records at `level` while it runs: every poll runs
+/// under [`with_level`], so the level follows the future across threads.
+///
+/// ```
+/// # async fn call() {}
+/// # async fn example() {
+/// use snakepit_core::LogLevel;
+/// snakepit_telemetry::log::with_level_future(LogLevel::Debug, call()).await;
+/// # }
+/// ```
+pub fn with_level_future<F: Future>(level: LogLevel, fut: F) -> WithLevel<F> {
+    WithLevel {
+        level,
+        fut: Box::pin(fut),
+    }
+}
+
+/// The future [`with_level_future`] returns.
+pub struct WithLevel<F> {
+    level: LogLevel,
+    fut: Pin<Box<F>>,
+}
+
+impl<F> fmt::Debug for WithLevel<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithLevel")
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+impl<F: Future> Future for WithLevel<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let level = self.level;
+        with_level(level, || self.fut.as_mut().poll(cx))
     }
 }
 
@@ -243,13 +364,9 @@ impl Visit for WorkerIdVisitor<'_> {
 }
 
 impl LogFilter {
+    /// `Some` for snakepit's records (their category), `None` for others.
     fn category(meta: &Metadata<'_>) -> Option<Option<LogCategory>> {
-        let target = meta.target();
-        if target == "snakepit" || target.starts_with("snakepit::") {
-            Some(LogCategory::from_target(target))
-        } else {
-            None
-        }
+        LogCategory::from_target(meta.target()).map(Some)
     }
 
     /// Is a record with this metadata, from this worker, enabled?
@@ -296,9 +413,12 @@ impl<S: Subscriber> Filter<S> for LogFilter {
         if !levels.workers.is_empty() {
             event.record(&mut visitor);
         }
-        let level = visitor
-            .found
-            .unwrap_or_else(|| levels.level_for(category, None));
+        let level = match scoped_level() {
+            Some(level) => level,
+            None => visitor
+                .found
+                .unwrap_or_else(|| levels.level_for(category, None)),
+        };
         *meta.level() <= level_filter(level)
     }
 
