@@ -179,6 +179,27 @@ catalog! {
             md!("worker_id", "the worker"),
             md!("reason", "the last failure (exit, health check or start error)"),
         ];
+    /// A discovered pool found a new worker address (a `dns:` name
+    /// resolved to it) and gave it a worker slot.
+    POOL_WORKER_DISCOVERED = "snakepit.pool.worker.discovered", Host,
+        measurements: [m!("addresses", Count, "addresses the name resolves to now")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker slot given to the address"),
+            md!("address", "the worker's address (host:port)"),
+            md!("source", "the dns: name it was found through"),
+        ];
+    /// A discovered worker's address is no longer in the name's answers:
+    /// its slot takes no new calls, lets the calls in flight finish and
+    /// closes the connection.
+    POOL_WORKER_REMOVED = "snakepit.pool.worker.removed", Host,
+        measurements: [m!("addresses", Count, "addresses the name resolves to now")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker slot"),
+            md!("address", "the address that disappeared"),
+            md!("source", "the dns: name"),
+        ];
 
     // ---- grpc ----------------------------------------------------------
     /// The host started a call to a worker.

@@ -176,8 +176,17 @@ pub struct PoolConfig {
     /// Extra command-line arguments for `snakepit_bridge.worker`.
     pub worker_args: Vec<String>,
     /// Workers already running elsewhere. When non-empty, the pool spawns no
-    /// process and connects to these instead.
+    /// process and connects to these instead. An address `dns:<name>:<port>`
+    /// stands for every address the name resolves to, resolved again every
+    /// `discovery_interval` (see [`crate::discovery`]).
     pub external_workers: Vec<ExternalWorker>,
+    /// How often `dns:` addresses are resolved again (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// Resolves `dns:` addresses: the system's resolver unless set (a test
+    /// sets its own with [`PoolConfig::resolver`]). Not read from TOML.
+    #[serde(skip)]
+    pub resolver: crate::discovery::ResolverHandle,
     /// Largest call in bytes, both ways: a call whose encoded arguments
     /// (JSON, binary parameters, ids) are larger fails at once with
     /// `CallError::ArgumentTooLarge` and is never sent; a tool result
@@ -215,7 +224,8 @@ pub struct PoolConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalWorker {
-    /// `host:port` or `unix:/path`.
+    /// `host:port`, `unix:/path`, or `dns:<name>:<port>` for every address
+    /// the name resolves to.
     pub address: String,
     /// Shared secret sent with every call as `x-snakepit-token`: the
     /// worker's `SNAKEPIT_TOKEN`.
@@ -246,6 +256,8 @@ impl Default for PoolConfig {
             grace_period: Duration::from_secs(5),
             worker_args: Vec::new(),
             external_workers: Vec::new(),
+            discovery_interval: Duration::from_secs(10),
+            resolver: crate::discovery::ResolverHandle::default(),
             max_message_bytes: snakepit_grpc::DEFAULT_MAX_MESSAGE_BYTES,
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(10),
@@ -498,6 +510,18 @@ impl PoolConfig {
         self.max_message_bytes = n;
         self
     }
+    /// Resolves `dns:` addresses with `resolver` instead of the system's.
+    pub fn resolver(mut self, resolver: impl crate::discovery::Resolver) -> Self {
+        self.resolver = crate::discovery::ResolverHandle(std::sync::Arc::new(resolver));
+        self
+    }
+
+    /// How often `dns:` addresses are resolved again.
+    pub fn discovery_interval(mut self, every: Duration) -> Self {
+        self.discovery_interval = every;
+        self
+    }
+
     /// Adds an external worker.
     pub fn external_worker(mut self, address: impl Into<String>, token: Option<String>) -> Self {
         self.external_workers.push(ExternalWorker {
@@ -561,12 +585,28 @@ impl PoolConfig {
         }
         if self.is_external() {
             for (i, w) in self.external_workers.iter().enumerate() {
+                let key = format!("external_workers[{i}].address");
+                if let Some(name) = crate::discovery::DnsName::parse(&w.address) {
+                    name.map_err(|e| bad(&key, e))?;
+                    continue;
+                }
                 WorkerAddress::from_str(&w.address).map_err(|e| {
                     bad(
-                        &format!("external_workers[{i}].address"),
-                        format!("{:?} is not `host:port` or `unix:/path`: {e}", w.address),
+                        &key,
+                        format!(
+                            "{:?} is not `host:port`, `unix:/path` or `dns:<name>:<port>`: {e}",
+                            w.address
+                        ),
                     )
                 })?;
+            }
+            let allowed = 10 * MS..=DAY;
+            if !allowed.contains(&self.discovery_interval) {
+                return Err(out_of_range(
+                    "discovery_interval",
+                    self.discovery_interval,
+                    &allowed,
+                ));
             }
         } else {
             count_in_range("workers", self.workers, 1..=MAX_WORKERS)?;

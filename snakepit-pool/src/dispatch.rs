@@ -72,6 +72,20 @@ struct Slot {
     in_flight: usize,
     /// Given up after `max_restarts`: the last failure.
     abandoned: Option<String>,
+    /// Not in use: a discovered worker's address went away (the slot may
+    /// serve a new address later).
+    retired: bool,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            worker: None,
+            in_flight: 0,
+            abandoned: None,
+            retired: false,
+        }
+    }
 }
 
 struct Waiter {
@@ -89,9 +103,17 @@ struct State {
 }
 
 impl State {
-    /// Every slot given up: the last failure.
+    /// Every slot in use given up (or none in use): the last failure.
     fn no_live_worker(&self) -> Option<PoolError> {
-        if self.slots.iter().all(|s| s.abandoned.is_some()) {
+        let mut in_use = self.slots.iter().filter(|s| !s.retired).peekable();
+        if in_use.peek().is_none() {
+            return Some(PoolError::NoLiveWorker {
+                reason: "no worker in use: the pool's dns: names resolved to no reachable \
+                         worker (yet)"
+                    .to_string(),
+            });
+        }
+        if in_use.all(|s| s.abandoned.is_some()) {
             Some(PoolError::NoLiveWorker {
                 reason: self.last_abandoned.clone().unwrap_or_default(),
             })
@@ -170,13 +192,7 @@ impl Dispatch {
     ) -> Self {
         Dispatch {
             state: Mutex::new(State {
-                slots: (0..slots)
-                    .map(|_| Slot {
-                        worker: None,
-                        in_flight: 0,
-                        abandoned: None,
-                    })
-                    .collect(),
+                slots: (0..slots).map(|_| Slot::new()).collect(),
                 queue: VecDeque::new(),
                 next_waiter: 0,
                 closed: false,
@@ -374,6 +390,35 @@ impl Dispatch {
         let mut st = self.lock();
         st.slots[slot].abandoned = Some(reason.to_string());
         st.last_abandoned = Some(reason.to_string());
+        self.fail_queue_without_workers(&mut st);
+    }
+
+    /// A slot for a newly discovered worker: a retired one (its task has
+    /// ended), else a new one.
+    pub fn add_slot(&self) -> usize {
+        let mut st = self.lock();
+        if let Some(i) = st.slots.iter().position(|s| s.retired) {
+            st.slots[i] = Slot::new();
+            return i;
+        }
+        st.slots.push(Slot::new());
+        st.slots.len() - 1
+    }
+
+    /// Slot `slot` is no longer in use (its worker must be down already).
+    /// When no slot is left in use, queued calls fail with `NoLiveWorker`.
+    pub fn retire(&self, slot: usize) {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        s.retired = true;
+        s.worker = None;
+        s.in_flight = 0;
+        self.fail_queue_without_workers(&mut st);
+    }
+
+    /// When no slot can serve any more, queued calls fail with
+    /// `NoLiveWorker` at once.
+    fn fail_queue_without_workers(&self, st: &mut State) {
         if st.no_live_worker().is_some() {
             for waiter in std::mem::take(&mut st.queue) {
                 let _ = waiter

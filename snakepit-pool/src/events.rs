@@ -30,6 +30,32 @@ impl PoolEvents {
         );
     }
 
+    /// `discovered` or `removed`: a worker address of a `dns:` source.
+    pub fn discovery(
+        &self,
+        removed: bool,
+        worker_id: &str,
+        address: &str,
+        source: &str,
+        addresses: usize,
+    ) {
+        let id = if removed {
+            builtin::POOL_WORKER_REMOVED
+        } else {
+            builtin::POOL_WORKER_DISCOVERED
+        };
+        self.telemetry.execute(
+            id,
+            &[("addresses", addresses.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("worker_id", worker_id.into()),
+                ("address", address.into()),
+                ("source", source.into()),
+            ],
+        );
+    }
+
     pub fn status(&self, s: &crate::PoolStatus) {
         if !self.telemetry.is_enabled(builtin::POOL_STATUS) {
             return;

@@ -19,7 +19,8 @@
 //! * [`Pool::shutdown`] drains, then SIGTERM, then SIGKILL; dropping a pool
 //!   does the same synchronously. Workers also exit by themselves when the
 //!   host dies (they watch their stdin).
-//! * A pool can connect to external workers instead (TCP plus token).
+//! * A pool can connect to external workers instead (TCP plus token), given
+//!   by address or found through DNS (`dns:<name>:<port>`, [`discovery`]).
 //! * Feature `test-util` (for tests): `test_util::python_env` makes and
 //!   caches a venv with `snakepit_bridge` installed from a wheel and returns
 //!   a [`PoolConfig`] on its interpreter (see docs/getting-started.md).
@@ -64,6 +65,7 @@
 
 pub mod config;
 mod config_file;
+pub mod discovery;
 mod dispatch;
 pub mod error;
 mod events;
@@ -81,6 +83,7 @@ mod supervisor;
 pub mod test_util;
 
 pub use config::{ExternalWorker, PoolConfig};
+pub use discovery::{DnsName, Resolver, SystemResolver};
 pub use error::PoolError;
 pub use interpreter::{resolve_python, PythonSource, ResolvedPython};
 pub use pool::{Pool, PoolStatus};

@@ -8,7 +8,8 @@ use snakepit_telemetry::Telemetry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::PoolConfig;
+use crate::config::{ExternalWorker, PoolConfig};
+use crate::discovery;
 use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::error::PoolError;
 use crate::events::PoolEvents;
@@ -93,8 +94,18 @@ impl Pool {
             })?;
             Some(dir)
         };
+        // `dns:` names are resolved first: a name that does not resolve
+        // fails the start before any worker does.
+        let mut sources = discovery::Source::all(&config.external_workers);
+        let static_external: Vec<Option<ExternalWorker>> = config
+            .external_workers
+            .iter()
+            .filter(|w| discovery::DnsName::parse(&w.address).is_none())
+            .cloned()
+            .map(Some)
+            .collect();
         let slots = if config.is_external() {
-            config.external_workers.len()
+            static_external.len()
         } else {
             config.workers
         };
@@ -119,7 +130,20 @@ impl Pool {
             events,
             dispatch,
             pids: Mutex::new(vec![None; slots]),
+            external: Mutex::new(static_external),
+            removed: Mutex::new(Vec::new()),
         });
+        let mut resolved = Vec::with_capacity(sources.len());
+        for source in &sources {
+            let addresses = source
+                .resolve(&shared)
+                .await
+                .map_err(|reason| PoolError::Startup {
+                    worker_id: format!("{}_*", shared.config.pool_name),
+                    reason,
+                })?;
+            resolved.push(addresses);
+        }
 
         let starts: Vec<_> = (0..slots)
             .map(|slot| {
@@ -158,8 +182,19 @@ impl Pool {
                 tokio::spawn(run_slot(shared.clone(), slot, serving, stop_rx.clone()))
             })
             .collect();
+        for (source, addresses) in sources.iter_mut().zip(&resolved) {
+            source.apply(&shared, addresses).await;
+        }
+        if !sources.is_empty() {
+            tasks.push(tokio::spawn(discovery::run(
+                shared.clone(),
+                sources,
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(status_ticker(shared.clone(), stop_rx)));
-        shared.events.initialized(t0.elapsed(), slots);
+        let live = shared.dispatch.status().total_workers;
+        shared.events.initialized(t0.elapsed(), live);
         Ok(Pool {
             inner: Arc::new(PoolInner {
                 shared,

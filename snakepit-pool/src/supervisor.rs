@@ -11,7 +11,7 @@ use snakepit_telemetry::Telemetry;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::config::PoolConfig;
+use crate::config::{ExternalWorker, PoolConfig};
 use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::events::PoolEvents;
 use crate::health::{self, Recycle, Unhealthy, Verdict, Watched};
@@ -35,6 +35,12 @@ pub(crate) struct Shared {
     pub socket_dir: PathBuf,
     /// The live process id of each local slot.
     pub pids: Mutex<Vec<Option<u32>>>,
+    /// The address of each external slot (`config.external_workers`, then
+    /// discovered ones).
+    pub external: Mutex<Vec<Option<ExternalWorker>>>,
+    /// Slots stopped because their address went away (`terminated` says
+    /// `removed`).
+    pub removed: Mutex<Vec<usize>>,
 }
 
 /// A started slot: a process (local) and a connected client.
@@ -51,8 +57,39 @@ impl Shared {
 
     fn set_pid(&self, slot: usize, pid: Option<u32>) {
         if let Ok(mut pids) = self.pids.lock() {
+            if pids.len() <= slot {
+                pids.resize(slot + 1, None);
+            }
             pids[slot] = pid;
         }
+    }
+
+    /// Sets the address of external slot `slot`.
+    pub fn set_external(&self, slot: usize, worker: ExternalWorker) {
+        let mut external = self.external.lock().unwrap_or_else(|p| p.into_inner());
+        if external.len() <= slot {
+            external.resize(slot + 1, None);
+        }
+        external[slot] = Some(worker);
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&s| s != slot);
+    }
+
+    /// Marks `slot` as stopping because its address went away.
+    pub fn mark_removed(&self, slot: usize) {
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+    }
+
+    fn was_removed(&self, slot: usize) -> bool {
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&slot)
     }
 
     /// Starts the worker of `slot`: emits `spawn_started`, then `spawned` or
@@ -122,7 +159,14 @@ impl Shared {
     }
 
     async fn start_external(&self, slot: usize, worker_id: &str) -> Result<Started, String> {
-        let external = &self.config.external_workers[slot];
+        let external = self
+            .external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slot)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("slot {} has no worker address", slot + 1))?;
         let address = WorkerAddress::from_str(&external.address)
             .map_err(|e| format!("bad address {:?}: {e}", external.address))?;
         let mut options = ConnectOptions::new(address, worker_id);
@@ -323,6 +367,20 @@ async fn slot_loop(
         shared.dispatch.worker_down(&live);
         let failure = match ended {
             Ended::Stop => {
+                if process.is_none() {
+                    // An external worker removed from the pool: its calls in
+                    // flight finish first (on shutdown the pool drained them).
+                    let _ = tokio::time::timeout(shared.config.grace_period, async {
+                        while live.in_flight.load(Ordering::Acquire) > 0 {
+                            let released = live.released.notified();
+                            if live.in_flight.load(Ordering::Acquire) == 0 {
+                                break;
+                            }
+                            released.await;
+                        }
+                    })
+                    .await;
+                }
                 client.expect_stop();
                 let how = match process.as_mut() {
                     Some(p) => p.terminate(shared.config.grace_period).await,
@@ -332,9 +390,14 @@ async fn slot_loop(
                 shared.set_pid(slot, None);
                 let _ = exit_tx.send(Some(Exit::Gone(format!("shutdown ({how})"))));
                 tracing::debug!(target: "snakepit::lifecycle", worker_id = %worker_id, "stopped: {how}");
+                let reason = if shared.was_removed(slot) {
+                    "removed"
+                } else {
+                    "shutdown"
+                };
                 shared
                     .events
-                    .terminated(&worker_id, "shutdown", true, lifetime, total);
+                    .terminated(&worker_id, reason, true, lifetime, total);
                 return;
             }
             Ended::Crashed(reason, detail) => {
