@@ -21,9 +21,10 @@ Names are relative to ``snakepit.python.``: ``emit("call.stop", ...)`` is the
 host event ``snakepit.python.call.stop``.
 
 Everything here is public. The parts behind it: ``_context`` (correlation id
-and span context), ``_decorate`` (``span`` as a decorator), ``_policy`` (sampling rule, patterns, policy), ``_buffer``
-(the emit path, the bounded buffer and its drop counters), ``_stream`` (what
-the telemetry stream drains). The worker uses them through one internal API,
+and span context), ``_decorate`` (``span`` as a decorator), ``_policy``
+(sampling rule, patterns, policy), ``_buffer`` (the emit path, the bounded
+buffer and its drop counters), ``_stream`` (what the telemetry stream
+drains). The worker uses them through one internal API,
 ``_worker_api``; tests reset the state with ``_testing``.
 """
 
