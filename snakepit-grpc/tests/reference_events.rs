@@ -8,13 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Recorder, Seen, Worker};
+use common::{Recorder, Seen, Worker, REFERENCE_STYLE};
 use serde_json::json;
 use snakepit_grpc::{CallError, CallOptions, WorkerClient};
 use snakepit_telemetry::{CorrelationId, Telemetry};
 use snakepit_testkit::procfs;
 
-const REFERENCE: &str = "snakepit_bridge.adapters.reference_style:ReferenceStyleAdapter";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn int(e: &Seen, key: &str) -> i64 {
@@ -32,7 +31,7 @@ fn one(rec: &Recorder, name: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_named_events_and_the_workers_own_events_reach_handlers() {
-    let worker = Worker::start(REFERENCE, "w-ref");
+    let worker = Worker::start(REFERENCE_STYLE, "w-ref");
     let telemetry = Telemetry::new();
     let rec = Recorder::attach(
         &telemetry,
@@ -66,6 +65,7 @@ async fn reference_named_events_and_the_workers_own_events_reach_handlers() {
                 "predict",
                 "Upper-cases text, with the reference system's call events around it"
             ),
+            ("spin", "Keeps one CPU busy for ``ms`` milliseconds."),
         ]
     );
 

@@ -1,7 +1,8 @@
 """An adapter written as the reference system's adapters are: ``@tool``
 with a positional description or none, events named from ``python.``
-(``python.call.stop``) with the ``count`` measurement, ``tool.result_size``.
-The end-to-end tests run it in a real worker."""
+(``python.call.stop``) with the ``count`` measurement, and tools that
+raise, collect garbage and keep a CPU busy. The end-to-end tests run it in
+a real worker."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ class ReferenceStyleAdapter(BaseAdapter):
     def fail(self, message: str) -> None:
         """Raises ValueError(message)."""
         raise ValueError(message)
+
+    @tool
+    def spin(self, ms: float = 300) -> dict:
+        """Keeps one CPU busy for ``ms`` milliseconds."""
+        end = time.monotonic() + ms / 1000.0
+        rounds = 0
+        while time.monotonic() < end:
+            rounds += 1
+        return {"rounds": rounds}
 
     @tool
     def collect(self, cycles: int = 100) -> dict:
