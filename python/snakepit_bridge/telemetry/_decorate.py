@@ -8,7 +8,8 @@ A generator (sync or async) is one span from its first item to its end
 (exhaustion, an exception, or ``close``, which counts as a stop): the span
 is current only while the generator runs, never in the consumer between
 items. An exception the consumer throws in ends the span as an exception;
-the wrapped generator is closed whichever way the wrapper ends.
+the wrapped generator is closed whichever way the wrapper ends. Values sent
+in (``send``) are not passed on: the wrapper iterates.
 """
 
 from __future__ import annotations
