@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 __all__ = ["BaseAdapter", "tool", "ToolSpec"]
 
@@ -47,14 +47,15 @@ class BoundTool:
 
 
 def tool(
-    fn: Optional[Callable] = None,
+    fn: Union[Callable, str, None] = None,
     *,
     description: str = "",
     supports_streaming: Optional[bool] = None,
     name: Optional[str] = None,
     inline: bool = False,
 ):
-    """Mark an adapter method as a tool.
+    """Mark an adapter method as a tool: ``@tool``, ``@tool("description")``
+    or ``@tool(description=..., ...)``.
 
     ``description``: shown by Describe. ``supports_streaming``: the tool is a
     (sync or async) generator whose items are chunks (inferred from the function
@@ -76,7 +77,18 @@ def tool(
         setattr(f, _TOOL_ATTR, spec)
         return f
 
-    if fn is not None:
+    if isinstance(fn, str):
+        if description:
+            raise TypeError(
+                f"@tool got the description twice ({fn!r} and description={description!r});"
+                " give it once"
+            )
+        description = fn
+    elif fn is not None:
+        if not callable(fn):
+            raise TypeError(
+                f"@tool takes a function or a description string; got {type(fn).__name__}"
+            )
         return mark(fn)
     return mark
 

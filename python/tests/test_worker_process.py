@@ -198,7 +198,7 @@ def test_telemetry_batches_carry_call_events_and_correlation(worker, stream_clie
     assert names == ["call.start", "tool.execution.start", "complex_operation.start",
                      "preprocessing.start", "preprocessing.stop", "inference.start",
                      "inference.stop", "complex_operation.stop", "tool.execution.stop",
-                     "call.stop"]
+                     "tool.result_size", "call.stop"]
     by = {ev_name(e): e for e in mine}
     call_start, call_stop = by["call.start"], by["call.stop"]
     assert all(e.trace_id == TRACE_ID for e in mine)
@@ -217,8 +217,15 @@ def test_telemetry_batches_carry_call_events_and_correlation(worker, stream_clie
     assert who["current_traceparent"] == f"00-{TRACE_ID}-{who['span_id']}-01"
     exc = [e for e in events if e.correlation_id == "corr-43"]
     assert [ev_name(e) for e in exc] == ["call.start", "tool.execution.start",
-                                         "tool.execution.exception", "call.exception"]
+                                         "tool.execution.exception", "error.occurred",
+                                         "call.exception"]
     assert exc[-1].metadata["error_type"] == "ValueError"
+    assert exc[3].metadata["error_type"] == "ValueError"
+    assert exc[3].metadata["tool"] == "fail"
+    assert exc[3].measurements["count"].int_value == 1
+    size = by["tool.result_size"]
+    assert size.metadata["tool"] == "nested_spans"
+    assert size.measurements["message_size"].int_value == len(replies[1].result.result_json)
     assert exc[2].metadata["error_type"] == "ValueError"
     mem = next(e for e in events if ev_name(e) == "memory.sampled")
     assert mem.measurements["rss_bytes"].int_value > 1_000_000

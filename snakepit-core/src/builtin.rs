@@ -279,7 +279,10 @@ catalog! {
     // ---- python ----------------------------------------------------------
     /// A worker started handling a call.
     PYTHON_CALL_START = "snakepit.python.call.start", Python,
-        measurements: [m!("system_time", UnixNanoseconds, "when the call started")],
+        measurements: [
+            m!("system_time", UnixNanoseconds, "when the call started"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
+        ],
         metadata: [
             md!("command", "the tool called"),
             md!("worker_id", "the worker (added by the host)"),
@@ -289,7 +292,10 @@ catalog! {
         ];
     /// A worker finished a call.
     PYTHON_CALL_STOP = "snakepit.python.call.stop", Python,
-        measurements: [m!("duration", Nanoseconds, "time in the worker")],
+        measurements: [
+            m!("duration", Nanoseconds, "time in the worker"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
+        ],
         metadata: [
             md!("command", "the tool called"),
             md!("worker_id", "the worker (added by the host)"),
@@ -298,7 +304,10 @@ catalog! {
         ];
     /// A call raised in the worker.
     PYTHON_CALL_EXCEPTION = "snakepit.python.call.exception", Python,
-        measurements: [m!("duration", Nanoseconds, "time in the worker")],
+        measurements: [
+            m!("duration", Nanoseconds, "time in the worker"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
+        ],
         metadata: [
             md!("command", "the tool called"),
             md!("error_type", "the Python exception type"),
@@ -307,13 +316,17 @@ catalog! {
         ];
     /// A tool function started.
     PYTHON_TOOL_EXECUTION_START = "snakepit.python.tool.execution.start", Python,
-        measurements: [m!("system_time", UnixNanoseconds, "when the tool started")],
+        measurements: [
+            m!("system_time", UnixNanoseconds, "when the tool started"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
+        ],
         metadata: [md!("tool", "the tool"), md!("worker_id", "the worker (added by the host)")];
     /// A tool function returned.
     PYTHON_TOOL_EXECUTION_STOP = "snakepit.python.tool.execution.stop", Python,
         measurements: [
             m!("duration", Nanoseconds, "time in the tool function"),
             m!("bytes", Bytes, "size of the result, when the tool reports it"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
         ],
         metadata: [
             md!("tool", "the tool"),
@@ -322,7 +335,10 @@ catalog! {
         ];
     /// A tool function raised.
     PYTHON_TOOL_EXECUTION_EXCEPTION = "snakepit.python.tool.execution.exception", Python,
-        measurements: [m!("duration", Nanoseconds, "time in the tool function")],
+        measurements: [
+            m!("duration", Nanoseconds, "time in the tool function"),
+            m!("count", Count, "1: the reference system's measurement for counters, sent by its adapters (a counter counts events whether or not it is there)"),
+        ],
         metadata: [
             md!("tool", "the tool"),
             md!("error_type", "the Python exception type"),
@@ -339,6 +355,36 @@ catalog! {
     PYTHON_CPU_SAMPLED = "snakepit.python.cpu.sampled", Python,
         measurements: [m!("cpu_percent", Percent, "CPU use since the last sample")],
         metadata: [md!("worker_id", "the worker (added by the host)")];
+    /// A cyclic garbage collection of a worker finished (a `gc.callbacks`
+    /// hook of the worker; never inside a call's trace).
+    PYTHON_GC_COMPLETED = "snakepit.python.gc.completed", Python,
+        measurements: [
+            m!("count", Count, "1 per collection"),
+            m!("generation", Count, "the oldest generation collected (0, 1 or 2)"),
+            m!("collected", Count, "unreachable objects freed"),
+            m!("uncollectable", Count, "unreachable objects that could not be freed"),
+            m!("duration", Nanoseconds, "time in the collection"),
+        ],
+        metadata: [md!("worker_id", "the worker (added by the host)")];
+    /// A tool raised in a worker (with the call's correlation id and span).
+    PYTHON_ERROR_OCCURRED = "snakepit.python.error.occurred", Python,
+        measurements: [m!("count", Count, "1 per error")],
+        metadata: [
+            md!("tool", "the tool that raised"),
+            md!("error_type", "the Python exception type"),
+            md!("error_message", "the exception's message (at most 1024 characters)"),
+            md!("worker_id", "the worker (added by the host)"),
+        ];
+    /// The size of a tool's encoded result (non-streaming calls), in the
+    /// call's trace: emitted by the worker after encoding it, or, for the
+    /// calls whose events ride on their reply (inline tools), by the host
+    /// from the reply, with the tool's stop event.
+    PYTHON_TOOL_RESULT_SIZE = "snakepit.python.tool.result_size", Python,
+        measurements: [m!("message_size", Bytes, "the result's JSON plus its binary results")],
+        metadata: [
+            md!("tool", "the tool"),
+            md!("worker_id", "the worker (added by the host)"),
+        ];
     /// A user span (`telemetry.span(name)`) whose name has no catalog event opened.
     PYTHON_SPAN_START = "snakepit.python.span.start", Python,
         measurements: [m!("system_time", UnixNanoseconds, "when the span opened")],

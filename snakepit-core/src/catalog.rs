@@ -206,6 +206,11 @@ pub struct SpanFamily {
 /// The prefix that Python wire names are relative to.
 pub const PYTHON_PREFIX: &str = "snakepit.python.";
 
+/// How the reference system's Python adapters begin the names of the
+/// worker's events (`python.call.stop`, `python.gc.completed`): the same
+/// events as `call.stop` and `gc.completed` (see [`Catalog::python_id`]).
+pub const REFERENCE_PYTHON_PREFIX: &str = "python.";
+
 /// A frozen catalog. Build one with [`Catalog::builtin`] or
 /// [`Catalog::builder`]; share it behind an `Arc`.
 #[derive(Debug)]
@@ -246,8 +251,18 @@ impl Catalog {
 
     /// The id for a Python wire name (relative to `snakepit.python.`), e.g.
     /// `call.stop`. A full name starting with `snakepit.python.` is accepted
-    /// too. Only Python-origin events resolve.
+    /// too, and so is the reference system's spelling, relative to
+    /// `snakepit.` ([`REFERENCE_PYTHON_PREFIX`], `python.call.stop`): tried
+    /// only when the name does not resolve as it is, so the usual names cost
+    /// nothing more. Only Python-origin events resolve.
     pub fn python_id(&self, wire_name: &str) -> Option<EventId> {
+        self.python_id_as_is(wire_name).or_else(|| {
+            let rest = wire_name.strip_prefix(REFERENCE_PYTHON_PREFIX)?;
+            self.python_id_as_is(rest)
+        })
+    }
+
+    fn python_id_as_is(&self, wire_name: &str) -> Option<EventId> {
         let id = if wire_name.starts_with(PYTHON_PREFIX) {
             self.id(wire_name)?
         } else {

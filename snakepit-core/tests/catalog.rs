@@ -72,6 +72,22 @@ fn python_wire_names_resolve_only_to_python_events() {
     );
     assert_eq!(c.python_id("snakepit.pool.status"), None);
     assert_eq!(c.python_id("unknown.thing"), None);
+    // The reference system's spelling names the same events.
+    assert_eq!(
+        c.python_id("python.call.stop"),
+        Some(builtin::PYTHON_CALL_STOP)
+    );
+    assert_eq!(
+        c.python_id("python.gc.completed"),
+        Some(builtin::PYTHON_GC_COMPLETED)
+    );
+    assert_eq!(
+        c.python_id("python.tool.result_size"),
+        Some(builtin::PYTHON_TOOL_RESULT_SIZE)
+    );
+    assert_eq!(c.python_id("python.python.call.stop"), None);
+    assert_eq!(c.python_id("python.pool.status"), None);
+    assert_eq!(c.python_id("python."), None);
     assert_eq!(c.python_id(&"x".repeat(10_000)), None);
     let fam = c.span_family("snakepit.python.span").unwrap();
     assert_eq!(fam.stop, builtin::PYTHON_SPAN_STOP);

@@ -5,6 +5,9 @@
 //! from it, with the same measurements, metadata (the host's enrichment
 //! included) and span context the folded events have. The worker already
 //! applied its policy (the `emit` bits); `execute_with` applies the host's.
+//! With the tool's stop comes `python.tool.result_size`, the size of the
+//! result the reply carries: the host knows it, so the worker does not
+//! buffer one more event per call for it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -36,12 +39,15 @@ impl CallEvents<'_> {
     /// `tool` with `correlation_id` (a failed call has `t.error_type` set).
     /// `request_trace` is the trace of the call's traceparent, used when the
     /// worker left `t.trace_id` empty (it does when that is its trace).
+    /// `result_bytes` is the size of the result the reply carried (JSON plus
+    /// binary results; `None` when it carried none, or was not waited for).
     pub(crate) fn emit(
         &self,
         tool: &str,
         correlation_id: &str,
         request_trace: u128,
         t: &CallTelemetry,
+        result_bytes: Option<usize>,
     ) {
         let bits = t.emit;
         if bits == 0 {
@@ -106,6 +112,18 @@ impl CallEvents<'_> {
                     None,
                     tool_ctx(ts),
                 );
+                if let Some(bytes) = result_bytes {
+                    emitted += 1;
+                    let size = Value::Int(i64::try_from(bytes).unwrap_or(i64::MAX));
+                    self.one(
+                        builtin::PYTHON_TOOL_RESULT_SIZE,
+                        &[("message_size", size)],
+                        "tool",
+                        tool,
+                        None,
+                        call_ctx(ts),
+                    );
+                }
             } else {
                 self.one(
                     builtin::PYTHON_TOOL_EXECUTION_EXCEPTION,

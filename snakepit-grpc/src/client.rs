@@ -364,15 +364,23 @@ impl WorkerClient {
             guard.on_late_reply(Box::new(move |t| {
                 client
                     .call_events()
-                    .emit(&tool_name, &correlation, trace, &t);
+                    .emit(&tool_name, &correlation, trace, &t, None);
             }));
             let (reply, worker_events) = rx
                 .await
                 .map_err(|_| CallError::unavailable("the call stream went away"))?;
             drop(guard);
             if let Some(t) = &worker_events {
-                self.call_events()
-                    .emit(tool, span.correlation.as_str(), span.trace_id(), t);
+                let result_bytes = reply.as_ref().ok().map(|r| {
+                    r.result_json.len() + r.binary_results.values().map(Vec::len).sum::<usize>()
+                });
+                self.call_events().emit(
+                    tool,
+                    span.correlation.as_str(),
+                    span.trace_id(),
+                    t,
+                    result_bytes,
+                );
             }
             reply
         };

@@ -28,6 +28,10 @@ pub use worker::{WorkerProcess, WorkerSpec};
 pub const SHOWCASE: &str = "snakepit_bridge.adapters.showcase:ShowcaseAdapter";
 /// The hostile adapter (tools that send what the host must refuse).
 pub const HOSTILE: &str = "snakepit_bridge.adapters.hostile:HostileAdapter";
+/// An adapter written as the reference system's are (`@tool("...")`,
+/// events named `python.call.stop`; tools that raise, collect garbage and
+/// keep a CPU busy).
+pub const REFERENCE_STYLE: &str = "snakepit_bridge.adapters.reference_style:ReferenceStyleAdapter";
 
 /// The Python interpreter tests start workers with: `$SNAKEPIT_PYTHON` when
 /// set and not empty, else the workspace's `.venv/bin/python` (created by

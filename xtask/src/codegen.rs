@@ -22,7 +22,8 @@ fn events_md() -> String {
         out,
         "Every event snakepit emits, {} in all. Durations are nanoseconds from a monotonic clock; \
          timestamps are unix-epoch nanoseconds. Python events are emitted by workers under names \
-         relative to `snakepit.python.` (`call.stop` is `snakepit.python.call.stop`) and folded \
+         relative to `snakepit.python.` (`call.stop` is `snakepit.python.call.stop`; the \
+         reference system's spelling `python.call.stop` names the same event) and folded \
          into the host's telemetry; a name not listed here is rejected and counted \
          (`snakepit.telemetry.event.rejected`).\n",
         catalog.len()

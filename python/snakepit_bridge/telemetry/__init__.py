@@ -7,18 +7,24 @@ Public API (the observability guide's)::
                    correlation_id="abc-123")
     with telemetry.span("inference", {"model": "gpt-4"}):
         ...
+    with telemetry.span("inference", {"model": "gpt-4"}, "abc-123"):  # its events' id
+        ...
+    @telemetry.span("load")          # a function, coroutine or generator: a span per call
+    def load(): ...
     cid = telemetry.new_correlation_id()
     token = telemetry.set_correlation_id(cid)
-    telemetry.get_correlation_id()
-    telemetry.reset_correlation_id()
+    telemetry.get_correlation_id()   # or get_correlation_id("-"): the default when none
+    telemetry.reset_correlation_id(token)  # the previous id; without a token: none
+    telemetry.outgoing_metadata([("authorization", "...")])  # + correlation id, traceparent
 
 Names are relative to ``snakepit.python.``: ``emit("call.stop", ...)`` is the
 host event ``snakepit.python.call.stop``.
 
 Everything here is public. The parts behind it: ``_context`` (correlation id
-and span context), ``_policy`` (sampling rule, patterns, policy), ``_buffer``
-(the emit path, the bounded buffer and its drop counters), ``_stream`` (what
-the telemetry stream drains). The worker uses them through one internal API,
+and span context), ``_decorate`` (``span`` as a decorator), ``_policy``
+(sampling rule, patterns, policy), ``_buffer`` (the emit path, the bounded
+buffer and its drop counters), ``_stream`` (what the telemetry stream
+drains). The worker uses them through one internal API,
 ``_worker_api``; tests reset the state with ``_testing``.
 """
 

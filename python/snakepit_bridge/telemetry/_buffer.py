@@ -22,9 +22,10 @@ import threading
 import time
 import zlib
 from collections import deque
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ._context import cid_var, span_var
+from ._decorate import decorate
 from ._policy import (
     DISABLED,
     DROP_REASONS,
@@ -267,13 +268,27 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
     exception: duration plus metadata error_type and error_message. Each span
     has a random non-zero span_id, the enclosing span (or the host call span)
     as parent, and the current trace id; the span is current inside the block.
+    ``correlation_id`` (the reference system's third argument) is the id its
+    three events carry; by default the current one.
+
+    A span is also a decorator (``@telemetry.span("load")``) of a function,
+    a coroutine function or a (sync or async) generator function: every
+    call is one span (for a generator, from the first item to exhaustion or
+    close, current only while the generator runs). See ``_decorate``.
     """
 
-    __slots__ = ("name", "metadata", "_ctx", "_token", "_t0", "_cid", "_names")
+    __slots__ = ("name", "metadata", "correlation_id", "_ctx", "_token", "_t0", "_cid",
+                 "_names")
 
-    def __init__(self, name: str, metadata: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, name: str, metadata: Optional[Mapping[str, Any]] = None,
+                 correlation_id: Optional[str] = None) -> None:
         self.name = name
         self.metadata = metadata
+        self.correlation_id = correlation_id
+
+    def __call__(self, fn: Callable) -> Callable:
+        """Decorate ``fn``: each call runs in a new span of this name."""
+        return decorate(fn, span, self.name, self.metadata, self.correlation_id)
 
     def __enter__(self) -> span:
         name = self.name
@@ -287,7 +302,7 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
             ctx = (sid, parent[0], parent[2], name, parent[4])
         self._ctx = ctx
         self._token = _span_set(ctx)
-        self._cid = cid = _cid_get()
+        self._cid = cid = self.correlation_id or _cid_get()
         ev = names[0]
         if _decisions.get(ev) == 0 and len(_buf) < _gate:
             # Kept unconditionally (the common case): no calls on the way.

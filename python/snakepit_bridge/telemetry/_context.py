@@ -10,7 +10,7 @@ import contextvars
 import logging
 import random
 import uuid
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple, Union
 
 CORRELATION_HEADER = "x-snakepit-correlation-id"
 TRACEPARENT_HEADER = "traceparent"
@@ -34,13 +34,17 @@ def set_correlation_id(correlation_id: Optional[str]) -> contextvars.Token:
     return cid_var.set(correlation_id or None)
 
 
-def get_correlation_id() -> Optional[str]:
-    """The current correlation id, or None."""
-    return cid_var.get()
+def get_correlation_id(default: Optional[str] = None) -> Optional[str]:
+    """The current correlation id, or ``default`` (None unless given) when
+    none is set."""
+    cid = cid_var.get()
+    return default if cid is None else cid
 
 
 def reset_correlation_id(token: Optional[contextvars.Token] = None) -> None:
-    """Restore the previous id (with a token) or clear the current one."""
+    """Restore the id current before the ``set_correlation_id`` that returned
+    ``token`` (the reference system's form), or, without a token, clear the
+    current one (the guide's form)."""
     if token is not None:
         cid_var.reset(token)
     else:
@@ -75,13 +79,25 @@ def current_traceparent() -> Optional[str]:
     return f"00-{ctx[2]}-{ctx[0]:016x}-{flags.lower()}"
 
 
-def outgoing_metadata() -> List[Tuple[str, str]]:
-    """gRPC metadata carrying the current correlation id and traceparent."""
-    md = []
+def outgoing_metadata(
+    initial: Union[Iterable[Tuple[str, str]], Mapping[str, str], None] = None,
+) -> List[Tuple[str, str]]:
+    """gRPC metadata (a list of ``(key, value)`` pairs) carrying the current
+    correlation id and traceparent, after the pairs of ``initial`` (pairs, or
+    a mapping's items), as the reference system's ``outgoing_metadata(initial)``.
+    A pair of ``initial`` with either header is replaced by the current value
+    when there is one, and kept otherwise. ``initial`` is not modified.
+    """
+    md: List[Tuple[str, str]] = []
+    if initial:
+        md.extend(initial.items() if isinstance(initial, Mapping) else initial)
     cid = cid_var.get()
+    tp = current_traceparent()
+    if md and (cid or tp):
+        ours = {k for k, v in ((CORRELATION_HEADER, cid), (TRACEPARENT_HEADER, tp)) if v}
+        md = [(k, v) for k, v in md if str(k).lower() not in ours]
     if cid:
         md.append((CORRELATION_HEADER, cid))
-    tp = current_traceparent()
     if tp:
         md.append((TRACEPARENT_HEADER, tp))
     return md

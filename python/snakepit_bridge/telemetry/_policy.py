@@ -100,6 +100,9 @@ LOG_LEVELS = {
 # drop reasons; order = DropCounts field order
 DROP_REASONS = ("buffer_full", "sampled_out", "filtered", "disabled", "encode_error",
                 "logs_dropped")
+# The reference system's adapters name Python events from ``python.``
+# (``python.call.stop``); the host folds both spellings into one event.
+REFERENCE_PREFIX = "python."
 # Negative decisions: the drop reason of every event of that name.
 DISABLED = -4
 FILTERED = -3
@@ -166,7 +169,13 @@ class Policy:
         return self.sampling_rate
 
     def decide(self, wire_name: str) -> int:
-        """Per-name decision: 0 keep all, <0 drop code, >0 sampling threshold."""
+        """Per-name decision: 0 keep all, <0 drop code, >0 sampling threshold.
+
+        ``python.call.stop`` (the reference system's spelling, which the
+        host folds into the same event) is decided as ``call.stop``.
+        """
+        if wire_name.startswith(REFERENCE_PREFIX):
+            wire_name = wire_name[len(REFERENCE_PREFIX):]
         if not self.enabled:
             return DISABLED
         for c in self._deny_c:

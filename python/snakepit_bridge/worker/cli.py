@@ -25,6 +25,7 @@ from ..telemetry import _worker_api as tel
 from .adapter import AdapterError, load_adapter
 from .codec import DEFAULT_MAX_MESSAGE_BYTES, MESSAGE_HEADROOM_BYTES, set_max_message_bytes
 from .dispatcher import Dispatcher
+from .own_events import install_gc_events
 from .resources import resource_sampler
 from .transport.aio import Servicer, build_handler
 from .transport.native import start_native_calls
@@ -250,6 +251,7 @@ async def serve(opts, ready_out) -> int:
 
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     gc_mode = _tune_gc()
+    install_gc_events()
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
              "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode,
              "calls": servicer.call_address}

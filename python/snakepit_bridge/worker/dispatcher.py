@@ -12,7 +12,6 @@ import contextvars
 import random
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional
 
@@ -21,11 +20,27 @@ from .._wire import CALL_END, CALL_START, TOOL_END, TOOL_START
 from ..base_adapter import BoundTool
 from ..telemetry import _worker_api as tel
 from .codec import ToolFailure, decode_args, encode_result, raised
+from .own_events import error_occurred, result_size
 
 
 def _tool_md(name: str) -> dict:
     """The metadata of a tool.execution span."""
     return {"tool": name}
+
+
+def _failed(tool: str, e: BaseException) -> ToolFailure:
+    """The call's error for an exception ``tool`` raised, reported as
+    ``error.occurred``."""
+    error_occurred(tool, e)
+    return raised(e)
+
+
+def _encoded(tool: str, value):
+    """A tool's result encoded (``encode_result``), its size reported as
+    ``tool.result_size``."""
+    encoded = encode_result(value)
+    result_size(tool, encoded[0], encoded[1])
+    return encoded
 
 
 def _run_sync_tool(fn, kwargs, md):
@@ -35,7 +50,7 @@ def _run_sync_tool(fn, kwargs, md):
     except Exception:
         raise
     except BaseException as e:  # noqa: BLE001 - a tool's SystemExit is its error
-        raise raised(e) from e
+        raise _failed(md["tool"], e) from e
 
 
 async def _run_async_tool(fn, kwargs, md):
@@ -45,12 +60,12 @@ async def _run_async_tool(fn, kwargs, md):
     except (Exception, asyncio.CancelledError):
         raise
     except BaseException as e:  # noqa: BLE001 - raised in a task it would stop the loop
-        raise raised(e) from e
+        raise _failed(md["tool"], e) from e
 
 
 @contextlib.contextmanager
-def _tool_outcome(cancellable: bool = False):
-    """Every way a tool's code ends becomes a ToolFailure (a reply), never
+def _tool_outcome(tool: str, cancellable: bool = False):
+    """Every way ``tool``'s code ends becomes a ToolFailure (a reply), never
     the worker's exit: a BaseException of any kind is the call's error. With
     ``cancellable``, a CancelledError the worker itself caused (a cancel or a
     deadline) goes on as a cancellation."""
@@ -61,9 +76,9 @@ def _tool_outcome(cancellable: bool = False):
     except asyncio.CancelledError as e:
         if cancellable and _own_cancel():
             raise
-        raise raised(e) from e
+        raise _failed(tool, e) from e
     except BaseException as e:  # noqa: BLE001 - every outcome is a reply
-        raise raised(e) from e
+        raise _failed(tool, e) from e
 
 
 async def _thread_done(fut) -> None:
@@ -165,9 +180,9 @@ class Dispatcher:
         try:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
-            with _tool_outcome():
+            with _tool_outcome(name):
                 value = _run_sync_tool(t.fn, kwargs, _tool_md(name))
-            return True, encode_result(value)
+            return True, _encoded(name, value)
         except ToolFailure as f:
             failure = f
             return False, f
@@ -209,9 +224,10 @@ class Dispatcher:
                 tool_dur = _monotonic_ns() - t0
                 tool_err_type = type(e).__name__
                 tool_err_msg = str(e)[:1024]
-                raise raised(e) from e
+                raise _failed(t.spec.name, e) from e
             finally:
                 _span_reset(token)
+            # The result's size: the host emits tool.result_size from the reply.
             rj, bins = encode_result(value)
         except ToolFailure as f:
             failure = f
@@ -258,7 +274,7 @@ class Dispatcher:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
             tmd = _tool_md(name)
-            with _tool_outcome(cancellable=True):
+            with _tool_outcome(name, cancellable=True):
                 if t.is_async:
                     coro = _run_async_tool(t.fn, kwargs, tmd)
                 elif t.is_gen or t.is_async_gen:
@@ -282,7 +298,7 @@ class Dispatcher:
                             "Timeout", f"tool {name!r} exceeded {timeout_ms} ms") from None
                 else:
                     value = await coro
-            return True, encode_result(value)
+            return True, _encoded(name, value)
         except ToolFailure as f:
             failure = f
             return False, f
@@ -323,7 +339,7 @@ class Dispatcher:
             t = self.lookup(name)
             kwargs = decode_args(args_json, binary)
             tmd = _tool_md(name)
-            with _tool_outcome(cancellable=True):
+            with _tool_outcome(name, cancellable=True):
                 if t.is_async_gen:
                     with telemetry.span("tool.execution", tmd):
                         agen = t.fn(**kwargs)
@@ -382,7 +398,7 @@ class Dispatcher:
                         gen.close()
                 loop.call_soon_threadsafe(q.put_nowait, ("end", None))
             except BaseException as e:  # noqa: BLE001
-                f = ToolFailure(type(e).__name__, str(e), traceback.format_exc())
+                f = _failed(name, e)
                 loop.call_soon_threadsafe(q.put_nowait, ("error", f))
 
         ctx = contextvars.copy_context()

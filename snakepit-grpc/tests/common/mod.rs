@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use snakepit_core::Event;
 use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_telemetry::Telemetry;
-pub use snakepit_testkit::{python, HOSTILE, SHOWCASE};
+pub use snakepit_testkit::{python, HOSTILE, REFERENCE_STYLE, SHOWCASE};
 use snakepit_testkit::{WorkerProcess, WorkerSpec};
 
 /// A worker process on a Unix socket in a private temp dir; killed (and
