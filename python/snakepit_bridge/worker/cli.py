@@ -41,8 +41,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m snakepit_bridge.worker",
                                 description="snakepit-rs Python worker")
     p.add_argument("--adapter", required=True, help="package.module:Class")
-    p.add_argument("--listen", required=True, help="unix:PATH or HOST:PORT (port 0: any)")
-    p.add_argument("--worker-id", required=True)
+    p.add_argument("--check", action="store_true",
+                   help="load the adapter, print its tools and exit (0), or print why "
+                        "it does not load and exit (3); serves nothing")
+    p.add_argument("--listen", help="unix:PATH or HOST:PORT (port 0: any); required "
+                                    "unless --check")
+    p.add_argument("--worker-id", help="required unless --check")
     p.add_argument("--token", default=os.environ.get("SNAKEPIT_TOKEN") or None,
                    help="require metadata x-snakepit-token on every RPC, on every "
                         "socket. Prefer $SNAKEPIT_TOKEN: a command line is readable "
@@ -76,7 +80,26 @@ def parse_args(argv=None):
                         "max_message_bytes (default 64 MiB or $SNAKEPIT_MAX_MESSAGE_BYTES)")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin hits EOF")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this pid is gone")
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    if not opts.check:
+        missing = [f for f, v in (("--listen", opts.listen), ("--worker-id", opts.worker_id))
+                   if not v]
+        if missing:
+            p.error(f"the following arguments are required: {', '.join(missing)}")
+    return opts
+
+
+def check(adapter_path: str) -> int:
+    """``--check``: loads the adapter and prints its tools (exit 0), or the
+    reason and traceback it does not load (exit EXIT_ADAPTER_ERROR)."""
+    try:
+        _, tools = load_adapter(adapter_path)
+    except AdapterError as e:
+        sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_ADAPTER_ERROR
+    print(f"{adapter_path} loads: {len(tools)} tools: {', '.join(sorted(tools))}")
+    return 0
 
 
 # The opt-out that lets a worker serve a non-loopback address without a token.
@@ -327,6 +350,12 @@ def main(argv=None) -> int:
     """``python -m snakepit_bridge.worker``: parses ``argv``, serves, and ends
     the process (``os._exit``) with the exit code."""
     opts = parse_args(argv)
+    if opts.check:
+        sys.stdout.flush()
+        rc = check(opts.adapter)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
     ready_out = _redirect_stdout()
     tel.set_buffer_capacity(opts.telemetry_buffer)
     worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
