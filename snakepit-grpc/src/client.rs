@@ -214,6 +214,9 @@ impl WorkerClient {
             folder,
             policy_rx: telemetry.control().subscribe(),
             log_rx: telemetry.log().subscribe(),
+            workers_rx: telemetry.subscribe_worker_policies(),
+            telemetry: telemetry.clone(),
+            sent_version: None,
             open_timeout: options.connect_timeout,
         };
         let first = task.open().await?;

@@ -520,8 +520,14 @@ impl Folder {
             parent_span_id: ev.parent_span_id,
             trace_id: parse_trace_id(ev.trace_id),
         };
-        self.telemetry
-            .execute_with(id, &measurements, &metadata, context);
+        if self.telemetry.has_worker_policy(&self.worker_id) {
+            // The worker applied a policy of its own: not filtered again.
+            self.telemetry
+                .execute_prefiltered(id, &measurements, &metadata, context);
+        } else {
+            self.telemetry
+                .execute_with(id, &measurements, &metadata, context);
+        }
     }
 
     fn report_dropped(&self, event_name: &str, d: &Dropped) {

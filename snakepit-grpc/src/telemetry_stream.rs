@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snakepit_core::Policy;
-use snakepit_telemetry::{LogLevels, PolicyWatch};
+use snakepit_telemetry::{LogLevels, PolicyWatch, Telemetry};
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::Streaming;
@@ -53,6 +53,14 @@ pub(crate) fn policy_control(
     }
 }
 
+/// The policy version a control message carries.
+fn policy_version(control: &proto::TelemetryControl) -> Option<u64> {
+    match &control.control {
+        Some(telemetry_control::Control::Policy(p)) => Some(p.version),
+        _ => None,
+    }
+}
+
 /// An open telemetry stream: the control sender and the batch receiver.
 pub(crate) struct OpenStream {
     controls: mpsc::Sender<proto::TelemetryControl>,
@@ -67,14 +75,25 @@ pub(crate) struct TelemetryTask {
     pub(crate) folder: Folder,
     pub(crate) policy_rx: PolicyWatch,
     pub(crate) log_rx: watch::Receiver<Arc<LogLevels>>,
+    /// Fires when any worker's own policy changes (ours may be among them).
+    pub(crate) workers_rx: watch::Receiver<u64>,
+    pub(crate) telemetry: Telemetry,
+    /// The policy version of the last control message made.
+    pub(crate) sent_version: Option<u64>,
     pub(crate) open_timeout: Duration,
 }
 
 impl TelemetryTask {
+    /// The control message of this worker's policy now (its own, when it
+    /// has one, else the pool-wide one) and log level.
     fn current_policy(&mut self) -> proto::TelemetryControl {
-        let policy = self.policy_rx.borrow_and_update().clone();
+        self.policy_rx.borrow_and_update();
+        self.workers_rx.borrow_and_update();
+        let policy = self.telemetry.policy_for_worker(&self.link.worker_id);
         let levels = self.log_rx.borrow_and_update().clone();
-        policy_control(&policy, &levels, &self.link.worker_id)
+        let control = policy_control(&policy, &levels, &self.link.worker_id);
+        self.sent_version = policy_version(&control);
+        control
     }
 
     /// Opens the stream with the current policy as its first message.
@@ -143,6 +162,7 @@ impl TelemetryTask {
         } = open;
         let mut watch_policy = true;
         let mut watch_log = true;
+        let mut watch_workers = true;
         loop {
             tokio::select! {
                 message = batches.message() => match message {
@@ -159,6 +179,21 @@ impl TelemetryTask {
                         continue;
                     }
                     let control = self.current_policy();
+                    if controls.send(control).await.is_err() {
+                        return "the telemetry control stream closed".to_string();
+                    }
+                }
+                changed = self.workers_rx.changed(), if watch_workers => {
+                    if changed.is_err() {
+                        watch_workers = false;
+                        continue;
+                    }
+                    // Another worker's change leaves ours as it was.
+                    let before = self.sent_version;
+                    let control = self.current_policy();
+                    if policy_version(&control) == before {
+                        continue;
+                    }
                     if controls.send(control).await.is_err() {
                         return "the telemetry control stream closed".to_string();
                     }

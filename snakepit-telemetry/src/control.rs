@@ -47,6 +47,10 @@ impl Telemetry {
 }
 
 impl Control {
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.telemetry.current_policy()

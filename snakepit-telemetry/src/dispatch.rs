@@ -59,6 +59,7 @@ pub(crate) struct Inner {
     policy_tx: watch::Sender<Arc<Policy>>,
     log: LogConfig,
     unsampled: crate::UnsampledTraces,
+    workers: crate::worker_control::WorkerPolicies,
 }
 
 /// Information about one attached handler.
@@ -164,6 +165,7 @@ impl TelemetryBuilder {
             policy_tx,
             log: self.log,
             unsampled: crate::UnsampledTraces::default(),
+            workers: Default::default(),
         };
         let t = Telemetry {
             inner: Arc::new(inner),
@@ -229,6 +231,10 @@ impl Telemetry {
     /// as the OTel sink, leave their spans out; counting sinks do not look.
     pub fn unsampled_traces(&self) -> &crate::UnsampledTraces {
         &self.inner.unsampled
+    }
+
+    pub(crate) fn worker_policies(&self) -> &crate::worker_control::WorkerPolicies {
+        &self.inner.workers
     }
 
     /// The frozen catalog.
@@ -545,6 +551,29 @@ impl Telemetry {
         })
     }
 
+    /// Emits an event that its source has filtered and sampled already
+    /// (a worker running a policy of its own, see
+    /// [`Control::worker`](crate::Control::worker)): only whether a handler
+    /// listens is checked, not the policy.
+    #[inline]
+    pub fn execute_prefiltered(
+        &self,
+        id: EventId,
+        measurements: &[Field<'_>],
+        metadata: &[Field<'_>],
+        context: EventContext<'_>,
+    ) {
+        self.with_table(|table| {
+            let Some(slot) = table.slots.get(id.index()) else {
+                return;
+            };
+            if slot.handlers.is_empty() {
+                return;
+            }
+            self.run_handlers(slot, id, measurements, metadata, context);
+        })
+    }
+
     /// Emits an event by full name. Fails on a name not in the catalog.
     pub fn execute_name(
         &self,
@@ -579,6 +608,18 @@ impl Telemetry {
         if !sampled_in(slot.gate, &context) {
             return;
         }
+        self.run_handlers(slot, id, measurements, metadata, context);
+    }
+
+    #[inline]
+    fn run_handlers(
+        &self,
+        slot: &Slot,
+        id: EventId,
+        measurements: &[Field<'_>],
+        metadata: &[Field<'_>],
+        context: EventContext<'_>,
+    ) {
         let spec = self.inner.catalog.spec(id);
         let event = Event::new(id, spec, measurements, metadata, context);
         for h in slot.handlers.iter() {

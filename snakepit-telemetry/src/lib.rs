@@ -8,7 +8,7 @@
 //! * [spans](span): start / stop / exception with `duration` in nanoseconds.
 //! * [correlation ids](correlation) that flow through threads and `.await`.
 //! * [`Control`]: toggle, sampling and filters at run time, observable by
-//!   subscribers.
+//!   subscribers, pool-wide or for one worker ([`Control::worker`]).
 //! * [`LogConfig`]: levels per category and per worker, as a `tracing` filter;
 //!   [`Telemetry::tracing_layer`] is the layer that obeys them (see
 //!   [`subscriber`]).
@@ -26,6 +26,7 @@ mod rand;
 pub mod span;
 pub mod subscriber;
 pub mod unsampled;
+pub mod worker_control;
 
 pub use control::{Control, PolicyWatch};
 pub use correlation::{
@@ -38,6 +39,7 @@ pub use log::{LogConfig, LogFilter, LogLevels};
 pub use rand::{new_span_id, new_trace_id};
 pub use span::{SpanGuard, SpanOptions};
 pub use unsampled::{UnsampledTraces, MAX_UNSAMPLED_TRACES};
+pub use worker_control::{WorkerControl, WorkerOverrides};
 
 pub use snakepit_core as core;
 
