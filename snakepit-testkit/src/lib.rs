@@ -7,12 +7,15 @@
 //! * [`python()`]: the interpreter the tests run workers with;
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
-//! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding).
+//! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
+//! * [`otlp_exporter`]: an OTel SDK span exporter posting OTLP/HTTP, for an
+//!   application's own pipeline.
 //!
 //! Of the workspace it depends on snakepit-core only, so every other crate
 //! may use it.
 
 pub mod otlp;
+pub mod otlp_exporter;
 pub mod procfs;
 pub mod stats;
 pub mod worker;
