@@ -185,6 +185,59 @@ fn snakepit_spans_go_through_the_applications_pipeline() {
     provider.shutdown().unwrap();
 }
 
+/// Open user spans beyond `max_open_spans` are evicted, counted and
+/// reported as dropped (`unmatched_span`) on flush; their ends still give
+/// spans (their start from the duration).
+#[test]
+fn evicted_starts_are_counted_and_reported() {
+    let receiver = OtlpReceiver::start();
+    let t = Telemetry::new();
+    let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r = reported.clone();
+    t.attach("dropped", "snakepit.telemetry.events.dropped", move |e| {
+        let count = e.measurement("count").and_then(Value::as_i64).unwrap_or(0);
+        let what = (
+            e.meta_str("where"),
+            e.meta_str("sink"),
+            e.meta_str("reason"),
+        );
+        let what = (
+            what.0.map(String::from),
+            what.1.map(String::from),
+            what.2.map(String::from),
+        );
+        r.lock().unwrap().push((what, count));
+    })
+    .unwrap();
+    let sink = Arc::new(
+        OtelSdkSink::builder(&t)
+            .with_batch_exporter(OtlpHttpExporter::new(&receiver.endpoint()))
+            .with_max_open_spans(2)
+            .build()
+            .unwrap(),
+    );
+    t.attach_sink("otel", &[], sink.clone()).unwrap();
+    let md = [("span_name", Value::from("step"))];
+    for id in 1..=5 {
+        t.execute_with(builtin::PYTHON_SPAN_START, &[], &md, ctx(id, 0, 7));
+    }
+    for id in 1..=5 {
+        let stop = [("duration", Value::Int(10))];
+        t.execute_with(builtin::PYTHON_SPAN_STOP, &stop, &md, ctx(id, 0, 7));
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let stats = sink.stats();
+    assert_eq!((stats.evicted, stats.exported), (3, 5), "{stats:?}");
+    let want = (
+        Some("sink".into()),
+        Some("otel".into()),
+        Some("unmatched_span".into()),
+    );
+    assert_eq!(*reported.lock().unwrap(), [(want, 3)]);
+    assert_eq!(receiver.wait_spans(5, Duration::from_secs(10)).len(), 5);
+    sink.shutdown(Duration::from_secs(5)).unwrap();
+}
+
 #[test]
 fn a_sink_without_a_pipeline_is_refused() {
     let err = OtelSdkSink::builder(&Telemetry::new()).build().unwrap_err();

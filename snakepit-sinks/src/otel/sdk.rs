@@ -25,6 +25,7 @@ use opentelemetry_sdk::Resource;
 use snakepit_core::{Event, Sink, SinkError, SpanRole};
 use snakepit_telemetry::{Telemetry, UnsampledTraces};
 
+use super::export::report_dropped;
 use super::fields::FieldValue;
 use super::pairing::{self, Pairing};
 use super::span_out::SpanOut;
@@ -93,6 +94,7 @@ impl OtelSdkSinkBuilder {
         }
         let (families, infos) = families(self.telemetry.catalog());
         Ok(OtelSdkSink {
+            reported: Mutex::new([0; 2]),
             families,
             pairing: Mutex::new(Pairing::new(self.max_open_spans, infos.clone())),
             infos,
@@ -101,6 +103,7 @@ impl OtelSdkSinkBuilder {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             unsampled: self.telemetry.unsampled_traces().clone(),
+            telemetry: self.telemetry,
             counters: SdkCounters::default(),
             closed: AtomicBool::new(false),
         })
@@ -136,6 +139,10 @@ pub struct OtelSdkSink {
     unsampled: UnsampledTraces,
     counters: SdkCounters,
     closed: AtomicBool,
+    /// Drop reports go here, on flush and shutdown.
+    telemetry: Telemetry,
+    /// Evictions and late events reported so far.
+    reported: Mutex<[u64; 2]>,
 }
 
 impl std::fmt::Debug for OtelSdkSink {
@@ -161,6 +168,9 @@ impl OtelSdkSink {
     /// What the sink did so far. `exported` counts spans handed to the
     /// processors (what their exporter did with them is theirs to say);
     /// `dropped_queue_full` counts span events that came after shutdown.
+    /// Evictions and late events are also reported as
+    /// `snakepit.telemetry.events.dropped` (`sink = otel`, reason
+    /// `unmatched_span` or `queue_full`) on every flush and at shutdown.
     pub fn stats(&self) -> OtelStats {
         let c = &self.counters;
         OtelStats {
@@ -185,6 +195,27 @@ impl OtelSdkSink {
                 last.on_end(span);
             }
         }
+    }
+
+    /// Reports the spans lost since the last report (evicted starts, events
+    /// after shutdown) as `snakepit.telemetry.events.dropped`.
+    fn report_drops(&self) {
+        let c = &self.counters;
+        let now = [
+            c.evicted.load(Ordering::Relaxed),
+            c.after_shutdown.load(Ordering::Relaxed),
+        ];
+        let before = std::mem::replace(
+            &mut *self.reported.lock().unwrap_or_else(|p| p.into_inner()),
+            now,
+        );
+        report_dropped(
+            &self.telemetry,
+            &[
+                (now[0] - before[0], "unmatched_span"),
+                (now[1] - before[1], "queue_full"),
+            ],
+        );
     }
 
     fn each(
@@ -344,6 +375,7 @@ impl Sink for OtelSdkSink {
     }
 
     fn flush(&self, _timeout: Duration) -> Result<(), SinkError> {
+        self.report_drops();
         self.each("flush", |p| p.force_flush())
     }
 
@@ -357,6 +389,7 @@ impl Sink for OtelSdkSink {
             .unwrap_or_else(|p| p.into_inner())
             .abandon();
         self.counters.evicted.fetch_add(open, Ordering::Relaxed);
+        self.report_drops();
         self.each("shutdown", |p| p.shutdown_with_timeout(timeout))
     }
 }
