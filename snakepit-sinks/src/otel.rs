@@ -71,6 +71,9 @@ mod fields;
 mod pairing;
 pub(crate) mod proto;
 mod retry;
+#[cfg(feature = "otel-sdk")]
+mod sdk;
+mod span_out;
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +89,8 @@ use snakepit_telemetry::Telemetry;
 use crate::shard::CacheLine;
 
 pub use self::pairing::span_name_of;
+#[cfg(feature = "otel-sdk")]
+pub use self::sdk::{OtelSdkSink, OtelSdkSinkBuilder};
 
 /// The OTel sink could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +106,9 @@ pub enum OtelError {
     /// The export thread could not start.
     #[error("cannot start the otel export thread: {0}")]
     Thread(std::io::Error),
+    /// An `OtelSdkSink` was built without a span processor or exporter.
+    #[error("the otel SDK sink has no span processor: give the application's with `with_span_processor` or `with_batch_exporter`")]
+    NoSdkPipeline,
 }
 
 /// Counters of what the sink did, for tests and diagnostics.
@@ -152,6 +160,27 @@ pub(crate) struct SpanEvent {
 const NO_DURATION: u64 = u64::MAX;
 
 impl SpanEvent {
+    /// The copy of `event`, a member of span family `family`, that pairing
+    /// takes.
+    pub fn of(role: SpanRole, family: u16, event: &Event<'_>) -> SpanEvent {
+        let trace_id = event.trace_id();
+        SpanEvent {
+            role,
+            family,
+            span_id: event.span_id(),
+            parent_span_id: event.parent_span_id(),
+            trace: [(trace_id >> 64) as u64, trace_id as u64],
+            timestamp_ns: event.timestamp_ns(),
+            duration: pairing::duration_of(event).unwrap_or(NO_DURATION),
+            fields: fields::PackedFields::new(
+                event.measurements(),
+                event.metadata(),
+                event.correlation_id(),
+                role != SpanRole::Start,
+            ),
+        }
+    }
+
     pub fn trace_id(&self) -> u128 {
         (u128::from(self.trace[0]) << 64) | u128::from(self.trace[1])
     }
@@ -459,23 +488,10 @@ impl Sink for OtelSink {
             }
             return;
         }
-        let duration = pairing::duration_of(event).unwrap_or(NO_DURATION);
-        let msg = Msg::Event(SpanEvent {
-            role,
-            family,
-            span_id: event.span_id(),
-            parent_span_id: event.parent_span_id(),
-            trace: [(trace_id >> 64) as u64, trace_id as u64],
-            timestamp_ns: event.timestamp_ns(),
-            duration,
-            fields: fields::PackedFields::new(
-                event.measurements(),
-                event.metadata(),
-                event.correlation_id(),
-                role != SpanRole::Start,
-            ),
-        });
-        match self.tx.try_send(msg) {
+        match self
+            .tx
+            .try_send(Msg::Event(SpanEvent::of(role, family, event)))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.counters

@@ -8,12 +8,15 @@
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
 //! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
+//! * [`otlp_exporter`]: an OTel SDK span exporter posting OTLP/HTTP, for an
+//!   application's own pipeline;
 //! * [`plugins`]: the workspace's sink plugins, built, and C plugins compiled.
 //!
 //! Of the workspace it depends on snakepit-core only, so every other crate
 //! may use it.
 
 pub mod otlp;
+pub mod otlp_exporter;
 pub mod plugins;
 pub mod procfs;
 pub mod stats;

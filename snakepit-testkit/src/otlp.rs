@@ -21,6 +21,9 @@ use prost::Message;
 pub struct Received {
     /// Every span, in arrival order, with its resource's `service.name`.
     pub spans: Vec<(String, Span)>,
+    /// The instrumentation scope name of each span of `spans`, in the
+    /// same order.
+    pub scopes: Vec<String>,
     /// Request paths and content types.
     pub requests: Vec<(String, String)>,
 }
@@ -176,8 +179,10 @@ fn serve(
                     .map(text)
                     .unwrap_or_default();
                 for ss in rs.scope_spans {
+                    let scope = ss.scope.map(|s| s.name).unwrap_or_default();
                     for span in ss.spans {
                         r.spans.push((service.clone(), span));
+                        r.scopes.push(scope.clone());
                     }
                 }
             }

@@ -170,22 +170,23 @@ fn criterion(
     Ok(())
 }
 
-/// Runs a bench binary that prints `| figure | value | baseline | ratio |`
-/// rows, and keeps those rows.
+/// Runs a bench binary (built with `features`, comma-separated, if any)
+/// that prints `| figure | value | baseline | ratio |` rows, and keeps
+/// those rows.
 fn table_bench(
     quick: bool,
-    area: &'static str,
-    package: &str,
-    bench: &str,
+    (area, package, bench, features): (&'static str, &str, &str, &str),
     rows: &mut Vec<Row>,
 ) -> Result {
     step(&format!("{package} --bench {bench}"));
     let mut cmd = cargo();
-    cmd.args([
-        "bench", "-q", "-p", package, "--bench", bench, "--", "--bench",
-    ])
-    .env("SNAKEPIT_PYTHON", venv_python())
-    .current_dir(root());
+    cmd.args(["bench", "-q", "-p", package, "--bench", bench]);
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+    cmd.args(["--", "--bench"])
+        .env("SNAKEPIT_PYTHON", venv_python())
+        .current_dir(root());
     if quick {
         cmd.envs([
             ("SNAKEPIT_BENCH_QUICK", "1"),
@@ -281,15 +282,29 @@ fn prometheus(quick: bool, rows: &mut Vec<Row>) -> Result {
 }
 
 fn grpc(quick: bool, rows: &mut Vec<Row>) -> Result {
-    table_bench(quick, "grpc", "snakepit-grpc", "worker_calls", rows)
+    table_bench(quick, ("grpc", "snakepit-grpc", "worker_calls", ""), rows)
 }
 
 fn pool(quick: bool, rows: &mut Vec<Row>) -> Result {
-    table_bench(quick, "pool", "snakepit-pool", "pool_throughput", rows)
+    table_bench(
+        quick,
+        ("pool", "snakepit-pool", "pool_throughput", ""),
+        rows,
+    )
 }
 
 fn sinks_calls(quick: bool, rows: &mut Vec<Row>) -> Result {
-    table_bench(quick, "sinks", "snakepit-pool", "call_throughput", rows)
+    table_bench(
+        quick,
+        ("sinks", "snakepit-pool", "call_throughput", ""),
+        rows,
+    )
+}
+
+/// Host CPU per call with the caller's OTel context taken, against none.
+fn caller_context(quick: bool, rows: &mut Vec<Row>) -> Result {
+    let bench = ("otel", "snakepit-pool", "caller_context", "opentelemetry");
+    table_bench(quick, bench, rows)
 }
 
 fn print_table(rows: &[Row]) {
@@ -320,7 +335,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 7] = [
+    let steps: [(&str, BenchStep); 8] = [
         ("dispatch", dispatch),
         ("python", python_emit),
         ("prometheus", prometheus),
@@ -328,6 +343,7 @@ pub fn bench(args: &[String]) -> Result {
         ("grpc", grpc),
         ("pool", pool),
         ("sinks", sinks_calls),
+        ("caller context", caller_context),
     ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {

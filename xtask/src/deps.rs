@@ -102,8 +102,9 @@ pub(crate) fn check_duplicates(root: &Path) -> Result {
     }
 }
 
-/// The Cargo features of snakepit-sinks, one per sink kind.
-pub(crate) const SINK_FEATURES: &[&str] = &["log", "prometheus", "otel", "plugin"];
+/// The Cargo features of snakepit-sinks: one per sink kind, and `otel-sdk`
+/// (the OTel sink into the application's SDK pipeline).
+pub(crate) const SINK_FEATURES: &[&str] = &["log", "prometheus", "otel", "otel-sdk", "plugin"];
 
 /// `cargo clippy -p snakepit-sinks --no-default-features` alone and with
 /// each feature alone, warnings denied: each feature must build, cleanly,

@@ -278,7 +278,7 @@ fn test(args: &[String]) -> Result {
     t.args([
         "test",
         "--workspace",
-        "--features=snakepit-pool/opentelemetry",
+        "--features=snakepit-pool/opentelemetry,snakepit-sinks/otel-sdk",
     ])
     .args(args);
     if python {

@@ -556,22 +556,31 @@ impl Exporter {
                 &[("sink", Value::from("otel"))],
             );
         }
-        for (count, reason) in [
-            (queue_full, "queue_full"),
-            (now.evicted - before.evicted, "unmatched_span"),
-            (now.export_failed - before.export_failed, "export_failed"),
-        ] {
-            if count > 0 {
-                self.telemetry.execute(
-                    builtin::TELEMETRY_EVENTS_DROPPED,
-                    &[("count", Value::from(count))],
-                    &[
-                        ("where", Value::from("sink")),
-                        ("reason", Value::from(reason)),
-                        ("sink", Value::from("otel")),
-                    ],
-                );
-            }
+        report_dropped(
+            &self.telemetry,
+            &[
+                (queue_full, "queue_full"),
+                (now.evicted - before.evicted, "unmatched_span"),
+                (now.export_failed - before.export_failed, "export_failed"),
+            ],
+        );
+    }
+}
+
+/// Emits `snakepit.telemetry.events.dropped` (`where = sink`, `sink =
+/// otel`) for each non-zero count, with its reason.
+pub(crate) fn report_dropped(telemetry: &Telemetry, counts: &[(u64, &str)]) {
+    for &(count, reason) in counts {
+        if count > 0 {
+            telemetry.execute(
+                builtin::TELEMETRY_EVENTS_DROPPED,
+                &[("count", Value::from(count))],
+                &[
+                    ("where", Value::from("sink")),
+                    ("reason", Value::from(reason)),
+                    ("sink", Value::from("otel")),
+                ],
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use snakepit_core::{Event, SpanRole, Value};
 
 use super::fields::{kept, FieldValue, MAX_FIELDS};
 use super::proto;
+use super::span_out::SpanOut;
 use super::wire::{Exception, SpanRef};
 use super::{SpanEvent, SpanInfo};
 
@@ -90,7 +91,7 @@ impl Pairing {
     /// Takes one event; a finished span is appended to `out` as a
     /// `ScopeSpans.spans` entry. Returns whether a span finished and how
     /// many open spans were evicted to make room (or were unusable).
-    pub fn accept(&mut self, event: SpanEvent, out: &mut Vec<u8>) -> (bool, u64) {
+    pub fn accept(&mut self, event: SpanEvent, out: &mut impl SpanOut) -> (bool, u64) {
         match event.role {
             SpanRole::Start => {
                 if event.span_id == 0 {
@@ -240,7 +241,7 @@ pub(crate) fn encode(
     start: Option<&SpanEvent>,
     end: &SpanEvent,
     trace_id: u128,
-    out: &mut Vec<u8>,
+    out: &mut impl SpanOut,
 ) {
     let (start_ns, end_ns, parent) = span_bounds(start, end);
     let correlation = end
@@ -273,7 +274,7 @@ pub(crate) fn encode_event(
     role: SpanRole,
     event: &Event<'_>,
     trace_id: u128,
-    out: &mut Vec<u8>,
+    out: &mut impl SpanOut,
 ) {
     let end_ns = event.timestamp_ns();
     let start_ns = duration_of(event).map_or(end_ns, |d| end_ns.saturating_sub(d));
@@ -339,7 +340,7 @@ fn encode_span<'a, const N: usize>(
     starts: impl Iterator<Item = (&'a [u8], FieldValue<'a>)>,
     ends: impl Iterator<Item = (bool, &'a [u8], FieldValue<'a>)>,
     correlation: Option<&'a [u8]>,
-    out: &mut Vec<u8>,
+    out: &mut impl SpanOut,
 ) {
     let mut attrs = Attrs::<N>::new();
     let mut name = None;
@@ -387,7 +388,7 @@ fn encode_span<'a, const N: usize>(
             message,
         }
     });
-    SpanRef {
+    out.put(&SpanRef {
         trace_id: ids.trace_id,
         span_id: ids.span_id,
         parent_span_id: ids.parent_span_id,
@@ -397,8 +398,7 @@ fn encode_span<'a, const N: usize>(
         end_ns: end_ns.max(start_ns),
         attributes: attrs.as_slice(),
         exception,
-    }
-    .encode(2, out);
+    });
 }
 
 /// A span's start and end times and its parent: the start event's time, or
