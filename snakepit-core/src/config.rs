@@ -54,6 +54,7 @@ use serde::Deserialize;
 pub use crate::deprecated::ConfigWarning;
 use crate::error::ConfigError;
 pub use crate::log_category::{LogCategories, LogCategory, LogLevel};
+pub use crate::otel_section::{ConsoleExporter, Exporters, OpenTelemetrySection, OtlpExporter};
 use crate::pattern::Pattern;
 use crate::policy::{PatternRate, Policy};
 pub use crate::toml_lines::{line_at, line_of_key};
@@ -64,8 +65,12 @@ pub use crate::toml_lines::{line_at, line_of_key};
 pub struct Config {
     /// `[telemetry]`: levels, toggle, sampling and filters.
     pub telemetry: TelemetryConfig,
-    /// `[[sinks]]`: where events go.
+    /// `[[sinks]]`: where events go. After loading, also one `otel` sink
+    /// per exporter of `[opentelemetry]`, after those written here.
     pub sinks: Vec<SinkConfig>,
+    /// `[opentelemetry]`: the guide's OpenTelemetry section (see
+    /// [`OpenTelemetrySection`]); its exporters are in `sinks` once loaded.
+    pub opentelemetry: Option<OpenTelemetrySection>,
     /// `[pool]`: the settings of one pool, kept as written. snakepit-pool
     /// reads and checks them (`PoolConfig::from_config`), with errors that
     /// name this file, the line and the key (`pool.workers`).
@@ -302,6 +307,13 @@ pub struct OtelSinkConfig {
     pub endpoint: String,
     /// `service.name` resource attribute.
     pub service_name: String,
+    /// Where spans go: `"otlp"` (default) to `endpoint`, or `"console"`:
+    /// each finished span as one line of text, to `console_path` or
+    /// standard output.
+    pub exporter: OtelExporterKind,
+    /// The file the `console` exporter appends to (standard output when
+    /// unset).
+    pub console_path: Option<PathBuf>,
     /// Which events; empty means all.
     pub events: Vec<Pattern>,
     /// Spans queued before drops begin.
@@ -337,6 +349,8 @@ impl Default for OtelSinkConfig {
         OtelSinkConfig {
             endpoint: "http://127.0.0.1:4318".to_string(),
             service_name: "snakepit".to_string(),
+            exporter: OtelExporterKind::Otlp,
+            console_path: None,
             events: Vec::new(),
             queue_capacity: 8192,
             batch_size: 512,
@@ -346,6 +360,17 @@ impl Default for OtelSinkConfig {
             sample_ratio: 1.0,
         }
     }
+}
+
+/// Where an OTel sink sends its spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtelExporterKind {
+    /// OTLP over HTTP to `endpoint`.
+    #[default]
+    Otlp,
+    /// One line of text per finished span.
+    Console,
 }
 
 /// `kind = "plugin"`.
@@ -440,6 +465,10 @@ impl Config {
             sink_lines,
             text: text.to_string(),
         });
+        if let Some(section) = &config.opentelemetry {
+            let sinks = section.sinks();
+            config.sinks.extend(sinks.into_iter().map(SinkConfig::Otel));
+        }
         Ok(config)
     }
 
@@ -458,6 +487,34 @@ impl Config {
                  or `[[pools]]` with a `pool_name` each"
                     .into(),
             ));
+        }
+        if let Some(o) = &self.opentelemetry {
+            if !rate_ok(o.sampling) {
+                return Err(invalid(
+                    "opentelemetry.sampling".into(),
+                    format!("{} is out of range; allowed 0.0 to 1.0", o.sampling),
+                ));
+            }
+            if let Some(otlp) = &o.exporters.otlp {
+                if !(otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://"))
+                {
+                    return Err(invalid(
+                        "opentelemetry.exporters.otlp.endpoint".into(),
+                        format!(
+                            "`{}` is not an http(s) URL; allowed: http://host:port or https://host:port",
+                            otlp.endpoint
+                        ),
+                    ));
+                }
+            }
+            if o.enabled && o.exporters.otlp.is_none() && o.exporters.console.is_none() {
+                return Err(invalid(
+                    "opentelemetry.exporters".into(),
+                    "no exporter: add `[opentelemetry.exporters.otlp]` with an `endpoint`, \
+                     or `[opentelemetry.exporters.console]`, or set `enabled = false`"
+                        .into(),
+                ));
+            }
         }
         let t = &self.telemetry;
         if !rate_ok(t.sampling_rate) {

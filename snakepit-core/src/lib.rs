@@ -28,6 +28,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 mod log_category;
+mod otel_section;
 pub mod pattern;
 pub mod policy;
 pub mod ready;

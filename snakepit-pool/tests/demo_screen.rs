@@ -275,6 +275,42 @@ fn piped_demo_prints_plain_progress_grouped_warnings_histograms_and_the_summary_
     assert_no_workers_left();
 }
 
+/// The demo with the guide's config shapes: `log_categories` as a list and
+/// an `[opentelemetry]` section (the console exporter writing to a file).
+#[test]
+fn demo_runs_with_the_guides_config_shapes() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spans = dir.path().join("spans.log");
+    let config = dir.path().join("snakepit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[telemetry]\nlog_level = \"info\"\nlog_categories = [\"lifecycle\", \"grpc\"]\n\n\
+             [opentelemetry]\nenabled = true\nexporters = {{ console = {{ path = '{}' }} }}\n\n\
+             [[sinks]]\nkind = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n",
+            spans.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(demo_binary());
+    cmd.arg("--quick").arg("--config").arg(&config);
+    let out = run(cmd);
+    assert!(
+        out.lines()
+            .any(|l| plain_progress(l).is_some_and(|p| p.0 == p.1)),
+        "every call ran:\n{out}"
+    );
+    let text = std::fs::read_to_string(&spans).unwrap();
+    for name in ["grpc.call", "python.call", "tool.execution"] {
+        assert!(
+            text.contains(&format!("span name={name} ")),
+            "{name}:\n{text}"
+        );
+    }
+    assert_no_workers_left();
+}
+
 #[test]
 fn demo_on_a_terminal_keeps_log_lines_out_of_the_bar() {
     if Command::new("script").arg("--version").output().is_err() {

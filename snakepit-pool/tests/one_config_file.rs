@@ -224,3 +224,104 @@ fn the_pool_only_loader_points_a_whole_file_to_the_one_loader() {
     assert!(e.contains("`pool`") && e.contains("Config::load"), "{e}");
     assert!(e.contains("PoolConfig::from_config"), "{e}");
 }
+
+/// The guide's config shapes: `log_categories` as a list and an
+/// `[opentelemetry]` section whose exporters (OTLP to a real receiver, and
+/// the console exporter writing lines to a file) become OTel sinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_opentelemetry_section_and_category_list_load_and_export() {
+    let receiver = snakepit_testkit::otlp::OtlpReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("spans.log");
+    let path = write(
+        dir.path(),
+        &format!(
+            "[telemetry]\nlog_level = \"debug\"\nlog_categories = [\"lifecycle\", \"grpc\"]\n\n\
+             [opentelemetry]\nenabled = true\nservice_name = \"guide-app\"\nsampling = 1.0\n\
+             exporters = {{ otlp = {{ endpoint = \"{}\" }}, console = {{ path = '{}' }} }}\n\n\
+             [pool]\n{}",
+            receiver.endpoint(),
+            console.display(),
+            pool_keys("guide", 1)
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let only = config
+        .telemetry
+        .log_categories
+        .only()
+        .expect("the list form");
+    assert_eq!(only.len(), 2);
+    let telemetry = telemetry_from_config(&config);
+    let sinks = SinkSet::from_config(&config, &telemetry).unwrap();
+    assert_eq!(sinks.ids().len(), 2, "{:?}", sinks.ids());
+
+    let pool = Pool::start(
+        telemetry.clone(),
+        PoolConfig::from_config(&config).unwrap().remove(0),
+    )
+    .await
+    .unwrap();
+    let out = pool
+        .execute("nested_spans", json!({}), CallOptions::default())
+        .await
+        .unwrap();
+    assert!(out.value.is_object(), "{:?}", out.value);
+    let spans = receiver.wait_spans(3, Duration::from_secs(15));
+    let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
+    for name in ["grpc.call", "python.call", "tool.execution"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    assert!(spans.iter().all(|(service, _)| service == "guide-app"));
+    serve_one_call(pool).await;
+    sinks.shutdown(Duration::from_secs(5)).unwrap();
+
+    // The console exporter wrote the same spans, one line each.
+    let text = std::fs::read_to_string(&console).unwrap();
+    let grpc = spans
+        .iter()
+        .find(|(_, s)| s.name == "grpc.call")
+        .map(|(_, s)| snakepit_testkit::otlp::hex(&s.span_id))
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!(" span_id={grpc} ")))
+        .unwrap_or_else(|| panic!("no console line for span {grpc}:\n{text}"));
+    assert!(
+        line.starts_with("span name=grpc.call kind=client trace_id="),
+        "{line}"
+    );
+    assert!(line.contains(" status=ok"), "{line}");
+    for name in ["python.call", "tool.execution"] {
+        assert!(text.contains(&format!("span name={name} ")), "{text}");
+    }
+}
+
+#[test]
+fn a_bad_opentelemetry_section_is_named() {
+    let bad = [
+        (
+            "[opentelemetry]\nsampling = 2.0\nexporters.console = {}\n",
+            "opentelemetry.sampling",
+        ),
+        (
+            "[opentelemetry]\nexporters.otlp = { endpoint = \"collector:4318\" }\n",
+            "opentelemetry.exporters.otlp.endpoint",
+        ),
+        (
+            "[opentelemetry]\nenabled = true\n",
+            "opentelemetry.exporters",
+        ),
+        ("[opentelemetry]\nexporters.zipkin = {}\n", "zipkin"),
+    ];
+    for (text, key) in bad {
+        let e = Config::from_toml(text, "s.toml").unwrap_err().to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let off = Config::from_toml(
+        "[opentelemetry]\nenabled = false\nexporters.console = {}\n",
+        "s.toml",
+    )
+    .unwrap();
+    assert!(off.sinks.is_empty());
+}

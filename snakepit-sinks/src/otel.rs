@@ -62,6 +62,7 @@
 //!   condition variables with a deadline, so calling them from a
 //!   current-thread Tokio runtime cannot deadlock.
 
+mod console;
 mod direct;
 #[cfg(test)]
 #[path = "../tests/unit/otel_encode_reference.rs"]
@@ -106,6 +107,14 @@ pub enum OtelError {
     /// The export thread could not start.
     #[error("cannot start the otel export thread: {0}")]
     Thread(std::io::Error),
+    /// The `console` exporter's file cannot be opened.
+    #[error("otel console exporter: cannot open `{path}`: {message}")]
+    Console {
+        /// The file given.
+        path: String,
+        /// Why it cannot be opened.
+        message: String,
+    },
     /// An `OtelSdkSink` was built without a span processor or exporter.
     #[error("the otel SDK sink has no span processor: give the application's with `with_span_processor` or `with_batch_exporter`")]
     NoSdkPipeline,
@@ -275,6 +284,12 @@ impl OtelSink {
             frame.reserve(),
             config.batch_size.clamp(1, capacity),
         ));
+        let console = match config.exporter {
+            snakepit_core::config::OtelExporterKind::Otlp => None,
+            snakepit_core::config::OtelExporterKind::Console => {
+                Some(console::Console::open(config.console_path.as_deref())?)
+            }
+        };
         let exporter = export::Exporter::new(
             config,
             url,
@@ -283,7 +298,8 @@ impl OtelSink {
             infos.clone(),
             frame,
             shards.clone(),
-        );
+        )
+        .with_console(console);
         let ctl = control.clone();
         let thread = std::thread::Builder::new()
             .name("snakepit-otel".into())

@@ -13,6 +13,7 @@ use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{builtin, Value};
 use snakepit_telemetry::Telemetry;
 
+use super::console::Console;
 use super::direct::{Chunk, Shards};
 use super::pairing::Pairing;
 use super::proto::{self, KeyValue};
@@ -148,6 +149,8 @@ pub(crate) struct Exporter {
     /// Spans encoded on the emitting threads, not yet handed over.
     shards: Arc<Shards>,
     url: String,
+    /// The `console` exporter: lines of text instead of OTLP requests.
+    console: Option<Console>,
     agent: ureq::Agent,
     telemetry: Telemetry,
     counters: Arc<Counters>,
@@ -193,6 +196,7 @@ impl Exporter {
         Exporter {
             shards,
             url,
+            console: None,
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             telemetry,
             counters,
@@ -215,6 +219,16 @@ impl Exporter {
             last_report: Instant::now(),
             last_scan: Instant::now(),
         }
+    }
+
+    /// Writes spans as lines of text to `console` instead of sending
+    /// OTLP requests (the `console` exporter).
+    pub fn with_console(mut self, console: Option<Console>) -> Exporter {
+        if let Some(c) = console {
+            self.url = "console".to_string();
+            self.console = Some(c);
+        }
+        self
     }
 
     pub fn run(mut self, rx: Receiver<Msg>, control: &Control) {
@@ -511,6 +525,9 @@ impl Exporter {
     }
 
     fn post(&self, body: &[u8], timeout: Duration) -> Result<(), PostError> {
+        if let Some(console) = &self.console {
+            return console.write(body).map_err(PostError::Fatal);
+        }
         match self
             .agent
             .post(&self.url)

@@ -4,15 +4,15 @@
 //!
 //! Crate-private: only snakepit-grpc exposes protobuf types. The exporter
 //! encodes the resource and scope parts of a request with these; the
-//! request, span and status messages serve the tests that check the
-//! sink's own span encoding against prost's.
+//! request, span and status messages read a batch back for the `console`
+//! exporter, and serve the tests that check the sink's own span encoding
+//! against prost's.
 
 #![allow(missing_docs)]
 // Names as in the published protos (`AnyValue.value`: `string_value`, ...).
 #![allow(clippy::enum_variant_names)]
 
 /// `ExportTraceServiceRequest`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExportTraceServiceRequest {
     #[prost(message, repeated, tag = "1")]
@@ -20,7 +20,6 @@ pub struct ExportTraceServiceRequest {
 }
 
 /// `ResourceSpans`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResourceSpans {
     #[prost(message, optional, tag = "1")]
@@ -37,7 +36,6 @@ pub struct Resource {
 }
 
 /// `ScopeSpans`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ScopeSpans {
     #[prost(message, optional, tag = "1")]
@@ -56,7 +54,6 @@ pub struct InstrumentationScope {
 }
 
 /// `Span`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Span {
     #[prost(bytes = "vec", tag = "1")]
@@ -82,7 +79,6 @@ pub struct Span {
 }
 
 /// `Span.Event`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SpanEvent {
     #[prost(fixed64, tag = "1")]
@@ -94,7 +90,6 @@ pub struct SpanEvent {
 }
 
 /// `Status`.
-#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Status {
     #[prost(string, tag = "2")]
