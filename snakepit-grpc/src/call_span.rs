@@ -25,6 +25,8 @@ pub(crate) struct CallSpan {
     flags: u8,
     started: Instant,
     rpc_method: &'static str,
+    /// Where the call goes (`unix:<path>` or `<host>:<port>`).
+    address: std::sync::Arc<str>,
     pub(crate) tool: String,
 }
 
@@ -45,6 +47,7 @@ impl CallSpan {
         telemetry: &Telemetry,
         worker_id: &str,
         rpc_method: &'static str,
+        address: &std::sync::Arc<str>,
         tool: &str,
         opts: &CallOptions,
     ) -> CallSpan {
@@ -70,6 +73,7 @@ impl CallSpan {
             flags,
             started: Instant::now(),
             rpc_method,
+            address: address.clone(),
             tool: tool.to_string(),
         };
         if !span.sampled() {
@@ -87,6 +91,7 @@ impl CallSpan {
                     ("rpc_method", Value::from(rpc_method)),
                     ("tool", Value::from(span.tool.as_str())),
                     ("worker_id", Value::from(worker_id)),
+                    ("address", Value::from(&*span.address)),
                 ],
                 now,
             );
@@ -140,6 +145,7 @@ impl CallSpan {
                             ("rpc_method", Value::from(self.rpc_method)),
                             ("tool", Value::from(self.tool.as_str())),
                             ("worker_id", Value::from(worker_id)),
+                            ("address", Value::from(&*self.address)),
                             ("grpc_status", Value::from(status)),
                         ],
                         0,
@@ -149,6 +155,12 @@ impl CallSpan {
             Err(e) => {
                 if telemetry.is_enabled(builtin::GRPC_CALL_EXCEPTION) {
                     let message = e.to_string();
+                    let traceback = match e {
+                        CallError::Tool { traceback, .. } => {
+                            crate::fold::tail(traceback, crate::fold::MAX_METADATA_VALUE_BYTES)
+                        }
+                        _ => "",
+                    };
                     self.emit(
                         telemetry,
                         builtin::GRPC_CALL_EXCEPTION,
@@ -157,9 +169,11 @@ impl CallSpan {
                             ("rpc_method", Value::from(self.rpc_method)),
                             ("tool", Value::from(self.tool.as_str())),
                             ("worker_id", Value::from(worker_id)),
+                            ("address", Value::from(&*self.address)),
                             ("grpc_status", Value::from(e.grpc_status())),
                             ("error_type", Value::from(e.kind())),
                             ("error_message", Value::from(message.as_str())),
+                            ("traceback", Value::from(traceback)),
                         ],
                         0,
                     );

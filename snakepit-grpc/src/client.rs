@@ -34,6 +34,10 @@ pub(crate) struct Inner {
     options: ConnectOptions,
     pub(crate) worker_id: Arc<str>,
     python_pid: Option<u32>,
+    /// The worker's main address (`rpc`), as call events report it.
+    pub(crate) address: Arc<str>,
+    /// Where `call_rpc` goes, as call events report it.
+    call_address: Arc<str>,
     pub(crate) rpc: Rpc,
     /// Where the call streams go: the worker's native call socket when it
     /// serves one (`DescribeReply.call_address`), else `rpc`.
@@ -166,6 +170,8 @@ impl WorkerClient {
                 "worker reports a different id than the one it was connected as"
             );
         }
+        let address: Arc<str> = Arc::from(options.address.to_string());
+        let mut call_address = address.clone();
         let call_rpc = match native_call_address(&options, &info) {
             Some(address) => {
                 let native = ConnectOptions {
@@ -173,7 +179,10 @@ impl WorkerClient {
                     ..options.clone()
                 };
                 match channel::connect(&native).await {
-                    Ok(raw) => channel::rpc(raw, limit),
+                    Ok(raw) => {
+                        call_address = Arc::from(native.address.to_string());
+                        channel::rpc(raw, limit)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             target: "snakepit::grpc",
@@ -227,6 +236,8 @@ impl WorkerClient {
                 telemetry,
                 worker_id,
                 python_pid,
+                address,
+                call_address,
                 rpc,
                 call_rpc,
                 link: link.clone(),
@@ -333,6 +344,7 @@ impl WorkerClient {
             &self.inner.telemetry,
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
+            &self.inner.call_address,
             tool,
             &opts,
         );
@@ -364,15 +376,24 @@ impl WorkerClient {
             guard.on_late_reply(Box::new(move |t| {
                 client
                     .call_events()
-                    .emit(&tool_name, &correlation, trace, &t);
+                    .emit(&tool_name, &correlation, trace, &t, "");
             }));
             let (reply, worker_events) = rx
                 .await
                 .map_err(|_| CallError::unavailable("the call stream went away"))?;
             drop(guard);
             if let Some(t) = &worker_events {
-                self.call_events()
-                    .emit(tool, span.correlation.as_str(), span.trace_id(), t);
+                let traceback = match &reply {
+                    Err(CallError::Tool { traceback, .. }) => traceback.as_str(),
+                    _ => "",
+                };
+                self.call_events().emit(
+                    tool,
+                    span.correlation.as_str(),
+                    span.trace_id(),
+                    t,
+                    traceback,
+                );
             }
             reply
         };
@@ -425,6 +446,7 @@ impl WorkerClient {
             telemetry,
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
+            &self.inner.call_address,
             tool,
             &opts,
         );

@@ -171,6 +171,16 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The last `max` bytes of `s` at most, on a char boundary: a traceback's
+/// end names the frame that raised and the exception.
+pub(crate) fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 fn valid_segment(p: &str) -> bool {
     !p.is_empty()
         && p.bytes()
@@ -867,5 +877,7 @@ mod tests {
         assert_eq!(truncate("abc", 5), "abc");
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(tail("héllo", 4), "llo");
+        assert_eq!(tail("abc", 5), "abc");
     }
 }

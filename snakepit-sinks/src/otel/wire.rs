@@ -133,6 +133,8 @@ pub(crate) struct Exception<'a> {
     pub time_ns: u64,
     pub error_type: &'a [u8],
     pub message: &'a [u8],
+    /// The traceback (`exception.stacktrace`), empty when there is none.
+    pub stacktrace: &'a [u8],
 }
 
 /// One finished span, borrowed.
@@ -175,14 +177,13 @@ impl SpanRef<'_> {
             let event = begin(out, 11, 1);
             put_opt_fixed64(out, 1, e.time_ns);
             put_bytes(out, 2, b"exception");
-            put_attributes(
-                out,
-                3,
-                &[
-                    (&b"exception.type"[..], FieldValue::Str(e.error_type)),
-                    (&b"exception.message"[..], FieldValue::Str(e.message)),
-                ],
-            );
+            let attrs = [
+                (&b"exception.type"[..], FieldValue::Str(e.error_type)),
+                (&b"exception.message"[..], FieldValue::Str(e.message)),
+                (&b"exception.stacktrace"[..], FieldValue::Str(e.stacktrace)),
+            ];
+            let n = if e.stacktrace.is_empty() { 2 } else { 3 };
+            put_attributes(out, 3, &attrs[..n]);
             end(out, event);
             let status = begin(out, 15, 1);
             put_opt_bytes(out, 2, e.message);
