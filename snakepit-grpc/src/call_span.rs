@@ -9,6 +9,7 @@ use snakepit_telemetry::{
 };
 
 use crate::error::CallError;
+use crate::log_parents::{LogParents, Registered};
 use crate::options::CallOptions;
 use crate::trace::{format_traceparent, TraceParent};
 
@@ -28,6 +29,9 @@ pub(crate) struct CallSpan {
     /// Where the call goes (`unix:<path>` or `<host>:<port>`).
     address: std::sync::Arc<str>,
     pub(crate) tool: String,
+    /// The caller's `tracing` span, known to the worker's log records
+    /// while the call runs (and a grace after).
+    _log_parent: Option<Registered>,
 }
 
 impl CallSpan {
@@ -48,6 +52,7 @@ impl CallSpan {
         worker_id: &str,
         rpc_method: &'static str,
         address: &std::sync::Arc<str>,
+        log_parents: &std::sync::Arc<LogParents>,
         tool: &str,
         opts: &CallOptions,
     ) -> CallSpan {
@@ -75,6 +80,7 @@ impl CallSpan {
             rpc_method,
             address: address.clone(),
             tool: tool.to_string(),
+            _log_parent: log_parents.register(trace_id),
         };
         if !span.sampled() {
             // Before any of the call's events: sinks that export leave out

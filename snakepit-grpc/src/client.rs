@@ -16,6 +16,7 @@ use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
 use crate::link::Link;
+use crate::log_parents::LogParents;
 use crate::options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, MIN_MESSAGE_BYTES,
 };
@@ -38,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) address: Arc<str>,
     /// Where `call_rpc` goes, as call events report it.
     call_address: Arc<str>,
+    /// The callers' `tracing` spans of calls, for the worker's log records.
+    pub(crate) log_parents: Arc<LogParents>,
     pub(crate) rpc: Rpc,
     /// Where the call streams go: the worker's native call socket when it
     /// serves one (`DescribeReply.call_address`), else `rpc`.
@@ -205,6 +208,7 @@ impl WorkerClient {
             options.address.to_string(),
         ));
         let stats = Arc::new(StatCounters::default());
+        let log_parents = Arc::new(LogParents::default());
         let folder = Folder::new(
             telemetry.clone(),
             worker_id.clone(),
@@ -215,7 +219,8 @@ impl WorkerClient {
         .with_counters(match &options.address {
             WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
             _ => None,
-        });
+        })
+        .with_log_parents(log_parents.clone());
         let mut task = TelemetryTask {
             raw,
             link: link.clone(),
@@ -238,6 +243,7 @@ impl WorkerClient {
                 python_pid,
                 address,
                 call_address,
+                log_parents,
                 rpc,
                 call_rpc,
                 link: link.clone(),
@@ -345,6 +351,7 @@ impl WorkerClient {
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
             &self.inner.call_address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );
@@ -447,6 +454,7 @@ impl WorkerClient {
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
             &self.inner.call_address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );

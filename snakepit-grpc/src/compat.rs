@@ -116,6 +116,7 @@ impl WorkerClient {
             &self.inner.worker_id,
             EXECUTE_TOOL,
             &self.inner.address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );
@@ -167,6 +168,7 @@ impl WorkerClient {
             &self.inner.worker_id,
             EXECUTE_STREAMING_TOOL,
             &self.inner.address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );

@@ -3,7 +3,9 @@
 //! spans reach an OTLP receiver as one trace with the right parents; a tool
 //! that raises gives error status on both sides of the language boundary;
 //! the call's duration reaches the Prometheus summary; and the worker's log
-//! lines reach `tracing` under `snakepit::python` with their `worker_id`.
+//! lines reach `tracing` under `snakepit::python` with their `worker_id`,
+//! and, when logged inside a call, its trace id, span id and correlation id,
+//! as children of the `tracing` span the call was made in.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,11 +42,17 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for PythonLogs {
-    fn on_event(&self, event: &tracing::Event<'_>, _cx: Context<'_, S>) {
+impl<S> Layer<S> for PythonLogs
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, cx: Context<'_, S>) {
         if event.metadata().target() == "snakepit::python" {
             let mut fields = BTreeMap::new();
             fields.insert("level".into(), event.metadata().level().to_string());
+            if let Some(parent) = cx.event_span(event) {
+                fields.insert("parent".into(), parent.name().to_string());
+            }
             event.record(&mut Fields(&mut fields));
             self.0.lock().unwrap().push(fields);
         }
@@ -83,6 +91,9 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         .build()
         .unwrap();
     let spans = tracing::subscriber::with_default(subscriber, || {
+        // The application's span the calls are made in.
+        let caller = tracing::warn_span!("caller");
+        let _entered = caller.enter();
         rt.block_on(async {
             let client = tokio::time::timeout(
                 Duration::from_secs(20),
@@ -114,6 +125,14 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                 )
                 .await
                 .expect("log");
+            client
+                .execute(
+                    "log",
+                    json!({"level": "warning", "message": "hello from a thread", "detached": true}),
+                    CallOptions::with_timeout(Duration::from_secs(20)),
+                )
+                .await
+                .expect("log detached");
             let failed = client
                 .execute(
                     "fail",
@@ -137,10 +156,15 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
             loop {
                 let spans = receiver.wait_spans(0, Duration::ZERO);
                 let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
-                let logged = logs.0.lock().unwrap().iter().any(|r| {
-                    r.get("message")
-                        .is_some_and(|m| m.contains("hello from python"))
-                });
+                let logged = ["hello from python", "hello from a thread"]
+                    .iter()
+                    .all(|text| {
+                        logs.0
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|r| r.get("message").is_some_and(|m| m.contains(text)))
+                    });
                 let failed_call = |tool: &str| {
                     spans.iter().any(|(_, s)| {
                         s.name == "python.call"
@@ -149,6 +173,7 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
                 };
                 if failed_call("fail")
                     && failed_call("add")
+                    && failed_call("log")
                     && [
                         "grpc.call",
                         "python.call",
@@ -283,15 +308,52 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
         assert!(exception(failed.grpc, "exception.stacktrace").contains(raised));
     }
     let logs = logs.0.lock().unwrap();
-    let line = logs
+    let line = |text: &str| {
+        logs.iter()
+            .find(|r| r.get("message").is_some_and(|m| m.contains(text)))
+            .unwrap_or_else(|| panic!("no log line {text:?} in {logs:#?}"))
+    };
+    // The worker's log line reached tracing, tagged with its worker id and
+    // the context it was logged in: the log tool's tool.execution span, in
+    // its call's trace, with its correlation id, as a child of the span the
+    // call was made in.
+    let inside = line("hello from python");
+    assert_eq!(inside["worker_id"], "w1");
+    assert_eq!(inside["level"], "WARN");
+    let tool_span = spans
         .iter()
-        .find(|r| {
-            r.get("message")
-                .is_some_and(|m| m.contains("hello from python"))
-        })
-        .unwrap();
-    assert_eq!(line["worker_id"], "w1");
-    assert_eq!(line["level"], "WARN");
+        .map(|(_, s)| s)
+        .find(|s| hex(&s.span_id) == inside["span_id"])
+        .unwrap_or_else(|| panic!("no span {} in {spans:#?}", inside["span_id"]));
+    assert_eq!(tool_span.name, "tool.execution");
+    assert_eq!(
+        attr(tool_span, "snakepit.tool.name").as_deref(),
+        Some("log")
+    );
+    assert_eq!(inside["trace_id"], hex(&tool_span.trace_id));
+    let call = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.span_id == tool_span.parent_span_id)
+        .expect("the log call's python.call");
+    let host = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.span_id == call.parent_span_id)
+        .expect("the log call's grpc.call");
+    assert_eq!(host.name, "grpc.call");
+    assert_eq!(inside["trace_id"], hex(&host.trace_id));
+    assert_eq!(
+        Some(inside["correlation_id"].as_str()),
+        attr(host, "snakepit.correlation_id").as_deref()
+    );
+    assert_eq!(inside["parent"], "caller");
+    // Logged outside any call (a thread of its own): no ids, no parent.
+    let outside = line("hello from a thread");
+    assert_eq!(outside["worker_id"], "w1");
+    for key in ["trace_id", "span_id", "correlation_id", "parent"] {
+        assert!(!outside.contains_key(key), "{key} in {outside:?}");
+    }
     drop(worker);
 }
 
