@@ -174,6 +174,9 @@ pub(crate) struct SpanInfo {
     pub named_by_metadata: bool,
     /// What the conventions make of it (see [`semconv`]).
     pub family: semconv::Family,
+    /// Its fixed attributes ([`semconv::fixed`]) as `Span.attributes`
+    /// entries, encoded once.
+    pub fixed: Box<[u8]>,
 }
 
 /// Counters written by emitting threads live on their own cache line, apart

@@ -10,7 +10,7 @@ use snakepit_core::{Event, SpanRole, Value};
 use super::fields::{kept, FieldValue, MAX_FIELDS};
 use super::proto;
 use super::semconv::{self, Key};
-use super::wire::{Exception, SpanRef};
+use super::wire::{put_attributes, Exception, SpanRef};
 use super::{SpanEvent, SpanInfo};
 
 /// The span name of a span family prefix: `snakepit.grpc.call` is
@@ -31,11 +31,15 @@ pub(crate) fn span_info(prefix: &str) -> SpanInfo {
         "snakepit.python.call" => proto::span_kind::SERVER,
         _ => proto::span_kind::INTERNAL,
     };
+    let family = semconv::Family::of(prefix);
+    let mut fixed = Vec::new();
+    put_attributes(&mut fixed, 9, semconv::fixed(family));
     SpanInfo {
         name: span_name_of(prefix),
         kind,
         named_by_metadata: prefix == "snakepit.python.span",
-        family: semconv::Family::of(prefix),
+        family,
+        fixed: fixed.into_boxed_slice(),
     }
 }
 
@@ -206,12 +210,12 @@ struct Attrs<'a, const N: usize> {
     len: usize,
 }
 
-/// Fixed attributes (3), start metadata, end metadata and measurements
-/// (an address is 3 attributes), correlation id, error type.
-const MAX_ATTRS: usize = 2 * MAX_FIELDS + 9;
+/// Start metadata, end metadata and measurements (an address is 3
+/// attributes), correlation id, error type.
+const MAX_ATTRS: usize = 2 * MAX_FIELDS + 6;
 
 /// The same for a span built from its end alone.
-const MAX_END_ATTRS: usize = MAX_FIELDS + 9;
+const MAX_END_ATTRS: usize = MAX_FIELDS + 6;
 
 impl<'a, const N: usize> Attrs<'a, N> {
     fn new() -> Self {
@@ -222,8 +226,11 @@ impl<'a, const N: usize> Attrs<'a, N> {
     }
 
     fn put(&mut self, key: &'a [u8], value: FieldValue<'a>) {
-        // Length and first byte rule out most keys before a full compare.
-        let same = |k: &[u8]| k.len() == key.len() && k.first() == key.first() && k == key;
+        // Length, first and last byte rule out most keys before a full
+        // compare (many keys share the `snakepit.` prefix).
+        let same = |k: &[u8]| {
+            k.len() == key.len() && k.last() == key.last() && k.first() == key.first() && k == key
+        };
         if let Some(slot) = self.items[..self.len].iter_mut().find(|(k, _)| same(k)) {
             slot.1 = value;
         } else if let Some(slot) = self.items.get_mut(self.len) {
@@ -345,10 +352,9 @@ fn encode_span<'a, const N: usize>(
     correlation: Option<&'a [u8]>,
     out: &mut Vec<u8>,
 ) {
+    // The family's fixed attributes are encoded already (no field of the
+    // call spans' events maps onto them).
     let mut attrs = Attrs::<N>::new();
-    for &(k, v) in semconv::fixed(info.family) {
-        attrs.put(k, v);
-    }
     let mut name = None;
     let mut measurements = [(&b""[..], FieldValue::Int(0)); MAX_FIELDS];
     let mut n = 0;
@@ -407,6 +413,7 @@ fn encode_span<'a, const N: usize>(
         kind: info.kind,
         start_ns,
         end_ns: end_ns.max(start_ns),
+        encoded_attributes: &info.fixed,
         attributes: attrs.as_slice(),
         exception,
     }

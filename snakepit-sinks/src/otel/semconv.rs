@@ -46,7 +46,8 @@ pub(crate) const CORRELATION_ID: &[u8] = b"snakepit.correlation_id";
 /// The proto service every call goes through.
 const SERVICE: &[u8] = b"snakepit.bridge.BridgeService";
 
-/// Attributes every span of a family carries, before its fields.
+/// Attributes every span of a family carries, before its fields (encoded
+/// once per family: no field maps onto one of them, see [`key_of`]).
 pub(crate) fn fixed(family: Family) -> &'static [(&'static [u8], FieldValue<'static>)] {
     match family {
         Family::Client => &[
@@ -104,7 +105,9 @@ pub(crate) fn key_of(family: Family, named_by_metadata: bool, exception: bool, k
     match k {
         b"tool" | b"command" => Key::To(b"snakepit.tool.name"),
         b"rpc_method" => Key::To(b"rpc.method"),
-        b"grpc_status" => Key::StatusCode,
+        // The worker's span has its status code fixed (see `fixed`): no
+        // field maps onto a fixed attribute, which is encoded only once.
+        b"grpc_status" if family != Family::Server => Key::StatusCode,
         b"address" => Key::Address,
         b"status" => Key::To(b"snakepit.tool.status"),
         b"bytes" => Key::To(b"snakepit.tool.result_bytes"),

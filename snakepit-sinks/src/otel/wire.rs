@@ -109,7 +109,7 @@ fn end_moving(out: &mut Vec<u8>, open: Open, n: usize) {
     encode_varint(n as u64, &mut &mut out[open.at..open.at + need]);
 }
 
-fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
+pub(crate) fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
     for (k, v) in attrs {
         let kv = begin(out, tag, 1);
         put_opt_bytes(out, 1, k);
@@ -146,6 +146,9 @@ pub(crate) struct SpanRef<'a> {
     pub kind: i32,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// Attributes encoded already (`Span.attributes` entries), written
+    /// before `attributes`: a span family's fixed ones.
+    pub encoded_attributes: &'a [u8],
     pub attributes: &'a [(&'a [u8], FieldValue<'a>)],
     pub exception: Option<Exception<'a>>,
 }
@@ -172,6 +175,7 @@ impl SpanRef<'_> {
         }
         put_opt_fixed64(out, 7, self.start_ns);
         put_opt_fixed64(out, 8, self.end_ns);
+        out.extend_from_slice(self.encoded_attributes);
         put_attributes(out, 9, self.attributes);
         if let Some(e) = &self.exception {
             let event = begin(out, 11, 1);
