@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from . import telemetry
 from .telemetry import _worker_api as tel
+from .telemetry._context import span_var
 
 DEFAULT_LOG_BUFFER = 10_000
 
@@ -22,7 +23,12 @@ _LEVEL_NAMES = {
 
 
 class TelemetryLogHandler(logging.Handler):
-    """Buffers log records (bounded) for the telemetry stream; drops are counted."""
+    """Buffers log records (bounded) for the telemetry stream; drops are counted.
+
+    Each record keeps the correlation id and the span (trace id, span id)
+    current where it was logged: inside a tool call, the tool.execution span
+    or the user span open then; outside any span, none.
+    """
 
     def __init__(self, capacity: int = DEFAULT_LOG_BUFFER) -> None:
         super().__init__(logging.NOTSET)
@@ -38,9 +44,12 @@ class TelemetryLogHandler(logging.Handler):
             if record.exc_info:
                 msg = msg + "\n" + logging.Formatter().formatException(record.exc_info)
             level = _LEVEL_NAMES.get(record.levelno) or record.levelname.lower()
+            span = span_var.get()
             self.records.append(
                 (int(record.created * 1e9), level, record.name, msg,
-                 telemetry.get_correlation_id() or "")
+                 telemetry.get_correlation_id() or "",
+                 span[2] if span is not None else "",
+                 span[0] if span is not None else 0)
             )
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -84,7 +85,8 @@ def test_encoder_matches_protobuf():
     t.reset_correlation_id(tok)
     t.emit("plain", None, None)
     evs = tw.drain()
-    logs = [(123, "info", "lg", "hello ü", "cid"), (456, "error", "lg", "x", "")]
+    logs = [(123, "info", "lg", "hello ü", "cid", "0af7651916cd43dd8448eb211c80319c",
+             (1 << 64) - 1), (456, "error", "lg", "x", "", "", 0)]
     data, errs = BatchEncoder().batch(evs, (1, 2, 3, 4, 5, 6), logs, 7, "w1", 9)
     assert errs == 0
     b = pb.TelemetryBatch.FromString(data)
@@ -104,8 +106,34 @@ def test_encoder_matches_protobuf():
     assert dict(ev.metadata) == {"tool": "predict", "n": "3"}
     assert ev.correlation_id == "abc-123" and plain.correlation_id == ""
     assert ev.timestamp_ns == evs[1][0]
-    assert [(lg.timestamp_ns, lg.level, lg.logger, lg.message, lg.correlation_id)
-            for lg in b.logs] == logs
+    assert [(lg.timestamp_ns, lg.level, lg.logger, lg.message, lg.correlation_id,
+             lg.trace_id, lg.span_id) for lg in b.logs] == logs
+
+
+def test_log_records_keep_the_span_and_correlation_they_were_logged_in():
+    from snakepit_bridge.logs import TelemetryLogHandler
+
+    h = TelemetryLogHandler(10)
+    lg = logging.getLogger("snakepit.test.logctx")
+    lg.addHandler(h)
+    lg.setLevel(logging.INFO)
+    try:
+        lg.info("outside")
+        tok = t.set_correlation_id("corr-log")
+        with t.span("outer") as outer:
+            lg.info("in outer")
+            with t.span("inner") as inner:
+                lg.warning("in inner")
+        t.reset_correlation_id(tok)
+    finally:
+        lg.removeHandler(h)
+    got = [(r[3], r[4], r[5], r[6]) for r in h.drain()]
+    assert got == [
+        ("outside", "", "", 0),
+        ("in outer", "corr-log", outer.trace_id, outer.span_id),
+        ("in inner", "corr-log", inner.trace_id, inner.span_id),
+    ]
+    assert inner.trace_id == outer.trace_id and inner.span_id != outer.span_id
 
 
 def test_encoder_counts_unencodable_events():

@@ -204,7 +204,9 @@ def test_telemetry_batches_carry_call_events_and_correlation(worker, stream_clie
     assert all(e.trace_id == TRACE_ID for e in mine)
     assert call_start.parent_span_id == int(HOST_SPAN, 16)
     assert call_start.span_id == call_stop.span_id and call_start.span_name == "call"
-    assert dict(call_start.metadata) == {"command": "nested_spans", "worker_id": "w-test"}
+    # rpc_method: the RPC the call came on (here the unbatched CallStream).
+    assert dict(call_start.metadata) == {"command": "nested_spans", "rpc_method": "CallStream",
+                                         "worker_id": "w-test"}
     assert call_stop.measurements["duration"].int_value > 0
     assert by["tool.execution.start"].parent_span_id == call_start.span_id
     assert by["tool.execution.start"].metadata["tool"] == "nested_spans"

@@ -209,6 +209,7 @@ catalog! {
             md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
+            md!("address", "where the call went: unix:<socket path> or <host>:<port>"),
         ];
     /// A call to a worker completed.
     GRPC_CALL_STOP = "snakepit.grpc.call.stop", Host,
@@ -217,6 +218,7 @@ catalog! {
             md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
+            md!("address", "where the call went: unix:<socket path> or <host>:<port>"),
             md!("grpc_status", "the gRPC status code name"),
         ];
     /// A call to a worker failed (tool error, timeout, transport failure).
@@ -226,9 +228,11 @@ catalog! {
             md!("rpc_method", "the RPC that carried the call: CallBatchStream, or ExecuteTool / ExecuteStreamingTool on the compatibility path"),
             md!("tool", "the tool called"),
             md!("worker_id", "the worker"),
+            md!("address", "where the call went: unix:<socket path> or <host>:<port>"),
             md!("grpc_status", "the gRPC status code name"),
             md!("error_type", "tool_error, timeout, unavailable, protocol or argument_too_large"),
             md!("error_message", "what went wrong"),
+            md!("traceback", "the Python traceback of a tool that raised (bounded), else empty"),
         ];
     /// A streaming call opened.
     GRPC_STREAM_OPENED = "snakepit.grpc.stream.opened", Host,
@@ -285,6 +289,7 @@ catalog! {
         ],
         metadata: [
             md!("command", "the tool called"),
+            md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -298,6 +303,7 @@ catalog! {
         ],
         metadata: [
             md!("command", "the tool called"),
+            md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -310,6 +316,7 @@ catalog! {
         ],
         metadata: [
             md!("command", "the tool called"),
+            md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
             md!("error_type", "the Python exception type"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
@@ -342,6 +349,8 @@ catalog! {
         metadata: [
             md!("tool", "the tool"),
             md!("error_type", "the Python exception type"),
+            md!("error_message", "str() of the exception (bounded)"),
+            md!("traceback", "the Python traceback (bounded)"),
             md!("worker_id", "the worker (added by the host)"),
         ];
     /// Periodic memory sample of a worker process.
@@ -405,6 +414,8 @@ catalog! {
         metadata: [
             md!("span_name", "the name given to telemetry.span (bounded)"),
             md!("error_type", "the Python exception type"),
+            md!("error_message", "str() of the exception (bounded)"),
+            md!("traceback", "the Python traceback (bounded)"),
             md!("worker_id", "the worker (added by the host)"),
         ];
 

@@ -519,6 +519,8 @@ mod tests {
                 logger: "lg".into(),
                 message: "hello".into(),
                 correlation_id: "c".into(),
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                span_id: u64::MAX,
             }],
             policy_version: 42,
             pending: 4000,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use snakepit_core::{builtin, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
-use crate::fold::{node_name, truncate, StatCounters};
+use crate::fold::{node_name, tail, truncate, StatCounters};
 use crate::fold::{MAX_CORRELATION_ID_BYTES, MAX_METADATA_VALUE_BYTES};
 use crate::proto::CallTelemetry;
 use crate::trace::parse_trace_id;
@@ -40,7 +40,9 @@ impl CallEvents<'_> {
     /// `request_trace` is the trace of the call's traceparent, used when the
     /// worker left `t.trace_id` empty (it does when that is its trace).
     /// `result_bytes` is the size of the result the reply carried (JSON plus
-    /// binary results; `None` when it carried none, or was not waited for).
+    /// binary results; `None` when it carried none, or was not waited for);
+    /// `traceback` is the reply's Python traceback of a tool that raised
+    /// ("" if none), reported on `python.tool.execution.exception`.
     pub(crate) fn emit(
         &self,
         tool: &str,
@@ -48,6 +50,7 @@ impl CallEvents<'_> {
         request_trace: u128,
         t: &CallTelemetry,
         result_bytes: Option<usize>,
+        traceback: &str,
     ) {
         let bits = t.emit;
         if bits == 0 {
@@ -130,7 +133,7 @@ impl CallEvents<'_> {
                     &measurements,
                     "tool",
                     tool,
-                    Some((&t.tool_error_type, Some(&t.tool_error_message))),
+                    Some((&t.tool_error_type, Some((&t.tool_error_message, traceback)))),
                     tool_ctx(ts),
                 );
             }
@@ -168,19 +171,23 @@ impl CallEvents<'_> {
         measurements: &[Field<'_>],
         key: &'static str,
         tool: &str,
-        error: Option<(&str, Option<&str>)>,
+        error: Option<(&str, Option<(&str, &str)>)>,
         context: EventContext<'_>,
     ) {
         if !self.telemetry.is_enabled(id) {
             return;
         }
-        // At most 7 fields: on the stack, no allocation per event.
-        let mut metadata = Fields7::new();
+        // At most 9 fields: on the stack, no allocation per event.
+        let mut metadata = Fields9::new();
         let mut push = |f| metadata.push(f);
         push((
             key,
             Value::Str(Cow::Borrowed(truncate(tool, MAX_METADATA_VALUE_BYTES))),
         ));
+        if key == "command" {
+            // The python.call events: the RPC that carries CallTelemetry.
+            push(("rpc_method", Value::Str(Cow::Borrowed("CallBatchStream"))));
+        }
         if let Some((error_type, message)) = error {
             push((
                 "error_type",
@@ -189,11 +196,17 @@ impl CallEvents<'_> {
                     MAX_METADATA_VALUE_BYTES,
                 ))),
             ));
-            if let Some(m) = message {
+            if let Some((m, traceback)) = message {
                 push((
                     "error_message",
                     Value::Str(Cow::Borrowed(truncate(m, MAX_METADATA_VALUE_BYTES))),
                 ));
+                if !traceback.is_empty() {
+                    push((
+                        "traceback",
+                        Value::Str(Cow::Borrowed(tail(traceback, MAX_METADATA_VALUE_BYTES))),
+                    ));
+                }
             }
         }
         push(("worker_id", Value::Str(Cow::Borrowed(self.worker_id))));
@@ -213,15 +226,15 @@ impl CallEvents<'_> {
     }
 }
 
-/// Up to seven metadata fields, kept on the stack.
-struct Fields7<'a> {
-    items: [Field<'a>; 7],
+/// Up to nine metadata fields, kept on the stack.
+struct Fields9<'a> {
+    items: [Field<'a>; 9],
     len: usize,
 }
 
-impl<'a> Fields7<'a> {
+impl<'a> Fields9<'a> {
     fn new() -> Self {
-        Fields7 {
+        Fields9 {
             items: std::array::from_fn(|_| ("", Value::Int(0))),
             len: 0,
         }

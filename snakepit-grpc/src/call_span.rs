@@ -9,6 +9,7 @@ use snakepit_telemetry::{
 };
 
 use crate::error::CallError;
+use crate::log_parents::{LogParents, Registered};
 use crate::options::CallOptions;
 use crate::trace::{format_traceparent, TraceParent};
 
@@ -25,7 +26,12 @@ pub(crate) struct CallSpan {
     flags: u8,
     started: Instant,
     rpc_method: &'static str,
+    /// Where the call goes (`unix:<path>` or `<host>:<port>`).
+    address: std::sync::Arc<str>,
     pub(crate) tool: String,
+    /// The caller's `tracing` span, known to the worker's log records
+    /// while the call runs (and a grace after).
+    _log_parent: Option<Registered>,
 }
 
 impl CallSpan {
@@ -45,6 +51,8 @@ impl CallSpan {
         telemetry: &Telemetry,
         worker_id: &str,
         rpc_method: &'static str,
+        address: &std::sync::Arc<str>,
+        log_parents: &std::sync::Arc<LogParents>,
         tool: &str,
         opts: &CallOptions,
     ) -> CallSpan {
@@ -70,7 +78,9 @@ impl CallSpan {
             flags,
             started: Instant::now(),
             rpc_method,
+            address: address.clone(),
             tool: tool.to_string(),
+            _log_parent: log_parents.register(trace_id),
         };
         if !span.sampled() {
             // Before any of the call's events: sinks that export leave out
@@ -87,6 +97,7 @@ impl CallSpan {
                     ("rpc_method", Value::from(rpc_method)),
                     ("tool", Value::from(span.tool.as_str())),
                     ("worker_id", Value::from(worker_id)),
+                    ("address", Value::from(&*span.address)),
                 ],
                 now,
             );
@@ -140,6 +151,7 @@ impl CallSpan {
                             ("rpc_method", Value::from(self.rpc_method)),
                             ("tool", Value::from(self.tool.as_str())),
                             ("worker_id", Value::from(worker_id)),
+                            ("address", Value::from(&*self.address)),
                             ("grpc_status", Value::from(status)),
                         ],
                         0,
@@ -149,6 +161,12 @@ impl CallSpan {
             Err(e) => {
                 if telemetry.is_enabled(builtin::GRPC_CALL_EXCEPTION) {
                     let message = e.to_string();
+                    let traceback = match e {
+                        CallError::Tool { traceback, .. } => {
+                            crate::fold::tail(traceback, crate::fold::MAX_METADATA_VALUE_BYTES)
+                        }
+                        _ => "",
+                    };
                     self.emit(
                         telemetry,
                         builtin::GRPC_CALL_EXCEPTION,
@@ -157,9 +175,11 @@ impl CallSpan {
                             ("rpc_method", Value::from(self.rpc_method)),
                             ("tool", Value::from(self.tool.as_str())),
                             ("worker_id", Value::from(worker_id)),
+                            ("address", Value::from(&*self.address)),
                             ("grpc_status", Value::from(e.grpc_status())),
                             ("error_type", Value::from(e.kind())),
                             ("error_message", Value::from(message.as_str())),
+                            ("traceback", Value::from(traceback)),
                         ],
                         0,
                     );

@@ -16,6 +16,7 @@ use crate::chunks::{ChunkStream, Source};
 use crate::error::{from_status, worker_timeout, CallError};
 use crate::fold::{Folder, StatCounters, TelemetryStats};
 use crate::link::Link;
+use crate::log_parents::LogParents;
 use crate::options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, MIN_MESSAGE_BYTES,
 };
@@ -34,6 +35,12 @@ pub(crate) struct Inner {
     options: ConnectOptions,
     pub(crate) worker_id: Arc<str>,
     python_pid: Option<u32>,
+    /// The worker's main address (`rpc`), as call events report it.
+    pub(crate) address: Arc<str>,
+    /// Where `call_rpc` goes, as call events report it.
+    call_address: Arc<str>,
+    /// The callers' `tracing` spans of calls, for the worker's log records.
+    pub(crate) log_parents: Arc<LogParents>,
     pub(crate) rpc: Rpc,
     /// Where the call streams go: the worker's native call socket when it
     /// serves one (`DescribeReply.call_address`), else `rpc`.
@@ -166,6 +173,8 @@ impl WorkerClient {
                 "worker reports a different id than the one it was connected as"
             );
         }
+        let address: Arc<str> = Arc::from(options.address.to_string());
+        let mut call_address = address.clone();
         let call_rpc = match native_call_address(&options, &info) {
             Some(address) => {
                 let native = ConnectOptions {
@@ -173,7 +182,10 @@ impl WorkerClient {
                     ..options.clone()
                 };
                 match channel::connect(&native).await {
-                    Ok(raw) => channel::rpc(raw, limit),
+                    Ok(raw) => {
+                        call_address = Arc::from(native.address.to_string());
+                        channel::rpc(raw, limit)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             target: "snakepit::grpc",
@@ -196,6 +208,7 @@ impl WorkerClient {
             options.address.to_string(),
         ));
         let stats = Arc::new(StatCounters::default());
+        let log_parents = Arc::new(LogParents::default());
         let folder = Folder::new(
             telemetry.clone(),
             worker_id.clone(),
@@ -206,7 +219,8 @@ impl WorkerClient {
         .with_counters(match &options.address {
             WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
             _ => None,
-        });
+        })
+        .with_log_parents(log_parents.clone());
         let mut task = TelemetryTask {
             raw,
             link: link.clone(),
@@ -230,6 +244,9 @@ impl WorkerClient {
                 telemetry,
                 worker_id,
                 python_pid,
+                address,
+                call_address,
+                log_parents,
                 rpc,
                 call_rpc,
                 link: link.clone(),
@@ -336,6 +353,8 @@ impl WorkerClient {
             &self.inner.telemetry,
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
+            &self.inner.call_address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );
@@ -367,7 +386,7 @@ impl WorkerClient {
             guard.on_late_reply(Box::new(move |t| {
                 client
                     .call_events()
-                    .emit(&tool_name, &correlation, trace, &t, None);
+                    .emit(&tool_name, &correlation, trace, &t, None, "");
             }));
             let (reply, worker_events) = rx
                 .await
@@ -377,12 +396,17 @@ impl WorkerClient {
                 let result_bytes = reply.as_ref().ok().map(|r| {
                     r.result_json.len() + r.binary_results.values().map(Vec::len).sum::<usize>()
                 });
+                let traceback = match &reply {
+                    Err(CallError::Tool { traceback, .. }) => traceback.as_str(),
+                    _ => "",
+                };
                 self.call_events().emit(
                     tool,
                     span.correlation.as_str(),
                     span.trace_id(),
                     t,
                     result_bytes,
+                    traceback,
                 );
             }
             reply
@@ -436,6 +460,8 @@ impl WorkerClient {
             telemetry,
             &self.inner.worker_id,
             CALL_BATCH_STREAM,
+            &self.inner.call_address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );

@@ -111,7 +111,15 @@ impl WorkerClient {
         opts: CallOptions,
     ) -> Result<ToolOutput, CallError> {
         let telemetry = &self.inner.telemetry;
-        let span = CallSpan::begin(telemetry, &self.inner.worker_id, EXECUTE_TOOL, tool, &opts);
+        let span = CallSpan::begin(
+            telemetry,
+            &self.inner.worker_id,
+            EXECUTE_TOOL,
+            &self.inner.address,
+            &self.inner.log_parents,
+            tool,
+            &opts,
+        );
         let result = self
             .unless_closed(async {
                 let request = self.tool_request(tool, &args, &opts, &span, false)?;
@@ -159,6 +167,8 @@ impl WorkerClient {
             telemetry,
             &self.inner.worker_id,
             EXECUTE_STREAMING_TOOL,
+            &self.inner.address,
+            &self.inner.log_parents,
             tool,
             &opts,
         );

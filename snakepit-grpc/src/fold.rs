@@ -50,6 +50,7 @@ use snakepit_core::{builtin, Catalog, EventContext, EventId, Field, Value};
 use snakepit_telemetry::Telemetry;
 
 use crate::batch::{parse_run, EventFields, EventView, Item, RawBatch, RunFields, WireValue};
+use crate::log_parents::LogParents;
 use crate::plausible::{counter_delta, Allowance};
 use crate::proto;
 use crate::trace::parse_trace_id;
@@ -171,6 +172,16 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The last `max` bytes of `s` at most, on a char boundary: a traceback's
+/// end names the frame that raised and the exception.
+pub(crate) fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 fn valid_segment(p: &str) -> bool {
     !p.is_empty()
         && p.bytes()
@@ -201,6 +212,9 @@ pub(crate) struct Folder {
     whole: bool,
     allowance: Allowance,
     name: String,
+    /// The callers' `tracing` spans of calls in flight, parents of the
+    /// worker's log records.
+    log_parents: Option<Arc<LogParents>>,
 }
 
 #[derive(Default)]
@@ -235,6 +249,7 @@ impl Folder {
             whole: true,
             allowance: Allowance::default(),
             name: String::with_capacity(MAX_NAME_BYTES),
+            log_parents: None,
         }
     }
 
@@ -242,6 +257,13 @@ impl Folder {
     /// ends (see [`crate::counters_file`]).
     pub(crate) fn with_counters(mut self, path: Option<PathBuf>) -> Self {
         self.counters = path;
+        self
+    }
+
+    /// Emits the worker's log records inside the `tracing` span of the
+    /// call they were logged in, while `parents` knows it.
+    pub(crate) fn with_log_parents(mut self, parents: Arc<LogParents>) -> Self {
+        self.log_parents = Some(parents);
         self
     }
 
@@ -645,20 +667,37 @@ impl Folder {
     }
 
     /// A Python log record becomes a `tracing` event, target
-    /// `snakepit::python`, with a `worker_id` field, at its level.
+    /// `snakepit::python`, at its level, with fields `worker_id`, `logger`,
+    /// `timestamp_ns` and, when it was logged inside a call (or any span),
+    /// `correlation_id`, `trace_id` (32 hex digits) and `span_id` (16: the
+    /// `tool.execution` span or the user span current then). Its parent is
+    /// the `tracing` span the call was made in, while the client knows it
+    /// (see `log_parents`); else it has none.
     fn forward_log(&self, log: &proto::LogRecord) {
         self.stats.logs.fetch_add(1, Ordering::Relaxed);
         let worker_id: &str = &self.worker_id;
         let message = truncate(&log.message, MAX_LOG_MESSAGE_BYTES);
         let logger = truncate(&log.logger, MAX_METADATA_VALUE_BYTES);
         let correlation_id = truncate(&log.correlation_id, MAX_CORRELATION_ID_BYTES);
+        let correlation_id = (!correlation_id.is_empty()).then_some(correlation_id);
+        let trace = parse_trace_id(&log.trace_id);
+        let trace_id = (trace != 0).then(|| format!("{trace:032x}"));
+        let span_id = (trace != 0 && log.span_id != 0).then(|| format!("{:016x}", log.span_id));
+        let parent = self
+            .log_parents
+            .as_ref()
+            .and_then(|p| p.parent(trace))
+            .and_then(|span| span.id());
         macro_rules! forward {
             ($level:ident) => {
                 tracing::$level!(
                     target: "snakepit::python",
+                    parent: parent.clone(),
                     worker_id,
                     logger,
                     correlation_id,
+                    trace_id = trace_id.as_deref(),
+                    span_id = span_id.as_deref(),
                     timestamp_ns = log.timestamp_ns,
                     "{message}"
                 )
@@ -873,5 +912,7 @@ mod tests {
         assert_eq!(truncate("abc", 5), "abc");
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(tail("héllo", 4), "llo");
+        assert_eq!(tail("abc", 5), "abc");
     }
 }

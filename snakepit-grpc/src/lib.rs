@@ -48,6 +48,7 @@ mod counters_file;
 mod error;
 pub mod fold;
 mod link;
+mod log_parents;
 mod options;
 pub mod plausible;
 mod telemetry_stream;

@@ -18,7 +18,7 @@ use snakepit_core::Sink;
 use snakepit_grpc::{CallOptions, ConnectOptions, TraceParent, WorkerAddress, WorkerClient};
 use snakepit_sinks::otel::OtelSink;
 use snakepit_telemetry::Telemetry;
-use snakepit_testkit::otlp::{hex, OtlpReceiver};
+use snakepit_testkit::otlp::{assert_rpc, hex, OtlpReceiver};
 use snakepit_testkit::{WorkerProcess, SHOWCASE};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -52,8 +52,15 @@ fn check_chain(spans: &[Span], trace: u128, parent: Option<u64>) {
     let py = find("python.call", &grpc.span_id);
     let tool = find("tool.execution", &py.span_id);
     let user = find("complex_operation", &tool.span_id);
-    find("preprocessing", &user.span_id);
+    let pre = find("preprocessing", &user.span_id);
     assert_eq!(in_trace.len(), 6, "{in_trace:#?}");
+    // Span kinds by the semantic conventions: the host's call is the
+    // client, the worker's the server, the rest internal.
+    let kinds: Vec<i32> = [grpc, py, tool, user, pre].iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [3, 2, 1, 1, 1]);
+    for s in [grpc, py] {
+        assert_rpc(s, "CallBatchStream", 0);
+    }
 }
 
 #[test]

@@ -16,9 +16,12 @@
 //!   user spans inside that form one trace. A span whose trace id is 0 takes
 //!   its open parent's, or one derived from its parent's id (else its own).
 //! * An exception sets status `ERROR` (message: `error_message`, else
-//!   `error_type`) and adds an `exception` span event. Metadata become
-//!   attributes, plus `snakepit.correlation_id`; stop measurements other
-//!   than `duration` too.
+//!   `error_type`) and adds an `exception` span event (`exception.type`,
+//!   `exception.message`, and `exception.stacktrace` from a `traceback`
+//!   field). Metadata and stop measurements other than `duration` become
+//!   attributes named by the OpenTelemetry semantic conventions (`rpc.*`,
+//!   `server.*`, `network.transport`; snakepit's own under `snakepit.`,
+//!   see [`semconv`]); a user span's own metadata keep their keys.
 //! * A call span is encoded by `handle` itself, on the emitting thread,
 //!   straight from the event into OTLP protobuf bytes: into a chunk of one
 //!   of a few shards (each thread keeps to one, so the lock is uncontended).
@@ -74,6 +77,7 @@ pub(crate) mod proto;
 mod retry;
 #[cfg(feature = "otel-sdk")]
 mod sdk;
+mod semconv;
 mod span_out;
 mod wire;
 
@@ -206,6 +210,11 @@ pub(crate) struct SpanInfo {
     pub kind: i32,
     /// User spans take their name from `span_name` metadata.
     pub named_by_metadata: bool,
+    /// What the conventions make of it (see [`semconv`]).
+    pub family: semconv::Family,
+    /// Its fixed attributes ([`semconv::fixed`]) as `Span.attributes`
+    /// entries, encoded once.
+    pub fixed: Box<[u8]>,
 }
 
 /// Counters written by emitting threads live on their own cache line, apart

@@ -11,7 +11,10 @@ use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{builtin, EventContext, Sink, Value};
 use snakepit_sinks::otel::OtelSink;
 use snakepit_telemetry::{SpanOptions, Telemetry};
-use support::otlp::{attr, hex, OtlpReceiver};
+use support::otlp::{
+    assert_rpc, attr, attr_keys, event_attr, hex, int_attr, keys, OtlpReceiver, RPC_KEYS,
+    WORKER_KEYS,
+};
 
 fn config(endpoint: String) -> OtelSinkConfig {
     OtelSinkConfig {
@@ -48,8 +51,11 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     let trace_id: u128 = 0x0af7651916cd43dd8448eb211c80319c;
     let family = t.catalog().span_family("snakepit.grpc.call").unwrap();
     let md = [
+        ("rpc_method", Value::from("CallBatchStream")),
         ("tool", Value::from("nested_spans")),
         ("worker_id", Value::from("w1")),
+        ("address", Value::from("[::1]:50051")),
+        ("grpc_status", Value::from("OK")),
     ];
     let host = t.start_span_with(
         family,
@@ -65,7 +71,11 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     let (call, outer, inner, tool) = (0x11, 0x22, 0x33, 0x44);
     let call_md = [
         ("command", Value::from("nested_spans")),
+        ("rpc_method", Value::from("CallBatchStream")),
         ("worker_id", Value::from("w1")),
+        ("pool_name", Value::from("default")),
+        ("python_pid", Value::Int(4242)),
+        ("node", Value::from("host-a")),
     ];
     t.execute_with(
         builtin::PYTHON_CALL_START,
@@ -118,6 +128,11 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
             ("tool", Value::from("nested_spans")),
             ("error_type", Value::from("ValueError")),
             ("error_message", Value::from("bad input")),
+            (
+                "traceback",
+                Value::from("Traceback ...\nValueError: bad input\n"),
+            ),
+            ("worker_id", Value::from("w1")),
         ],
         ctx(tool, call, trace_id),
     );
@@ -161,9 +176,43 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     assert_eq!(tool_s.parent_span_id, py.span_id);
     assert_eq!(grpc.kind, 3, "client");
     assert_eq!(py.kind, 2, "server");
-    assert_eq!(attr(grpc, "tool").as_deref(), Some("nested_spans"));
-    assert_eq!(attr(py, "command").as_deref(), Some("nested_spans"));
+    // Every attribute, by the OpenTelemetry semantic conventions.
+    let tcp = ["network.transport", "server.address", "server.port"];
+    let host = ["snakepit.tool.name", "snakepit.worker.id"];
+    assert_eq!(attr_keys(grpc), keys(&[&RPC_KEYS, &tcp, &host]));
+    for s in [grpc, py] {
+        assert_rpc(s, "CallBatchStream", 0);
+        assert_eq!(
+            attr(s, "snakepit.tool.name").as_deref(),
+            Some("nested_spans")
+        );
+        assert_eq!(attr(s, "snakepit.worker.id").as_deref(), Some("w1"));
+    }
+    assert_eq!(attr(grpc, "network.transport").as_deref(), Some("tcp"));
+    assert_eq!(attr(grpc, "server.address").as_deref(), Some("::1"));
+    assert_eq!(int_attr(grpc, "server.port"), Some(50051));
+    let correlation = ["snakepit.correlation_id"];
+    assert_eq!(
+        attr_keys(py),
+        keys(&[&RPC_KEYS, &WORKER_KEYS, &correlation])
+    );
+    assert_eq!(attr(py, "snakepit.pool").as_deref(), Some("default"));
+    assert_eq!(int_attr(py, "snakepit.worker.pid"), Some(4242));
+    assert_eq!(attr(py, "snakepit.node").as_deref(), Some("host-a"));
+    assert_eq!(
+        attr_keys(tool_s),
+        keys(&[&host, &correlation, &["error.type"]])
+    );
+    // A user span's own metadata keep their keys; the host's are namespaced.
     assert_eq!(attr(inner_s, "model").as_deref(), Some("gpt-4"));
+    assert_eq!(attr(outer_s, "snakepit.worker.id").as_deref(), Some("w1"));
+    assert_eq!(
+        attr_keys(outer_s),
+        ["snakepit.correlation_id", "snakepit.worker.id"]
+    );
+    for s in [outer_s, inner_s, tool_s] {
+        assert_eq!(s.kind, 1, "internal: {}", s.name);
+    }
     assert_eq!(
         attr(inner_s, "span_name"),
         None,
@@ -179,7 +228,15 @@ fn nested_spans_keep_trace_parents_names_status_and_attributes() {
     assert_eq!(status.code, 2);
     assert_eq!(status.message, "bad input");
     assert_eq!(attr(tool_s, "error.type").as_deref(), Some("ValueError"));
+    assert_eq!(tool_s.events.len(), 1);
     assert_eq!(tool_s.events[0].name, "exception");
+    let exception = |key| event_attr(tool_s, "exception", key);
+    assert_eq!(exception("exception.type").as_deref(), Some("ValueError"));
+    assert_eq!(exception("exception.message").as_deref(), Some("bad input"));
+    assert_eq!(
+        exception("exception.stacktrace").as_deref(),
+        Some("Traceback ...\nValueError: bad input\n")
+    );
     for s in [grpc, py, outer_s, inner_s] {
         assert!(
             s.status.as_ref().is_none_or(|st| st.code != 2),
@@ -492,7 +549,11 @@ fn call_spans_are_built_from_their_end_and_user_spans_from_both_events() {
             (5_000, 10_000),
             "{name}"
         );
-        assert_eq!(attr(s, "tool").as_deref(), Some("predict"), "{name}");
+        assert_eq!(
+            attr(s, "snakepit.tool.name").as_deref(),
+            Some("predict"),
+            "{name}"
+        );
     }
     let user = by_name("load");
     // Paired: the start's timestamp and metadata.
@@ -578,7 +639,8 @@ fn call_spans_from_many_threads_are_each_exported_once_without_a_flush() {
     assert_eq!((spans.len(), ids.len()), (total, total));
     assert!(spans
         .iter()
-        .all(|(_, s)| s.name == "grpc.call" && attr(s, "tool").as_deref() == Some("ping")));
+        .all(|(_, s)| s.name == "grpc.call"
+            && attr(s, "snakepit.tool.name").as_deref() == Some("ping")));
     // Batched: full chunks of 64, then the partly filled ones (one per
     // thread at most) when the interval comes.
     let requests = receiver.received.lock().unwrap().requests.len();

@@ -220,6 +220,97 @@ pub fn attr(span: &Span, key: &str) -> Option<String> {
         .map(text)
 }
 
+/// A span's integer attribute by key (`None` when absent or not an
+/// integer).
+pub fn int_attr(span: &Span, key: &str) -> Option<i64> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value {
+            Some(any_value::Value::IntValue(i)) => Some(i),
+            _ => None,
+        })
+}
+
+/// A span's attribute keys, sorted.
+pub fn attr_keys(span: &Span) -> Vec<String> {
+    let mut keys: Vec<String> = span.attributes.iter().map(|kv| kv.key.clone()).collect();
+    keys.sort();
+    keys
+}
+
+/// The attributes every RPC span (`grpc.call`, `python.call`) carries.
+pub const RPC_KEYS: [&str; 4] = [
+    "rpc.grpc.status_code",
+    "rpc.method",
+    "rpc.service",
+    "rpc.system",
+];
+
+/// The attributes of a worker's span the host adds (with the tool's name).
+pub const WORKER_KEYS: [&str; 5] = [
+    "snakepit.node",
+    "snakepit.pool",
+    "snakepit.tool.name",
+    "snakepit.worker.id",
+    "snakepit.worker.pid",
+];
+
+/// The network attributes of a `grpc.call` over a Unix socket.
+pub const UNIX_KEYS: [&str; 2] = ["network.transport", "server.address"];
+
+/// `groups` of keys as one sorted list, to compare with [`attr_keys`].
+pub fn keys(groups: &[&[&str]]) -> Vec<String> {
+    let mut keys: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|k| k.to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Checks the RPC attributes of a call span: gRPC, the proto service,
+/// `method` and status code `status`.
+pub fn assert_rpc(span: &Span, method: &str, status: i64) {
+    assert_eq!(
+        attr(span, "rpc.system").as_deref(),
+        Some("grpc"),
+        "{}",
+        span.name
+    );
+    assert_eq!(
+        attr(span, "rpc.service").as_deref(),
+        Some("snakepit.bridge.BridgeService"),
+        "{}",
+        span.name
+    );
+    assert_eq!(
+        attr(span, "rpc.method").as_deref(),
+        Some(method),
+        "{}",
+        span.name
+    );
+    assert_eq!(
+        int_attr(span, "rpc.grpc.status_code"),
+        Some(status),
+        "{}",
+        span.name
+    );
+}
+
+/// An attribute of a span's event named `event` (the first), as text.
+pub fn event_attr(span: &Span, event: &str, key: &str) -> Option<String> {
+    span.events
+        .iter()
+        .find(|e| e.name == event)?
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .map(text)
+}
+
 /// 16 hex digits of an 8-byte id.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

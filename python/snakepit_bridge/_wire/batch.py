@@ -376,12 +376,16 @@ class BatchEncoder:
             _SMALL[(i + 1) << 3] + varint(n) for i, n in enumerate(dcounts) if n
         )
         out.append(_ld(0x12, dbody))
-        for ts, level, logger, message, cid in logs:
+        for ts, level, logger, message, cid, trace_id, span_id in logs:
             lb = b"\x08" + varint(ts) + string_field(0x12, level) + string_field(
                 0x1A, logger
             ) + string_field(0x22, message)
             if cid:
                 lb += string_field(0x2A, cid)
+            if trace_id:
+                lb += string_field(0x32, trace_id)
+            if span_id:
+                lb += b"\x38" + varint(span_id)
             out.append(_ld(0x1A, lb))
         if policy_version:
             out.append(b"\x20" + varint(policy_version))

@@ -189,12 +189,20 @@ class ShowcaseAdapter(BaseAdapter):
             "outgoing_metadata": [list(p) for p in telemetry.outgoing_metadata()],
         }
 
-    @tool(description="Logs message at level via the logging module")
-    def log(self, level: str = "info", message: str = "hello") -> Dict[str, Any]:
+    @tool(description="Logs message at level via the logging module; detached: from a "
+                      "new thread, outside the call's context (no span, no correlation id)")
+    def log(self, level: str = "info", message: str = "hello",
+            detached: bool = False) -> Dict[str, Any]:
         lvl = logging.getLevelName(level.upper())
         if not isinstance(lvl, int):
             raise ValueError(f"unknown level {level!r}")
-        log.log(lvl, message)
+        if detached:
+            # A new thread starts with an empty context.
+            th = threading.Thread(target=log.log, args=(lvl, message))
+            th.start()
+            th.join()
+        else:
+            log.log(lvl, message)
         return {"logged": True, "level": level}
 
     @tool(description="Character, word and line counts of a text")

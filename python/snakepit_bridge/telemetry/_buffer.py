@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+import traceback as _traceback
 import zlib
 from collections import deque
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -261,11 +262,16 @@ def _span_event_names(name: str) -> Tuple[str, str, str]:
     return names
 
 
+# Characters of a span's traceback kept (the host keeps 1024 bytes).
+_TRACEBACK_CHARS = 1000
+
+
 class span:  # noqa: N801 - the guide's API is telemetry.span(...)
     """``with telemetry.span(name, metadata):`` — emits <name>.start/.stop/.exception.
 
     start: measurement system_time (unix ns); stop: duration (monotonic ns);
-    exception: duration plus metadata error_type and error_message. Each span
+    exception: duration plus metadata error_type, error_message and traceback
+    (its last 1000 characters). Each span
     has a random non-zero span_id, the enclosing span (or the host call span)
     as parent, and the current trace id; the span is current inside the block.
     ``correlation_id`` (the reference system's third argument) is the id its
@@ -330,6 +336,9 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
             md = dict(self.metadata) if self.metadata else {}
             md["error_type"] = exc_type.__name__
             md["error_message"] = str(exc)[:1024]
+            # Its end: the frame that raised and the exception line.
+            md["traceback"] = "".join(_traceback.format_exception(exc_type, exc, tb))[
+                -_TRACEBACK_CHARS:]
             emit_span_event(self._names[2], {"duration": duration}, md, self._cid, self._ctx)
         return False
 

@@ -22,6 +22,9 @@ from ..telemetry import _worker_api as tel
 from .codec import ToolFailure, decode_args, encode_result, raised
 from .own_events import error_occurred, result_size
 
+# The RPC that carries calls unless the caller says otherwise.
+RPC_DEFAULT = "CallBatchStream"
+
 
 def _tool_md(name: str) -> dict:
     """The metadata of a tool.execution span."""
@@ -144,9 +147,9 @@ class Dispatcher:
         if self.inflight == 0:
             self.idle.set()
 
-    def _call_start(self, name, cid, traceparent):
+    def _call_start(self, name, cid, traceparent, rpc):
         tokens = tel.enter_call_context(cid, traceparent)
-        md = {"command": name, "worker_id": self.worker_id}
+        md = {"command": name, "rpc_method": rpc, "worker_id": self.worker_id}
         tel.emit_span_event(
             "call.start", {"system_time": time.time_ns()}, md, cid or None, tokens[2]
         )
@@ -172,10 +175,10 @@ class Dispatcher:
         t = self.tools.get(name)
         return t is not None and t.spec.inline and not t.spec.supports_streaming
 
-    def call_inline(self, name, args_json, binary, cid, traceparent):
+    def call_inline(self, name, args_json, binary, cid, traceparent, rpc=RPC_DEFAULT):
         """Run an inline (trivial, sync) tool right here. Returns (ok, payload)."""
         self._begin()
-        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        tokens, md, t0 = self._call_start(name, cid, traceparent, rpc)
         failure = None
         try:
             t = self.lookup(name)
@@ -264,10 +267,13 @@ class Dispatcher:
             return _wire.reply_result(rid, rj, packed, bins)
         return _wire.reply_error(rid, failure.type, failure.message, failure.tb, packed)
 
-    async def call(self, name, args_json, binary, cid, traceparent, timeout_ms):
-        """Run a non-streaming tool. Returns (True, (json, binaries)) or (False, ToolFailure)."""
+    async def call(self, name, args_json, binary, cid, traceparent, timeout_ms,
+                   rpc=RPC_DEFAULT):
+        """Run a non-streaming tool. Returns (True, (json, binaries)) or (False, ToolFailure).
+
+        ``rpc`` names the RPC the call came on (``rpc_method`` of its events)."""
         self._begin()
-        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        tokens, md, t0 = self._call_start(name, cid, traceparent, rpc)
         failure = None
         try:
             self.check_accepting()
@@ -324,13 +330,14 @@ class Dispatcher:
                 pass
         raise ToolFailure("Timeout", f"tool {name!r} exceeded {timeout_ms} ms")
 
-    async def stream(self, name, args_json, binary, cid, traceparent, timeout_ms, sink):
+    async def stream(self, name, args_json, binary, cid, traceparent, timeout_ms, sink,
+                     rpc=RPC_DEFAULT):
         """Run a streaming tool; ``await sink(seq, json_bytes)`` per chunk.
 
         Returns (True, chunk_count) or (False, ToolFailure).
         """
         self._begin()
-        tokens, md, t0 = self._call_start(name, cid, traceparent)
+        tokens, md, t0 = self._call_start(name, cid, traceparent, rpc)
         failure = None
         seq = 0
         deadline = time.monotonic() + timeout_ms / 1000.0 if timeout_ms else None

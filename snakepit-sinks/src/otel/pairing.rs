@@ -9,8 +9,9 @@ use snakepit_core::{Event, SpanRole, Value};
 
 use super::fields::{kept, FieldValue, MAX_FIELDS};
 use super::proto;
+use super::semconv::{self, Key};
 use super::span_out::SpanOut;
-use super::wire::{Exception, SpanRef};
+use super::wire::{put_attributes, Exception, SpanRef};
 use super::{SpanEvent, SpanInfo};
 
 /// The span name of a span family prefix: `snakepit.grpc.call` is
@@ -31,10 +32,15 @@ pub(crate) fn span_info(prefix: &str) -> SpanInfo {
         "snakepit.python.call" => proto::span_kind::SERVER,
         _ => proto::span_kind::INTERNAL,
     };
+    let family = semconv::Family::of(prefix);
+    let mut fixed = Vec::new();
+    put_attributes(&mut fixed, 9, semconv::fixed(family));
     SpanInfo {
         name: span_name_of(prefix),
         kind,
         named_by_metadata: prefix == "snakepit.python.span",
+        family,
+        fixed: fixed.into_boxed_slice(),
     }
 }
 
@@ -205,11 +211,12 @@ struct Attrs<'a, const N: usize> {
     len: usize,
 }
 
-/// Start metadata, end metadata and measurements, correlation id, error type.
-const MAX_ATTRS: usize = 2 * MAX_FIELDS + 2;
+/// Start metadata, end metadata and measurements (an address is 3
+/// attributes), correlation id, error type.
+const MAX_ATTRS: usize = 2 * MAX_FIELDS + 6;
 
 /// The same for a span built from its end alone.
-const MAX_END_ATTRS: usize = MAX_FIELDS + 2;
+const MAX_END_ATTRS: usize = MAX_FIELDS + 6;
 
 impl<'a, const N: usize> Attrs<'a, N> {
     fn new() -> Self {
@@ -220,8 +227,11 @@ impl<'a, const N: usize> Attrs<'a, N> {
     }
 
     fn put(&mut self, key: &'a [u8], value: FieldValue<'a>) {
-        // Length and first byte rule out most keys before a full compare.
-        let same = |k: &[u8]| k.len() == key.len() && k.first() == key.first() && k == key;
+        // Length, first and last byte rule out most keys before a full
+        // compare (many keys share the `snakepit.` prefix).
+        let same = |k: &[u8]| {
+            k.len() == key.len() && k.last() == key.last() && k.first() == key.first() && k == key
+        };
         if let Some(slot) = self.items[..self.len].iter_mut().find(|(k, _)| same(k)) {
             slot.1 = value;
         } else if let Some(slot) = self.items.get_mut(self.len) {
@@ -328,9 +338,10 @@ struct SpanIds {
     parent_span_id: u64,
 }
 
-/// Writes one span: start metadata, end metadata, then end measurements
-/// (read in the same pass as its metadata, put after them), the
-/// correlation id, and the error of an exception.
+/// Writes one span: the family's fixed attributes, start metadata, end
+/// metadata, then end measurements (read in the same pass as its metadata,
+/// put after them), the correlation id, and the error of an exception,
+/// each field under its key by the conventions ([`semconv`]).
 #[allow(clippy::too_many_arguments)]
 fn encode_span<'a, const N: usize>(
     info: &'a SpanInfo,
@@ -342,12 +353,16 @@ fn encode_span<'a, const N: usize>(
     correlation: Option<&'a [u8]>,
     out: &mut impl SpanOut,
 ) {
+    // The family's fixed attributes are encoded already (no field of the
+    // call spans' events maps onto them).
     let mut attrs = Attrs::<N>::new();
     let mut name = None;
     let mut measurements = [(&b""[..], FieldValue::Int(0)); MAX_FIELDS];
     let mut n = 0;
-    // The first `error_type` and `error_message` of the end's metadata.
-    let (mut error_type, mut error_message) = (None, None);
+    let failed = role == SpanRole::Exception;
+    // The first `error_type`, `error_message` and `traceback` of the end's
+    // metadata.
+    let (mut error_type, mut error_message, mut traceback) = (None, None, None);
     let starts = starts.map(|(k, v)| (false, false, k, v));
     for (is_end, is_measurement, k, v) in starts.chain(ends.map(|(m, k, v)| (true, m, k, v))) {
         if is_measurement {
@@ -359,33 +374,36 @@ fn encode_span<'a, const N: usize>(
             }
             continue;
         }
-        if is_end {
-            match k {
-                b"error_type" if error_type.is_none() => error_type = Some(v),
-                b"error_message" if error_message.is_none() => error_message = Some(v),
-                _ => {}
+        match semconv::key_of(info.family, info.named_by_metadata, failed, k) {
+            Key::Exception => {
+                if is_end {
+                    let first = match k {
+                        b"error_type" => &mut error_type,
+                        b"error_message" => &mut error_message,
+                        _ => &mut traceback,
+                    };
+                    first.get_or_insert(v);
+                }
             }
-        }
-        match k {
-            b"span_name" if info.named_by_metadata => name = v.as_str(),
-            b"error_message" => {}
-            _ => attrs.put(k, v),
+            key => put_field(&mut attrs, &mut name, key, k, v),
         }
     }
     for &(k, v) in &measurements[..n] {
-        attrs.put(k, v);
+        let key = semconv::key_of(info.family, false, false, k);
+        put_field(&mut attrs, &mut name, key, k, v);
     }
     if let Some(c) = correlation {
-        attrs.put(b"snakepit.correlation_id", FieldValue::Str(c));
+        attrs.put(semconv::CORRELATION_ID, FieldValue::Str(c));
     }
-    let exception = (role == SpanRole::Exception).then(|| {
+    let exception = failed.then(|| {
         let error_type = error_type.and_then(|v| v.as_str()).unwrap_or(b"error");
         let message = error_message.and_then(|v| v.as_str()).unwrap_or(error_type);
-        attrs.put(b"error.type", FieldValue::Str(error_type));
+        attrs.put(semconv::ERROR_TYPE, FieldValue::Str(error_type));
         Exception {
             time_ns: end_ns,
             error_type,
             message,
+            stacktrace: traceback.and_then(|v| v.as_str()).unwrap_or(b""),
         }
     });
     out.put(&SpanRef {
@@ -396,9 +414,40 @@ fn encode_span<'a, const N: usize>(
         kind: info.kind,
         start_ns,
         end_ns: end_ns.max(start_ns),
+        encoded_attributes: &info.fixed,
+        fixed_attributes: semconv::fixed(info.family),
         attributes: attrs.as_slice(),
         exception,
     });
+}
+
+/// Puts one field as the conventions say (`key`, from
+/// [`semconv::key_of`]).
+fn put_field<'a, const N: usize>(
+    attrs: &mut Attrs<'a, N>,
+    name: &mut Option<&'a [u8]>,
+    key: Key,
+    k: &'a [u8],
+    v: FieldValue<'a>,
+) {
+    match key {
+        Key::To(key) => attrs.put(key, v),
+        Key::Same => attrs.put(k, v),
+        Key::Name => *name = v.as_str(),
+        Key::StatusCode => attrs.put(
+            semconv::RPC_STATUS_CODE,
+            FieldValue::Int(semconv::status_code(v)),
+        ),
+        Key::Address => {
+            if let Some(a) = v.as_str() {
+                let (net, n) = semconv::address(a);
+                for &(k, v) in &net[..n] {
+                    attrs.put(k, v);
+                }
+            }
+        }
+        Key::Exception | Key::Skip => {}
+    }
 }
 
 /// A span's start and end times and its parent: the start event's time, or

@@ -281,10 +281,13 @@ fn attribute(key: &[u8], value: &FieldValue<'_>) -> KeyValue {
 fn span_data(span: &SpanRef<'_>, scope: &InstrumentationScope) -> SpanData {
     let (events, status) = match &span.exception {
         Some(e) => {
-            let attributes = vec![
+            let mut attributes = vec![
                 KeyValue::new("exception.type", text(e.error_type)),
                 KeyValue::new("exception.message", text(e.message)),
             ];
+            if !e.stacktrace.is_empty() {
+                attributes.push(KeyValue::new("exception.stacktrace", text(e.stacktrace)));
+            }
             let event = OtelEvent::new("exception", time(e.time_ns), attributes, 0);
             let mut events = SpanEvents::default();
             events.events.push(event);
@@ -311,8 +314,9 @@ fn span_data(span: &SpanRef<'_>, scope: &InstrumentationScope) -> SpanData {
         start_time: time(span.start_ns),
         end_time: time(span.end_ns),
         attributes: span
-            .attributes
+            .fixed_attributes
             .iter()
+            .chain(span.attributes)
             .map(|(k, v)| attribute(k, v))
             .collect(),
         dropped_attributes_count: 0,

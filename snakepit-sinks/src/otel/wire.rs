@@ -109,7 +109,7 @@ fn end_moving(out: &mut Vec<u8>, open: Open, n: usize) {
     encode_varint(n as u64, &mut &mut out[open.at..open.at + need]);
 }
 
-fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
+pub(crate) fn put_attributes(out: &mut Vec<u8>, tag: u8, attrs: &[(&[u8], FieldValue<'_>)]) {
     for (k, v) in attrs {
         let kv = begin(out, tag, 1);
         put_opt_bytes(out, 1, k);
@@ -133,6 +133,8 @@ pub(crate) struct Exception<'a> {
     pub time_ns: u64,
     pub error_type: &'a [u8],
     pub message: &'a [u8],
+    /// The traceback (`exception.stacktrace`), empty when there is none.
+    pub stacktrace: &'a [u8],
 }
 
 /// One finished span, borrowed.
@@ -144,6 +146,12 @@ pub(crate) struct SpanRef<'a> {
     pub kind: i32,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// Attributes encoded already (`Span.attributes` entries), written
+    /// before `attributes`: a span family's fixed ones.
+    pub encoded_attributes: &'a [u8],
+    /// The same fixed attributes as values, for outputs that do not write
+    /// OTLP bytes (the application's SDK pipeline).
+    pub fixed_attributes: &'a [(&'a [u8], FieldValue<'a>)],
     pub attributes: &'a [(&'a [u8], FieldValue<'a>)],
     pub exception: Option<Exception<'a>>,
 }
@@ -170,19 +178,19 @@ impl SpanRef<'_> {
         }
         put_opt_fixed64(out, 7, self.start_ns);
         put_opt_fixed64(out, 8, self.end_ns);
+        out.extend_from_slice(self.encoded_attributes);
         put_attributes(out, 9, self.attributes);
         if let Some(e) = &self.exception {
             let event = begin(out, 11, 1);
             put_opt_fixed64(out, 1, e.time_ns);
             put_bytes(out, 2, b"exception");
-            put_attributes(
-                out,
-                3,
-                &[
-                    (&b"exception.type"[..], FieldValue::Str(e.error_type)),
-                    (&b"exception.message"[..], FieldValue::Str(e.message)),
-                ],
-            );
+            let attrs = [
+                (&b"exception.type"[..], FieldValue::Str(e.error_type)),
+                (&b"exception.message"[..], FieldValue::Str(e.message)),
+                (&b"exception.stacktrace"[..], FieldValue::Str(e.stacktrace)),
+            ];
+            let n = if e.stacktrace.is_empty() { 2 } else { 3 };
+            put_attributes(out, 3, &attrs[..n]);
             end(out, event);
             let status = begin(out, 15, 1);
             put_opt_bytes(out, 2, e.message);

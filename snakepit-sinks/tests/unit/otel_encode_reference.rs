@@ -12,6 +12,7 @@ use snakepit_core::{SpanRole, Value};
 use super::fields::{FieldValue, PackedFields};
 use super::pairing::{encode, encode_event, span_info};
 use super::proto::{self, any_value, AnyValue, KeyValue};
+use super::semconv::{self, Key};
 use super::{SpanEvent, SpanInfo};
 
 fn text(bytes: &[u8]) -> &str {
@@ -63,27 +64,46 @@ fn build(
         .fields
         .correlation_id()
         .or_else(|| start.and_then(|s| s.fields.correlation_id()));
+    for (k, v) in semconv::fixed(info.family) {
+        put(&mut attrs, k, v);
+    }
+    let failed = end.role == SpanRole::Exception;
+    let mut put_mapped = |attrs: &mut Vec<KeyValue>, key, k: &[u8], v: FieldValue<'_>| match key {
+        Key::To(key) => put(attrs, key, &v),
+        Key::Same => put(attrs, k, &v),
+        Key::Name => name = v.as_str().map(|s| text(s).to_string()),
+        Key::StatusCode => put(
+            attrs,
+            b"rpc.grpc.status_code",
+            &FieldValue::Int(semconv::status_code(v)),
+        ),
+        Key::Address => {
+            let (net, n) = semconv::address(v.as_str().unwrap_or(b""));
+            if v.as_str().is_some() {
+                for (k, v) in &net[..n] {
+                    put(attrs, k, v);
+                }
+            }
+        }
+        Key::Exception | Key::Skip => {}
+    };
     for ev in start.iter().copied().chain(std::iter::once(end)) {
         for (k, v) in ev.fields.metadata() {
-            match k {
-                b"span_name" if info.named_by_metadata => {
-                    name = v.as_str().map(|s| text(s).to_string());
-                }
-                b"error_message" => {}
-                _ => put(&mut attrs, k, &v),
-            }
+            let key = semconv::key_of(info.family, info.named_by_metadata, failed, k);
+            put_mapped(&mut attrs, key, k, v);
         }
     }
     for (k, v) in end.fields.measurements() {
         if k != b"duration" {
-            put(&mut attrs, k, &v);
+            let key = semconv::key_of(info.family, false, false, k);
+            put_mapped(&mut attrs, key, k, v);
         }
     }
     if let Some(c) = correlation {
         put(&mut attrs, b"snakepit.correlation_id", &FieldValue::Str(c));
     }
     let mut events = Vec::new();
-    let status = if end.role == SpanRole::Exception {
+    let status = if failed {
         let meta = |key: &[u8]| {
             end.fields
                 .meta(key)
@@ -96,13 +116,17 @@ fn build(
             b"error.type",
             &FieldValue::Str(error_type.as_bytes()),
         );
+        let mut attributes = vec![
+            KeyValue::string("exception.type", error_type),
+            KeyValue::string("exception.message", message.clone()),
+        ];
+        if let Some(tb) = meta(b"traceback").filter(|t| !t.is_empty()) {
+            attributes.push(KeyValue::string("exception.stacktrace", tb));
+        }
         events.push(proto::SpanEvent {
             time_unix_nano: end_ns,
             name: "exception".into(),
-            attributes: vec![
-                KeyValue::string("exception.type", error_type),
-                KeyValue::string("exception.message", message.clone()),
-            ],
+            attributes,
         });
         Some(proto::Status {
             message,
@@ -198,6 +222,10 @@ fn end_cases<'a>(
                 ("tool", Value::from("other")),
                 ("ratio", Value::Float(0.25)),
                 ("status", Value::from(long)),
+                ("address", Value::from("127.0.0.1:50051")),
+                ("worker_id", Value::from("w1")),
+                ("rpc_method", Value::from("CallBatchStream")),
+                ("grpc_status", Value::from("OK")),
             ],
             ..raw(SpanRole::Stop, 0, 0, 9_000, Some(2_500))
         },
@@ -206,7 +234,13 @@ fn end_cases<'a>(
             metadata: vec![
                 ("error_type", Value::from("ValueError")),
                 ("error_message", Value::from("bad input")),
+                (
+                    "traceback",
+                    Value::from("Traceback (most recent call last):"),
+                ),
                 ("span_name", Value::from("renamed")),
+                ("grpc_status", Value::from("DEADLINE_EXCEEDED")),
+                ("address", Value::from("unix:/tmp/w.sock")),
             ],
             correlation: Some("corr-end"),
             ..raw(SpanRole::Exception, 9, u128::MAX, 500, Some(10_000))

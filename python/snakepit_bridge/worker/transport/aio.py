@@ -244,7 +244,7 @@ class Servicer(CompatRpcs):
 
                 ok, payload = await self.d.stream(
                     req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
-                    req.traceparent, req.timeout_ms, sink)
+                    req.traceparent, req.timeout_ms, sink, rpc=st.rpc)
                 if ok:
                     put(pb.CallReply(request_id=rid, end=pb.StreamEnd(chunks=payload)))
                 else:
@@ -252,7 +252,7 @@ class Servicer(CompatRpcs):
             else:
                 ok, payload = await self.d.call(
                     req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
-                    req.traceparent, req.timeout_ms)
+                    req.traceparent, req.timeout_ms, rpc=st.rpc)
                 put(self._reply(rid, ok, payload))
         except asyncio.CancelledError:
             if st.streams.get(rid) is not None or not req.stream:

@@ -38,9 +38,11 @@ class CallStreamState:
     calls running (``pending``, ``streams``), and how it ends (``finish``)."""
 
     __slots__ = ("queue", "pending", "reader_done", "closed", "out", "flushing", "streams",
-                 "finish")
+                 "finish", "rpc")
 
-    def __init__(self, finish=None) -> None:
+    def __init__(self, finish=None, rpc: str = "CallBatchStream") -> None:
+        # The RPC the calls come on (``rpc_method`` of their python.call events).
+        self.rpc = rpc
         self.queue: asyncio.Queue = asyncio.Queue()
         # Ends the stream once everything is answered (grpc.aio: the
         # handler's wait on `queue` returns; native: the server ends it).

@@ -80,7 +80,7 @@ class CompatRpcs:
         t0 = time.monotonic()
         ok, payload = await self.d.call(
             request.tool_name, self._legacy_args(request), request.binary_parameters, cid, tp,
-            request.timeout_ms)
+            request.timeout_ms, rpc="ExecuteTool")
         ms = int((time.monotonic() - t0) * 1000)
         md = {"worker_id": self.worker_id}
         if ok:
@@ -105,7 +105,7 @@ class CompatRpcs:
         async def run():
             ok, payload = await self.d.stream(
                 request.tool_name, self._legacy_args(request), request.binary_parameters, cid,
-                tp, request.timeout_ms, sink)
+                tp, request.timeout_ms, sink, rpc="ExecuteStreamingTool")
             if ok:
                 await q.put(self.pb.ToolChunk(chunk_id=str(payload), is_final=True,
                                               seq=payload))
@@ -129,7 +129,7 @@ class CompatRpcs:
         """The unbatched call stream: one CallRequest / CallReply per message."""
         if not await self._auth(context):
             return
-        st = CallStreamState()
+        st = CallStreamState(rpc="CallStream")
         self.call_streams.add(st)
         pb = self.pb
 
@@ -170,7 +170,7 @@ class CompatRpcs:
         if not req.stream and self.d.is_inline(req.tool_name):
             ok, payload = self.d.call_inline(req.tool_name, req.args_json,
                                              req.binary_parameters, req.correlation_id,
-                                             req.traceparent)
+                                             req.traceparent, rpc=st.rpc)
             st.queue.put_nowait(self._reply(rid, ok, payload))
             return
         st.pending += 1
