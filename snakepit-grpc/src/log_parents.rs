@@ -4,54 +4,31 @@
 //!
 //! A call registers the span current where it began, if there is one (a
 //! call made outside any `tracing` span registers nothing and costs one
-//! look-up of the current span). Log records travel on the telemetry stream
-//! and arrive after the call's reply, so a span stays known for
-//! [`GRACE`] after its last call ends. At most [`MAX_SPANS`] are held; past
-//! that, a new call's logs carry their ids without a parent span.
+//! look-up of the current span). The span is known while a call under it
+//! runs, and forgotten when the last one ends: holding a handle longer
+//! would keep the caller's span open (a `tracing` span closes when its last
+//! handle goes, and `tracing-opentelemetry` ends the OTel span then), which
+//! would delay its export and stretch its duration. Records that arrive
+//! after the call's reply keep their ids, without a parent span. At most
+//! [`MAX_SPANS`] are held; past that, a new call's logs carry their ids
+//! without a parent span.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-/// How long a span stays known after its last call ended.
-pub(crate) const GRACE: Duration = Duration::from_secs(5);
-
-/// Spans held at most (calls in flight and recently ended).
+/// Spans held at most (calls in flight).
 pub(crate) const MAX_SPANS: usize = 1024;
 
 struct Known {
     span: tracing::Span,
     /// Calls in flight under it.
     live: u32,
-    /// When its last call ended (`live` is 0).
-    ended: Option<Instant>,
 }
 
 #[derive(Default)]
 struct State {
     spans: HashMap<u128, Known>,
-    /// Spans whose calls all ended, oldest first (an id may be listed again
-    /// if a call under it began and ended since: only its last end counts).
-    ended: VecDeque<(u128, Instant)>,
-}
-
-impl State {
-    /// Forgets spans ended more than [`GRACE`] ago, and the oldest ended
-    /// ones while the table is full.
-    fn prune(&mut self, now: Instant) {
-        while let Some(&(id, at)) = self.ended.front() {
-            if now.duration_since(at) < GRACE && self.spans.len() < MAX_SPANS {
-                break;
-            }
-            self.ended.pop_front();
-            if let Entry::Occupied(e) = self.spans.entry(id) {
-                if e.get().live == 0 && e.get().ended == Some(at) {
-                    e.remove();
-                }
-            }
-        }
-    }
 }
 
 /// The callers' spans of one client's calls.
@@ -79,21 +56,12 @@ impl LogParents {
             return None;
         }
         let mut state = self.lock();
-        state.prune(Instant::now());
         let full = state.spans.len() >= MAX_SPANS;
         match state.spans.entry(trace_id) {
-            Entry::Occupied(mut e) => {
-                let known = e.get_mut();
-                known.live += 1;
-                known.ended = None;
-            }
+            Entry::Occupied(mut e) => e.get_mut().live += 1,
             Entry::Vacant(_) if full => return None,
             Entry::Vacant(e) => {
-                e.insert(Known {
-                    span,
-                    live: 1,
-                    ended: None,
-                });
+                e.insert(Known { span, live: 1 });
             }
         }
         Some(Registered {
@@ -107,23 +75,19 @@ impl LogParents {
         if trace_id == 0 {
             return None;
         }
-        let mut state = self.lock();
-        state.prune(Instant::now());
-        state.spans.get(&trace_id).map(|k| k.span.clone())
+        self.lock().spans.get(&trace_id).map(|k| k.span.clone())
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         let mut state = self.parents.lock();
-        let now = Instant::now();
-        let Some(known) = state.spans.get_mut(&self.trace_id) else {
-            return;
-        };
-        known.live = known.live.saturating_sub(1);
-        if known.live == 0 {
-            known.ended = Some(now);
-            state.ended.push_back((self.trace_id, now));
+        if let Entry::Occupied(mut e) = state.spans.entry(self.trace_id) {
+            e.get_mut().live = e.get().live.saturating_sub(1);
+            if e.get().live == 0 {
+                // The caller's span handle goes here, not later.
+                e.remove();
+            }
         }
     }
 }
@@ -133,7 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_span_is_known_while_its_calls_run_and_for_a_grace_after() {
+    fn a_span_is_known_while_its_calls_run_and_let_go_after() {
         let subscriber = tracing_subscriber::registry();
         tracing::subscriber::with_default(subscriber, || {
             let parents = Arc::new(LogParents::default());
@@ -146,14 +110,13 @@ mod tests {
             let b = parents.register(7).expect("registered");
             assert_eq!(parents.parent(7).and_then(|s| s.id()), caller.id());
             drop(a);
-            drop(b);
-            // Ended, within the grace.
+            // One call still runs under it.
             assert_eq!(parents.parent(7).and_then(|s| s.id()), caller.id());
             assert!(parents.parent(8).is_none());
-            // Past the grace it is forgotten.
-            parents.lock().prune(Instant::now() + GRACE);
+            drop(b);
+            // The last call ended: the handle is gone.
             assert!(parents.parent(7).is_none());
-            // A full table refuses new spans but forgets ended ones first.
+            // A full table refuses new spans until calls end.
             let held: Vec<_> = (1..=MAX_SPANS as u128)
                 .map(|t| parents.register(t).expect("room"))
                 .collect();

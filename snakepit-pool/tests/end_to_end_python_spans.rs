@@ -120,7 +120,9 @@ fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
             client
                 .execute(
                     "log",
-                    json!({"level": "warning", "message": "hello from python"}),
+                    // Held open past the worker's flush: the record reaches
+                    // the host while the call (and its parent span) runs.
+                    json!({"level": "warning", "message": "hello from python", "hold_ms": 300}),
                     CallOptions::with_timeout(Duration::from_secs(20)),
                 )
                 .await

@@ -154,7 +154,13 @@ fn snakepit_spans_go_through_the_applications_pipeline() {
         (3, 2, 1),
         "client, server, internal"
     );
-    assert_eq!(attr(grpc, "tool").as_deref(), Some("nested_spans"));
+    // The semantic conventions, the family's fixed attributes included.
+    assert_eq!(attr(grpc, "snakepit.tool.name").as_deref(), Some("nested_spans"));
+    assert_eq!(attr(grpc, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attr(grpc, "rpc.service").as_deref(),
+        Some("snakepit.bridge.BridgeService")
+    );
     assert_eq!(attr(user, "model").as_deref(), Some("m-7"));
     assert_eq!(
         attr(user, "snakepit.correlation_id").as_deref(),

@@ -190,9 +190,10 @@ class ShowcaseAdapter(BaseAdapter):
         }
 
     @tool(description="Logs message at level via the logging module; detached: from a "
-                      "new thread, outside the call's context (no span, no correlation id)")
+                      "new thread, outside the call's context (no span, no correlation id); "
+                      "hold_ms: then sleeps")
     def log(self, level: str = "info", message: str = "hello",
-            detached: bool = False) -> Dict[str, Any]:
+            detached: bool = False, hold_ms: float = 0) -> Dict[str, Any]:
         lvl = logging.getLevelName(level.upper())
         if not isinstance(lvl, int):
             raise ValueError(f"unknown level {level!r}")
@@ -203,6 +204,9 @@ class ShowcaseAdapter(BaseAdapter):
             th.join()
         else:
             log.log(lvl, message)
+        if hold_ms:
+            # The call stays open while the record travels to the host.
+            time.sleep(float(hold_ms) / 1000.0)
         return {"logged": True, "level": level}
 
     @tool(description="Character, word and line counts of a text")
