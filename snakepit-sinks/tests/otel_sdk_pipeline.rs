@@ -155,7 +155,10 @@ fn snakepit_spans_go_through_the_applications_pipeline() {
         "client, server, internal"
     );
     // The semantic conventions, the family's fixed attributes included.
-    assert_eq!(attr(grpc, "snakepit.tool.name").as_deref(), Some("nested_spans"));
+    assert_eq!(
+        attr(grpc, "snakepit.tool.name").as_deref(),
+        Some("nested_spans")
+    );
     assert_eq!(attr(grpc, "rpc.system").as_deref(), Some("grpc"));
     assert_eq!(
         attr(grpc, "rpc.service").as_deref(),
