@@ -151,6 +151,7 @@ pub(crate) struct SpanRef<'a> {
     pub encoded_attributes: &'a [u8],
     /// The same fixed attributes as values, for outputs that do not write
     /// OTLP bytes (the application's SDK pipeline).
+    #[cfg_attr(not(feature = "otel-sdk"), allow(dead_code))]
     pub fixed_attributes: &'a [(&'a [u8], FieldValue<'a>)],
     pub attributes: &'a [(&'a [u8], FieldValue<'a>)],
     pub exception: Option<Exception<'a>>,
