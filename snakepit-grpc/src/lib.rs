@@ -51,6 +51,7 @@ mod link;
 mod options;
 pub mod plausible;
 mod telemetry_stream;
+mod tls;
 mod trace;
 
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
@@ -67,6 +68,7 @@ pub use options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, DEFAULT_MAX_MESSAGE_BYTES,
     MIN_MESSAGE_BYTES,
 };
+pub use tls::{TlsFileError, TlsOptions};
 pub use trace::{TraceParent, TraceParentError};
 
 #[cfg(test)]

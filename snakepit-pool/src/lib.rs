@@ -82,7 +82,7 @@ mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use config::{ExternalWorker, PoolConfig};
+pub use config::{ExternalWorker, PoolConfig, WorkerTls};
 pub use discovery::{DnsName, Resolver, SystemResolver};
 pub use error::PoolError;
 pub use interpreter::{resolve_python, PythonSource, ResolvedPython};

@@ -7,6 +7,7 @@
 //! * [`python()`]: the interpreter the tests run workers with;
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
+//! * [`tls`]: a throwaway CA and the worker and host certificates it signs;
 //! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
 //! * [`plugins`]: the workspace's sink plugins, built, and C plugins compiled.
 //!
@@ -17,6 +18,7 @@ pub mod otlp;
 pub mod plugins;
 pub mod procfs;
 pub mod stats;
+pub mod tls;
 pub mod worker;
 
 use std::path::PathBuf;
