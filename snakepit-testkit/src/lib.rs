@@ -8,12 +8,15 @@
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
 //! * [`tls`]: a throwaway CA and the worker and host certificates it signs;
+//! * [`netns`]: a network namespace behind a veth pair (workers on
+//!   "another machine");
 //! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
 //! * [`plugins`]: the workspace's sink plugins, built, and C plugins compiled.
 //!
 //! Of the workspace it depends on snakepit-core only, so every other crate
 //! may use it.
 
+pub mod netns;
 pub mod otlp;
 pub mod plugins;
 pub mod procfs;
