@@ -167,11 +167,10 @@ async fn workers_in_another_namespace_serve_over_tls_are_lost_with_the_link_and_
     let seen = workers_answering(&pool, &rec, 2, Duration::from_secs(20)).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 
-    std::sync::Arc::try_unwrap(pool)
-        .ok()
-        .expect("no other handle to the pool")
-        .shutdown()
-        .await;
+    let Ok(pool) = std::sync::Arc::try_unwrap(pool) else {
+        panic!("another handle to the pool is left");
+    };
+    pool.shutdown().await;
     drop(workers);
     assert!(wait_gone(&pids, Duration::from_secs(10)), "{pids:?}");
     let name = ns.name.clone();
