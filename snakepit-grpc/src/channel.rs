@@ -130,7 +130,7 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Raw, CallError> 
         })?
         .map_err(|e| {
             let chain = chain(&e);
-            CallError::unavailable(match tls_cause(options, &chain) {
+            CallError::unavailable(match tls_cause_after_handshake(options, &chain) {
                 Some(why) => format!("cannot connect to {}: {why} ({chain})", options.address),
                 None => format!("cannot connect to {}: {chain}", options.address),
             })
@@ -138,7 +138,7 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Raw, CallError> 
     Ok(InterceptedService::new(channel, TokenAuth { token }))
 }
 
-/// What the error of the first RPC on a connection with `options` means
+/// What the error of connecting with `options`, or of its first RPC, means
 /// for TLS (see [`crate::tls::explain_after_handshake`]).
 pub(crate) fn tls_cause_after_handshake(
     options: &ConnectOptions,
@@ -147,17 +147,6 @@ pub(crate) fn tls_cause_after_handshake(
     match (&options.address, &options.tls) {
         (WorkerAddress::Tcp(_), Some(tls)) => crate::tls::explain_after_handshake(tls, error),
         _ => None,
-    }
-}
-
-/// What `error` (of a connection with `options`) means for TLS, if it is a
-/// TLS failure on a TLS connection.
-pub(crate) fn tls_cause(options: &ConnectOptions, error: &str) -> Option<&'static str> {
-    let tcp = matches!(options.address, WorkerAddress::Tcp(_));
-    if tcp && options.tls.is_some() {
-        crate::tls::explain(error)
-    } else {
-        None
     }
 }
 

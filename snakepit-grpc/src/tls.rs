@@ -169,15 +169,21 @@ fn read_key(path: &Path) -> Result<Vec<u8>, TlsFileError> {
     Ok(bytes)
 }
 
-/// What a first RPC failing on a connection whose TLS handshake succeeded
-/// means. With TLS 1.3 the worker checks the client certificate after the
+/// What a connection failing during or right after the TLS handshake
+/// (or its first RPC failing) means. With TLS 1.3 the worker checks the client certificate after the
 /// client has finished its handshake, so a refusal shows up as the
 /// connection closed under the first RPC, without the worker's reason.
 pub(crate) fn explain_after_handshake(tls: &TlsOptions, chain: &str) -> Option<&'static str> {
     if let Some(why) = explain(chain) {
         return Some(why);
     }
-    if !chain.contains("connection closed") && !chain.contains("broken pipe") {
+    const CLOSED: &[&str] = &[
+        "connection closed",
+        "close_notify",
+        "broken pipe",
+        "connection reset",
+    ];
+    if !CLOSED.iter().any(|c| chain.contains(c)) {
         return None;
     }
     Some(if tls.cert.is_none() {

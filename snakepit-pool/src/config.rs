@@ -23,6 +23,8 @@
 //! | `restart_backoff_base`, `restart_backoff_max` | 1ms to 1h |
 //! | `restart_stable_after` | 1ms to 1day |
 //! | `grace_period` | 0s to 1h |
+//! | `external_workers[i].tls.ca`, `.cert`, `.key` | readable PEM files (a certificate, a private key); `cert` and `key` together |
+//! | `external_workers[i].tls.server_name` | a DNS name or an IP address |
 //!
 //! ```toml
 //! pool_name = "ml"
@@ -255,7 +257,8 @@ pub struct WorkerTls {
     #[serde(default)]
     pub key: Option<PathBuf>,
     /// The name the worker's certificate must carry (DNS name or IP
-    /// address). Default: the host of `address`.
+    /// address). Default: the host of `address` (for `dns:<name>:<port>`,
+    /// the name, not each address it resolves to).
     #[serde(default)]
     pub server_name: Option<String>,
 }

@@ -161,7 +161,12 @@ impl Source {
             ExternalWorker {
                 address: address.to_string(),
                 token: self.token.clone(),
-                tls: self.tls.clone(),
+                // The certificate names the service, not each address.
+                tls: self.tls.clone().map(|mut tls| {
+                    tls.server_name
+                        .get_or_insert_with(|| self.name.host.clone());
+                    tls
+                }),
             },
         );
         match shared.start(slot).await {

@@ -308,6 +308,26 @@ fn tls_is_read_from_toml() {
     assert_eq!(tls.ca, pki.ca());
     assert_eq!(tls.server_name.as_deref(), Some("worker.internal"));
 
+    // As in snakepit.toml (docs/deployment.md).
+    let host = pki.client("host", "host.test");
+    let path = pki.dir().join("snakepit.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pool]\npool_name = \"ml\"\n\n[[pool.external_workers]]\n\
+             address = \"dns:workers.internal:50051\"\ntoken = \"s3cret\"\n\
+             tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+            pki.ca().display().to_string(),
+            host.cert.display().to_string(),
+            host.key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = snakepit_core::Config::load(&path).unwrap();
+    let pools = PoolConfig::from_config(&config).unwrap();
+    let tls = pools[0].external_workers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.key.as_deref(), Some(host.key.as_path()));
+
     let text = "[[external_workers]]\naddress = \"10.0.0.5:50051\"\n\
                 tls = { ca = \"/nonexistent/ca.pem\" }\n";
     let err = PoolConfig::from_toml(text, "snakepit.toml").unwrap_err();

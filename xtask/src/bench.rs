@@ -292,6 +292,11 @@ fn sinks_calls(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, "sinks", "snakepit-pool", "call_throughput", rows)
 }
 
+/// TLS against plain TCP to workers in another network namespace (root).
+fn tls(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, "tls", "snakepit-pool", "tls_throughput", rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -320,7 +325,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 7] = [
+    let steps: [(&str, BenchStep); 8] = [
         ("dispatch", dispatch),
         ("python", python_emit),
         ("prometheus", prometheus),
@@ -328,6 +333,7 @@ pub fn bench(args: &[String]) -> Result {
         ("grpc", grpc),
         ("pool", pool),
         ("sinks", sinks_calls),
+        ("tls", tls),
     ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {
