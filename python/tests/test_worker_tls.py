@@ -45,3 +45,10 @@ def test_the_worker_stops_with_a_listen_error(start_worker, tmp_path):
     err = w.stderr()
     assert "SNAKEPIT_LISTEN_ERROR: --tls-cert" in err
     assert "missing.pem: cannot read it" in err
+
+
+def test_tls_does_not_replace_the_token_on_a_network_address(start_worker, tmp_path):
+    w = start_worker("--tls-cert", str(tmp_path / "w.pem"), "--tls-key",
+                     str(tmp_path / "w.key"), listen="0.0.0.0:0", expect_ready=False)
+    assert w.wait(timeout=20) == 1
+    assert "SNAKEPIT_LISTEN_ERROR: refusing to listen on" in w.stderr()
