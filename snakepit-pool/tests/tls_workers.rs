@@ -335,3 +335,36 @@ fn tls_is_read_from_toml() {
     assert!(shown.contains("external_workers[0].tls.ca"), "{shown}");
     assert!(shown.contains("/nonexistent/ca.pem"), "{shown}");
 }
+
+/// Every name resolves to one address.
+struct OneAddress(std::net::SocketAddr);
+
+#[async_trait::async_trait]
+impl snakepit_pool::Resolver for OneAddress {
+    async fn resolve(&self, _host: &str, _port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        Ok(vec![self.0])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_source_verifies_its_workers_by_the_name_not_each_address() {
+    let pki = Pki::new("workers");
+    // The certificate names the service only, not 127.0.0.1.
+    let worker = tls_worker("dns_tls", &pki.server("w", &["workers.test"]), None);
+    let config = PoolConfig::external([])
+        .pool_name("dnstls")
+        .external_worker_tls(
+            "dns:workers.test:50051",
+            Some(TOKEN.to_string()),
+            WorkerTls::new(pki.ca()),
+        )
+        .resolver(OneAddress(worker.ready.listen.parse().unwrap()))
+        .startup_timeout(Duration::from_secs(10));
+    let pool = Pool::start(Telemetry::new(), config).await.unwrap();
+    let out = pool
+        .execute("add", json!({"a": 2, "b": 3}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.value, json!(5));
+    pool.shutdown().await;
+}
