@@ -157,6 +157,12 @@ async fn workers_in_another_namespace_serve_over_tls_are_lost_with_the_link_and_
         rec.named("snakepit.pool.worker.terminated")
     );
     assert!(lost.iter().all(|e| meta(e, "planned") == "false"));
+    // A link down fails no socket call at once: the heartbeat sees it.
+    let unhealthy = rec.named("snakepit.pool.worker.unhealthy");
+    assert_eq!(unhealthy.len(), 2);
+    assert!(unhealthy
+        .iter()
+        .all(|e| meta(e, "reason") == "heartbeat_timeout"));
 
     // Plug it back: both reconnect and serve again.
     ns.link(true);
