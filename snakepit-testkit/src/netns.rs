@@ -36,18 +36,24 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl NetNs {
-    /// Creates the namespace and the link in subnet `10.<net>.<n>.0/24`,
-    /// `n` from the process id and a counter (unique per run on the
-    /// machine). Needs root; panics saying so otherwise.
+    /// Creates the namespace and the link in the first subnet
+    /// `10.<net>.<n>.0/24` no route uses yet; names from `tag`, the process
+    /// id and a counter (unique on the machine; a link name stays within
+    /// 15 bytes for a 1-byte tag). Needs root; panics saying so otherwise.
     pub fn create(tag: &str, net: u8) -> NetNs {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        // SAFETY: geteuid(2) takes nothing and cannot fail.
         assert_eq!(
             unsafe { libc::geteuid() },
             0,
             "network namespaces need root: run this test as root (CI does)"
         );
-        let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1;
-        let id = format!("{tag}{n}");
+        let id = format!(
+            "{tag}{}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let n = free_subnet(net);
         let ns = NetNs {
             name: format!("snakepit-{id}"),
             host_link: format!("sph{id}"),
@@ -135,6 +141,21 @@ impl NetNs {
         let _ = ip(&["link", "del", &self.host_link]);
         let _ = ip(&["netns", "del", &self.name]);
     }
+}
+
+/// The first `n` in 1..=254 with no route to `10.<net>.<n>.0/24`,
+/// starting from one picked by the process id.
+fn free_subnet(net: u8) -> u32 {
+    let start = std::process::id() % 254;
+    (0..254)
+        .map(|i| (start + i) % 254 + 1)
+        .find(|n| {
+            Command::new("ip")
+                .args(["route", "show", &format!("10.{net}.{n}.0/24")])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+        })
+        .unwrap_or_else(|| panic!("no free subnet 10.{net}.x.0/24 (or `ip` is missing)"))
 }
 
 impl Drop for NetNs {
