@@ -154,8 +154,12 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(x) = source {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
+        // Transport errors often repeat their source's text in their own.
+        let text = x.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         source = x.source();
     }
     s

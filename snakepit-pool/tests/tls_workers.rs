@@ -55,6 +55,7 @@ async fn startup_failure(config: PoolConfig) -> String {
     let failed = rec.named("snakepit.pool.worker.spawn_failed");
     assert!(!failed.is_empty(), "no spawn_failed event");
     assert_eq!(meta(&failed[0], "reason"), *reason);
+    eprintln!("startup failed as expected: {reason}");
     reason.clone()
 }
 
