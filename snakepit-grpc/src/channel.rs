@@ -1,5 +1,5 @@
-//! The tonic channel to one worker (Unix socket or TCP) and the token
-//! interceptor.
+//! The tonic channel to one worker (Unix socket, TCP or TCP with TLS) and
+//! the token interceptor.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,9 +78,25 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Raw, CallError> 
         })?),
         None => None,
     };
+    let tls = match (&options.address, &options.tls) {
+        (WorkerAddress::Tcp(_), Some(tls)) => Some(
+            tls.load()
+                .map_err(|e| CallError::unavailable(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let endpoint = match &options.address {
-        WorkerAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| CallError::unavailable(format!("bad address {addr}: {e}")))?,
+        WorkerAddress::Tcp(addr) => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+                .map_err(|e| CallError::unavailable(format!("bad address {addr}: {e}")))?;
+            match tls {
+                Some(tls) => endpoint.tls_config(tls).map_err(|e| {
+                    CallError::unavailable(format!("TLS settings for {addr}: {}", chain(&e)))
+                })?,
+                None => endpoint,
+            }
+        }
         // The authority is unused on a Unix socket.
         WorkerAddress::Unix(_) => Endpoint::from_static("http://worker.local"),
     }
@@ -113,21 +129,37 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Raw, CallError> 
             ))
         })?
         .map_err(|e| {
-            CallError::unavailable(format!(
-                "cannot connect to {}: {}",
-                options.address,
-                chain(&e)
-            ))
+            let chain = chain(&e);
+            CallError::unavailable(match tls_cause_after_handshake(options, &chain) {
+                Some(why) => format!("cannot connect to {}: {why} ({chain})", options.address),
+                None => format!("cannot connect to {}: {chain}", options.address),
+            })
         })?;
     Ok(InterceptedService::new(channel, TokenAuth { token }))
+}
+
+/// What the error of connecting with `options`, or of its first RPC, means
+/// for TLS (see [`crate::tls::explain_after_handshake`]).
+pub(crate) fn tls_cause_after_handshake(
+    options: &ConnectOptions,
+    error: &str,
+) -> Option<&'static str> {
+    match (&options.address, &options.tls) {
+        (WorkerAddress::Tcp(_), Some(tls)) => crate::tls::explain_after_handshake(tls, error),
+        _ => None,
+    }
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(x) = source {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
+        // Transport errors often repeat their source's text in their own.
+        let text = x.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         source = x.source();
     }
     s

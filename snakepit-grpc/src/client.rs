@@ -163,7 +163,19 @@ impl WorkerClient {
         let limit = options.max_message_bytes;
         let raw = channel::connect(&options).await?;
         let rpc = channel::rpc(raw.clone(), limit);
-        let info = describe_rpc(&rpc, options.connect_timeout).await?;
+        let info = describe_rpc(&rpc, options.connect_timeout)
+            .await
+            .map_err(|e| match e {
+                // With TLS 1.3 a worker refuses our client certificate
+                // only after the handshake: the first RPC learns why.
+                CallError::Unavailable { message } => CallError::Unavailable {
+                    message: match channel::tls_cause_after_handshake(&options, &message) {
+                        Some(why) => format!("{why} ({message})"),
+                        None => message,
+                    },
+                },
+                e => e,
+            })?;
         if info.worker_id != options.worker_id {
             tracing::warn!(
                 target: "snakepit::grpc",

@@ -52,6 +52,7 @@ mod log_parents;
 mod options;
 pub mod plausible;
 mod telemetry_stream;
+mod tls;
 mod trace;
 
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
@@ -68,6 +69,7 @@ pub use options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, DEFAULT_MAX_MESSAGE_BYTES,
     MIN_MESSAGE_BYTES,
 };
+pub use tls::{TlsFileError, TlsOptions};
 pub use trace::{TraceParent, TraceParentError};
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use snakepit_telemetry::CorrelationId;
 
 use crate::address::WorkerAddress;
+use crate::tls::TlsOptions;
 use crate::trace::TraceParent;
 
 /// Default of [`ConnectOptions::max_message_bytes`]: 64 MiB.
@@ -45,11 +46,15 @@ pub struct ConnectOptions {
     /// `--max-message-bytes`). Other calls in flight are never affected.
     /// At least [`MIN_MESSAGE_BYTES`]. Default [`DEFAULT_MAX_MESSAGE_BYTES`].
     pub max_message_bytes: usize,
+    /// TLS to a worker on TCP (its certificate verified against a CA, and
+    /// ours sent when set: mTLS); the token still travels on every RPC,
+    /// now encrypted. `None`: plain TCP. Not used on a Unix socket.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ConnectOptions {
     /// Options with the defaults: pool `default`, no token, 5 s connect
-    /// timeout, pid from `Describe`, 64 MiB messages.
+    /// timeout, pid from `Describe`, 64 MiB messages, no TLS.
     pub fn new(address: WorkerAddress, worker_id: impl Into<String>) -> Self {
         ConnectOptions {
             address,
@@ -60,6 +65,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             call_streams: 1,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            tls: None,
         }
     }
 }

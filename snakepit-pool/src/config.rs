@@ -23,6 +23,8 @@
 //! | `restart_backoff_base`, `restart_backoff_max` | 1ms to 1h |
 //! | `restart_stable_after` | 1ms to 1day |
 //! | `grace_period` | 0s to 1h |
+//! | `external_workers[i].tls.ca`, `.cert`, `.key` | readable PEM files (a certificate, a private key); `cert` and `key` together |
+//! | `external_workers[i].tls.server_name` | a DNS name or an IP address |
 //!
 //! ```toml
 //! pool_name = "ml"
@@ -231,6 +233,56 @@ pub struct ExternalWorker {
     /// worker's `SNAKEPIT_TOKEN`.
     #[serde(default)]
     pub token: Option<String>,
+    /// TLS to this worker (TCP and `dns:` addresses only): `tls = { ca =
+    /// "ca.pem", cert = "host.pem", key = "host.key", server_name =
+    /// "worker.internal" }`. Unset: plain TCP.
+    #[serde(default)]
+    pub tls: Option<WorkerTls>,
+}
+
+/// TLS settings of an external worker (TOML table `tls`): PEM files read at
+/// every (re)connect. The worker runs with `--tls-cert`/`--tls-key` (and
+/// `--tls-client-ca` to require `cert`/`key` from the host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerTls {
+    /// The CA certificate(s) that signed the worker's certificate; the only
+    /// ones trusted. Required.
+    pub ca: PathBuf,
+    /// The host's client certificate, for a worker that requires one
+    /// (mTLS). Set with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The name the worker's certificate must carry (DNS name or IP
+    /// address). Default: the host of `address` (for `dns:<name>:<port>`,
+    /// the name, not each address it resolves to).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl WorkerTls {
+    /// TLS verified against the CA certificate(s) in `ca`.
+    pub fn new(ca: impl Into<PathBuf>) -> Self {
+        WorkerTls {
+            ca: ca.into(),
+            cert: None,
+            key: None,
+            server_name: None,
+        }
+    }
+
+    /// The connection's TLS options.
+    pub fn options(&self) -> snakepit_grpc::TlsOptions {
+        snakepit_grpc::TlsOptions {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 impl Default for PoolConfig {
@@ -527,6 +579,22 @@ impl PoolConfig {
         self.external_workers.push(ExternalWorker {
             address: address.into(),
             token,
+            tls: None,
+        });
+        self
+    }
+
+    /// Adds an external worker reached over TLS.
+    pub fn external_worker_tls(
+        mut self,
+        address: impl Into<String>,
+        token: Option<String>,
+        tls: WorkerTls,
+    ) -> Self {
+        self.external_workers.push(ExternalWorker {
+            address: address.into(),
+            token,
+            tls: Some(tls),
         });
         self
     }
@@ -585,6 +653,21 @@ impl PoolConfig {
         }
         if self.is_external() {
             for (i, w) in self.external_workers.iter().enumerate() {
+                if let Some(tls) = &w.tls {
+                    if w.address.starts_with("unix:") {
+                        return Err(bad(
+                            &format!("external_workers[{i}].tls"),
+                            "TLS is for TCP addresses; a unix: socket is reached \
+                             only on this machine: remove tls",
+                        ));
+                    }
+                    tls.options().check().map_err(|e| {
+                        bad(
+                            &format!("external_workers[{i}].tls.{}", e.field),
+                            e.to_string(),
+                        )
+                    })?;
+                }
                 let key = format!("external_workers[{i}].address");
                 if let Some(name) = crate::discovery::DnsName::parse(&w.address) {
                     name.map_err(|e| bad(&key, e))?;

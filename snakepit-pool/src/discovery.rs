@@ -116,10 +116,11 @@ pub(crate) struct Member {
     pub task: JoinHandle<()>,
 }
 
-/// One `dns:` source of a pool: its name, token and live members.
+/// One `dns:` source of a pool: its name, token, TLS and live members.
 pub(crate) struct Source {
     pub name: DnsName,
     pub token: Option<String>,
+    pub tls: Option<crate::config::WorkerTls>,
     pub members: BTreeMap<SocketAddr, Member>,
 }
 
@@ -133,6 +134,7 @@ impl Source {
                 Some(Source {
                     name,
                     token: w.token.clone(),
+                    tls: w.tls.clone(),
                     members: BTreeMap::new(),
                 })
             })
@@ -159,6 +161,12 @@ impl Source {
             ExternalWorker {
                 address: address.to_string(),
                 token: self.token.clone(),
+                // The certificate names the service, not each address.
+                tls: self.tls.clone().map(|mut tls| {
+                    tls.server_name
+                        .get_or_insert_with(|| self.name.host.clone());
+                    tls
+                }),
             },
         );
         match shared.start(slot).await {

@@ -19,7 +19,8 @@
 //! * [`Pool::shutdown`] drains, then SIGTERM, then SIGKILL; dropping a pool
 //!   does the same synchronously. Workers also exit by themselves when the
 //!   host dies (they watch their stdin).
-//! * A pool can connect to external workers instead (TCP plus token), given
+//! * A pool can connect to external workers instead (TCP plus token, with
+//!   TLS and mTLS through [`WorkerTls`]: docs/deployment.md), given
 //!   by address or found through DNS (`dns:<name>:<port>`, [`discovery`]).
 //! * Feature `test-util` (for tests): `test_util::python_env` makes and
 //!   caches a venv with `snakepit_bridge` installed from a wheel and returns
@@ -82,7 +83,7 @@ mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use config::{ExternalWorker, PoolConfig};
+pub use config::{ExternalWorker, PoolConfig, WorkerTls};
 pub use discovery::{DnsName, Resolver, SystemResolver};
 pub use error::PoolError;
 pub use interpreter::{resolve_python, PythonSource, ResolvedPython};

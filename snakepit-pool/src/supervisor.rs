@@ -11,7 +11,7 @@ use snakepit_telemetry::Telemetry;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::config::{ExternalWorker, PoolConfig};
+use crate::config::{ExternalWorker, PoolConfig, WorkerTls};
 use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::events::PoolEvents;
 use crate::health::{self, Recycle, Unhealthy, Verdict, Watched};
@@ -172,6 +172,7 @@ impl Shared {
         let mut options = ConnectOptions::new(address, worker_id);
         options.pool_name = self.config.pool_name.clone();
         options.token = external.token.clone();
+        options.tls = external.tls.as_ref().map(WorkerTls::options);
         options.connect_timeout = self.config.startup_timeout;
         options.call_streams = self.config.call_streams_per_worker;
         options.max_message_bytes = self.config.max_message_bytes;

@@ -7,6 +7,9 @@
 //! * [`python()`]: the interpreter the tests run workers with;
 //! * [`procfs`]: /proc checks (gone, by command line, kill -9, RSS, CPU time);
 //! * [`stats`]: median and quartiles of per-round figures;
+//! * [`tls`]: a throwaway CA and the worker and host certificates it signs;
+//! * [`netns`]: a network namespace behind a veth pair (workers on
+//!   "another machine");
 //! * [`otlp`]: local OTLP/HTTP receivers (decoding, or discarding);
 //! * [`otlp_exporter`]: an OTel SDK span exporter posting OTLP/HTTP, for an
 //!   application's own pipeline;
@@ -15,11 +18,13 @@
 //! Of the workspace it depends on snakepit-core only, so every other crate
 //! may use it.
 
+pub mod netns;
 pub mod otlp;
 pub mod otlp_exporter;
 pub mod plugins;
 pub mod procfs;
 pub mod stats;
+pub mod tls;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ pub struct WorkerSpec {
     env: Vec<(String, String)>,
     quiet: bool,
     ready_timeout: Duration,
+    wrap: Vec<String>,
 }
 
 impl WorkerSpec {
@@ -33,6 +34,7 @@ impl WorkerSpec {
             env: Vec::new(),
             quiet: false,
             ready_timeout: Duration::from_secs(30),
+            wrap: Vec::new(),
         }
     }
 
@@ -56,6 +58,18 @@ impl WorkerSpec {
     /// Sets an environment variable of the worker.
     pub fn env(mut self, key: &str, value: &str) -> WorkerSpec {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the interpreter through `prefix`, e.g. `ip netns exec <ns>`.
+    /// The prefix must exec the interpreter (not fork it), so the process
+    /// started is the worker.
+    pub fn wrap<I, S>(mut self, prefix: I) -> WorkerSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.wrap = prefix.into_iter().map(Into::into).collect();
         self
     }
 
@@ -90,7 +104,15 @@ impl WorkerSpec {
             (None, None) => unreachable!("a worker without --listen has a socket"),
         };
         let python = crate::python();
-        let mut child = Command::new(&python)
+        let mut command = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&python);
+                c
+            }
+            None => Command::new(&python),
+        };
+        let mut child = command
             .args(["-m", "snakepit_bridge.worker", "--adapter", &self.adapter])
             .args(["--listen", &listen, "--worker-id", &self.worker_id])
             .arg("--watch-stdin")

@@ -307,6 +307,11 @@ fn caller_context(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, bench, rows)
 }
 
+/// TLS against plain TCP to workers in another network namespace (root).
+fn tls(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, ("tls", "snakepit-pool", "tls_throughput", ""), rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -335,7 +340,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 8] = [
+    let steps: [(&str, BenchStep); 9] = [
         ("dispatch", dispatch),
         ("python", python_emit),
         ("prometheus", prometheus),
@@ -344,6 +349,7 @@ pub fn bench(args: &[String]) -> Result {
         ("pool", pool),
         ("sinks", sinks_calls),
         ("caller context", caller_context),
+        ("tls", tls),
     ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {

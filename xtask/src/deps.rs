@@ -22,13 +22,22 @@ const ALLOWED_DUPLICATES: &[(&str, &str)] = &[
         "foldhash",
         "the hasher of hashbrown 0.15 and 0.16 (see hashbrown)",
     ),
-    // 0.3 through rand 0.9 (metrics-util) and snakepit-pool's own; 0.4
-    // through tempfile (prost-build and tests).
+    // 0.2 through ring (TLS), 0.3 through rand 0.9 (metrics-util) and
+    // snakepit-pool's own; 0.4 through tempfile (prost-build and tests).
     (
         "getrandom",
-        "rand 0.9 and snakepit-pool use 0.3, tempfile 0.4",
+        "ring uses 0.2, rand 0.9 and snakepit-pool 0.3, tempfile 0.4",
     ),
     ("r-efi", "UEFI targets only: one per getrandom version"),
+    // ring (rustls' provider under tonic's TLS) pins windows-sys 0.52;
+    // the rest of the tree is on a newer one.
+    ("windows-sys", "Windows targets only: ring pins 0.52"),
+    // 0.22 through tonic, ureq and the Prometheus exporter; 0.23 through
+    // pem (rcgen: test certificates, snakepit-testkit only).
+    (
+        "base64",
+        "pem (rcgen, test certificates) is on 0.23, the rest on 0.22",
+    ),
     // Build time only: tonic-build formats with prettyplease 0.2 (syn 2),
     // prost-build with 0.3 (syn 3).
     (
@@ -36,6 +45,13 @@ const ALLOWED_DUPLICATES: &[(&str, &str)] = &[
         "tonic-build and prost-build (build scripts only)",
     ),
     ("syn", "proc macros and build scripts on syn 2 and syn 3"),
+    // 0.13 through asn1-rs (x509-parser), which Cargo.lock lists only
+    // because rcgen's `ring` feature names `x509-parser?/verify`: it is
+    // never built (`cargo tree -i synstructure@0.13.2` prints nothing).
+    (
+        "synstructure",
+        "0.13 only in Cargo.lock through rcgen's weak x509-parser feature; never built",
+    ),
 ];
 
 /// Each crate's versions in a Cargo.lock text, by name.

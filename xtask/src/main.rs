@@ -120,8 +120,10 @@ fn has_python_package() -> bool {
     root().join("python/pyproject.toml").exists()
 }
 
-/// Debian packages the tests need, with a binary each provides.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool")];
+/// Debian packages the tests need, with a binary each provides: promtool
+/// checks the Prometheus text; `ip` makes the network namespaces of
+/// snakepit-pool's `netns_multi_host` test.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool"), ("iproute2", "ip")];
 
 fn on_path(binary: &str) -> bool {
     std::env::var_os("PATH")

@@ -1,4 +1,4 @@
-"""The worker's command line and lifetime: options, the exposure check,
+"""The worker's command line and lifetime: options, the exposure check, TLS,
 serving (grpc.aio server, native call server, resource sampler, stop
 signals, graceful stop), and the process tuning (GC, uvloop).
 
@@ -27,6 +27,7 @@ from .codec import DEFAULT_MAX_MESSAGE_BYTES, MESSAGE_HEADROOM_BYTES, set_max_me
 from .dispatcher import Dispatcher
 from .own_events import install_gc_events
 from .resources import resource_sampler
+from .tls import CERT_FLAG, CLIENT_CA_FLAG, KEY_FLAG, TlsConfigError, server_credentials
 from .transport.aio import Servicer, build_handler
 from .transport.native import start_native_calls
 
@@ -55,6 +56,14 @@ def parse_args(argv=None):
                    default=os.environ.get(INSECURE_ENV) == "1",
                    help="serve a non-loopback TCP address without a token: anyone "
                         f"who reaches the port can run every tool (or ${INSECURE_ENV}=1)")
+    p.add_argument(CERT_FLAG, default=os.environ.get("SNAKEPIT_TLS_CERT") or None,
+                   help="serve TLS on a TCP address with this PEM certificate (chain) "
+                        "(or $SNAKEPIT_TLS_CERT); needs --tls-key")
+    p.add_argument(KEY_FLAG, default=os.environ.get("SNAKEPIT_TLS_KEY") or None,
+                   help="the PEM private key of --tls-cert (or $SNAKEPIT_TLS_KEY)")
+    p.add_argument(CLIENT_CA_FLAG, default=os.environ.get("SNAKEPIT_TLS_CLIENT_CA") or None,
+                   help="require a client certificate signed by this PEM CA (mTLS) "
+                        "(or $SNAKEPIT_TLS_CLIENT_CA)")
     p.add_argument("--pool-name", default="")
     p.add_argument("--telemetry-interval-s", type=float, default=5.0,
                    help="resource sampling interval (0 disables)")
@@ -194,6 +203,14 @@ async def serve(opts, ready_out) -> int:
         return 1
 
     try:
+        credentials = server_credentials(opts.listen, opts.tls_cert, opts.tls_key,
+                                         opts.tls_client_ca)
+    except TlsConfigError as e:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {e}\n")
+        sys.stderr.flush()
+        return 1
+
+    try:
         adapter, tools = load_adapter(opts.adapter)
     except AdapterError as e:
         sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
@@ -214,7 +231,10 @@ async def serve(opts, ready_out) -> int:
     server.add_generic_rpc_handlers((build_handler(servicer, pb),))
     listen = opts.listen
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except Exception as e:  # noqa: BLE001
         sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: cannot listen on {listen!r}: {e}\n")
         return 1
