@@ -41,6 +41,11 @@
 //! | `SNAKEPIT_OTEL_ENDPOINT` | `endpoint` of every `otel` sink (`http://host:port`) |
 //! | `SNAKEPIT_OTEL_SERVICE_NAME` | `service_name` of every `otel` sink |
 //! | `SNAKEPIT_OTEL_SAMPLE_RATIO` | `sample_ratio` of every `otel` sink (`0.0` to `1.0`) |
+//!
+//! The OpenTelemetry SDK's own variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, …) apply to every `otel` sink too, before
+//! these: see [`crate::otel_env`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -314,6 +319,17 @@ pub struct OtelSinkConfig {
     /// The file the `console` exporter appends to (standard output when
     /// unset).
     pub console_path: Option<PathBuf>,
+    /// HTTP headers sent with every export request, e.g.
+    /// `{ authorization = "Bearer …" }`.
+    pub headers: BTreeMap<String, String>,
+    /// Resource attributes besides `service.name`, e.g.
+    /// `{ "deployment.environment" = "prod" }`.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// `"gzip"` compresses request bodies; `"none"` (default) does not.
+    pub compression: OtelCompression,
+    /// For an `https://` endpoint: a PEM file of the CA(s) to trust instead
+    /// of the system's roots.
+    pub ca: Option<PathBuf>,
     /// Which events; empty means all.
     pub events: Vec<Pattern>,
     /// Spans queued before drops begin.
@@ -351,6 +367,10 @@ impl Default for OtelSinkConfig {
             service_name: "snakepit".to_string(),
             exporter: OtelExporterKind::Otlp,
             console_path: None,
+            headers: BTreeMap::new(),
+            resource_attributes: BTreeMap::new(),
+            compression: OtelCompression::None,
+            ca: None,
             events: Vec::new(),
             queue_capacity: 8192,
             batch_size: 512,
@@ -360,6 +380,17 @@ impl Default for OtelSinkConfig {
             sample_ratio: 1.0,
         }
     }
+}
+
+/// Compression of OTLP request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtelCompression {
+    /// Bodies as they are.
+    #[default]
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
 }
 
 /// Where an OTel sink sends its spans.
@@ -543,6 +574,29 @@ impl Config {
                             ),
                         ));
                     }
+                    for name in o.headers.keys() {
+                        if name.is_empty()
+                            || !name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                        {
+                            return Err(invalid(
+                                format!("sinks[{i}].headers"),
+                                format!(
+                                    "`{name}` is not an HTTP header name (letters, digits, `-`, `_`)"
+                                ),
+                            ));
+                        }
+                    }
+                    if o.ca.is_some() && !o.endpoint.starts_with("https://") {
+                        return Err(invalid(
+                            format!("sinks[{i}].ca"),
+                            format!(
+                                "a CA is for an https:// endpoint; `{}` is not one",
+                                o.endpoint
+                            ),
+                        ));
+                    }
                     if !rate_ok(o.sample_ratio) {
                         return Err(invalid(
                             format!("sinks[{i}].sample_ratio"),
@@ -623,6 +677,10 @@ impl Config {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        // The OpenTelemetry SDK's variables first: snakepit's own win.
+        let mut vars: Vec<(K, V)> = vars.into_iter().collect();
+        vars.sort_by_key(|(k, _)| !crate::otel_env::is_otel_var(k.as_ref()));
+        let service_name_set = vars.iter().any(|(k, _)| k.as_ref() == "OTEL_SERVICE_NAME");
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
             let env_err = |message: String| ConfigError::Env {
@@ -637,6 +695,14 @@ impl Config {
                     .filter(|r| (0.0..=1.0).contains(r))
                     .ok_or_else(|| env_err("allowed: a number from 0.0 to 1.0".into()))
             };
+            if crate::otel_env::is_otel_var(k) {
+                for sink in &mut self.sinks {
+                    if let SinkConfig::Otel(o) = sink {
+                        crate::otel_env::apply(o, k, v, service_name_set).map_err(env_err)?;
+                    }
+                }
+                continue;
+            }
             match k {
                 "SNAKEPIT_TELEMETRY_ENABLED" => {
                     self.telemetry.enabled = match v {

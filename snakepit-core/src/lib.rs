@@ -28,6 +28,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 mod log_category;
+pub mod otel_env;
 mod otel_section;
 pub mod pattern;
 pub mod policy;

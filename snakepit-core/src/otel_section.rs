@@ -15,11 +15,12 @@
 //! path = "spans.log"                 # default: standard output
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{OtelExporterKind, OtelSinkConfig};
+use crate::config::{OtelCompression, OtelExporterKind, OtelSinkConfig};
 use crate::pattern::Pattern;
 
 /// `[opentelemetry]`.
@@ -36,6 +37,8 @@ pub struct OpenTelemetrySection {
     pub sampling: f64,
     /// Which events become spans; empty means all.
     pub events: Vec<Pattern>,
+    /// Resource attributes besides `service.name`.
+    pub resource_attributes: BTreeMap<String, String>,
     /// Where spans go.
     pub exporters: Exporters,
 }
@@ -47,6 +50,7 @@ impl Default for OpenTelemetrySection {
             service_name: "snakepit".to_string(),
             sampling: 1.0,
             events: Vec::new(),
+            resource_attributes: BTreeMap::new(),
             exporters: Exporters::default(),
         }
     }
@@ -66,8 +70,17 @@ pub struct Exporters {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporter {
-    /// OTLP/HTTP base URL, e.g. `http://collector:4318`.
+    /// OTLP/HTTP base URL, e.g. `http://collector:4318` or `https://…`.
     pub endpoint: String,
+    /// HTTP headers of every request (`{ authorization = "…" }`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `"gzip"` or `"none"` (default).
+    #[serde(default)]
+    pub compression: OtelCompression,
+    /// A PEM file of the CA(s) to trust for https instead of the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// `[opentelemetry.exporters.console]`.
@@ -90,12 +103,16 @@ impl OpenTelemetrySection {
             service_name: self.service_name.clone(),
             sample_ratio: self.sampling,
             events: self.events.clone(),
+            resource_attributes: self.resource_attributes.clone(),
             ..OtelSinkConfig::default()
         };
         let mut out = Vec::new();
         if let Some(otlp) = &self.exporters.otlp {
             out.push(OtelSinkConfig {
                 endpoint: otlp.endpoint.clone(),
+                headers: otlp.headers.clone(),
+                compression: otlp.compression,
+                ca: otlp.ca.clone(),
                 ..base.clone()
             });
         }

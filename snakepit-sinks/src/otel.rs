@@ -111,6 +111,14 @@ pub enum OtelError {
     /// The export thread could not start.
     #[error("cannot start the otel export thread: {0}")]
     Thread(std::io::Error),
+    /// The TLS settings of an https endpoint are unusable.
+    #[error("otel endpoint `{endpoint}`: {message}")]
+    Tls {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong (the file and why).
+        message: String,
+    },
     /// The `console` exporter's file cannot be opened.
     #[error("otel console exporter: cannot open `{path}`: {message}")]
     Console {
@@ -308,6 +316,7 @@ impl OtelSink {
             frame,
             shards.clone(),
         )
+        .with_agent(export::agent(config)?)
         .with_console(console);
         let ctl = control.clone();
         let thread = std::thread::Builder::new()

@@ -26,6 +26,11 @@ pub struct Received {
     pub scopes: Vec<String>,
     /// Request paths and content types.
     pub requests: Vec<(String, String)>,
+    /// Every header of each request, names in lower case, in the order of
+    /// `requests`.
+    pub headers: Vec<Vec<(String, String)>>,
+    /// The resource attributes of each request (as text), in that order.
+    pub resources: Vec<Vec<(String, String)>>,
 }
 
 /// A receiver on a free loopback port; stops on drop.
@@ -50,6 +55,26 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Listens on a free loopback port, answering 200 until told otherwise.
     pub fn start() -> OtlpReceiver {
+        OtlpReceiver::listen(None)
+    }
+
+    /// The same over TLS (https), with the certificate and key in these PEM
+    /// files.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> OtlpReceiver {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+            .expect("the certificate file")
+            .map(|c| c.expect("a PEM certificate"))
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("the key file");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("a usable certificate and key");
+        OtlpReceiver::listen(Some(Arc::new(config)))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -68,7 +93,19 @@ impl OtlpReceiver {
                     Ok((stream, _)) => {
                         conns.fetch_add(1, Ordering::SeqCst);
                         let (r, st, sc, rf) = (r.clone(), st.clone(), sc.clone(), rf.clone());
-                        std::thread::spawn(move || serve(stream, &r, &st, &sc, &rf));
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(10)))
+                            .unwrap();
+                        let tls = tls.clone();
+                        std::thread::spawn(move || match tls {
+                            None => serve(stream, &r, &st, &sc, &rf),
+                            Some(config) => {
+                                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                    return;
+                                };
+                                serve(rustls::StreamOwned::new(conn, stream), &r, &st, &sc, &rf)
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -89,6 +126,12 @@ impl OtlpReceiver {
     /// The `http://host:port` endpoint to give an OTel sink.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The `https://localhost:port` endpoint of a receiver started with
+    /// [`OtlpReceiver::start_tls`] (its certificate names `localhost`).
+    pub fn https_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     /// Waits until at least `n` spans arrived; returns them.
@@ -115,17 +158,13 @@ impl Drop for OtlpReceiver {
     }
 }
 
-fn serve(
-    stream: TcpStream,
+fn serve<S: Read + Write>(
+    stream: S,
     received: &Mutex<Received>,
     status: &Mutex<u16>,
     script: &Mutex<std::collections::VecDeque<u16>>,
     refused: &std::sync::atomic::AtomicUsize,
 ) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -134,6 +173,7 @@ fn serve(
         }
         let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
         let (mut length, mut content_type) = (0usize, String::new());
+        let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -144,6 +184,7 @@ fn serve(
                 break;
             }
             let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
             match k.to_ascii_lowercase().as_str() {
                 "content-length" => length = v.trim().parse().unwrap_or(0),
                 "content-type" => content_type = v.trim().to_string(),
@@ -166,10 +207,34 @@ fn serve(
             ""
         };
         if code == 200 {
+            let gzipped = headers
+                .iter()
+                .any(|(k, v)| k == "content-encoding" && v == "gzip");
+            if gzipped {
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(body.as_slice())
+                    .read_to_end(&mut plain)
+                    .expect("a gzip body");
+                body = plain;
+            }
             let request = ExportTraceServiceRequest::decode(body.as_slice())
                 .expect("the sink's request decodes with opentelemetry-proto");
             let mut r = received.lock().unwrap();
             r.requests.push((path, content_type));
+            r.headers.push(headers);
+            r.resources.push(
+                request
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| rs.resource.iter().flat_map(|r| r.attributes.iter()))
+                    .map(|kv| {
+                        (
+                            kv.key.clone(),
+                            kv.value.as_ref().map(text).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            );
             for rs in request.resource_spans {
                 let service = rs
                     .resource
@@ -194,7 +259,8 @@ fn serve(
             "HTTP/1.1 {code} X\r\n{retry_after}Content-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        if writer.write_all(reply.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(reply.as_bytes()).is_err() || writer.flush().is_err() {
             return;
         }
     }

@@ -11,6 +11,10 @@ use crate::{cargo, run, step, Result};
 /// who pulls each with `cargo tree -i <crate>@<version> -e all --target
 /// all`), or add it here with the reason.
 const ALLOWED_DUPLICATES: &[(&str, &str)] = &[
+    // ureq 2's `tls` feature pulls webpki-roots 0.26, a shim that re-exports
+    // 1.0: one set of roots, compiled once (and unused: the OTel sink gives
+    // ureq its own rustls config, system roots or the configured CA).
+    ("webpki-roots", "ureq 2 pulls the 0.26 shim over 1.0"),
     // 0.15 through petgraph (prost-build: snakepit-grpc's build script
     // only), 0.16 through metrics-util (the Prometheus sink), 0.17 through
     // indexmap.

@@ -27,17 +27,16 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
         endpoint: endpoint.to_string(),
         message: message.to_string(),
     };
-    let rest = if let Some(rest) = endpoint.strip_prefix("http://") {
-        rest
-    } else if endpoint.starts_with("https://") {
-        return Err(bad(
-            "https is not supported by this build; use an http:// endpoint (e.g. a local collector)",
-        ));
-    } else {
-        return Err(bad("allowed: http://host:port"));
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
+        return Err(bad("allowed: http://host:port or https://host:port"));
     };
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(bad("has no host; allowed: http://host:port"));
+        return Err(bad(
+            "has no host; allowed: http://host:port or https://host:port",
+        ));
     }
     let base = endpoint.trim_end_matches('/');
     Ok(if base.ends_with("/v1/traces") {
@@ -45,6 +44,66 @@ pub(crate) fn traces_url(endpoint: &str) -> Result<String, OtelError> {
     } else {
         format!("{base}/v1/traces")
     })
+}
+
+/// The HTTP agent of `config`: for an `https://` endpoint, rustls trusting
+/// the CA(s) in `config.ca`, else the system's roots.
+pub(crate) fn agent(config: &OtelSinkConfig) -> Result<ureq::Agent, OtelError> {
+    let timeout = config.export_timeout.max(Duration::from_millis(1));
+    let builder = ureq::AgentBuilder::new().timeout(timeout);
+    if !config.endpoint.starts_with("https://") {
+        return Ok(builder.build());
+    }
+    let tls_err = |message: String| OtelError::Tls {
+        endpoint: config.endpoint.clone(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let pem = std::fs::read(path)
+                .map_err(|e| tls_err(format!("cannot read ca `{}`: {e}", path.display())))?;
+            let mut any = false;
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    tls_err(format!(
+                        "ca `{}` is not PEM certificates: {e}",
+                        path.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    tls_err(format!(
+                        "ca `{}` holds an unusable certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+                any = true;
+            }
+            if !any {
+                return Err(tls_err(format!(
+                    "ca `{}` holds no PEM certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(tls_err(
+                    "no system root certificate found: set `ca` to the collector's CA".into(),
+                ));
+            }
+        }
+    }
+    // The process's crypto provider (ring, the one built in).
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(builder.tls_config(std::sync::Arc::new(tls)).build())
 }
 
 /// How often drop counters are reported at most.
@@ -93,12 +152,21 @@ impl Frame {
     pub fn for_config(config: &OtelSinkConfig) -> Frame {
         Frame::new(
             &proto::Resource {
-                attributes: vec![
+                attributes: [
                     KeyValue::string("service.name", config.service_name.clone()),
                     KeyValue::string("telemetry.sdk.name", "snakepit"),
                     KeyValue::string("telemetry.sdk.language", "rust"),
                     KeyValue::string("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
-                ],
+                ]
+                .into_iter()
+                .chain(
+                    config
+                        .resource_attributes
+                        .iter()
+                        .filter(|(k, _)| *k != "service.name")
+                        .map(|(k, v)| KeyValue::string(k.clone(), v.clone())),
+                )
+                .collect(),
             },
             &proto::InstrumentationScope {
                 name: "snakepit".into(),
@@ -151,6 +219,10 @@ pub(crate) struct Exporter {
     url: String,
     /// The `console` exporter: lines of text instead of OTLP requests.
     console: Option<Console>,
+    /// Headers of every request.
+    headers: Vec<(String, String)>,
+    /// Gzip request bodies.
+    gzip: bool,
     agent: ureq::Agent,
     telemetry: Telemetry,
     counters: Arc<Counters>,
@@ -197,6 +269,12 @@ impl Exporter {
             shards,
             url,
             console: None,
+            headers: config
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            gzip: config.compression == snakepit_core::config::OtelCompression::Gzip,
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             telemetry,
             counters,
@@ -219,6 +297,12 @@ impl Exporter {
             last_report: Instant::now(),
             last_scan: Instant::now(),
         }
+    }
+
+    /// Sends with `agent` (see [`agent`]).
+    pub fn with_agent(mut self, agent: ureq::Agent) -> Exporter {
+        self.agent = agent;
+        self
     }
 
     /// Writes spans as lines of text to `console` instead of sending
@@ -528,13 +612,23 @@ impl Exporter {
         if let Some(console) = &self.console {
             return console.write(body).map_err(PostError::Fatal);
         }
-        match self
+        let mut request = self
             .agent
             .post(&self.url)
             .timeout(timeout)
-            .set("Content-Type", "application/x-protobuf")
-            .send_bytes(body)
-        {
+            .set("Content-Type", "application/x-protobuf");
+        for (k, v) in &self.headers {
+            request = request.set(k, v);
+        }
+        let compressed;
+        let body = if self.gzip {
+            compressed = gzip(body).map_err(PostError::Fatal)?;
+            request = request.set("Content-Encoding", "gzip");
+            &compressed[..]
+        } else {
+            body
+        };
+        match request.send_bytes(body) {
             Ok(resp) => {
                 drain(resp);
                 Ok(())
@@ -630,6 +724,18 @@ fn sleep_watching_stop(wait: Duration, control: &Control) {
 fn drain(resp: ureq::Response) {
     let mut body = resp.into_reader().take(64 * 1024);
     let _ = std::io::copy(&mut body, &mut std::io::sink());
+}
+
+/// `body` gzip-compressed (fast level: the collector is a hop away).
+fn gzip(body: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)
+        .and_then(|()| enc.finish())
+        .map_err(|e| format!("cannot gzip the request: {e}"))
 }
 
 #[cfg(test)]
