@@ -597,7 +597,12 @@ fn shutdown_meets_its_deadline_with_a_dead_collector_and_on_a_current_thread_run
 #[test]
 fn endpoints_are_checked() {
     let t = Telemetry::new();
-    for bad in ["collector:4318", "ftp://collector:4318", "http://", "https://"] {
+    for bad in [
+        "collector:4318",
+        "ftp://collector:4318",
+        "http://",
+        "https://",
+    ] {
         let e = OtelSink::new(&config(bad.into()), &t)
             .unwrap_err()
             .to_string();
