@@ -179,6 +179,36 @@ catalog! {
             md!("worker_id", "the worker"),
             md!("reason", "the last failure (exit, health check or start error)"),
         ];
+    /// A call with a session id found no live binding: the session is now
+    /// bound to the worker that takes this call (`Pool::execute_in_session`).
+    POOL_SESSION_CREATED = "snakepit.pool.session.created", Host,
+        measurements: [m!("sessions", Count, "sessions bound in the pool, this one included")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker it is bound to"),
+        ];
+    /// The worker a session was bound to died or was replaced: the session
+    /// ended (strict affinity: its next call fails with `SessionLost`).
+    POOL_SESSION_LOST = "snakepit.pool.session.lost", Host,
+        measurements: [m!("calls", Count, "calls the session made")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker that went away"),
+        ];
+    /// A session idle for `session_ttl` (or the oldest idle one, when the
+    /// session table was full) was forgotten.
+    POOL_SESSION_EXPIRED = "snakepit.pool.session.expired", Host,
+        measurements: [
+            m!("calls", Count, "calls the session made"),
+            m!("idle", Nanoseconds, "time since its last call"),
+        ],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker it was bound to"),
+        ];
     /// A discovered pool found a new worker address (a `dns:` name
     /// resolved to it) and gave it a worker slot.
     POOL_WORKER_DISCOVERED = "snakepit.pool.worker.discovered", Host,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import Any, Dict, Iterator
@@ -173,6 +174,10 @@ class ShowcaseAdapter(BaseAdapter):
     def span_fail(self, message: str = "step failed") -> None:
         with telemetry.span("risky_step", {"stage": "demo"}):
             raise RuntimeError(message)
+
+    @tool(description="The process id of the worker running the call", inline=True)
+    def pid(self) -> int:
+        return os.getpid()
 
     @tool(description="Correlation and trace context seen inside the tool", inline=True)
     def whoami(self) -> Dict[str, Any]:
