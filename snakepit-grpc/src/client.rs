@@ -334,6 +334,7 @@ impl WorkerClient {
             timeout_ms: timeout_ms(opts.timeout),
             stream,
             cancel: false,
+            session_id: opts.session_id.clone().unwrap_or_default(),
         };
         let size = prost::Message::encoded_len(&request);
         let limit = self.inner.options.max_message_bytes;

@@ -268,9 +268,10 @@ impl Pool {
         session_id: &str,
         tool: &str,
         args: serde_json::Value,
-        opts: CallOptions,
+        mut opts: CallOptions,
     ) -> Result<ToolOutput, PoolError> {
         let lease = session::lease(&self.inner.shared, session_id, tool).await?;
+        opts.session_id = Some(session_id.to_string());
         self.run(lease, tool, args, opts).await
     }
 
@@ -313,9 +314,10 @@ impl Pool {
         session_id: &str,
         tool: &str,
         args: serde_json::Value,
-        opts: CallOptions,
+        mut opts: CallOptions,
     ) -> Result<PoolStream, PoolError> {
         let lease = session::lease(&self.inner.shared, session_id, tool).await?;
+        opts.session_id = Some(session_id.to_string());
         self.run_stream(lease, tool, args, opts).await
     }
 

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 use snakepit_pool::{CallOptions, Pool, PoolConfig, PoolError, SessionAffinity};
 use snakepit_telemetry::Telemetry;
@@ -96,6 +97,30 @@ async fn a_session_stays_on_its_worker_and_sessions_spread() {
     );
     assert_eq!(meta(&created[0], "pool_name"), "sess");
     assert_eq!(int(&created[1], "sessions"), 2);
+
+    // The session id reaches the tool, which keeps state per session.
+    for (session, n, pid) in [("a", 1, a), ("a", 2, a), ("b", 1, b), ("a", 3, a)] {
+        let out = pool
+            .execute_in_session(session, "session_calls", json!({}), CallOptions::default())
+            .await
+            .unwrap();
+        let want = json!({"session_id": session, "calls": n, "pid": pid});
+        assert_eq!(out.value, want);
+    }
+    let err = pool
+        .execute("session_calls", json!({}), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no session"), "{err}");
+    // Streaming calls follow their session too.
+    let chunks: Vec<_> = pool
+        .execute_stream_in_session("b", "stream", json!({"n": 2}), CallOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(chunks.len(), 2);
+    assert!(chunks.iter().all(Result::is_ok), "{chunks:?}");
 
     // Session ids: 1 to 256 bytes, else a clear error.
     let long = "x".repeat(257);

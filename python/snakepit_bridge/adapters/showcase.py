@@ -179,6 +179,13 @@ class ShowcaseAdapter(BaseAdapter):
     def pid(self) -> int:
         return os.getpid()
 
+    @tool(description="Counts the calls of this tool in the current session (its state)")
+    def session_calls(self) -> Dict[str, Any]:
+        st = self.session_state()
+        st["calls"] = st.get("calls", 0) + 1
+        return {"session_id": telemetry.get_session_id(), "calls": st["calls"],
+                "pid": os.getpid()}
+
     @tool(description="Correlation and trace context seen inside the tool", inline=True)
     def whoami(self) -> Dict[str, Any]:
         sp = telemetry.current_span() or {}
