@@ -320,6 +320,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -334,6 +335,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -347,6 +349,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("error_type", "the Python exception type"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),

@@ -23,7 +23,10 @@ fn two(name: &str, affinity: SessionAffinity, ttl: Duration, wait: Duration) -> 
 }
 
 async fn start(cfg: PoolConfig) -> (Pool, Recorder, Vec<u32>) {
-    let telemetry = Telemetry::new();
+    start_with(Telemetry::new(), cfg).await
+}
+
+async fn start_with(telemetry: Telemetry, cfg: PoolConfig) -> (Pool, Recorder, Vec<u32>) {
     let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.session.*");
     let pool = Pool::start(telemetry, cfg).await.unwrap();
     let pids = pool.worker_pids();
@@ -71,7 +74,9 @@ async fn a_session_stays_on_its_worker_and_sessions_spread() {
         LIMIT,
         Duration::from_millis(100),
     );
-    let (pool, rec, pids) = start(cfg).await;
+    let telemetry = Telemetry::new();
+    let calls = Recorder::attach(&telemetry, "calls", "snakepit.python.call.*");
+    let (pool, rec, pids) = start_with(telemetry, cfg).await;
 
     let a = pid_in(&pool, "a").await.unwrap();
     // While a's worker is busy, b's first call binds b to the other worker.
@@ -112,6 +117,57 @@ async fn a_session_stays_on_its_worker_and_sessions_spread() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no session"), "{err}");
+    // The worker's call events carry the session: inline tools (`pid`,
+    // events folded from the reply) and thread-pool ones (`session_calls`).
+    // Thread-pool tools' events come on the telemetry stream: wait for the
+    // 5 calls of session_calls (a 3, b 1, one without a session).
+    let of = |name: &str, tool: &str| {
+        calls
+            .named(name)
+            .into_iter()
+            .filter(|e| meta(e, "command") == tool)
+            .count()
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while of("snakepit.python.call.start", "session_calls") < 5
+        || of("snakepit.python.call.stop", "session_calls") < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", calls.all());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for tool in ["pid", "session_calls"] {
+        for name in ["snakepit.python.call.start", "snakepit.python.call.stop"] {
+            let of_tool: Vec<_> = calls
+                .named(name)
+                .into_iter()
+                .filter(|e| meta(e, "command") == tool)
+                .collect();
+            assert!(
+                !of_tool.is_empty(),
+                "no {name} of {tool}: {:?}",
+                calls.all()
+            );
+            let without = of_tool
+                .iter()
+                .filter(|e| e.meta("session_id").is_none())
+                .count();
+            // One call of session_calls had no session (it failed).
+            let plain = usize::from(tool == "session_calls" && name.ends_with("start"));
+            assert_eq!(without, plain, "{of_tool:?}");
+            for e in of_tool.iter().filter(|e| e.meta("session_id").is_some()) {
+                assert!(["a", "b"].contains(&meta(e, "session_id")), "{e:?}");
+            }
+        }
+    }
+    let plain = calls
+        .wait_for("snakepit.python.call.exception", 1, LIMIT)
+        .await;
+    assert_eq!(
+        plain.len(),
+        1,
+        "the call without a session failed: {plain:?}"
+    );
+    assert!(plain[0].meta("session_id").is_none(), "{:?}", plain[0]);
     // Streaming calls follow their session too.
     let chunks: Vec<_> = pool
         .execute_stream_in_session("b", "stream", json!({"n": 2}), CallOptions::default())
