@@ -53,8 +53,20 @@ pub(crate) fn check_id(session_id: &str) -> Result<(), PoolError> {
     Ok(())
 }
 
-struct Session {
-    worker: Arc<LiveWorker>,
+/// What a session is bound to: a worker, named by its id.
+pub(crate) trait BoundWorker {
+    /// The worker's id, for events and errors.
+    fn id(&self) -> &Arc<str>;
+}
+
+impl BoundWorker for LiveWorker {
+    fn id(&self) -> &Arc<str> {
+        &self.worker_id
+    }
+}
+
+struct Session<W> {
+    worker: Arc<W>,
     last_used: Instant,
     calls: u64,
     /// Its worker is gone (`session.lost` was emitted).
@@ -62,23 +74,23 @@ struct Session {
 }
 
 /// Where a session's next call goes.
-pub(crate) enum Binding {
+pub(crate) enum Binding<W> {
     /// No binding: any worker, and the session binds to it.
     Unbound,
     /// The worker the session is bound to (it may have died since).
-    Live(Arc<LiveWorker>),
+    Live(Arc<W>),
     /// The bound worker went away.
     Lost(Arc<str>),
 }
 
 /// The session table of one pool.
-pub(crate) struct Sessions {
-    table: Mutex<HashMap<String, Session>>,
+pub(crate) struct Sessions<W = LiveWorker> {
+    table: Mutex<HashMap<String, Session<W>>>,
     max: usize,
     events: PoolEvents,
 }
 
-impl Sessions {
+impl<W: BoundWorker> Sessions<W> {
     pub fn new(max: usize, events: PoolEvents) -> Self {
         Sessions {
             table: Mutex::new(HashMap::new()),
@@ -87,16 +99,16 @@ impl Sessions {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Session<W>>> {
         // Every update is a single assignment: a poisoned table is consistent.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session's binding.
-    pub fn lookup(&self, session_id: &str) -> Binding {
+    pub fn lookup(&self, session_id: &str) -> Binding<W> {
         match self.lock().get(session_id) {
             None => Binding::Unbound,
-            Some(s) if s.lost => Binding::Lost(s.worker.worker_id.clone()),
+            Some(s) if s.lost => Binding::Lost(s.worker.id().clone()),
             Some(s) => Binding::Live(s.worker.clone()),
         }
     }
@@ -111,7 +123,7 @@ impl Sessions {
 
     /// Binds the session to `worker` (emits `session.created`), unless a
     /// call that started at the same time bound it to a live worker first.
-    pub fn bind(&self, session_id: &str, worker: &Arc<LiveWorker>) {
+    pub fn bind(&self, session_id: &str, worker: &Arc<W>) {
         let mut table = self.lock();
         if let Some(s) = table.get_mut(session_id) {
             if !s.lost {
@@ -139,8 +151,7 @@ impl Sessions {
         if let Some((id, s)) = evicted {
             self.expired(&id, &s);
         }
-        self.events
-            .session_created(session_id, &worker.worker_id, count);
+        self.events.session_created(session_id, worker.id(), count);
     }
 
     /// Forgets the session (a strict session whose worker was lost).
@@ -149,7 +160,7 @@ impl Sessions {
     }
 
     /// `worker` is gone: its sessions end (`session.lost`, once each).
-    pub fn worker_lost(&self, worker: &Arc<LiveWorker>) {
+    pub fn worker_lost(&self, worker: &Arc<W>) {
         let mut ended = Vec::new();
         for (id, s) in self.lock().iter_mut() {
             if !s.lost && Arc::ptr_eq(&s.worker, worker) {
@@ -158,7 +169,7 @@ impl Sessions {
             }
         }
         for (id, calls) in ended {
-            self.events.session_lost(&id, &worker.worker_id, calls);
+            self.events.session_lost(&id, worker.id(), calls);
         }
     }
 
@@ -170,7 +181,7 @@ impl Sessions {
         self.lock().retain(|id, s| {
             let keep = now.duration_since(s.last_used) < ttl;
             if !keep && !s.lost {
-                gone.push((id.clone(), s.worker.worker_id.clone(), s.calls, s.last_used));
+                gone.push((id.clone(), s.worker.id().clone(), s.calls, s.last_used));
             }
             keep
         });
@@ -180,16 +191,16 @@ impl Sessions {
         }
     }
 
-    fn expired(&self, id: &str, s: &Session) {
+    fn expired(&self, id: &str, s: &Session<W>) {
         if !s.lost {
             self.events
-                .session_expired(id, &s.worker.worker_id, s.calls, s.last_used.elapsed());
+                .session_expired(id, s.worker.id(), s.calls, s.last_used.elapsed());
         }
     }
 }
 
 /// The key of the session idle the longest.
-fn oldest(table: &HashMap<String, Session>) -> Option<String> {
+fn oldest<W>(table: &HashMap<String, Session<W>>) -> Option<String> {
     table
         .iter()
         .min_by_key(|(_, s)| s.last_used)
@@ -270,4 +281,110 @@ pub(crate) async fn lease(
     let lease = shared.dispatch.acquire(tool).await?;
     sessions.bind(session_id, &lease.worker);
     Ok(lease)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snakepit_core::{OwnedEvent, Value};
+    use snakepit_telemetry::Telemetry;
+
+    struct Worker(Arc<str>);
+
+    impl BoundWorker for Worker {
+        fn id(&self) -> &Arc<str> {
+            &self.0
+        }
+    }
+
+    fn table(max: usize) -> (Sessions<Worker>, Arc<Mutex<Vec<OwnedEvent>>>) {
+        let telemetry = Telemetry::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        telemetry
+            .attach("t", "snakepit.pool.session.*", move |e| {
+                sink.lock().unwrap().push(e.to_owned_event());
+            })
+            .unwrap();
+        let events = PoolEvents {
+            telemetry,
+            pool_name: "p".into(),
+        };
+        (Sessions::new(max, events), seen)
+    }
+
+    fn names(seen: &Mutex<Vec<OwnedEvent>>) -> Vec<(String, String)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let sid = e.meta("session_id").and_then(Value::as_str).unwrap();
+                (e.name.to_string(), sid.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_table_expires_the_session_idle_the_longest() {
+        let (sessions, seen) = table(2);
+        let w = Arc::new(Worker("p_1".into()));
+        sessions.bind("old", &w);
+        std::thread::sleep(Duration::from_millis(2));
+        sessions.bind("mid", &w);
+        std::thread::sleep(Duration::from_millis(2));
+        sessions.touch("old");
+        sessions.bind("new", &w);
+        assert!(matches!(sessions.lookup("mid"), Binding::Unbound));
+        assert!(matches!(sessions.lookup("old"), Binding::Live(_)));
+        assert!(matches!(sessions.lookup("new"), Binding::Live(_)));
+        let created = "snakepit.pool.session.created".to_string();
+        let expired = "snakepit.pool.session.expired".to_string();
+        assert_eq!(
+            names(&seen),
+            vec![
+                (created.clone(), "old".into()),
+                (created.clone(), "mid".into()),
+                (expired, "mid".into()),
+                (created, "new".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lost_worker_ends_its_sessions_once_and_only_its_own() {
+        let (sessions, seen) = table(10);
+        let (w1, w2) = (
+            Arc::new(Worker("p_1".into())),
+            Arc::new(Worker("p_2".into())),
+        );
+        sessions.bind("a", &w1);
+        sessions.bind("b", &w2);
+        sessions.worker_lost(&w1);
+        sessions.worker_lost(&w1);
+        assert!(matches!(sessions.lookup("a"), Binding::Lost(id) if &*id == "p_1"));
+        assert!(matches!(sessions.lookup("b"), Binding::Live(_)));
+        let lost: Vec<_> = names(&seen)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with("lost"))
+            .collect();
+        assert_eq!(
+            lost,
+            vec![("snakepit.pool.session.lost".into(), "a".into())]
+        );
+        // A lost session is dropped by the sweep without an expired event.
+        sessions.expire_idle(Duration::ZERO);
+        assert!(matches!(sessions.lookup("a"), Binding::Unbound));
+        assert!(!names(&seen)
+            .iter()
+            .any(|(n, s)| n.ends_with("expired") && s == "a"));
+    }
+
+    #[test]
+    fn session_ids_are_one_to_256_bytes() {
+        assert!(check_id("s").is_ok());
+        assert!(check_id(&"x".repeat(MAX_SESSION_ID_LEN)).is_ok());
+        let err = check_id(&"x".repeat(MAX_SESSION_ID_LEN + 1)).unwrap_err();
+        assert!(err.to_string().contains("257 bytes"), "{err}");
+        assert!(check_id("").is_err());
+    }
 }
