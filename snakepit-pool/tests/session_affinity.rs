@@ -360,3 +360,24 @@ fn session_keys_are_read_and_checked() {
     assert!(err.contains("session_ttl"), "{err}");
     assert!(err.contains("1ms"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycled_worker_ends_its_sessions() {
+    let cfg = config("recyc", 1).max_calls_per_worker(2).sessions(
+        SessionAffinity::Hint,
+        LIMIT,
+        Duration::from_millis(100),
+    );
+    let (pool, rec, pids) = start(cfg).await;
+    let first = pid_in(&pool, "s").await.unwrap();
+    assert_eq!(pid_in(&pool, "s").await.unwrap(), first);
+    // Its second call reached the limit: the replacement serves, the old
+    // worker stops and its session ends.
+    let lost = rec.wait_for("snakepit.pool.session.lost", 1, LIMIT).await;
+    assert_eq!(lost.len(), 1, "{:?}", rec.all());
+    assert_eq!(int(&lost[0], "calls"), 2);
+    let again = pid_in(&pool, "s").await.unwrap();
+    assert_ne!(again, first);
+    assert_eq!(rec.named("snakepit.pool.session.created").len(), 2);
+    stop(pool, pids).await;
+}
