@@ -489,6 +489,11 @@ impl Dispatch {
         self.queue_len.store(0, Ordering::Relaxed);
     }
 
+    /// The pool is shutting down (`close` was called).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Waits until no call holds a lease, at most `limit`. True when drained.
     pub async fn drain(&self, limit: Duration) -> bool {
         let wait = async {

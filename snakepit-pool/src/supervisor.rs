@@ -369,7 +369,10 @@ async fn slot_loop(
         };
         let total = live.total_commands.load(Ordering::Relaxed);
         shared.dispatch.worker_down(&live);
-        shared.sessions.worker_lost(&live);
+        if !shared.dispatch.is_closed() {
+            // On shutdown sessions end with the pool, not as lost.
+            shared.sessions.worker_lost(&live);
+        }
         let failure = match ended {
             Ended::Stop => {
                 if process.is_none() {

@@ -190,6 +190,8 @@ async fn a_session_stays_on_its_worker_and_sessions_spread() {
     }
     assert!(pid_in(&pool, &"y".repeat(256)).await.is_ok());
     stop(pool, pids).await;
+    // A shutdown ends the sessions with the pool: none is reported lost.
+    assert!(rec.named("snakepit.pool.session.lost").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
