@@ -179,6 +179,10 @@ class ShowcaseAdapter(BaseAdapter):
     def pid(self) -> int:
         return os.getpid()
 
+    @tool(description="The current call's session id (None without one)", inline=True)
+    def session_id(self) -> Any:
+        return telemetry.get_session_id()
+
     @tool(description="Counts the calls of this tool in the current session (its state)")
     def session_calls(self) -> Dict[str, Any]:
         st = self.session_state()
