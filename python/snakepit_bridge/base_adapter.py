@@ -24,6 +24,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from . import session as _session
+
 __all__ = ["BaseAdapter", "tool", "ToolSpec"]
 
 _TOOL_ATTR = "__snakepit_tool__"
@@ -95,6 +97,13 @@ def tool(
 
 class BaseAdapter:
     """Base class for adapters. Subclasses define ``@tool`` methods."""
+
+    def session_state(self) -> Dict[str, Any]:
+        """The state dict of the current call's session (a call made with
+        ``Pool::execute_in_session``), kept in this worker between the
+        session's calls; see ``snakepit_bridge.session.state``. Raises
+        ``RuntimeError`` in a call without a session."""
+        return _session.state()
 
     def tools(self) -> Dict[str, BoundTool]:
         """Name -> bound tool, for every ``@tool`` method of this instance."""

@@ -179,6 +179,36 @@ catalog! {
             md!("worker_id", "the worker"),
             md!("reason", "the last failure (exit, health check or start error)"),
         ];
+    /// A call with a session id found no live binding: the session is now
+    /// bound to the worker that takes this call (`Pool::execute_in_session`).
+    POOL_SESSION_CREATED = "snakepit.pool.session.created", Host,
+        measurements: [m!("sessions", Count, "sessions bound in the pool, this one included")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker it is bound to"),
+        ];
+    /// The worker a session was bound to died or was replaced: the session
+    /// ended (strict affinity: its next call fails with `SessionLost`).
+    POOL_SESSION_LOST = "snakepit.pool.session.lost", Host,
+        measurements: [m!("calls", Count, "calls the session made")],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker that went away"),
+        ];
+    /// A session idle for `session_ttl` (or the oldest idle one, when the
+    /// session table was full) was forgotten.
+    POOL_SESSION_EXPIRED = "snakepit.pool.session.expired", Host,
+        measurements: [
+            m!("calls", Count, "calls the session made"),
+            m!("idle", Nanoseconds, "time since its last call"),
+        ],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("session_id", "the session"),
+            md!("worker_id", "the worker it was bound to"),
+        ];
     /// A discovered pool found a new worker address (a `dns:` name
     /// resolved to it) and gave it a worker slot.
     POOL_WORKER_DISCOVERED = "snakepit.pool.worker.discovered", Host,
@@ -290,6 +320,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -304,6 +335,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),
             md!("python_pid", "the worker's process id (added by the host)"),
@@ -317,6 +349,7 @@ catalog! {
         metadata: [
             md!("command", "the tool called"),
             md!("rpc_method", "the RPC the worker served the call on: CallBatchStream, or ExecuteTool / ExecuteStreamingTool / CallStream on the compatibility path"),
+            md!("session_id", "the call's session (Pool::execute_in_session); absent without one"),
             md!("error_type", "the Python exception type"),
             md!("worker_id", "the worker (added by the host)"),
             md!("pool_name", "the pool (added by the host)"),

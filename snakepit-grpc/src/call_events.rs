@@ -32,6 +32,9 @@ pub(crate) struct CallEvents<'a> {
     pub(crate) worker_id: &'a str,
     pub(crate) pool_name: &'a str,
     pub(crate) python_pid: Option<u32>,
+    /// The call's session (`CallOptions::session_id`), "" if none: metadata
+    /// `session_id` of the python.call events.
+    pub(crate) session_id: &'a str,
 }
 
 impl CallEvents<'_> {
@@ -187,6 +190,9 @@ impl CallEvents<'_> {
         if key == "command" {
             // The python.call events: the RPC that carries CallTelemetry.
             push(("rpc_method", Value::Str(Cow::Borrowed("CallBatchStream"))));
+            if !self.session_id.is_empty() {
+                push(("session_id", Value::Str(Cow::Borrowed(self.session_id))));
+            }
         }
         if let Some((error_type, message)) = error {
             push((

@@ -334,6 +334,7 @@ impl WorkerClient {
             timeout_ms: timeout_ms(opts.timeout),
             stream,
             cancel: false,
+            session_id: opts.session_id.clone().unwrap_or_default(),
         };
         let size = prost::Message::encoded_len(&request);
         let limit = self.inner.options.max_message_bytes;
@@ -393,11 +394,12 @@ impl WorkerClient {
             let mut guard = stream.send(request, Pending::Reply(tx)).await?;
             // If this call stops waiting (timeout), its events still come.
             let (client, tool_name) = (self.clone(), tool.to_string());
+            let session = opts.session_id.clone().unwrap_or_default();
             let correlation = span.correlation.as_str().to_string();
             let trace = span.trace_id();
             guard.on_late_reply(Box::new(move |t| {
                 client
-                    .call_events()
+                    .call_events(&session)
                     .emit(&tool_name, &correlation, trace, &t, None, "");
             }));
             let (reply, worker_events) = rx
@@ -412,14 +414,15 @@ impl WorkerClient {
                     Err(CallError::Tool { traceback, .. }) => traceback.as_str(),
                     _ => "",
                 };
-                self.call_events().emit(
-                    tool,
-                    span.correlation.as_str(),
-                    span.trace_id(),
-                    t,
-                    result_bytes,
-                    traceback,
-                );
+                self.call_events(opts.session_id.as_deref().unwrap_or_default())
+                    .emit(
+                        tool,
+                        span.correlation.as_str(),
+                        span.trace_id(),
+                        t,
+                        result_bytes,
+                        traceback,
+                    );
             }
             reply
         };
@@ -433,8 +436,11 @@ impl WorkerClient {
         decode_result(tool, &reply.result_json, reply.binary_results)
     }
 
-    fn call_events(&self) -> CallEvents<'_> {
+    /// The emitter of the folded `python.call.*` events of a call of
+    /// `session_id` ("" if none).
+    fn call_events<'a>(&'a self, session_id: &'a str) -> CallEvents<'a> {
         CallEvents {
+            session_id,
             telemetry: &self.inner.telemetry,
             stats: &self.inner.stats,
             worker_id: &self.inner.worker_id,

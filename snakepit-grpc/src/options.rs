@@ -90,6 +90,10 @@ pub struct CallOptions {
     /// `grpc.call` span's own context, so its spans are children of it; the
     /// parent's `sampled` flag carries through.
     pub parent: Option<TraceParent>,
+    /// The call's session id, current inside the tool
+    /// (`snakepit_bridge.session.get_session_id()`). Set by
+    /// `Pool::execute_in_session`; `None`: no session.
+    pub session_id: Option<String>,
 }
 
 impl CallOptions {

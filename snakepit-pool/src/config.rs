@@ -23,6 +23,9 @@
 //! | `restart_backoff_base`, `restart_backoff_max` | 1ms to 1h |
 //! | `restart_stable_after` | 1ms to 1day |
 //! | `grace_period` | 0s to 1h |
+//! | `session_affinity` | `"hint"` (default) or `"strict"` |
+//! | `session_ttl` | 1ms to 1day (default `30m`) |
+//! | `session_wait` | 0s to 1h (default `100ms`) |
 //! | `external_workers[i].tls.ca`, `.cert`, `.key` | readable PEM files (a certificate, a private key); `cert` and `key` together |
 //! | `external_workers[i].tls.server_name` | a DNS name or an IP address |
 //!
@@ -141,6 +144,17 @@ pub struct PoolConfig {
     /// How long a call may wait in the queue.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// What a [`Pool::execute_in_session`](crate::Pool::execute_in_session)
+    /// call does when its session's worker is busy or gone (see
+    /// [`SessionAffinity`](crate::SessionAffinity)).
+    pub session_affinity: crate::SessionAffinity,
+    /// A session unused this long is forgotten (`snakepit.pool.session.expired`).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Hint affinity: how long a session call waits for a free call slot on
+    /// its session's worker before it runs on any worker.
+    #[serde(with = "humantime_serde")]
+    pub session_wait: Duration,
     /// Timeout applied to a call whose options set none.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -297,6 +311,9 @@ impl Default for PoolConfig {
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            session_affinity: crate::SessionAffinity::Hint,
+            session_ttl: Duration::from_secs(30 * 60),
+            session_wait: Duration::from_millis(100),
             startup_timeout: Duration::from_secs(15),
             status_interval: Duration::from_secs(5),
             restart_backoff_base: Duration::from_millis(100),
@@ -512,6 +529,19 @@ impl PoolConfig {
     /// Sets [`PoolConfig::queue_timeout`].
     pub fn queue_timeout(mut self, d: Duration) -> Self {
         self.queue_timeout = d;
+        self
+    }
+    /// Sets the session keys: [`PoolConfig::session_affinity`],
+    /// [`PoolConfig::session_ttl`] and [`PoolConfig::session_wait`].
+    pub fn sessions(
+        mut self,
+        affinity: crate::SessionAffinity,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Self {
+        self.session_affinity = affinity;
+        self.session_ttl = ttl;
+        self.session_wait = wait;
         self
     }
     /// Sets [`PoolConfig::call_timeout`].
@@ -745,6 +775,8 @@ impl PoolConfig {
             ("restart_backoff_max", self.restart_backoff_max, MS..=HOUR),
             ("restart_stable_after", self.restart_stable_after, MS..=DAY),
             ("grace_period", self.grace_period, Duration::ZERO..=HOUR),
+            ("session_ttl", self.session_ttl, MS..=DAY),
+            ("session_wait", self.session_wait, Duration::ZERO..=HOUR),
         ];
         for (key, d, range) in durations {
             if !range.contains(&d) {

@@ -40,6 +40,8 @@ pub(crate) struct LiveWorker {
     pub in_flight: AtomicUsize,
     /// Woken when one of its leases is given back.
     pub released: Notify,
+    /// Woken (every waiter) each time one of its call slots is freed.
+    pub freed: Notify,
     /// `max_calls_per_worker`, for a worker that is recycled by calls.
     pub max_calls: Option<u64>,
     /// Leases granted so far.
@@ -65,6 +67,16 @@ impl LiveWorker {
         };
         tokio::time::timeout(limit, wait).await.is_ok()
     }
+}
+
+/// Why [`Dispatch::acquire_on`] got no slot on its worker.
+pub(crate) enum OnWorker {
+    /// Every call slot stayed taken for the whole wait.
+    Busy,
+    /// The worker is gone (dead, killed or replaced).
+    Gone,
+    /// The pool is shutting down.
+    Closed,
 }
 
 struct Slot {
@@ -292,6 +304,7 @@ impl Dispatch {
             self.pump(&mut st);
         }
         drop(st);
+        worker.freed.notify_waiters();
         if worker.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             worker.released.notify_waiters();
         }
@@ -365,6 +378,45 @@ impl Dispatch {
         }
     }
 
+    /// Takes a call slot on `worker` alone, waiting at most `wait` for one
+    /// to be free. Queued calls of the pool go first when a slot frees.
+    pub async fn acquire_on(
+        self: &Arc<Self>,
+        worker: &Arc<LiveWorker>,
+        wait: Duration,
+    ) -> Result<Lease, OnWorker> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut exit = worker.exit.clone();
+        loop {
+            let freed = worker.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(OnWorker::Closed);
+                }
+                let slot = &st.slots[worker.slot];
+                let current = slot.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, worker));
+                if !current || exit.borrow().is_some() {
+                    return Err(OnWorker::Gone);
+                }
+                if slot.in_flight < self.concurrency {
+                    return Ok(self.grant(&mut st, worker.slot));
+                }
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = async {
+                    if exit.wait_for(Option::is_some).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(OnWorker::Busy),
+            }
+        }
+    }
+
     /// A worker is ready in `slot`: calls may go to it.
     pub fn worker_up(self: &Arc<Self>, worker: Arc<LiveWorker>) {
         let mut st = self.lock();
@@ -435,6 +487,11 @@ impl Dispatch {
         st.closed = true;
         st.queue.clear();
         self.queue_len.store(0, Ordering::Relaxed);
+    }
+
+    /// The pool is shutting down (`close` was called).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Waits until no call holds a lease, at most `limit`. True when drained.

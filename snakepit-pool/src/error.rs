@@ -59,6 +59,38 @@ pub enum PoolError {
         /// Why, with the Python traceback when there is one.
         reason: String,
     },
+    /// A session id is empty or longer than the limit
+    /// ([`MAX_SESSION_ID_LEN`](crate::MAX_SESSION_ID_LEN) bytes).
+    #[error("invalid session id: {len} bytes; a session id must be 1 to {max} bytes")]
+    InvalidSessionId {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest allowed.
+        max: usize,
+    },
+    /// Strict session affinity: the worker the session is bound to died or
+    /// was replaced, and the state it held for the session is gone. The
+    /// session is forgotten: call again to start it anew on another worker.
+    #[error(
+        "session {session_id:?} is lost: its worker {worker_id} went away; start the session again"
+    )]
+    SessionLost {
+        /// The session.
+        session_id: String,
+        /// The worker it was bound to.
+        worker_id: String,
+    },
+    /// Strict session affinity: the session's worker had no free call slot
+    /// within `queue_timeout`.
+    #[error("session {session_id:?}: its worker {worker_id} had no free call slot within {waited:?} (queue_timeout); raise concurrency_per_worker or use session_affinity = \"hint\"")]
+    SessionBusy {
+        /// The session.
+        session_id: String,
+        /// The worker it is bound to.
+        worker_id: String,
+        /// Time spent waiting.
+        waited: Duration,
+    },
     /// The pool is shutting down and takes no more calls.
     #[error("the pool is shutting down")]
     ShuttingDown,

@@ -253,4 +253,39 @@ impl PoolEvents {
             ],
         );
     }
+    pub fn session_created(&self, session_id: &str, worker_id: &str, sessions: usize) {
+        self.telemetry.execute(
+            builtin::POOL_SESSION_CREATED,
+            &[("sessions", sessions.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("session_id", session_id.into()),
+                ("worker_id", worker_id.into()),
+            ],
+        );
+    }
+
+    pub fn session_lost(&self, session_id: &str, worker_id: &str, calls: u64) {
+        self.telemetry.execute(
+            builtin::POOL_SESSION_LOST,
+            &[("calls", calls.into())],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("session_id", session_id.into()),
+                ("worker_id", worker_id.into()),
+            ],
+        );
+    }
+
+    pub fn session_expired(&self, session_id: &str, worker_id: &str, calls: u64, idle: Duration) {
+        self.telemetry.execute(
+            builtin::POOL_SESSION_EXPIRED,
+            &[("calls", calls.into()), ("idle", ns(idle))],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("session_id", session_id.into()),
+                ("worker_id", worker_id.into()),
+            ],
+        );
+    }
 }

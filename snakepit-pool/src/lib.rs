@@ -76,6 +76,7 @@ mod lines;
 mod pool;
 mod process;
 mod recycle;
+mod session;
 mod size;
 mod socket_dir;
 mod stream;
@@ -88,6 +89,7 @@ pub use discovery::{DnsName, Resolver, SystemResolver};
 pub use error::PoolError;
 pub use interpreter::{resolve_python, PythonSource, ResolvedPython};
 pub use pool::{Pool, PoolStatus};
+pub use session::{SessionAffinity, MAX_SESSIONS, MAX_SESSION_ID_LEN};
 pub use snakepit_grpc::{
     CallError, CallOptions, ToolOutput, TraceParent, TraceParentError, WorkerAddress, WorkerInfo,
 };

@@ -10,13 +10,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ExternalWorker, PoolConfig};
 use crate::discovery;
-use crate::dispatch::{Dispatch, Exit, LiveWorker};
+use crate::dispatch::{Dispatch, Exit, Lease, LiveWorker};
 use crate::error::PoolError;
 use crate::events::PoolEvents;
 use crate::process;
+use crate::session::{self, Sessions};
 use crate::socket_dir;
 use crate::stream::PoolStream;
 use crate::supervisor::{register, run_slot, Shared, Started};
+use crate::MAX_SESSIONS;
 use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerInfo};
 
 /// How long a failed call waits to learn whether its worker process died.
@@ -127,6 +129,7 @@ impl Pool {
                 .unwrap_or_default(),
             config,
             telemetry,
+            sessions: Arc::new(Sessions::new(MAX_SESSIONS, events.clone())),
             events,
             dispatch,
             pids: Mutex::new(vec![None; slots]),
@@ -192,6 +195,11 @@ impl Pool {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(session::sweep(
+            shared.sessions.clone(),
+            shared.config.session_ttl,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(status_ticker(shared.clone(), stop_rx)));
         let live = shared.dispatch.status().total_workers;
         shared.events.initialized(t0.elapsed(), live);
@@ -230,9 +238,50 @@ impl Pool {
         &self,
         tool: &str,
         args: serde_json::Value,
-        mut opts: CallOptions,
+        opts: CallOptions,
     ) -> Result<ToolOutput, PoolError> {
         let lease = self.inner.shared.dispatch.acquire(tool).await?;
+        self.run(lease, tool, args, opts).await
+    }
+
+    /// Runs `tool` as a call of session `session_id`: on the worker the
+    /// session is bound to, so that the tool finds the state that worker
+    /// keeps for the session. The session's first call (or the first after
+    /// its worker went away or it expired) goes to any free worker and
+    /// binds the session to it (`snakepit.pool.session.created`).
+    ///
+    /// When the bound worker has no free call slot: with
+    /// `session_affinity = "hint"` the call waits at most `session_wait`,
+    /// then runs on any worker (the binding stays); with `"strict"` it
+    /// waits up to `queue_timeout`, then fails with
+    /// [`PoolError::SessionBusy`]. When the bound worker died or was
+    /// replaced (`snakepit.pool.session.lost`): hint binds the session
+    /// anew; strict fails this call with [`PoolError::SessionLost`] and
+    /// forgets the session. A session unused for `session_ttl` is forgotten
+    /// (`snakepit.pool.session.expired`).
+    ///
+    /// Errors: [`PoolError::InvalidSessionId`] for an empty id or one longer
+    /// than [`MAX_SESSION_ID_LEN`](crate::MAX_SESSION_ID_LEN) bytes, and
+    /// those of [`Pool::execute`].
+    pub async fn execute_in_session(
+        &self,
+        session_id: &str,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<ToolOutput, PoolError> {
+        let lease = session::lease(&self.inner.shared, session_id, tool).await?;
+        opts.session_id = Some(session_id.to_string());
+        self.run(lease, tool, args, opts).await
+    }
+
+    async fn run(
+        &self,
+        lease: Lease,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<ToolOutput, PoolError> {
         opts.timeout
             .get_or_insert(self.inner.shared.config.call_timeout);
         let worker = &lease.worker;
@@ -251,9 +300,34 @@ impl Pool {
         &self,
         tool: &str,
         args: serde_json::Value,
-        mut opts: CallOptions,
+        opts: CallOptions,
     ) -> Result<PoolStream, PoolError> {
         let lease = self.inner.shared.dispatch.acquire(tool).await?;
+        self.run_stream(lease, tool, args, opts).await
+    }
+
+    /// Runs a streaming tool as a call of session `session_id`, routed as
+    /// [`Pool::execute_in_session`] routes; the stream as
+    /// [`Pool::execute_stream`] gives it.
+    pub async fn execute_stream_in_session(
+        &self,
+        session_id: &str,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<PoolStream, PoolError> {
+        let lease = session::lease(&self.inner.shared, session_id, tool).await?;
+        opts.session_id = Some(session_id.to_string());
+        self.run_stream(lease, tool, args, opts).await
+    }
+
+    async fn run_stream(
+        &self,
+        lease: Lease,
+        tool: &str,
+        args: serde_json::Value,
+        mut opts: CallOptions,
+    ) -> Result<PoolStream, PoolError> {
         opts.timeout
             .get_or_insert(self.inner.shared.config.call_timeout);
         let worker = lease.worker.clone();

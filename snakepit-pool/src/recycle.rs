@@ -35,6 +35,9 @@ pub(crate) async fn retire(
     let lifetime = up_at.elapsed();
     client.expect_stop();
     let _ = exit_tx.send(Some(Exit::Gone(format!("recycled ({reason})"))));
+    if !shared.dispatch.is_closed() {
+        shared.sessions.worker_lost(&live);
+    }
     let how = match process.as_mut() {
         Some(p) => p.terminate(c.grace_period).await,
         None => "disconnected".to_string(),

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub telemetry: Telemetry,
     pub events: PoolEvents,
     pub dispatch: Arc<Dispatch>,
+    /// The session table (`Pool::execute_in_session`).
+    pub sessions: Arc<crate::session::Sessions>,
     pub socket_dir: PathBuf,
     /// The live process id of each local slot.
     pub pids: Mutex<Vec<Option<u32>>>,
@@ -231,6 +233,7 @@ pub(crate) fn register(shared: &Shared, slot: usize, started: Started) -> Servin
         external: started.process.is_none(),
         in_flight: AtomicUsize::new(0),
         released: Notify::new(),
+        freed: Notify::new(),
         max_calls: shared
             .config
             .max_calls_per_worker
@@ -366,6 +369,10 @@ async fn slot_loop(
         };
         let total = live.total_commands.load(Ordering::Relaxed);
         shared.dispatch.worker_down(&live);
+        if !shared.dispatch.is_closed() {
+            // On shutdown sessions end with the pool, not as lost.
+            shared.sessions.worker_lost(&live);
+        }
         let failure = match ended {
             Ended::Stop => {
                 if process.is_none() {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import Any, Dict, Iterator
@@ -173,6 +174,21 @@ class ShowcaseAdapter(BaseAdapter):
     def span_fail(self, message: str = "step failed") -> None:
         with telemetry.span("risky_step", {"stage": "demo"}):
             raise RuntimeError(message)
+
+    @tool(description="The process id of the worker running the call", inline=True)
+    def pid(self) -> int:
+        return os.getpid()
+
+    @tool(description="The current call's session id (None without one)", inline=True)
+    def session_id(self) -> Any:
+        return telemetry.get_session_id()
+
+    @tool(description="Counts the calls of this tool in the current session (its state)")
+    def session_calls(self) -> Dict[str, Any]:
+        st = self.session_state()
+        st["calls"] = st.get("calls", 0) + 1
+        return {"session_id": telemetry.get_session_id(), "calls": st["calls"],
+                "pid": os.getpid()}
 
     @tool(description="Correlation and trace context seen inside the tool", inline=True)
     def whoami(self) -> Dict[str, Any]:

@@ -28,6 +28,7 @@ drains). The worker uses them through one internal API,
 ``_worker_api``; tests reset the state with ``_testing``.
 """
 
+from ..session import get_session_id
 from ._buffer import emit, span
 from ._context import (
     CORRELATION_HEADER,
@@ -51,6 +52,7 @@ __all__ = [
     "new_correlation_id",
     "set_correlation_id",
     "get_correlation_id",
+    "get_session_id",
     "reset_correlation_id",
     "outgoing_metadata",
     "correlation_filter",

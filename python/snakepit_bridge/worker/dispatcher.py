@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional
 
 from .. import _wire, telemetry
+from .. import session as _session
 from .._wire import CALL_END, CALL_START, TOOL_END, TOOL_START
 from ..base_adapter import BoundTool
 from ..telemetry import _worker_api as tel
@@ -150,6 +151,9 @@ class Dispatcher:
     def _call_start(self, name, cid, traceparent, rpc):
         tokens = tel.enter_call_context(cid, traceparent)
         md = {"command": name, "rpc_method": rpc, "worker_id": self.worker_id}
+        sid = _session.get_session_id()
+        if sid is not None:
+            md["session_id"] = sid
         tel.emit_span_event(
             "call.start", {"system_time": time.time_ns()}, md, cid or None, tokens[2]
         )

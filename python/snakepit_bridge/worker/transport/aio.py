@@ -14,6 +14,7 @@ import traceback
 
 from ... import PROTOCOL_VERSION, _wire
 from ... import logs as worker_logs
+from ... import session as _session
 from ...telemetry import _worker_api as tel
 from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFailure, clip
 from ..dispatcher import Dispatcher
@@ -193,7 +194,13 @@ class Servicer(CompatRpcs):
         d = self.d
         tools = d.tools
         out = st.out
+        # Each call's session is current while it runs (a task copies it).
+        sess_tok = None
         for req in batch.calls:
+            sess = req.session_id or None
+            if sess != _session.get_session_id():
+                tok = _session.enter(sess)
+                sess_tok = sess_tok or tok
             if req.cancel:
                 running = st.streams.pop(req.request_id, None)
                 if running is not None:
@@ -221,6 +228,8 @@ class Servicer(CompatRpcs):
             task = self._track(self._run_call(req, st, put))
             if req.stream:
                 st.streams[req.request_id] = task
+        if sess_tok is not None:
+            _session.leave(sess_tok)
 
     def _reply(self, rid, ok, payload):
         """The CallReply of a call the dispatcher answered ``(ok, payload)``."""

@@ -28,6 +28,7 @@ import json
 import logging
 import time
 
+from ... import session as _session
 from ... import telemetry
 from ...telemetry import _worker_api as tel
 from .call_state import SENTINEL_END, CallStreamState
@@ -78,6 +79,7 @@ class CompatRpcs:
             return None
         cid, tp = self._unary_ctx(request, context)
         t0 = time.monotonic()
+        _session.enter(request.session_id)  # this RPC's own task
         ok, payload = await self.d.call(
             request.tool_name, self._legacy_args(request), request.binary_parameters, cid, tp,
             request.timeout_ms, rpc="ExecuteTool")
@@ -160,7 +162,15 @@ class CompatRpcs:
         del pb
 
     def _dispatch(self, req, st: CallStreamState) -> None:
-        """Answers an inline call at once; runs any other call as a task."""
+        """Answers an inline call at once; runs any other call as a task
+        (with the call's session current in both)."""
+        tok = _session.enter(req.session_id)
+        try:
+            self._dispatch_in_session(req, st)
+        finally:
+            _session.leave(tok)
+
+    def _dispatch_in_session(self, req, st: CallStreamState) -> None:
         pb = self.pb
         rid = req.request_id
         if self.d.draining:
