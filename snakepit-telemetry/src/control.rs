@@ -74,34 +74,17 @@ impl Control {
 
     /// Sets the global sampling rate (0.0 to 1.0).
     pub fn set_sampling_rate(&self, rate: f64) -> Result<Arc<Policy>, ControlError> {
-        Policy {
-            sampling_rate: rate,
-            ..Policy::default()
-        }
-        .validate()?;
+        check_rate(rate)?;
         Ok(self.telemetry.replace_policy(|p| p.sampling_rate = rate))
     }
 
     /// Sets the rate for events matching `pattern`, replacing an entry with
     /// the same pattern or appending a new one (first match wins).
     pub fn set_pattern_rate(&self, pattern: &str, rate: f64) -> Result<Arc<Policy>, ControlError> {
-        let pattern = Pattern::new(pattern)?;
-        let entry = PatternRate { pattern, rate };
-        let probe = Policy {
-            pattern_rates: vec![entry.clone()],
-            ..Policy::default()
-        };
-        probe.validate()?;
-        Ok(self.telemetry.replace_policy(move |p| {
-            match p
-                .pattern_rates
-                .iter_mut()
-                .find(|e| e.pattern == entry.pattern)
-            {
-                Some(existing) => existing.rate = entry.rate,
-                None => p.pattern_rates.push(entry),
-            }
-        }))
+        let entry = pattern_rate(pattern, rate)?;
+        Ok(self
+            .telemetry
+            .replace_policy(move |p| upsert_pattern_rate(&mut p.pattern_rates, entry)))
     }
 
     /// Removes every per-pattern rate.
@@ -112,12 +95,7 @@ impl Control {
     /// Replaces the allow and deny lists (glob patterns; deny wins; an empty
     /// allow list lets everything through).
     pub fn set_filters(&self, allow: &[&str], deny: &[&str]) -> Result<Arc<Policy>, ControlError> {
-        let compile = |list: &[&str]| -> Result<Vec<Pattern>, ControlError> {
-            list.iter()
-                .map(|s| Pattern::new(s).map_err(Into::into))
-                .collect()
-        };
-        let (allow, deny) = (compile(allow)?, compile(deny)?);
+        let (allow, deny) = (patterns(allow)?, patterns(deny)?);
         Ok(self.telemetry.replace_policy(move |p| {
             p.allow = allow;
             p.deny = deny;
@@ -129,4 +107,43 @@ impl Control {
     pub fn subscribe(&self) -> PolicyWatch {
         self.telemetry.subscribe_policy()
     }
+}
+
+/// A sampling rate, checked (0.0 to 1.0) as the policy checks it.
+pub(crate) fn check_rate(rate: f64) -> Result<(), ControlError> {
+    Policy {
+        sampling_rate: rate,
+        ..Policy::default()
+    }
+    .validate()?;
+    Ok(())
+}
+
+/// A per-pattern rate, its pattern and rate checked.
+pub(crate) fn pattern_rate(pattern: &str, rate: f64) -> Result<PatternRate, ControlError> {
+    let entry = PatternRate {
+        pattern: Pattern::new(pattern)?,
+        rate,
+    };
+    Policy {
+        pattern_rates: vec![entry.clone()],
+        ..Policy::default()
+    }
+    .validate()?;
+    Ok(entry)
+}
+
+/// Replaces the entry of `rates` with the same pattern, or appends `entry`.
+pub(crate) fn upsert_pattern_rate(rates: &mut Vec<PatternRate>, entry: PatternRate) {
+    match rates.iter_mut().find(|e| e.pattern == entry.pattern) {
+        Some(existing) => existing.rate = entry.rate,
+        None => rates.push(entry),
+    }
+}
+
+/// Glob patterns compiled; the first bad one is the error.
+pub(crate) fn patterns(list: &[&str]) -> Result<Vec<Pattern>, ControlError> {
+    list.iter()
+        .map(|s| Pattern::new(s).map_err(Into::into))
+        .collect()
 }

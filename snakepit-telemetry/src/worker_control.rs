@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use snakepit_core::{Pattern, PatternRate, Policy};
 use tokio::sync::watch;
 
-use crate::control::Control;
+use crate::control::{check_rate, pattern_rate, patterns, upsert_pattern_rate, Control};
 use crate::dispatch::Telemetry;
 use crate::error::ControlError;
 
@@ -193,45 +193,22 @@ impl WorkerControl {
 
     /// Sets this worker's sampling rate (0.0 to 1.0).
     pub fn set_sampling_rate(&self, rate: f64) -> Result<Arc<Policy>, ControlError> {
-        Policy {
-            sampling_rate: rate,
-            ..Policy::default()
-        }
-        .validate()?;
+        check_rate(rate)?;
         Ok(self.set(|o| o.sampling_rate = Some(rate)))
     }
 
     /// Sets this worker's rate for events matching `pattern` (its list
     /// starts from the pool-wide one on first use).
     pub fn set_pattern_rate(&self, pattern: &str, rate: f64) -> Result<Arc<Policy>, ControlError> {
-        let entry = PatternRate {
-            pattern: Pattern::new(pattern)?,
-            rate,
-        };
-        Policy {
-            pattern_rates: vec![entry.clone()],
-            ..Policy::default()
-        }
-        .validate()?;
+        let entry = pattern_rate(pattern, rate)?;
         let base = self.policy().pattern_rates.clone();
-        Ok(self.set(move |o| {
-            let rates = o.pattern_rates.get_or_insert(base);
-            match rates.iter_mut().find(|e| e.pattern == entry.pattern) {
-                Some(existing) => existing.rate = entry.rate,
-                None => rates.push(entry),
-            }
-        }))
+        Ok(self.set(move |o| upsert_pattern_rate(o.pattern_rates.get_or_insert(base), entry)))
     }
 
     /// Replaces this worker's allow and deny lists (glob patterns; deny
     /// wins; an empty allow list lets everything through).
     pub fn set_filters(&self, allow: &[&str], deny: &[&str]) -> Result<Arc<Policy>, ControlError> {
-        let compile = |list: &[&str]| -> Result<Vec<Pattern>, ControlError> {
-            list.iter()
-                .map(|s| Pattern::new(s).map_err(Into::into))
-                .collect()
-        };
-        let filters = (compile(allow)?, compile(deny)?);
+        let filters = (patterns(allow)?, patterns(deny)?);
         Ok(self.set(move |o| o.filters = Some(filters)))
     }
 
