@@ -540,15 +540,7 @@ impl Telemetry {
         metadata: &[Field<'_>],
         context: EventContext<'_>,
     ) {
-        self.with_table(|table| {
-            let Some(slot) = table.slots.get(id.index()) else {
-                return;
-            };
-            if slot.handlers.is_empty() || !slot.gate.pass {
-                return;
-            }
-            self.dispatch(slot, id, measurements, metadata, context);
-        })
+        self.execute_in_context(id, measurements, metadata, context, true);
     }
 
     /// Emits an event that its source has filtered and sampled already
@@ -563,6 +555,22 @@ impl Telemetry {
         metadata: &[Field<'_>],
         context: EventContext<'_>,
     ) {
+        self.execute_in_context(id, measurements, metadata, context, false);
+    }
+
+    /// [`execute_with`](Self::execute_with) and
+    /// [`execute_prefiltered`](Self::execute_prefiltered): with `policy`,
+    /// the event's gate and sampling apply. (Inlined, each caller keeps
+    /// only its own branch.)
+    #[inline(always)]
+    fn execute_in_context(
+        &self,
+        id: EventId,
+        measurements: &[Field<'_>],
+        metadata: &[Field<'_>],
+        context: EventContext<'_>,
+        policy: bool,
+    ) {
         self.with_table(|table| {
             let Some(slot) = table.slots.get(id.index()) else {
                 return;
@@ -570,7 +578,11 @@ impl Telemetry {
             if slot.handlers.is_empty() {
                 return;
             }
-            self.run_handlers(slot, id, measurements, metadata, context);
+            if !policy {
+                self.run_handlers(slot, id, measurements, metadata, context);
+            } else if slot.gate.pass {
+                self.dispatch(slot, id, measurements, metadata, context);
+            }
         })
     }
 
