@@ -315,8 +315,7 @@ impl OtelSink {
             infos.clone(),
             frame,
             shards.clone(),
-        )
-        .with_agent(export::agent(config)?)
+        )?
         .with_console(console);
         let ctl = control.clone();
         let thread = std::thread::Builder::new()

@@ -255,6 +255,8 @@ struct Reported {
 }
 
 impl Exporter {
+    /// The export thread's state; fails when the endpoint's TLS settings
+    /// are unusable (see [`agent`]).
     pub fn new(
         config: &OtelSinkConfig,
         url: String,
@@ -263,9 +265,9 @@ impl Exporter {
         families: Arc<[SpanInfo]>,
         frame: Frame,
         shards: Arc<Shards>,
-    ) -> Exporter {
+    ) -> Result<Exporter, OtelError> {
         let timeout = config.export_timeout.max(Duration::from_millis(1));
-        Exporter {
+        Ok(Exporter {
             shards,
             url,
             console: None,
@@ -275,7 +277,7 @@ impl Exporter {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             gzip: config.compression == snakepit_core::config::OtelCompression::Gzip,
-            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            agent: agent(config)?,
             telemetry,
             counters,
             pairing: Pairing::new(config.max_open_spans, families),
@@ -296,13 +298,7 @@ impl Exporter {
             reported: Reported::default(),
             last_report: Instant::now(),
             last_scan: Instant::now(),
-        }
-    }
-
-    /// Sends with `agent` (see [`agent`]).
-    pub fn with_agent(mut self, agent: ureq::Agent) -> Exporter {
-        self.agent = agent;
-        self
+        })
     }
 
     /// Writes spans as lines of text to `console` instead of sending
