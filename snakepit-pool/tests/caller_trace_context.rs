@@ -7,16 +7,15 @@
 //! trace; an unsampled parent (flags 00) reaches the worker, and nothing of
 //! its call is exported.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::json;
-use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::Sink;
 use snakepit_grpc::{CallOptions, ConnectOptions, TraceParent, WorkerAddress, WorkerClient};
-use snakepit_sinks::otel::OtelSink;
 use snakepit_telemetry::Telemetry;
 use snakepit_testkit::otlp::{assert_rpc, hex, OtlpReceiver};
 use snakepit_testkit::{WorkerProcess, SHOWCASE};
@@ -67,18 +66,7 @@ fn check_chain(spans: &[Span], trace: u128, parent: Option<u64>) {
 fn grpc_call_is_a_child_of_the_callers_context() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let otel = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                endpoint: receiver.endpoint(),
-                export_interval: Duration::from_millis(50),
-                ..OtelSinkConfig::default()
-            },
-            &t,
-        )
-        .unwrap(),
-    );
-    t.attach_sink("otel", &[], otel.clone()).unwrap();
+    let otel = common::otel_sink_to(&receiver, &t);
     let worker = WorkerProcess::start(SHOWCASE, "w-parent");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,17 +7,17 @@
 //! and, when logged inside a call, its trace id, span id and correlation id,
 //! as children of the `tracing` span the call was made in.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
-use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{LogLevel, Sink};
 use snakepit_grpc::{CallOptions, ConnectOptions, WorkerAddress, WorkerClient};
 use snakepit_sinks::log::LogSink;
-use snakepit_sinks::otel::OtelSink;
 use snakepit_sinks::prometheus::PrometheusSink;
 use snakepit_telemetry::Telemetry;
 use snakepit_testkit::otlp::{
@@ -63,18 +63,7 @@ where
 fn a_python_call_with_nested_spans_is_one_trace_in_otlp() {
     let receiver = OtlpReceiver::start();
     let t = Telemetry::new();
-    let otel = Arc::new(
-        OtelSink::new(
-            &OtelSinkConfig {
-                endpoint: receiver.endpoint(),
-                export_interval: Duration::from_millis(50),
-                ..OtelSinkConfig::default()
-            },
-            &t,
-        )
-        .unwrap(),
-    );
-    t.attach_sink("otel", &[], otel.clone()).unwrap();
+    let otel = common::otel_sink_to(&receiver, &t);
     let prometheus = Arc::new(PrometheusSink::builder().build(t.catalog()).unwrap());
     t.attach_sink("prometheus", &[], prometheus.clone())
         .unwrap();

@@ -5,9 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use snakepit_core::config::OtelSinkConfig;
 use snakepit_core::{OwnedEvent, Value};
 use snakepit_pool::PoolConfig;
+use snakepit_sinks::otel::OtelSink;
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::otlp::OtlpReceiver;
 
 pub use snakepit_testkit::procfs::{self, gone, kill9, processes_with, wait_gone};
 pub use snakepit_testkit::{python, WorkerProcess, WorkerSpec, HOSTILE, SHOWCASE};
@@ -72,4 +75,23 @@ pub fn int(e: &OwnedEvent, key: &str) -> i64 {
     e.measurement(key)
         .and_then(Value::as_i64)
         .unwrap_or_else(|| panic!("{} has no integer measurement {key}: {e:?}", e.name))
+}
+
+/// An OTel sink exporting to `receiver` every 50 ms, attached to `t` for
+/// every event.
+pub fn otel_sink_to(receiver: &OtlpReceiver, t: &Telemetry) -> Arc<OtelSink> {
+    let otel = Arc::new(
+        OtelSink::new(
+            &OtelSinkConfig {
+                endpoint: receiver.endpoint(),
+                export_interval: Duration::from_millis(50),
+                ..OtelSinkConfig::default()
+            },
+            t,
+        )
+        .expect("an OTel sink to the local receiver"),
+    );
+    t.attach_sink("otel", &[], otel.clone())
+        .expect("the OTel sink attaches");
+    otel
 }
