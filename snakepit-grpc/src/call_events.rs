@@ -221,14 +221,13 @@ impl CallEvents<'_> {
             push(("python_pid", Value::Int(i64::from(pid))));
         }
         push(("node", Value::Str(Cow::Borrowed(node_name()))));
-        if self.telemetry.has_worker_policy(self.worker_id) {
-            // The worker applied a policy of its own: not filtered again.
-            self.telemetry
-                .execute_prefiltered(id, measurements, metadata.as_slice(), context);
-        } else {
-            self.telemetry
-                .execute_with(id, measurements, metadata.as_slice(), context);
-        }
+        self.telemetry.execute_from_worker(
+            self.worker_id,
+            id,
+            measurements,
+            metadata.as_slice(),
+            context,
+        );
     }
 }
 

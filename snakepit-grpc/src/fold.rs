@@ -542,14 +542,8 @@ impl Folder {
             parent_span_id: ev.parent_span_id,
             trace_id: parse_trace_id(ev.trace_id),
         };
-        if self.telemetry.has_worker_policy(&self.worker_id) {
-            // The worker applied a policy of its own: not filtered again.
-            self.telemetry
-                .execute_prefiltered(id, &measurements, &metadata, context);
-        } else {
-            self.telemetry
-                .execute_with(id, &measurements, &metadata, context);
-        }
+        self.telemetry
+            .execute_from_worker(&self.worker_id, id, &measurements, &metadata, context);
     }
 
     fn report_dropped(&self, event_name: &str, d: &Dropped) {

@@ -146,6 +146,25 @@ impl Telemetry {
         self.worker_policies().contains(worker_id)
     }
 
+    /// Emits an event a worker sent: not filtered again when the worker ran
+    /// a policy of its own ([`Control::worker`]), else under the pool-wide
+    /// policy as [`Telemetry::execute_with`].
+    #[inline]
+    pub fn execute_from_worker(
+        &self,
+        worker_id: &str,
+        id: snakepit_core::EventId,
+        measurements: &[snakepit_core::Field<'_>],
+        metadata: &[snakepit_core::Field<'_>],
+        context: snakepit_core::EventContext<'_>,
+    ) {
+        if self.has_worker_policy(worker_id) {
+            self.execute_prefiltered(id, measurements, metadata, context);
+        } else {
+            self.execute_with(id, measurements, metadata, context);
+        }
+    }
+
     /// The policy `worker_id` runs: its effective one, else the pool-wide.
     pub fn policy_for_worker(&self, worker_id: &str) -> Arc<Policy> {
         self.worker_policy(worker_id)
