@@ -23,6 +23,9 @@ Each round starts, interleaved, one process of each kind and times it from
     .venv/bin/python python/bench/bench_startup.py [--rounds 5] [--json]
 
 Figures are medians over the rounds, with the range; RSS is VmRSS in kB.
+``*_cpu_ms``: the CPU time (user + system) a process had used by its ready
+line, as it reports it (``time.process_time()``): steadier than wall time on
+a busy machine.
 """
 
 from __future__ import annotations
@@ -126,9 +129,11 @@ for name in sys.argv[1:]:
         importlib.import_module(name)
     except Exception:
         pass
-print("ready", flush=True)
+import time
+print("ready", time.process_time() * 1e3, flush=True)
 sys.stdin.read()
 """
+FLOOR = "import sys, time; print('ready', time.process_time() * 1e3, flush=True); sys.stdin.read()"
 
 
 def rss_kb(pid: int) -> int:
@@ -169,7 +174,7 @@ def stop(p) -> str:
 
 
 def _mp_child(conn) -> None:
-    conn.send("ready")
+    conn.send(time.process_time() * 1e3)
     conn.recv()
 
 
@@ -179,7 +184,7 @@ def mp_spawn_once():
     t0 = time.monotonic()
     p = ctx.Process(target=_mp_child, args=(child,))
     p.start()
-    parent.recv()
+    cpu = parent.recv()
     ms = (time.monotonic() - t0) * 1e3
     rss = rss_kb(p.pid)
     parent.send("stop")
@@ -187,7 +192,7 @@ def mp_spawn_once():
     if p.is_alive():
         p.kill()
         p.join()
-    return ms, rss
+    return ms, rss, cpu
 
 
 class Worker:
@@ -276,20 +281,22 @@ def worker_imports(tmp: str):
 
 
 DEBUG = ("--stderr-log-level", "debug", "--log-level", "debug")
-PHASE = re.compile(r"startup: (.*) \(ready at monotonic ([0-9.]+) s\)")
-STEP = re.compile(r"([^,]+?) ([0-9.]+) ms")
+PHASE = re.compile(r"startup: (.*) \(ready at monotonic ([0-9.]+) s, process cpu ([0-9.]+) ms, "
+                   r"before main ([0-9.]+) ms\)")
+STEP = re.compile(r"([^,]+?) ([0-9.]+) ms cpu ([0-9.]+) ms")
 
 
 def phases_of(stderr: str, t0: float):
-    """The worker's start-up steps (ms), with "process+imports": from the
-    spawn to ``main`` (the rest up to the ready line is the steps)."""
+    """The worker's start-up steps, ``{step: (wall ms, CPU ms)}``, the first
+    "process+imports": from the spawn to ``main``; and its CPU time (ms) by
+    the ready line."""
     m = PHASE.search(stderr)
     if not m:
-        return {}
-    steps = {k.strip(): float(v) for k, v in STEP.findall(m.group(1))}
-    ready_at = float(m.group(2))
-    steps["process+imports"] = (ready_at - t0) * 1e3 - sum(steps.values())
-    return steps
+        return {}, None
+    steps = {k.strip(): (float(w), float(c)) for k, w, c in STEP.findall(m.group(1))}
+    ready_at, cpu, before_main = float(m.group(2)), float(m.group(3)), float(m.group(4))
+    wall = (ready_at - t0) * 1e3 - sum(w for w, _ in steps.values())
+    return {"process+imports": (wall, before_main), **steps}, cpu
 
 
 def summary(values):
@@ -305,9 +312,17 @@ def main() -> None:
     out: dict = {"rounds": args.rounds}
     series: dict = {}
 
-    def add(key, ms, rss):
+    def add(key, ms, rss, cpu=None):
         series.setdefault(key + "_ready_ms", []).append(ms)
         series.setdefault(key + "_rss_kb", []).append(rss)
+        if cpu is not None:
+            series.setdefault(key + "_ready_cpu_ms", []).append(cpu)
+
+    def first_line(cmd, env):
+        """(ms, RSS kB, CPU ms the process reports on its first line)."""
+        ms, rss, p, _, line = time_to_line(cmd, env)
+        stop(p)
+        return ms, rss, float(line.split()[1])
 
     with tempfile.TemporaryDirectory(prefix="snakepit-startup-") as tmp:
         after = worker_imports(tmp)
@@ -318,21 +333,15 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
         phases: dict = {}
         for r in range(args.rounds):
-            ms, rss, p, _, _ = time_to_line(
-                [sys.executable, "-c", "import sys; print('ready', flush=True); "
-                 "sys.stdin.read()"], env)
-            stop(p)
-            add("floor", ms, rss)
+            add("floor", *first_line([sys.executable, "-c", FLOOR], env))
             add("mp_spawn", *mp_spawn_once())
             for key, names in (("before_imports", BEFORE_MODULES),
                                ("after_imports", after)):
-                ms, rss, p, _, _ = time_to_line([sys.executable, "-c", IMPORTER, *names], env)
-                stop(p)
-                add(key, ms, rss)
+                add(key, *first_line([sys.executable, "-c", IMPORTER, *names], env))
             w = Worker(tmp, 2 * r + 1).start()
             try:
                 for k, v in w.handshake().items():
-                    phases.setdefault("host: " + k, []).append(v)
+                    phases.setdefault("host: " + k, []).append((v, None))
                 rss = rss_kb(w.p.pid)
             finally:
                 stop(w.p)
@@ -340,11 +349,23 @@ def main() -> None:
             series.setdefault("worker_ready_rss_kb", []).append(w.ready_rss)
             w = Worker(tmp, 2 * r + 2).start(DEBUG)
             time.sleep(0.2)  # the step line follows the ready line
-            for k, v in phases_of(stop(w.p), w.t0).items():
+            steps, cpu = phases_of(stop(w.p), w.t0)
+            for k, v in steps.items():
                 phases.setdefault(k, []).append(v)
+            if cpu is not None:
+                series.setdefault("worker_ready_cpu_ms", []).append(cpu)
     for key, values in series.items():
         out[key] = summary(values)
-    out["worker_phases_ms"] = {k: statistics.median(v) for k, v in phases.items()}
+
+    def median_cpu(values):
+        cpu = [c for _, c in values if c is not None]
+        return statistics.median(cpu) if cpu else None
+
+    # In order: the worker's steps to its ready line, then the host's:
+    # [step, wall ms, CPU ms or None].
+    order = sorted(phases, key=lambda k: k.startswith("host: "))
+    out["worker_phases_ms"] = [[k, statistics.median(w for w, _ in phases[k]),
+                                median_cpu(phases[k])] for k in order]
 
     if args.json:
         print(json.dumps(out))

@@ -208,26 +208,31 @@ def _parent_alive(pid: int) -> bool:
 
 
 class StartupPhases:
-    """When each start-up step of the worker ended (``time.monotonic()``,
-    the clock every process of the machine shares), logged at debug level
-    with the ready line: ``startup: parse+logs 3.1 ms, grpc+stubs 61.0 ms,
-    ...``. ``mark`` is cheap: the worker marks every step."""
+    """When each start-up step of the worker ended, by ``time.monotonic()``
+    (the clock every process of the machine shares) and by the process's
+    CPU time, logged at debug level after the ready line: ``startup:
+    options+logs 3.1 ms cpu 2.9 ms, grpc+stubs 61.0 ms cpu 58.2 ms, ...``.
+    ``mark`` is cheap: the worker marks every step."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
+        self.cpu0 = time.process_time()
         self.marks: list = []
 
     def mark(self, name: str) -> None:
         """``name`` ended now."""
-        self.marks.append((name, time.monotonic()))
+        self.marks.append((name, time.monotonic(), time.process_time()))
 
     def summary(self) -> str:
-        """Each step's duration in ms, and the monotonic time of the last."""
-        parts, prev = [], self.t0
-        for name, t in self.marks:
-            parts.append(f"{name} {(t - prev) * 1e3:.1f} ms")
-            prev = t
-        return ", ".join(parts) + f" (ready at monotonic {prev:.6f} s)"
+        """Each step's wall and CPU time in ms; then the monotonic time of
+        the last mark and the CPU time the process had used by then
+        (interpreter start and imports included)."""
+        parts, prev, prev_cpu = [], self.t0, self.cpu0
+        for name, t, cpu in self.marks:
+            parts.append(f"{name} {(t - prev) * 1e3:.1f} ms cpu {(cpu - prev_cpu) * 1e3:.1f} ms")
+            prev, prev_cpu = t, cpu
+        return (", ".join(parts) + f" (ready at monotonic {prev:.6f} s, "
+                f"process cpu {prev_cpu * 1e3:.1f} ms, before main {self.cpu0 * 1e3:.1f} ms)")
 
 
 def start_servers(opts, servicer, pb, credentials):
