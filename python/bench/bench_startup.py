@@ -22,7 +22,8 @@ Each round starts, interleaved, one process of each kind and times it from
 
     .venv/bin/python python/bench/bench_startup.py [--rounds 5] [--json]
 
-Figures are medians over the rounds, with the range; RSS is VmRSS in kB.
+The package is compiled to bytecode first, as ``cargo xtask setup`` and a
+wheel's install leave it. Figures are medians over the rounds, with the range; RSS is VmRSS in kB.
 ``*_cpu_ms``: the CPU time (user + system) a process had used by its ready
 line, as it reports it (``time.process_time()``): steadier than wall time on
 a busy machine.
@@ -31,6 +32,7 @@ a busy machine.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import multiprocessing
 import os
@@ -309,6 +311,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
+    # As an installed package is (pip compiles a wheel's modules): else, with
+    # PYTHONDONTWRITEBYTECODE, every process here compiles the sources again.
+    compileall.compile_dir(str(PYTHON_DIR / "snakepit_bridge"), quiet=1)
     out: dict = {"rounds": args.rounds}
     series: dict = {}
 

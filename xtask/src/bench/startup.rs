@@ -64,9 +64,27 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
             "multiprocessing spawn child",
         ),
         (
+            "worker_ready_cpu_ms",
+            "worker CPU time to ready line",
+            "floor_ready_cpu_ms",
+            "python -c",
+        ),
+        (
+            "worker_ready_cpu_ms",
+            "worker CPU time to ready line",
+            "mp_spawn_ready_cpu_ms",
+            "multiprocessing spawn child",
+        ),
+        (
             "after_imports_ready_ms",
             "worker's imports before ready, in a process",
             "before_imports_ready_ms",
+            "the old import set",
+        ),
+        (
+            "after_imports_ready_cpu_ms",
+            "CPU time of the worker's imports before ready",
+            "before_imports_ready_cpu_ms",
             "the old import set",
         ),
         (
@@ -112,7 +130,7 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
         });
     }
     let ready = spread(&doc, "worker_ready_ms").map_or(0.0, |v| v.0);
-    // `[[step, ms], ...]`, in the order the steps ran.
+    // `[[step, wall ms, CPU ms or null], ...]`, in the order the steps ran.
     if let Some(phases) = doc.get("worker_phases_ms").and_then(|p| p.as_array()) {
         for phase in phases {
             let (Some(name), Some(ms)) = (
@@ -121,10 +139,14 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
             ) else {
                 continue;
             };
+            let cpu = phase.get(2).and_then(|v| v.as_f64());
             rows.push(Row {
                 area: "startup",
                 figure: format!("worker step: {name}"),
-                value: format!("{ms:.1} ms"),
+                value: match cpu {
+                    Some(cpu) => format!("{ms:.1} ms, cpu {cpu:.1} ms"),
+                    None => format!("{ms:.1} ms"),
+                },
                 baseline: format!("spawn to ready {ready:.1} ms"),
                 ratio: ratio(ms, ready),
             });
