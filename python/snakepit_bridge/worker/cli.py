@@ -412,8 +412,8 @@ def _tune_gc() -> str:
     cyclic GC thresholds to GC_THRESHOLDS. Returns "tuned" or "default".
 
     Only the young generations are collected first: a full collection of
-    the start-up heap (grpc, protobuf, asyncio, the adapter) took tens of
-    milliseconds before the ready line and found nothing to free (the
+    the start-up heap (grpc, protobuf, asyncio, the adapter) took about
+    10 ms of CPU before the ready line and found nothing to free (the
     imports leave no cyclic garbage in the old generation).
 
     Every buffered telemetry event is a GC-tracked tuple (it holds the
