@@ -142,7 +142,10 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
             let cpu = phase.get(2).and_then(|v| v.as_f64());
             rows.push(Row {
                 area: "startup",
-                figure: format!("worker step: {name}"),
+                figure: match name.strip_prefix("host: ") {
+                    Some(host) => format!("host step after ready: {host}"),
+                    None => format!("worker step: {name}"),
+                },
                 value: match cpu {
                     Some(cpu) => format!("{ms:.1} ms, cpu {cpu:.1} ms"),
                     None => format!("{ms:.1} ms"),
