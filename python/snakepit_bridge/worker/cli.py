@@ -106,14 +106,23 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
         if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", "")) - 2
-            except ValueError:
-                try:
-                    width = os.get_terminal_size(sys.__stderr__.fileno()).columns - 2
-                except (AttributeError, OSError, ValueError):
-                    width = 78
+            width = _columns() - 2
         super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size`` finds it: a
+    positive ``$COLUMNS``, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def check(adapter_path: str) -> int:
