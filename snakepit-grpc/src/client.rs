@@ -145,7 +145,8 @@ impl WorkerClient {
     /// Connects, checks the worker with `Describe`, opens the persistent
     /// call stream(s) and the telemetry stream (its task folds events into
     /// `telemetry` and pushes the current policy first, then every change),
-    /// and emits `grpc.connection.established`.
+    /// and emits `grpc.connection.established`. With `options.python_pid`
+    /// set the telemetry stream opens while `Describe` runs.
     ///
     /// Fails with `Unavailable` when the worker cannot be reached within
     /// `connect_timeout` or refuses the token.
@@ -163,19 +164,49 @@ impl WorkerClient {
         let limit = options.max_message_bytes;
         let raw = channel::connect(&options).await?;
         let rpc = channel::rpc(raw.clone(), limit);
-        let info = describe_rpc(&rpc, options.connect_timeout)
-            .await
-            .map_err(|e| match e {
-                // With TLS 1.3 a worker refuses our client certificate
-                // only after the handshake: the first RPC learns why.
-                CallError::Unavailable { message } => CallError::Unavailable {
-                    message: match channel::tls_cause_after_handshake(&options, &message) {
-                        Some(why) => format!("{why} ({message})"),
-                        None => message,
-                    },
-                },
-                e => e,
-            })?;
+        let address: Arc<str> = Arc::from(options.address.to_string());
+        let worker_id: Arc<str> = Arc::from(options.worker_id.as_str());
+        let link = Arc::new(Link::new(
+            telemetry.clone(),
+            worker_id.clone(),
+            options.address.to_string(),
+        ));
+        let stats = Arc::new(StatCounters::default());
+        let log_parents = Arc::new(LogParents::default());
+        let telemetry_task = |python_pid: Option<u32>| TelemetryTask {
+            raw: raw.clone(),
+            link: link.clone(),
+            stats: stats.clone(),
+            folder: Folder::new(
+                telemetry.clone(),
+                worker_id.clone(),
+                Arc::from(options.pool_name.as_str()),
+                python_pid,
+                stats.clone(),
+            )
+            .with_counters(match &options.address {
+                WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
+                _ => None,
+            })
+            .with_log_parents(log_parents.clone()),
+            policy_rx: telemetry.control().subscribe(),
+            log_rx: telemetry.log().subscribe(),
+            workers_rx: telemetry.subscribe_worker_policies(),
+            telemetry: telemetry.clone(),
+            sent_version: None,
+            open_timeout: options.connect_timeout,
+        };
+        // A worker whose pid the caller knows (one it started) has its
+        // telemetry stream opened while `Describe` runs: one round trip less
+        // before it serves. Calls still wait for both.
+        let (info, opened) = match options.python_pid {
+            Some(pid) => {
+                let mut task = telemetry_task(Some(pid));
+                let (info, first) = tokio::join!(describe(&rpc, &options), task.open());
+                (info?, Some((task, first)))
+            }
+            None => (describe(&rpc, &options).await?, None),
+        };
         if info.worker_id != options.worker_id {
             tracing::warn!(
                 target: "snakepit::grpc",
@@ -185,7 +216,6 @@ impl WorkerClient {
                 "worker reports a different id than the one it was connected as"
             );
         }
-        let address: Arc<str> = Arc::from(options.address.to_string());
         let mut call_address = address.clone();
         let call_rpc = match native_call_address(&options, &info) {
             Some(address) => {
@@ -213,39 +243,14 @@ impl WorkerClient {
             None => rpc.clone(),
         };
         let python_pid = options.python_pid.or(Some(info.pid));
-        let worker_id: Arc<str> = Arc::from(options.worker_id.as_str());
-        let link = Arc::new(Link::new(
-            telemetry.clone(),
-            worker_id.clone(),
-            options.address.to_string(),
-        ));
-        let stats = Arc::new(StatCounters::default());
-        let log_parents = Arc::new(LogParents::default());
-        let folder = Folder::new(
-            telemetry.clone(),
-            worker_id.clone(),
-            Arc::from(options.pool_name.as_str()),
-            python_pid,
-            stats.clone(),
-        )
-        .with_counters(match &options.address {
-            WorkerAddress::Unix(socket) => Some(crate::counters_file::path_for(socket)),
-            _ => None,
-        })
-        .with_log_parents(log_parents.clone());
-        let mut task = TelemetryTask {
-            raw,
-            link: link.clone(),
-            stats: stats.clone(),
-            folder,
-            policy_rx: telemetry.control().subscribe(),
-            log_rx: telemetry.log().subscribe(),
-            workers_rx: telemetry.subscribe_worker_policies(),
-            telemetry: telemetry.clone(),
-            sent_version: None,
-            open_timeout: options.connect_timeout,
+        let (task, first) = match opened {
+            Some((task, first)) => (task, first?),
+            None => {
+                let mut task = telemetry_task(python_pid);
+                let first = task.open().await?;
+                (task, first)
+            }
         };
-        let first = task.open().await?;
         let (close_tx, close_rx) = watch::channel(false);
         let handle = tokio::spawn(task.run(first, close_rx));
         let streams = (0..options.call_streams.max(1))
@@ -644,6 +649,22 @@ impl WorkerClient {
             );
         }
     }
+}
+
+/// `Describe` at connect, a refused client certificate named (TLS 1.3
+/// reports it only to the first RPC).
+async fn describe(rpc: &Rpc, options: &ConnectOptions) -> Result<WorkerInfo, CallError> {
+    describe_rpc(rpc, options.connect_timeout)
+        .await
+        .map_err(|e| match e {
+            CallError::Unavailable { message } => CallError::Unavailable {
+                message: match channel::tls_cause_after_handshake(options, &message) {
+                    Some(why) => format!("{why} ({message})"),
+                    None => message,
+                },
+            },
+            e => e,
+        })
 }
 
 async fn describe_rpc(rpc: &Rpc, after: Duration) -> Result<WorkerInfo, CallError> {

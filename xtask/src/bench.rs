@@ -10,6 +10,8 @@ use std::process::Command;
 
 use crate::{cargo, root, run, step, venv_python, Result};
 
+mod startup;
+
 /// A benchmark that appends its rows.
 type BenchStep = fn(bool, &mut Vec<Row>) -> Result;
 
@@ -340,9 +342,10 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 9] = [
+    let steps: [(&str, BenchStep); 10] = [
         ("dispatch", dispatch),
         ("python", python_emit),
+        ("startup", startup::python_startup),
         ("prometheus", prometheus),
         ("plugins", plugins),
         ("grpc", grpc),

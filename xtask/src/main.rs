@@ -209,8 +209,21 @@ pub(crate) fn setup() -> Result {
         std::fs::write(&stamp, digest).map_err(|e| format!("cannot write {stamp:?}: {e}"))?;
     }
     build_native()?;
+    compile_bytecode(&py)?;
     println!("Python ready: {}", py.display());
     Ok(())
+}
+
+/// Compiles python/snakepit_bridge to bytecode (`__pycache__`, gitignored),
+/// as pip does when it installs a wheel. The editable install imports the
+/// sources from python/, and with `PYTHONDONTWRITEBYTECODE` set no import
+/// writes the cache: every worker would compile the whole package again
+/// before its ready line (about as long as all its other imports). A
+/// source edited later is still read as source (its cache no longer
+/// matches) until the next setup.
+fn compile_bytecode(py: &Path) -> Result {
+    step("compiling python/snakepit_bridge to bytecode");
+    run(Command::new(py).args(["-m", "compileall", "-q", "python/snakepit_bridge"]))
 }
 
 /// Removes python/snakepit_bridge/_native.abi3.so before maturin writes it:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import random
-import uuid
 from typing import Iterable, List, Mapping, Optional, Tuple, Union
 
 CORRELATION_HEADER = "x-snakepit-correlation-id"
@@ -25,8 +25,16 @@ span_var: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar(
 
 
 def new_correlation_id() -> str:
-    """Return a fresh correlation id (a UUID4 string). Does not make it current."""
-    return str(uuid.uuid4())
+    """Return a fresh correlation id (a UUID4 string). Does not make it current.
+
+    Built as ``uuid.uuid4()`` builds it (version 4, RFC 4122 variant), without
+    importing ``uuid``: that module (and ``platform`` behind it) is not loaded
+    before a worker is ready."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def set_correlation_id(correlation_id: Optional[str]) -> contextvars.Token:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from .. import PROTOCOL_VERSION
@@ -40,7 +40,8 @@ log = logging.getLogger("snakepit_bridge.worker")
 def parse_args(argv=None):
     """The worker's options (see ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m snakepit_bridge.worker",
-                                description="snakepit-rs Python worker")
+                                description="snakepit-rs Python worker",
+                                formatter_class=_HelpFormatter)
     p.add_argument("--adapter", required=True, help="package.module:Class")
     p.add_argument("--check", action="store_true",
                    help="load the adapter, print its tools and exit (0), or print why "
@@ -98,6 +99,32 @@ def parse_args(argv=None):
     return opts
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal width: argparse builds one per
+    ``add_argument`` and, left to find the width itself, imports ``shutil``
+    (and ``bz2``, ``lzma`` behind it) at every worker start."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size`` finds it: a
+    positive ``$COLUMNS``, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
 def check(adapter_path: str) -> int:
     """``--check``: loads the adapter and prints its tools (exit 0), or the
     reason and traceback it does not load (exit EXIT_ADAPTER_ERROR)."""
@@ -135,6 +162,8 @@ def is_loopback_listen(listen: str) -> bool:
     host = listen.rsplit(":", 1)[0].strip("[]").lower()
     if host == "localhost":
         return True
+    import ipaddress  # only for TCP addresses: a worker on a Unix socket never loads it
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -187,40 +216,42 @@ def _parent_alive(pid: int) -> bool:
     return True
 
 
-async def serve(opts, ready_out) -> int:
-    """Runs the worker until it is told to stop; returns the exit code.
+class StartupPhases:
+    """When each start-up step of the worker ended, by ``time.monotonic()``
+    (the clock every process of the machine shares) and by the process's
+    CPU time, logged at debug level after the ready line: ``startup:
+    options+logs 3.1 ms cpu 2.9 ms, grpc+stubs 61.0 ms cpu 58.2 ms, ...``.
+    ``mark`` is cheap: the worker marks every step."""
 
-    Writes the ready line to ``ready_out`` once the servers listen.
-    """
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.cpu0 = time.process_time()
+        self.marks: list = []
+
+    def mark(self, name: str) -> None:
+        """``name`` ended now."""
+        self.marks.append((name, time.monotonic(), time.process_time()))
+
+    def summary(self) -> str:
+        """Each step's wall and CPU time in ms; then the monotonic time of
+        the last mark and the CPU time the process had used by then
+        (interpreter start and imports included)."""
+        parts, prev, prev_cpu = [], self.t0, self.cpu0
+        for name, t, cpu in self.marks:
+            parts.append(f"{name} {(t - prev) * 1e3:.1f} ms cpu {(cpu - prev_cpu) * 1e3:.1f} ms")
+            prev, prev_cpu = t, cpu
+        return (", ".join(parts) + f" (ready at monotonic {prev:.6f} s, "
+                f"process cpu {prev_cpu * 1e3:.1f} ms, before main {self.cpu0 * 1e3:.1f} ms)")
+
+
+def start_servers(opts, servicer, pb, credentials):
+    """Builds the grpc.aio server of the main socket (``servicer``'s RPCs)
+    and binds it: returns ``(server, listen)``, ``listen`` with the port
+    chosen when it was 0, or raises ``OSError`` naming the address. The
+    caller starts it (``await server.start()``) and then the native call
+    server (``transport.native.start_native_calls``)."""
     import grpc
 
-    from ..generated import snakepit_bridge_pb2 as pb
-
-    refused = check_exposure(opts.listen, opts.token, opts.insecure_no_token_on_network)
-    if refused:
-        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {refused}\n")
-        sys.stderr.flush()
-        return 1
-
-    try:
-        credentials = server_credentials(opts.listen, opts.tls_cert, opts.tls_key,
-                                         opts.tls_client_ca)
-    except TlsConfigError as e:
-        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {e}\n")
-        sys.stderr.flush()
-        return 1
-
-    try:
-        adapter, tools = load_adapter(opts.adapter)
-    except AdapterError as e:
-        sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
-        traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
-        return EXIT_ADAPTER_ERROR
-
-    dispatcher = Dispatcher(tools, opts.worker_id, opts.threads)
-    servicer = Servicer(pb, dispatcher, opts, opts.adapter)
-    set_max_message_bytes(opts.max_message_bytes)
     wire_limit = opts.max_message_bytes + MESSAGE_HEADROOM_BYTES
     options = [
         ("grpc.max_receive_message_length", wire_limit),
@@ -236,10 +267,56 @@ async def serve(opts, ready_out) -> int:
         else:
             port = server.add_secure_port(listen, credentials)
     except Exception as e:  # noqa: BLE001
-        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: cannot listen on {listen!r}: {e}\n")
-        return 1
+        raise OSError(f"cannot listen on {listen!r}: {e}") from e
     if not listen.startswith("unix:") and listen.rsplit(":", 1)[-1] == "0":
         listen = f"{listen.rsplit(':', 1)[0]}:{port}"
+    return server, listen
+
+
+async def serve(opts, ready_out, phases: StartupPhases | None = None) -> int:
+    """Runs the worker until it is told to stop; returns the exit code.
+
+    Writes the ready line to ``ready_out`` once the servers listen.
+    ``phases`` (made here when None) times the steps up to it.
+    """
+    phases = phases or StartupPhases()
+    phases.mark("event loop")
+    refused = check_exposure(opts.listen, opts.token, opts.insecure_no_token_on_network)
+    if refused:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {refused}\n")
+        sys.stderr.flush()
+        return 1
+
+    try:
+        credentials = server_credentials(opts.listen, opts.tls_cert, opts.tls_key,
+                                         opts.tls_client_ca)
+    except TlsConfigError as e:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {e}\n")
+        sys.stderr.flush()
+        return 1
+
+    import grpc  # noqa: F401  (the one import of grpc and the stubs: timed here)
+
+    from ..generated import snakepit_bridge_pb2 as pb
+
+    phases.mark("grpc+stubs")
+    try:
+        adapter, tools = load_adapter(opts.adapter)
+    except AdapterError as e:
+        sys.stderr.write(f"SNAKEPIT_ADAPTER_ERROR: {e}\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        return EXIT_ADAPTER_ERROR
+    phases.mark("adapter")
+
+    dispatcher = Dispatcher(tools, opts.worker_id, opts.threads)
+    servicer = Servicer(pb, dispatcher, opts, opts.adapter)
+    set_max_message_bytes(opts.max_message_bytes)
+    try:
+        server, listen = start_servers(opts, servicer, pb, credentials)
+    except OSError as e:
+        sys.stderr.write(f"SNAKEPIT_LISTEN_ERROR: {e}\n")
+        return 1
     counters = counters_path(listen)
     if counters is not None:
         try:
@@ -250,7 +327,9 @@ async def serve(opts, ready_out) -> int:
                         "the worker dies", counters, e)
             counters = None
     await server.start()
+    phases.mark("grpc.aio server")
     servicer.native = start_native_calls(servicer, listen)
+    phases.mark("native call server")
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -295,6 +374,7 @@ async def serve(opts, ready_out) -> int:
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     gc_mode = _tune_gc()
     install_gc_events()
+    phases.mark("ready line")
     ready = {"worker_id": opts.worker_id, "pid": os.getpid(), "listen": listen,
              "protocol": PROTOCOL_VERSION, "event_loop": loop_kind, "gc": gc_mode,
              "calls": servicer.call_address}
@@ -302,6 +382,7 @@ async def serve(opts, ready_out) -> int:
     ready_out.flush()
     log.info("worker %s ready on %s (adapter %s, %d tools)", opts.worker_id, listen,
              opts.adapter, len(tools))
+    log.debug("worker %s startup: %s", opts.worker_id, phases.summary())
 
     await stop.wait()
     log.info("worker %s stopping: %s", opts.worker_id, reason["why"])
@@ -339,6 +420,11 @@ def _tune_gc() -> str:
     """Unless SNAKEPIT_GC=default: freeze the heap loaded so far and raise the
     cyclic GC thresholds to GC_THRESHOLDS. Returns "tuned" or "default".
 
+    Only the young generations are collected first: a full collection of
+    the start-up heap (grpc, protobuf, asyncio, the adapter) took about
+    10 ms of CPU before the ready line and found nothing to free (the
+    imports leave no cyclic garbage in the old generation).
+
     Every buffered telemetry event is a GC-tracked tuple (it holds the
     measurement and metadata dicts), so during a burst the default
     thresholds (700, 10, 10) run full collections over a growing buffer
@@ -349,7 +435,7 @@ def _tune_gc() -> str:
     """
     if os.environ.get("SNAKEPIT_GC", "").lower() == "default":
         return "default"
-    gc.collect()
+    gc.collect(1)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     return "tuned"
@@ -369,6 +455,7 @@ def _use_uvloop() -> bool:
 def main(argv=None) -> int:
     """``python -m snakepit_bridge.worker``: parses ``argv``, serves, and ends
     the process (``os._exit``) with the exit code."""
+    phases = StartupPhases()
     opts = parse_args(argv)
     if opts.check:
         sys.stdout.flush()
@@ -380,13 +467,14 @@ def main(argv=None) -> int:
     tel.set_buffer_capacity(opts.telemetry_buffer)
     worker_logs.install(stderr_level=opts.stderr_log_level, capacity=opts.log_buffer,
                         root_level=opts.log_level)
+    phases.mark("options+logs")
     try:
         if _use_uvloop():
             import uvloop
 
-            rc = uvloop.run(serve(opts, ready_out))
+            rc = uvloop.run(serve(opts, ready_out, phases))
         else:
-            rc = asyncio.run(serve(opts, ready_out))
+            rc = asyncio.run(serve(opts, ready_out, phases))
     except KeyboardInterrupt:
         rc = 0
     sys.stderr.flush()

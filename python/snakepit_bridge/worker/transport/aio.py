@@ -6,7 +6,6 @@ generic handler that registers it, with the compatibility RPCs of
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -68,6 +67,9 @@ class Servicer(CompatRpcs):
             if k == TOKEN_HEADER:
                 got = v if isinstance(v, str) else v.decode("utf-8", "replace")
                 break
+        # hmac (and hashlib behind it) is loaded at the first RPC, not at start.
+        import hmac
+
         if got and hmac.compare_digest(got.encode(), self.token.encode()):
             return True
         import grpc
