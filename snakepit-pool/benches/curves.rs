@@ -9,6 +9,7 @@
 //!   against multiprocessing.Pool with as many processes;
 //! * a tool doing 1 ms of CPU work (`cpu_spin`, calibrated to 1 ms by the
 //!   baseline script) with 1, 2, 8 and 32 callers: the pool's overhead in %
+//!   of CPU time per call (host and workers)
 //!   against the same function called in-process in Python, by as many
 //!   processes as the pool has busy workers;
 //! * p50 and p99 latency (submit to reply) with 32, 256 and 2,048 calls in
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use snakepit_pool::{CallOptions, Pool, PoolConfig};
 use snakepit_telemetry::Telemetry;
+use snakepit_testkit::procfs::cpu_us;
 use snakepit_testkit::stats::{median, spread};
 use snakepit_testkit::{env_num, python, SHOWCASE};
 
@@ -86,15 +88,17 @@ impl PyServer {
         (PyServer { child, out }, rest.trim().to_string())
     }
 
-    /// Sends `request`, returns the number it answers.
-    fn ask(&mut self, request: &str) -> f64 {
+    /// Sends `request`, returns the numbers of the line it answers.
+    fn ask(&mut self, request: &str) -> Vec<f64> {
         let stdin = self.child.stdin.as_mut().expect("piped stdin");
         writeln!(stdin, "{request}").expect("write to py_baselines.py");
         let mut line = String::new();
         self.out.read_line(&mut line).expect("read py_baselines.py");
-        line.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("py_baselines.py answered {line:?} to {request:?}"))
+        line.split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<Vec<f64>>>()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| panic!("py_baselines.py answered {line:?} to {request:?}"))
     }
 }
 
@@ -129,9 +133,11 @@ async fn stop(pool: Arc<Pool>) {
 }
 
 /// What `in_flight` callers saw in one block: calls/s after the warm-up,
-/// and the latency of each call started after it.
+/// the latency of each call started after it, and the calls completed in
+/// all (warm-up included).
 struct Block {
     rate: f64,
+    total: u64,
     latencies: Vec<Duration>,
 }
 
@@ -161,7 +167,7 @@ async fn drive(
         .map(|_| {
             let (pool, args, stop) = (pool.clone(), args.clone(), stop.clone());
             tokio::spawn(async move {
-                let (mut done, mut latencies) = (0u64, Vec::new());
+                let (mut done, mut total, mut latencies) = (0u64, 0u64, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
                     let ok = pool
@@ -170,6 +176,7 @@ async fn drive(
                         .is_ok();
                     let end = Instant::now();
                     assert!(ok, "a call of {tool} failed");
+                    total += 1;
                     if t0 >= warm_until && end <= until {
                         done += 1;
                     }
@@ -177,7 +184,7 @@ async fn drive(
                         latencies.push(end - t0);
                     }
                 }
-                (done, latencies)
+                (done, total, latencies)
             })
         })
         .collect();
@@ -185,11 +192,13 @@ async fn drive(
     stop.store(true, Ordering::Relaxed);
     let mut out = Block {
         rate: 0.0,
+        total: 0,
         latencies: Vec::new(),
     };
     for t in tasks {
-        let (done, latencies) = t.await.expect("caller task");
+        let (done, total, latencies) = t.await.expect("caller task");
         out.rate += done as f64 / block.as_secs_f64();
+        out.total += total;
         out.latencies.extend(latencies);
     }
     out
@@ -217,7 +226,7 @@ async fn workers_curve(s: &Settings, cores: usize) -> Value {
                     .await
                     .rate,
             );
-            b.push(mp.ask(&format!("{}", s.block.as_secs_f64())));
+            b.push(mp.ask(&format!("{}", s.block.as_secs_f64()))[0]);
         }
         drop(mp);
         stop(pool).await;
@@ -248,7 +257,15 @@ async fn workers_curve(s: &Settings, cores: usize) -> Value {
     })
 }
 
-/// Overhead of a 1 ms CPU tool against calling it in-process.
+/// CPU time so far of this process and of `pids` (the workers), µs.
+fn cpu_now(pids: &[u32]) -> (f64, f64) {
+    let workers = pids.iter().map(|p| cpu_us(Some(*p))).sum::<f64>();
+    (cpu_us(None), workers)
+}
+
+/// Overhead of a 1 ms CPU tool against calling it in-process: CPU time per
+/// call (host and workers) over the in-process CPU time per call, so that
+/// what other processes take of the machine does not count; calls/s beside.
 async fn cpu_tool_curve(s: &Settings, cores: usize) -> Value {
     let (mut py, iterations) = PyServer::start(&["serve-spin", &POOL_WORKERS.to_string()]);
     let iterations: u64 = iterations
@@ -256,33 +273,41 @@ async fn cpu_tool_curve(s: &Settings, cores: usize) -> Value {
         .expect("serve-spin prints its iterations");
     let args = json!({ "iterations": iterations });
     let pool = start("curve_cpu_tool", POOL_WORKERS).await;
+    let pids = pool.worker_pids();
     let mut points = Vec::new();
     for callers in CPU_CALLERS {
         let processes = callers.min(POOL_WORKERS);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut hosts = Vec::new();
         for _ in 0..s.rounds {
-            a.push(
-                drive(&pool, "cpu_spin", args.clone(), callers, s.block)
-                    .await
-                    .rate,
-            );
-            b.push(py.ask(&format!("{processes} {}", s.block.as_secs_f64())));
+            let c0 = cpu_now(&pids);
+            let block = drive(&pool, "cpu_spin", args.clone(), callers, s.block).await;
+            let c1 = cpu_now(&pids);
+            let calls = block.total.max(1) as f64;
+            let (host, cpu) = ((c1.0 - c0.0) / calls, (c1.0 + c1.1 - c0.0 - c0.1) / calls);
+            let base = py.ask(&format!("{processes} {}", s.block.as_secs_f64()));
+            ratios.push(cpu / base[1]);
+            ours.push((block.rate, cpu));
+            hosts.push(host);
+            theirs.push((base[0], base[1]));
         }
-        // Time per call through the pool over time per call in-process.
-        let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y / x).collect();
+        let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(v.iter().map(f).collect());
         let overhead = (median(ratios.clone()) - 1.0) * 100.0;
         let busy = if callers >= POOL_WORKERS {
-            "all workers busy"
+            "all busy"
         } else {
             "one at a time"
         };
         row(
-            &format!("1 ms CPU tool, {callers} caller(s) ({busy}): overhead"),
+            &format!("1 ms CPU tool, {callers} caller(s), {busy}: CPU overhead"),
             format!("{overhead:+.1}%"),
             format!(
-                "in-process, {processes} process(es): {:.0}/s, pool {:.0}/s",
-                median(b),
-                median(a)
+                "in-process x{processes}: {:.0} µs/call ({:.0}/s); pool {:.0} µs, host {:.0} ({:.0}/s)",
+                med(&theirs, |t| t.1),
+                med(&theirs, |t| t.0),
+                med(&ours, |t| t.1),
+                median(hosts),
+                med(&ours, |t| t.0),
             ),
             spread(&ratios),
         );
@@ -292,9 +317,9 @@ async fn cpu_tool_curve(s: &Settings, cores: usize) -> Value {
     stop(pool).await;
     json!({
         "name": "cpu_tool_overhead",
-        "title": format!("Overhead of a 1 ms CPU tool, {POOL_WORKERS} workers ({cores} cores)"),
+        "title": format!("CPU overhead of a 1 ms CPU tool, {POOL_WORKERS} workers ({cores} cores)"),
         "x_label": "callers in flight",
-        "y_label": "overhead over in-process, %",
+        "y_label": "CPU per call over in-process, % more",
         "x_log": true,
         "series": [series("snakepit pool", &points)],
     })
@@ -326,7 +351,9 @@ async fn queue_depth_curve(s: &Settings, cores: usize) -> Value {
     for _ in 0..s.rounds {
         single.push(one_at_a_time_ms(&pool, 500).await);
         for (i, depth) in DEPTHS.into_iter().enumerate() {
-            let block = drive(&pool, "ping", json!({}), depth, s.block).await;
+            // A deeper queue takes longer to fill and to turn over.
+            let length = s.block.mul_f64(1.0 + depth as f64 / 512.0);
+            let block = drive(&pool, "ping", json!({}), depth, length).await;
             by_depth[i].0.push(block.quantile_ms(0.5));
             by_depth[i].1.push(block.quantile_ms(0.99));
             by_depth[i].2.push(block.rate);
