@@ -232,10 +232,12 @@ async fn workers_curve(s: &Settings, cores: usize) -> Value {
         stop(pool).await;
         let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
         let (rate, base) = (median(a), median(b));
+        // A point below the one before says so: more workers than cores
+        // only share them.
         let mut figure = format!("calls/s, {n} worker(s), trivial tool");
         if let Some(&(prev, prev_rate)) = ours.last() {
             if rate < prev_rate {
-                figure.push_str(&format!(" (< {prev} workers: {cores} cores)"));
+                figure.push_str(&format!(", BELOW {prev} ({cores} cores)"));
             }
         }
         row(
@@ -393,6 +395,7 @@ async fn queue_depth_curve(s: &Settings, cores: usize) -> Value {
         "x_label": "calls in flight",
         "y_label": "latency, ms",
         "x_log": true,
+        "y_log": true,
         "series": [series("p50", &p50s), series("p99", &p99s), series("one at a time p50", &flat)],
     })
 }

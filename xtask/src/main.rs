@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             package::wheel_check(false).and_then(|wheel| example::getting_started(&wheel))
         }
         "bench" => bench::bench(rest),
+        "plot" => plot::plot(),
         "demo" => demo(rest),
         "soak" => soak(rest),
         "help" | "--help" | "-h" => {
@@ -79,6 +80,7 @@ fn print_help() {
          bench     run every benchmark and print one table (--quick for a short run,\n\
                    --plot: also draw the curves as SVG charts into <target dir>/bench/,\n\
                    --only NAME: that benchmark alone, e.g. --only curves)\n\
+         plot      draw the last curves bench's points again (<target dir>/bench/*.svg)\n\
          soak      10 minutes of calls with every sink on, workers killed and stopped;\n\
                    prints calls, errors, host RSS, fds and threads over time (--quick: 2 min)"
     );

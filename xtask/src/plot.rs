@@ -10,10 +10,9 @@
 //! ```
 //!
 //! Each curve becomes `<target dir>/bench/<name>.svg`: one line per series,
-//! with its points marked, axis labels and a legend. `x_log` draws the x
-//! axis on a logarithmic scale.
+//! with its points marked, axis labels and a legend. `x_log` and `y_log`
+//! (optional, false by default) draw that axis on a logarithmic scale.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::combinators::LogCoord;
@@ -36,6 +35,8 @@ pub struct Curve {
     pub y_label: String,
     /// Whether the x axis is logarithmic (every x must then be > 0).
     pub x_log: bool,
+    /// Whether the y axis is logarithmic (every y must then be > 0).
+    pub y_log: bool,
     /// The lines of the chart.
     pub series: Vec<Series>,
 }
@@ -97,12 +98,13 @@ fn parse_curve(c: &serde_json::Value, at: &str) -> Result<Curve> {
             "{at}.name {name:?}: a chart's file name takes letters, digits, `_` and `-` only"
         ));
     }
-    let x_log = match c.get("x_log") {
-        None => false,
+    let flag = |key: &str| match c.get(key) {
+        None => Ok(false),
         Some(v) => v
             .as_bool()
-            .ok_or_else(|| format!("{at}.x_log: not true or false"))?,
+            .ok_or_else(|| format!("{at}.{key}: not true or false")),
     };
+    let (x_log, y_log) = (flag("x_log")?, flag("y_log")?);
     let series = c
         .get("series")
         .and_then(|s| s.as_array())
@@ -110,7 +112,7 @@ fn parse_curve(c: &serde_json::Value, at: &str) -> Result<Curve> {
         .ok_or_else(|| format!("{at}.series: missing, not an array, or empty"))?
         .iter()
         .enumerate()
-        .map(|(j, s)| parse_series(s, &format!("{at}.series[{j}]"), x_log))
+        .map(|(j, s)| parse_series(s, &format!("{at}.series[{j}]"), (x_log, y_log)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Curve {
         name,
@@ -118,11 +120,12 @@ fn parse_curve(c: &serde_json::Value, at: &str) -> Result<Curve> {
         x_label: text_field(c, "x_label", at)?,
         y_label: text_field(c, "y_label", at)?,
         x_log,
+        y_log,
         series,
     })
 }
 
-fn parse_series(s: &serde_json::Value, at: &str, x_log: bool) -> Result<Series> {
+fn parse_series(s: &serde_json::Value, at: &str, (x_log, y_log): (bool, bool)) -> Result<Series> {
     let points = s
         .get("points")
         .and_then(|p| p.as_array())
@@ -136,9 +139,9 @@ fn parse_series(s: &serde_json::Value, at: &str, x_log: bool) -> Result<Series> 
                 .map(|a| a.iter().map(|v| v.as_f64()).collect::<Vec<_>>());
             match xy.as_deref() {
                 Some([Some(x), Some(y)]) if x.is_finite() && y.is_finite() => {
-                    if x_log && *x <= 0.0 {
+                    if x_log && *x <= 0.0 || y_log && *y <= 0.0 {
                         Err(format!(
-                            "{at}.points[{k}]: x = {x} on a logarithmic axis (must be > 0)"
+                            "{at}.points[{k}]: [{x}, {y}] on a logarithmic axis (must be > 0)"
                         ))
                     } else {
                         Ok((*x, *y))
@@ -187,15 +190,29 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
 pub fn write_chart(curve: &Curve, path: &Path) -> Result {
     let points = || curve.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = span(points().map(|p| p.0));
-    let (y0, y1) = span(points().map(|p| p.1));
-    // The y axis starts at 0 unless a value is below it.
-    let y = y0.min(0.0)..y1 + (y1 - y0.min(0.0)) * 0.1;
+    let y = span(points().map(|p| p.1));
     if curve.x_log {
         let x: LogCoord<f64> = (x0 * 0.8..x1 * 1.25).log_scale().into();
-        draw(curve, path, x, y)
+        with_y(curve, path, x, y)
     } else {
         let pad = (x1 - x0) * 0.05;
         let x: RangedCoordf64 = (x0 - pad..x1 + pad).into();
+        with_y(curve, path, x, y)
+    }
+}
+
+/// Draws with the y axis of `curve` over `(y0, y1)`: a linear one starts
+/// at 0 unless a value is below it.
+fn with_y<X>(curve: &Curve, path: &Path, x: X, (y0, y1): (f64, f64)) -> Result
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    if curve.y_log {
+        let y: LogCoord<f64> = (y0 * 0.8..y1 * 1.25).log_scale().into();
+        draw(curve, path, x, y)
+    } else {
+        let lo = y0.min(0.0);
+        let y: RangedCoordf64 = (lo..y1 + (y1 - lo) * 0.1).into();
         draw(curve, path, x, y)
     }
 }
@@ -210,9 +227,10 @@ fn tick(v: f64) -> String {
     }
 }
 
-fn draw<X>(curve: &Curve, path: &Path, x: X, y: Range<f64>) -> Result
+fn draw<X, Y>(curve: &Curve, path: &Path, x: X, y: Y) -> Result
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let err = |e: &dyn std::fmt::Display| format!("{e}");
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
@@ -269,13 +287,14 @@ pub fn plot() -> Result {
 mod tests {
     use super::*;
 
-    fn curve(x_log: bool) -> Curve {
+    fn curve(x_log: bool, y_log: bool) -> Curve {
         Curve {
             name: "workers".into(),
             title: "Calls/s by workers".into(),
             x_label: "number of workers".into(),
             y_label: "calls per second".into(),
             x_log,
+            y_log,
             series: vec![
                 Series {
                     label: "snakepit pool".into(),
@@ -331,9 +350,9 @@ mod tests {
 
     #[test]
     fn a_chart_is_written_as_svg_with_its_lines_labels_and_legend() {
-        for x_log in [false, true] {
-            let dir = scratch(&format!("chart-{x_log}"));
-            let written = write_charts(&[curve(x_log)], &dir).expect("charts written");
+        for (x_log, y_log) in [(false, false), (true, false), (true, true)] {
+            let dir = scratch(&format!("chart-{x_log}-{y_log}"));
+            let written = write_charts(&[curve(x_log, y_log)], &dir).expect("charts written");
             assert_eq!(written, vec![dir.join("workers.svg")]);
             let svg = std::fs::read_to_string(&written[0]).unwrap();
             let elements = xml_elements(&svg);
@@ -349,7 +368,9 @@ mod tests {
                 "calls per second",
                 "snakepit pool",
                 "multiprocessing.Pool",
-                "\n8000\n",
+                // A tick of each axis.
+                "\n8\n",
+                if y_log { "\n10000\n" } else { "\n8000\n" },
             ] {
                 assert!(svg.contains(text), "no {text:?} in the chart");
             }
@@ -396,7 +417,7 @@ mod tests {
             "{e}"
         );
         let e = bad(&curve("ok", true, "[[0, 2]]"));
-        assert!(e.contains("points[0]: x = 0 on a logarithmic axis"), "{e}");
+        assert!(e.contains("points[0]: [0, 2] on a logarithmic axis"), "{e}");
         let e = bad(&curve("../evil", false, "[[1, 2]]"));
         assert!(e.contains("curves[0].name \"../evil\""), "{e}");
         assert!(bad(&curve("ok", false, "[]")).contains("curves[0].series[0].points: missing"));
