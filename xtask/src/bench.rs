@@ -1,5 +1,7 @@
-//! `cargo xtask bench [--quick]`: runs every benchmark and prints one table of
-//! figure, baseline and ratio. Baselines are measured in the same run.
+//! `cargo xtask bench [--quick] [--plot] [--only NAME]`: runs every benchmark
+//! (or the one named) and prints one table of figure, baseline and ratio.
+//! Baselines are measured in the same run. `--plot` then draws the curves
+//! bench's points as SVG charts (`plot.rs`).
 //!
 //! Criterion benches are read from
 //! `<target dir>/criterion/<group>/<bench>/new/estimates.json`; the Python
@@ -314,6 +316,14 @@ fn tls(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, ("tls", "snakepit-pool", "tls_throughput", ""), rows)
 }
 
+/// Calls/s by workers, a 1 ms CPU tool's overhead, latency by queue depth;
+/// the bench also writes their points for `--plot` (a stale file is
+/// removed first, so that a failed run draws nothing old).
+fn curves(quick: bool, rows: &mut Vec<Row>) -> Result {
+    let _ = std::fs::remove_file(crate::plot::bench_dir().join("curves.json"));
+    table_bench(quick, ("curves", "snakepit-pool", "curves", ""), rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -339,6 +349,15 @@ fn print_table(rows: &[Row]) {
 /// Runs every benchmark.
 pub fn bench(args: &[String]) -> Result {
     let quick = args.iter().any(|a| a == "--quick");
+    let plot = args.iter().any(|a| a == "--plot");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| {
+            args.get(i + 1)
+                .ok_or("--only needs a benchmark name, e.g. --only curves")
+        })
+        .transpose()?;
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -353,13 +372,30 @@ pub fn bench(args: &[String]) -> Result {
         ("sinks", sinks_calls),
         ("caller context", caller_context),
         ("tls", tls),
+        ("curves", curves),
     ];
+    if let Some(only) = only.filter(|o| !steps.iter().any(|(name, _)| name == o)) {
+        let names: Vec<&str> = steps.iter().map(|(name, _)| *name).collect();
+        return Err(format!(
+            "--only {only}: no such benchmark; one of {}",
+            names.join(", ")
+        ));
+    }
     for (name, f) in steps {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         if let Err(e) = f(quick, &mut rows) {
             failures.push(format!("{name}: {e}"));
         }
     }
     print_table(&rows);
+    if plot && !failures.iter().any(|f| f.starts_with("curves:")) {
+        step("charts of the curves");
+        if let Err(e) = crate::plot::plot() {
+            failures.push(format!("plot: {e}"));
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {

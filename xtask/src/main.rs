@@ -22,6 +22,7 @@ mod coverage;
 mod deps;
 mod example;
 mod package;
+mod plot;
 mod tidy;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             package::wheel_check(false).and_then(|wheel| example::getting_started(&wheel))
         }
         "bench" => bench::bench(rest),
+        "plot" => plot::plot(),
         "demo" => demo(rest),
         "soak" => soak(rest),
         "help" | "--help" | "-h" => {
@@ -75,7 +77,10 @@ fn print_help() {
                    its test with a fresh venv from that wheel (steps of test)\n\
          demo      a pool, a mixed workload, live /metrics, a summary (--quick, --serve,\n\
                    --workers N, --calls N, --config FILE)\n\
-         bench     run every benchmark and print one table (--quick for a short run)\n\
+         bench     run every benchmark and print one table (--quick for a short run,\n\
+                   --plot: also draw the curves as SVG charts into <target dir>/bench/,\n\
+                   --only NAME: that benchmark alone, e.g. --only curves)\n\
+         plot      draw the last curves bench's points again (<target dir>/bench/*.svg)\n\
          soak      10 minutes of calls with every sink on, workers killed and stopped;\n\
                    prints calls, errors, host RSS, fds and threads over time (--quick: 2 min)"
     );

@@ -29,6 +29,16 @@ class _LinearModel:
         return sum(w * v for w, v in zip(self.weights, xs, strict=True)) + self.bias
 
 
+def spin(iterations: int) -> int:
+    """A fixed pure-Python loop of ``iterations`` steps: CPU work that takes
+    the same time in a worker as in any other Python process (the curves
+    benchmark calibrates ``iterations`` to 1 ms). Returns a checksum."""
+    acc = 0
+    for i in range(int(iterations)):
+        acc = (acc + i * i) & 0xFFFF
+    return acc
+
+
 class ShowcaseAdapter(BaseAdapter):
     def __init__(self) -> None:
         # One instance per worker: the "model" is loaded once and reused.
@@ -44,6 +54,11 @@ class ShowcaseAdapter(BaseAdapter):
     @tool(description="Returns its arguments unchanged", inline=True)
     def echo(self, **kwargs: Any) -> Dict[str, Any]:
         return kwargs
+
+    @tool(description="CPU work in the thread pool: spin(iterations), a fixed pure-Python "
+                      "loop of iterations steps")
+    def cpu_spin(self, iterations: int = 10_000) -> int:
+        return spin(iterations)
 
     @tool(description="Blocks the event loop for ms milliseconds (a misbehaving inline tool)",
           inline=True)
