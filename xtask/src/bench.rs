@@ -312,6 +312,13 @@ fn tls(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, ("tls", "snakepit-pool", "tls_throughput", ""), rows)
 }
 
+/// Round trips of 1 KB to 100 MB binary payloads (shared memory) against
+/// multiprocessing.Pool pickling them.
+fn large_payloads(quick: bool, rows: &mut Vec<Row>) -> Result {
+    let bench = ("shm", "snakepit-pool", "large_payloads", "");
+    table_bench(quick, bench, rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -340,7 +347,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 9] = [
+    let steps: [(&str, BenchStep); 10] = [
         ("dispatch", dispatch),
         ("python", python_emit),
         ("prometheus", prometheus),
@@ -350,6 +357,7 @@ pub fn bench(args: &[String]) -> Result {
         ("sinks", sinks_calls),
         ("caller context", caller_context),
         ("tls", tls),
+        ("large payloads", large_payloads),
     ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {

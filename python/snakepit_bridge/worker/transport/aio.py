@@ -16,8 +16,8 @@ from ... import PROTOCOL_VERSION, _wire
 from ... import logs as worker_logs
 from ... import session as _session
 from ...telemetry import _worker_api as tel
-from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFailure, clip
 from .. import shm
+from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFailure, clip
 from ..dispatcher import Dispatcher
 from .call_state import CallStreamState, pop_reply_batch
 from .compat import CompatRpcs, compat_handlers
