@@ -127,3 +127,28 @@ def test_a_shared_memory_argument_reaches_the_tool_as_its_view():
     args = codec.decode_args(b"{}", {"data": view, "small": b"s"})
     assert args["data"] is view
     assert args["small"] == b"s"
+
+
+def _mapping_of(address: int) -> str:
+    """The /proc/self/maps line whose range holds ``address``."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= address < hi:
+                return line
+    return ""
+
+
+def test_numpy_makes_an_array_over_the_segment_without_a_copy():
+    np = pytest.importorskip("numpy")
+    values = np.arange(100_000, dtype=np.float64)
+    fd = _sealed(values.tobytes())
+    view = shm.open_segment(*_handle(fd))
+    os.close(fd)
+    arr = np.frombuffer(view, dtype=np.float64)
+    assert not arr.flags.writeable
+    assert np.array_equal(arr, values)
+    # Its data lives in the mapped memfd, not in a copy.
+    assert "memfd:snakepit-shm" in _mapping_of(arr.ctypes.data)
+    del view
+    assert arr[99_999] == 99_999.0
