@@ -113,6 +113,11 @@ pub(crate) struct Shared {
     /// Set when the client let go of this stream on purpose (replaced,
     /// closed): its end is then not a lost connection.
     retired: AtomicBool,
+    /// The request side, for releases of result segments (weak: dropping
+    /// `CallBatches` still half-closes the stream).
+    requests: mpsc::WeakSender<proto::CallRequest>,
+    /// The worker's pid when it may send results in shared memory.
+    shm_pid: Option<u32>,
 }
 
 impl Shared {
@@ -212,12 +217,18 @@ impl Shared {
         let id = reply.request_id;
         let telemetry = reply.telemetry;
         match reply.body {
-            Some(Body::Result(r)) => {
+            Some(Body::Result(mut r)) => {
                 let p = self.lock().take(id);
+                let mapped = if r.shm_results.is_empty() {
+                    Ok(())
+                } else {
+                    let wanted = matches!(p, Some(Pending::Reply(_)));
+                    self.shm_results(&mut r, wanted)
+                };
                 if let Some(p) = p {
                     match p {
                         Pending::Reply(tx) => {
-                            let _ = tx.send((Ok(r), telemetry));
+                            let _ = tx.send((mapped.map(|()| r), telemetry));
                         }
                         Pending::Abandoned(late, _) => {
                             if let (Some(late), Some(t)) = (late, telemetry) {
@@ -271,6 +282,52 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Moves a result's shared-memory values into its binary results (when
+    /// `wanted`: a caller waits for it), then tells the worker it may close
+    /// the segments (`shm_release`), whether they were read or not.
+    fn shm_results(&self, r: &mut proto::ToolResult, wanted: bool) -> Result<(), CallError> {
+        let handles = std::mem::take(&mut r.shm_results);
+        let release = proto::CallRequest {
+            shm_release: handles.values().map(|h| h.inode).collect(),
+            ..Default::default()
+        };
+        let mapped = match (wanted, self.shm_pid) {
+            (false, _) => Ok(Vec::new()),
+            (true, None) => Err(CallError::protocol(
+                "the worker sent shared-memory results to a host that did not offer them",
+            )),
+            (true, Some(pid)) => handles
+                .into_iter()
+                .map(|(k, h)| match crate::shm::open(&h, pid) {
+                    Ok(m) => Ok((k, m)),
+                    Err(e) => Err(CallError::protocol(format!("binary result {k:?}: {e}"))),
+                })
+                .collect::<Result<Vec<_>, _>>(),
+        };
+        // The host's mappings keep the memory; the worker's segments can go.
+        if let Some(tx) = self.requests.upgrade() {
+            send_soon(tx, release);
+        }
+        for (k, m) in mapped? {
+            r.binary_results.insert(k, m.as_slice().to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// Queues a request that carries no call (a cancel, a release): at once if
+/// the queue has room, else as soon as it has.
+fn send_soon(tx: mpsc::Sender<proto::CallRequest>, request: proto::CallRequest) {
+    if let Err(mpsc::error::TrySendError::Full(request)) = tx.try_send(request) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tx.send(request).await;
+            });
+        }
+    }
+}
+
 pub(crate) fn tool_error(e: proto::ToolError) -> CallError {
     CallError::Tool {
         error_type: e.r#type,
@@ -314,13 +371,7 @@ impl Drop for PendingGuard {
             // The cancel must reach the worker, or a well-behaved generator
             // would run on unconfirmed and count as stuck: with the request
             // queue full it is sent as soon as there is room.
-            if let Err(mpsc::error::TrySendError::Full(cancel)) = tx.try_send(cancel) {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        let _ = tx.send(cancel).await;
-                    });
-                }
-            }
+            send_soon(tx, cancel);
         }
     }
 }
@@ -336,10 +387,12 @@ pub(crate) struct CallBatches {
 impl CallBatches {
     /// Opens a stream whose request batches hold at most `limit` bytes;
     /// `on_open` runs when the worker's response headers arrive,
-    /// `on_break` when the stream breaks while not closed.
+    /// `on_break` when the stream breaks while not closed. `shm_pid`: the
+    /// worker's pid when its results may come in shared memory.
     pub(crate) fn open(
         mut rpc: Rpc,
         limit: usize,
+        shm_pid: Option<u32>,
         on_open: impl FnOnce() + Send + 'static,
         on_break: impl FnOnce(&str) + Send + 'static,
     ) -> CallBatches {
@@ -353,6 +406,8 @@ impl CallBatches {
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
             pacer: Arc::new(Pacer::default()),
+            requests: tx.downgrade(),
+            shm_pid,
         });
         let reader = shared.clone();
         tokio::spawn(async move {

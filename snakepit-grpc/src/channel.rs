@@ -201,7 +201,7 @@ const PACE_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// waits.
 #[derive(Default)]
 pub(crate) struct Pacer {
-    /// Calls sent (cancel requests excluded).
+    /// Calls sent (cancel and release requests excluded).
     sent: AtomicU64,
     /// Final replies received (result, error, stream end).
     answered: AtomicU64,
@@ -329,7 +329,10 @@ impl BatchStream {
         self.pace_timer = None;
         self.replies_at_send = self.pacer.reply_batches.load(Ordering::Acquire);
         let calls = std::mem::take(&mut self.held);
-        let counted = calls.iter().filter(|c| !c.cancel).count() as u64;
+        let counted = calls
+            .iter()
+            .filter(|c| !c.cancel && c.shm_release.is_empty())
+            .count() as u64;
         self.pacer.sent.fetch_add(counted, Ordering::Relaxed);
         CallBatch { calls }
     }

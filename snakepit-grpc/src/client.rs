@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     options: ConnectOptions,
     pub(crate) worker_id: Arc<str>,
     python_pid: Option<u32>,
+    /// Set when large binary payloads go in shared memory (a local worker).
+    shm: Option<crate::shm::Peer>,
     /// The worker's main address (`rpc`), as call events report it.
     pub(crate) address: Arc<str>,
     /// Where `call_rpc` goes, as call events report it.
@@ -261,6 +263,12 @@ impl WorkerClient {
                 telemetry,
                 worker_id,
                 python_pid,
+                shm: crate::shm::Peer::new(
+                    &options.address,
+                    python_pid,
+                    options.shm_threshold_bytes,
+                    options.shm_max_bytes,
+                ),
                 address,
                 call_address,
                 log_parents,
@@ -288,6 +296,7 @@ impl WorkerClient {
         CallBatches::open(
             self.inner.call_rpc.clone(),
             self.inner.options.max_message_bytes,
+            self.inner.shm.as_ref().map(|p| p.pid),
             move || {
                 if reopen {
                     on_open.restored(1);
@@ -325,15 +334,45 @@ impl WorkerClient {
         span: &CallSpan,
         stream: bool,
     ) -> Result<proto::CallRequest, CallError> {
+        self.request_with(tool, args, opts, span, stream, None)
+    }
+
+    /// [`request`](Self::request), with binary arguments of at least the
+    /// shared-memory threshold put in segments (pushed onto `segments`, to
+    /// be kept until the reply) when `segments` is given and the worker is
+    /// local; the request then also offers results in shared memory.
+    pub(crate) fn request_with(
+        &self,
+        tool: &str,
+        args: &serde_json::Value,
+        opts: &CallOptions,
+        span: &CallSpan,
+        stream: bool,
+        mut segments: Option<&mut Vec<crate::shm::Segment>>,
+    ) -> Result<proto::CallRequest, CallError> {
+        let peer = self.inner.shm.as_ref().filter(|_| segments.is_some());
+        let mut binary_parameters = std::collections::BTreeMap::new();
+        let mut shm_parameters = std::collections::BTreeMap::new();
+        for (k, v) in &opts.binary {
+            match (peer.and_then(|p| p.segment(k, v)), segments.as_mut()) {
+                (Some(seg), Some(segs)) => {
+                    shm_parameters.insert(k.clone(), seg.handle());
+                    segs.push(seg);
+                }
+                _ => {
+                    binary_parameters.insert(k.clone(), v.clone());
+                }
+            }
+        }
         let request = proto::CallRequest {
             request_id: 0,
             tool_name: tool.to_string(),
             args_json: encode_args(tool, args)?,
-            binary_parameters: opts
-                .binary
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            binary_parameters,
+            shm_parameters,
+            shm_min_bytes: peer.map_or(0, |p| p.threshold as u64),
+            shm_max_bytes: peer.map_or(0, |p| p.max as u64),
+            shm_release: Vec::new(),
             correlation_id: span.correlation.as_str().to_string(),
             traceparent: span.traceparent.clone(),
             timeout_ms: timeout_ms(opts.timeout),
@@ -392,7 +431,9 @@ impl WorkerClient {
         opts: &CallOptions,
         span: &CallSpan,
     ) -> Result<ToolOutput, CallError> {
-        let request = self.request(tool, args, opts, span, false)?;
+        // Argument segments live until this call's reply (or failure).
+        let mut segments = Vec::new();
+        let request = self.request_with(tool, args, opts, span, false, Some(&mut segments))?;
         let stream = self.call_batches()?;
         let (tx, rx) = oneshot::channel();
         let call = async {

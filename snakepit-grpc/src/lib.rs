@@ -31,6 +31,11 @@
 //!   level) first and on every change, and reopens the stream with backoff
 //!   (`snakepit.grpc.connection.lost` / `.reconnected`).
 //!
+//! * Binary arguments and results of at least `shm_threshold_bytes` travel
+//!   to and from a worker on a Unix socket in shared memory (sealed
+//!   memfds, see `shm.rs`), bounded by `shm_max_bytes` per worker and not
+//!   by `max_message_bytes`.
+//!
 //! Only this crate sees protobuf types; its public API has none.
 
 #![warn(missing_docs)]
@@ -51,6 +56,7 @@ mod link;
 mod log_parents;
 mod options;
 pub mod plausible;
+mod shm;
 mod telemetry_stream;
 mod tls;
 mod trace;
@@ -69,6 +75,7 @@ pub use options::{
     CallOptions, ConnectOptions, ToolInfo, ToolOutput, WorkerInfo, DEFAULT_MAX_MESSAGE_BYTES,
     MIN_MESSAGE_BYTES,
 };
+pub use shm::{DEFAULT_SHM_MAX_BYTES, DEFAULT_SHM_THRESHOLD_BYTES, MEMFD_NAME};
 pub use tls::{TlsFileError, TlsOptions};
 pub use trace::{TraceParent, TraceParentError};
 

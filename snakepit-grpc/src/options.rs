@@ -44,8 +44,24 @@ pub struct ConnectOptions {
     /// and is never sent; the worker answers a larger result with the
     /// call's tool error `ResultTooLarge` (start it with the same
     /// `--max-message-bytes`). Other calls in flight are never affected.
+    /// Binary arguments and results that go by shared memory
+    /// ([`shm_threshold_bytes`](Self::shm_threshold_bytes)) do not count.
     /// At least [`MIN_MESSAGE_BYTES`]. Default [`DEFAULT_MAX_MESSAGE_BYTES`].
     pub max_message_bytes: usize,
+    /// Binary arguments ([`CallOptions::binary`]) and binary results of at
+    /// least this many bytes travel in shared memory (a sealed memfd the
+    /// peer maps) instead of in the call message, when the worker is on a
+    /// Unix socket; on TCP they always go inline. 0 turns shared memory
+    /// off. Streaming calls send their arguments inline. Default
+    /// [`DEFAULT_SHM_THRESHOLD_BYTES`] (64 KiB).
+    pub shm_threshold_bytes: usize,
+    /// The most bytes this worker's live shared-memory segments may hold,
+    /// on each side: the host's argument segments (kept until the call's
+    /// reply) and the worker's result segments (kept until the host has
+    /// mapped them). A payload that would pass it travels inline instead,
+    /// where `max_message_bytes` applies. Default
+    /// [`DEFAULT_SHM_MAX_BYTES`] (1 GiB).
+    pub shm_max_bytes: usize,
     /// TLS to a worker on TCP (its certificate verified against a CA, and
     /// ours sent when set: mTLS); the token still travels on every RPC,
     /// now encrypted. `None`: plain TCP. Not used on a Unix socket.
@@ -54,7 +70,8 @@ pub struct ConnectOptions {
 
 impl ConnectOptions {
     /// Options with the defaults: pool `default`, no token, 5 s connect
-    /// timeout, pid from `Describe`, 64 MiB messages, no TLS.
+    /// timeout, pid from `Describe`, 64 MiB messages, shared memory from
+    /// 64 KiB up to 1 GiB live, no TLS.
     pub fn new(address: WorkerAddress, worker_id: impl Into<String>) -> Self {
         ConnectOptions {
             address,
@@ -65,6 +82,8 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             call_streams: 1,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shm_threshold_bytes: crate::shm::DEFAULT_SHM_THRESHOLD_BYTES,
+            shm_max_bytes: crate::shm::DEFAULT_SHM_MAX_BYTES,
             tls: None,
         }
     }

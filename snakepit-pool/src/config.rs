@@ -209,8 +209,20 @@ pub struct PoolConfig {
     /// (JSON plus binary results) that is larger is that call's tool error
     /// `ResultTooLarge`. Calls in flight beside it are not affected. Local
     /// workers get it as `--max-message-bytes`; start external workers with
-    /// the same value. At least 1024. Default 64 MiB.
+    /// the same value. At least 1024. Default 64 MiB. Payloads that go by
+    /// shared memory (`shm_threshold_bytes`) do not count.
     pub max_message_bytes: usize,
+    /// Binary arguments and binary results of at least this many bytes
+    /// travel between the host and a local worker (Unix socket) in shared
+    /// memory (a sealed memfd the other side maps) instead of in the call
+    /// message; to external workers on TCP they always go inline. 0 turns
+    /// shared memory off. Default 64 KiB.
+    pub shm_threshold_bytes: usize,
+    /// The most bytes a worker's live shared-memory segments hold on each
+    /// side (the host's arguments until the reply, the worker's results
+    /// until the host has mapped them); a payload that would pass it goes
+    /// inline, where `max_message_bytes` applies. Default 1 GiB.
+    pub shm_max_bytes: usize,
     /// How often each worker is pinged on its connection.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -328,6 +340,8 @@ impl Default for PoolConfig {
             discovery_interval: Duration::from_secs(10),
             resolver: crate::discovery::ResolverHandle::default(),
             max_message_bytes: snakepit_grpc::DEFAULT_MAX_MESSAGE_BYTES,
+            shm_threshold_bytes: snakepit_grpc::DEFAULT_SHM_THRESHOLD_BYTES,
+            shm_max_bytes: snakepit_grpc::DEFAULT_SHM_MAX_BYTES,
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(10),
             stuck_call_grace: Duration::from_secs(10),
@@ -590,6 +604,16 @@ impl PoolConfig {
     /// Sets [`PoolConfig::max_message_bytes`].
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = n;
+        self
+    }
+    /// Sets [`PoolConfig::shm_threshold_bytes`] (0: no shared memory).
+    pub fn shm_threshold_bytes(mut self, n: usize) -> Self {
+        self.shm_threshold_bytes = n;
+        self
+    }
+    /// Sets [`PoolConfig::shm_max_bytes`].
+    pub fn shm_max_bytes(mut self, n: usize) -> Self {
+        self.shm_max_bytes = n;
         self
     }
     /// Resolves `dns:` addresses with `resolver` instead of the system's.

@@ -148,6 +148,8 @@ impl Shared {
         options.connect_timeout = c.startup_timeout;
         options.call_streams = c.call_streams_per_worker;
         options.max_message_bytes = c.max_message_bytes;
+        options.shm_threshold_bytes = c.shm_threshold_bytes;
+        options.shm_max_bytes = c.shm_max_bytes;
         match WorkerClient::connect(self.telemetry.clone(), options).await {
             Ok(client) => Ok(Started {
                 process: Some(process),

@@ -82,7 +82,10 @@ async fn an_argument_over_the_limit_fails_at_once_and_only_its_own_call() {
     let pool = Arc::new(
         Pool::start(
             telemetry.clone(),
-            config("bigarg", 1).max_message_bytes(LIMIT),
+            config("bigarg", 1)
+                .max_message_bytes(LIMIT)
+                // Inline: shared memory would carry the binary payloads.
+                .shm_threshold_bytes(0),
         )
         .await
         .unwrap(),
@@ -149,7 +152,10 @@ async fn a_result_over_the_limit_is_its_calls_tool_error_only() {
     let pool = Arc::new(
         Pool::start(
             telemetry.clone(),
-            config("bigresult", 1).max_message_bytes(LIMIT),
+            config("bigresult", 1)
+                .max_message_bytes(LIMIT)
+                // Inline: shared memory would carry the binary payloads.
+                .shm_threshold_bytes(0),
         )
         .await
         .unwrap(),

@@ -324,6 +324,13 @@ fn curves(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, ("curves", "snakepit-pool", "curves", ""), rows)
 }
 
+/// Round trips of 1 KB to 100 MB binary payloads (shared memory) against
+/// multiprocessing.Pool pickling them.
+fn large_payloads(quick: bool, rows: &mut Vec<Row>) -> Result {
+    let bench = ("shm", "snakepit-pool", "large_payloads", "");
+    table_bench(quick, bench, rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -373,6 +380,7 @@ pub fn bench(args: &[String]) -> Result {
         ("caller context", caller_context),
         ("tls", tls),
         ("curves", curves),
+        ("large payloads", large_payloads),
     ];
     if let Some(only) = only.filter(|o| !steps.iter().any(|(name, _)| name == o)) {
         let names: Vec<&str> = steps.iter().map(|(name, _)| *name).collect();

@@ -51,9 +51,16 @@ def call_telemetry(emit: int, call_start_ns: int, call_duration_ns: int, tool_st
     return out
 
 
+def shm_segment(h) -> bytes:
+    """A serialized ShmSegment of a result segment (``worker.shm.Handle``)."""
+    return (_u64_field(0x08, h.pid) + _u64_field(0x10, h.fd) + _u64_field(0x18, h.inode)
+            + _u64_field(0x20, h.length))
+
+
 def reply_result(request_id: int, result_json: bytes, telemetry: bytes = b"",
                  binaries=None) -> bytes:
-    """A serialized CallReply carrying a ToolResult (binaries: key -> bytes)."""
+    """A serialized CallReply carrying a ToolResult (binaries: key -> bytes,
+    or a result segment's ``Handle``, which goes in ``shm_results``)."""
     n = len(result_json)
     if not binaries and 0 < n < 126:
         # The usual small result: both lengths fit one byte.
@@ -62,7 +69,8 @@ def reply_result(request_id: int, result_json: bytes, telemetry: bytes = b"",
         body = _ld(0x0A, result_json) if result_json else b""
         if binaries:
             body += b"".join(
-                _ld(0x12, string_field(0x0A, k) + _ld(0x12, bytes(v)))
+                _ld(0x12, string_field(0x0A, k) + _ld(0x12, bytes(v))) if type(v) is bytes
+                else _ld(0x1A, string_field(0x0A, k) + _ld(0x12, shm_segment(v)))
                 for k, v in binaries.items()
             )
         out = _u64_field(0x08, request_id) + b"\x12" + varint(len(body)) + body

@@ -46,6 +46,8 @@ class ShowcaseAdapter(BaseAdapter):
         self.calls = 0
         # Memory that hold_memory keeps until the worker exits.
         self.held: list = []
+        # What shm_keep keeps (a shared-memory argument outliving its call).
+        self._kept: Any = b""
 
     @tool(description="Liveness check; returns {'ok': true}", inline=True)
     def ping(self) -> Dict[str, Any]:
@@ -267,3 +269,23 @@ class ShowcaseAdapter(BaseAdapter):
     @tool(description="Returns the size of a binary parameter and echoes it back as binary")
     def bytes_echo(self, data: bytes = b"") -> Dict[str, Any]:
         return {"size": len(data), "data": bytes(data)}
+
+    @tool(description="Echoes binary data as it came: its Python type (memoryview when "
+                      "it came in shared memory), whether it is read-only, and the data")
+    def shm_echo(self, data: bytes = b"") -> Dict[str, Any]:
+        view = memoryview(data)
+        return {"kind": type(data).__name__, "readonly": view.readonly, "data": data}
+
+    @tool(description="Keeps binary data past the call (shm_kept returns it)")
+    def shm_keep(self, data: bytes = b"") -> Dict[str, Any]:
+        self._kept = data
+        return {"kind": type(data).__name__}
+
+    @tool(description="Returns the data shm_keep kept")
+    def shm_kept(self) -> Dict[str, Any]:
+        return {"data": self._kept}
+
+    @tool(description="Sleeps ms milliseconds holding data, then returns n_bytes binary bytes")
+    def shm_sleep(self, ms: float = 10, data: bytes = b"", n_bytes: int = 0) -> Dict[str, Any]:
+        time.sleep(ms / 1000.0)
+        return {"size": len(data), "data": b"r" * int(n_bytes)}

@@ -9,6 +9,8 @@ import json
 import traceback
 from typing import Any, Dict, Optional
 
+from .shm import Handle, move_results
+
 # Longest error message and traceback a reply carries (characters); longer
 # ones are cut, saying how much was cut, so an error reply stays far below
 # the message limit.
@@ -107,7 +109,9 @@ _BINARY = (bytes, bytearray, memoryview)
 
 def encode_result(value: Any):
     """Return (result_json bytes, binary_results dict): ``bytes`` values of a
-    dict result (or a ``bytes`` result) travel as binary results. ToolFailure
+    dict result (or a ``bytes`` result) travel as binary results, as
+    ``shm.Handle``s of result segments when the call's host offered shared
+    memory and they are large enough (``shm.move_results``). ToolFailure
     EncodeError (naming the bad value's path) or ResultTooLarge."""
     binaries: Dict[str, bytes] = {}
     t = type(value)
@@ -116,10 +120,12 @@ def encode_result(value: Any):
             if isinstance(v, _BINARY):
                 value = dict(value)
                 for k in [k for k, v in value.items() if isinstance(v, _BINARY)]:
-                    binaries[str(k)] = bytes(value.pop(k))
+                    binaries[str(k)] = value.pop(k)
+                move_results(binaries)
                 break
     elif isinstance(value, _BINARY):
-        binaries = {"result": bytes(value)}
+        binaries = {"result": value}
+        move_results(binaries)
         _check_size(4, binaries)
         return b"null", binaries
     try:
@@ -142,7 +148,8 @@ def _check_size(size: int, binaries: Dict[str, bytes]) -> None:
     """ResultTooLarge when a result (``size`` JSON bytes plus ``binaries``)
     is over the message limit."""
     if binaries:
-        size += sum(len(k) + len(v) for k, v in binaries.items())
+        # Values in shared memory (Handles) do not travel in the message.
+        size += sum(len(k) + len(v) for k, v in binaries.items() if type(v) is not Handle)
     if size > _max_message_bytes:
         raise ToolFailure(
             "ResultTooLarge",
@@ -250,6 +257,7 @@ def decode_args(args_json: bytes, binary: Optional[Dict[str, bytes]]) -> Dict[st
         args = {}
     if binary:
         for k, v in binary.items():
-            args[k] = bytes(v)
+            # Shared-memory arguments stay read-only views of their segment.
+            args[k] = v if type(v) is memoryview else bytes(v)
     return args
 

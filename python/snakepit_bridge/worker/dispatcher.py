@@ -197,7 +197,7 @@ class Dispatcher:
             self._call_end(tokens, md, t0, failure)
             self._end()
 
-    def call_inline_wire(self, t: BoundTool, req) -> bytes:
+    def call_inline_wire(self, t: BoundTool, req, binary=None) -> bytes:
         """Run an inline tool for CallBatchStream; returns the serialized CallReply.
 
         The call's own telemetry (python.call.* and python.tool.execution.*)
@@ -220,7 +220,8 @@ class Dispatcher:
         failure = None
         rid = req.request_id
         try:
-            kwargs = decode_args(req.args_json, req.binary_parameters)
+            kwargs = decode_args(req.args_json,
+                                 req.binary_parameters if binary is None else binary)
             token = _span_set((tool_sid, call_sid, ctx[2], "tool.execution", ctx[4]))
             tool_start = _time_ns()
             t0 = _monotonic_ns()

@@ -15,6 +15,7 @@ from ... import PROTOCOL_VERSION, _wire
 from ... import logs as worker_logs
 from ... import session as _session
 from ...telemetry import _worker_api as tel
+from .. import shm
 from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFailure, clip
 from ..dispatcher import Dispatcher
 from .call_state import CallStreamState, pop_reply_batch
@@ -196,8 +197,9 @@ class Servicer(CompatRpcs):
         d = self.d
         tools = d.tools
         out = st.out
-        # Each call's session is current while it runs (a task copies it).
-        sess_tok = None
+        # Each call's session is current while it runs (a task copies it),
+        # and so is its host's shared-memory offer.
+        sess_tok = offer_tok = None
         for req in batch.calls:
             sess = req.session_id or None
             if sess != _session.get_session_id():
@@ -211,6 +213,25 @@ class Servicer(CompatRpcs):
                     # end without running its handler, so without its reply.
                     asyncio.get_running_loop().call_soon(running.cancel)
                 continue
+            if req.shm_release:
+                shm.results.release(req.shm_release)
+                continue
+            binary = req.binary_parameters
+            if req.shm_min_bytes:
+                # The host is local: large results may go in shared memory,
+                # and arguments may come in it.
+                o = (req.shm_min_bytes, req.shm_max_bytes)
+                if shm.offer.get() != o:
+                    tok = shm.offer.set(o)
+                    offer_tok = offer_tok or tok
+                if req.shm_parameters:
+                    try:
+                        binary = dict(binary)
+                        binary.update(shm.open_arguments(req.shm_parameters))
+                    except shm.ShmRefused as e:
+                        out.append(_wire.reply_error(
+                            req.request_id, "SharedMemoryError", str(e), ""))
+                        continue
             if d.draining:
                 out.append(_wire.reply_error(
                     req.request_id, "Unavailable", "worker is shutting down", ""))
@@ -219,7 +240,7 @@ class Servicer(CompatRpcs):
             if t is not None and t.spec.inline and not req.stream \
                     and not t.spec.supports_streaming:
                 try:
-                    out.append(d.call_inline_wire(t, req))
+                    out.append(d.call_inline_wire(t, req, binary))
                 except BaseException as e:  # noqa: BLE001 - must always answer
                     log.exception("internal error running %s", req.tool_name)
                     out.append(_wire.reply_error(
@@ -227,23 +248,33 @@ class Servicer(CompatRpcs):
                         clip(traceback.format_exc(), MAX_ERROR_TRACEBACK_CHARS)))
                 continue
             st.pending += 1
-            task = self._track(self._run_call(req, st, put))
+            task = self._track(self._run_call(req, st, put, binary))
             if req.stream:
                 st.streams[req.request_id] = task
         if sess_tok is not None:
             _session.leave(sess_tok)
+        if offer_tok is not None:
+            shm.offer.reset(offer_tok)
 
     def _reply(self, rid, ok, payload):
         """The CallReply of a call the dispatcher answered ``(ok, payload)``."""
         pb = self.pb
         if ok:
             rj, bins = payload
+            if bins and any(type(v) is shm.Handle for v in bins.values()):
+                return pb.CallReply(request_id=rid, result=pb.ToolResult(
+                    result_json=rj,
+                    binary_results={k: v for k, v in bins.items() if type(v) is bytes},
+                    shm_results={k: pb.ShmSegment(pid=v.pid, fd=v.fd, inode=v.inode,
+                                                  length=v.length)
+                                 for k, v in bins.items() if type(v) is shm.Handle}))
             return pb.CallReply(request_id=rid, result=pb.ToolResult(
                 result_json=rj, binary_results=bins))
         return pb.CallReply(request_id=rid, error=self._error_pb(payload))
 
-    async def _run_call(self, req, st: CallStreamState, put) -> None:
-        """Runs one call as a task and answers it through ``put``."""
+    async def _run_call(self, req, st: CallStreamState, put, binary) -> None:
+        """Runs one call (``binary``: its binary arguments) as a task and
+        answers it through ``put``."""
         pb = self.pb
         rid = req.request_id
         try:
@@ -254,7 +285,7 @@ class Servicer(CompatRpcs):
                                                                          seq=seq)))
 
                 ok, payload = await self.d.stream(
-                    req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
+                    req.tool_name, req.args_json, binary, req.correlation_id,
                     req.traceparent, req.timeout_ms, sink, rpc=st.rpc)
                 if ok:
                     put(pb.CallReply(request_id=rid, end=pb.StreamEnd(chunks=payload)))
@@ -262,7 +293,7 @@ class Servicer(CompatRpcs):
                     put(pb.CallReply(request_id=rid, error=self._error_pb(payload)))
             else:
                 ok, payload = await self.d.call(
-                    req.tool_name, req.args_json, req.binary_parameters, req.correlation_id,
+                    req.tool_name, req.args_json, binary, req.correlation_id,
                     req.traceparent, req.timeout_ms, rpc=st.rpc)
                 put(self._reply(rid, ok, payload))
         except asyncio.CancelledError:

@@ -184,7 +184,7 @@ class CompatRpcs:
             st.queue.put_nowait(self._reply(rid, ok, payload))
             return
         st.pending += 1
-        self._track(self._run_call(req, st, st.queue.put_nowait))
+        self._track(self._run_call(req, st, st.queue.put_nowait, req.binary_parameters))
 
     async def StreamTelemetry(self, request_iterator, context):
         """The per-event telemetry stream: one TelemetryEvent per message, no
