@@ -368,7 +368,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 10] = [
+    let steps: &[(&str, BenchStep)] = &[
         ("dispatch", dispatch),
         ("python", python_emit),
         ("startup", startup::python_startup),
@@ -389,7 +389,7 @@ pub fn bench(args: &[String]) -> Result {
             names.join(", ")
         ));
     }
-    for (name, f) in steps {
+    for &(name, f) in steps {
         if only.is_some_and(|o| o != name) {
             continue;
         }
