@@ -341,8 +341,10 @@ fn latency_rows(pool: &Blocks, raw: &Blocks, floor: &Blocks, mp: &Blocks) {
             format!("{:.2}", p99 / p50),
         );
         if !blocks.host_cpu.is_empty() {
-            // Where a round trip goes: CPU on either side; the rest of the
-            // p50 is waiting (wake-ups, other processes on the cores).
+            // Where a round trip goes: CPU per call on either side (the
+            // mean, /proc's 10 ms ticks over the block), against the p50:
+            // below 1 the rest is waiting; above 1 the wake-ups themselves
+            // (switches, runtime threads searching for work) cost CPU.
             let (host, worker) = (
                 median(blocks.host_cpu.clone()),
                 median(blocks.worker_cpu.clone()),
@@ -350,7 +352,7 @@ fn latency_rows(pool: &Blocks, raw: &Blocks, floor: &Blocks, mp: &Blocks) {
             row(
                 &format!("one at a time CPU per call, {name}: host"),
                 format!("{host:.1} µs"),
-                &format!("worker: {worker:.1} µs; share of p50:"),
+                &format!("worker: {worker:.1} µs; (host + worker) / p50:"),
                 format!("{:.2}", (host + worker) / p50),
             );
         }
