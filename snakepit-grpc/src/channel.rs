@@ -207,6 +207,8 @@ pub(crate) struct Pacer {
     answered: AtomicU64,
     /// Reply batches received.
     reply_batches: AtomicU64,
+    /// Final replies in the last reply batch: how many callers it woke.
+    last_finals: AtomicU64,
     waker: atomic_waker::AtomicWaker,
 }
 
@@ -214,6 +216,7 @@ impl Pacer {
     /// The reader got a reply batch holding `finals` final replies.
     pub(crate) fn on_replies(&self, finals: u64) {
         self.answered.fetch_add(finals, Ordering::Relaxed);
+        self.last_finals.store(finals, Ordering::Relaxed);
         self.reply_batches.fetch_add(1, Ordering::Release);
         self.waker.wake();
     }
@@ -222,6 +225,14 @@ impl Pacer {
         self.sent
             .load(Ordering::Relaxed)
             .saturating_sub(self.answered.load(Ordering::Relaxed))
+    }
+
+    /// Nobody else is about to send: no call in flight, and the last reply
+    /// batch woke at most one caller (the one sending now). A lone request
+    /// then goes at once, without the scheduler turn that gathers the
+    /// callers a reply batch woke.
+    fn alone(&self) -> bool {
+        self.outstanding() == 0 && self.last_finals.load(Ordering::Relaxed) <= 1
     }
 }
 
@@ -239,8 +250,9 @@ impl Pacer {
 /// moment apart; taking only the first would send batches of one. So after
 /// taking what is queued, the stream yields to the scheduler (wakes itself
 /// and returns `Pending`) and then takes what arrived meanwhile, yielding
-/// again while the batch grows (at most [`MAX_YIELDS`] turns). That costs a
-/// lone request one scheduler turn, never a wait for more requests.
+/// again while the batch grows (at most [`MAX_YIELDS`] turns). A request
+/// that is alone (no call in flight, and the last reply batch woke at most
+/// one caller: one call at a time) goes at once, without that turn.
 pub(crate) struct BatchStream {
     rx: mpsc::Receiver<CallRequest>,
     held: Vec<CallRequest>,
@@ -376,7 +388,7 @@ impl futures_core::Stream for BatchStream {
             }
         }
         this.drain();
-        if this.full() {
+        if this.full() || (this.held.len() == 1 && this.pacer.alone()) {
             return Poll::Ready(Some(this.take()));
         }
         this.yields = 1;
@@ -413,6 +425,45 @@ mod tests {
             out.push(batch);
         }
         out
+    }
+
+    /// Polls `stream` once.
+    fn poll_once(stream: &mut BatchStream) -> Poll<Option<CallBatch>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        futures_core::Stream::poll_next(Pin::new(stream), &mut cx)
+    }
+
+    #[tokio::test]
+    async fn a_lone_call_goes_at_once_and_callers_woken_together_are_gathered() {
+        let (tx, rx) = mpsc::channel(64);
+        let pacer = Arc::new(Pacer::default());
+        let mut stream = BatchStream::new(rx, pacer.clone(), 4 << 20);
+        // One call at a time: nothing in flight, nobody else woken.
+        tx.send(call(10)).await.unwrap();
+        match poll_once(&mut stream) {
+            Poll::Ready(Some(b)) => assert_eq!(b.calls.len(), 1),
+            _ => panic!("a lone call waited for a scheduler turn"),
+        }
+        pacer.on_replies(1);
+        tx.send(call(10)).await.unwrap();
+        assert!(matches!(poll_once(&mut stream), Poll::Ready(Some(_))));
+        // A reply batch of 3 woke 3 callers: the first one's request waits
+        // one turn for the others, and the three go together.
+        pacer.on_replies(1);
+        pacer.sent.fetch_add(2, Ordering::Relaxed);
+        pacer.on_replies(2);
+        tx.send(call(10)).await.unwrap();
+        assert!(poll_once(&mut stream).is_pending());
+        tx.send(call(10)).await.unwrap();
+        tx.send(call(10)).await.unwrap();
+        let mut got = None;
+        for _ in 0..MAX_YIELDS + 1 {
+            if let Poll::Ready(b) = poll_once(&mut stream) {
+                got = b;
+                break;
+            }
+        }
+        assert_eq!(got.expect("a batch").calls.len(), 3);
     }
 
     #[tokio::test]

@@ -110,6 +110,26 @@ fn encode_args(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallErro
     }
 }
 
+/// The encoded `CallBatch` of one call of `tool` with `args`, as the call
+/// stream sends it: request id 1, a new correlation id and a sampled W3C
+/// traceparent, no timeout. For benchmarks that measure the transport under
+/// the client (they send these bytes themselves, framed by hand); the
+/// client never uses it. `args` must be a JSON object or null.
+pub fn one_call_batch(tool: &str, args: &serde_json::Value) -> Result<Vec<u8>, CallError> {
+    use snakepit_telemetry::{new_correlation_id, new_span_id, new_trace_id};
+    let call = proto::CallRequest {
+        request_id: 1,
+        tool_name: tool.to_string(),
+        args_json: encode_args(tool, args)?,
+        correlation_id: new_correlation_id().as_str().to_string(),
+        traceparent: crate::trace::format_traceparent(new_trace_id(), new_span_id(), 0x01),
+        ..Default::default()
+    };
+    Ok(prost::Message::encode_to_vec(&proto::CallBatch {
+        calls: vec![call],
+    }))
+}
+
 fn kind_of(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",

@@ -68,7 +68,7 @@ mod proto {
 
 pub use address::{AddressError, WorkerAddress};
 pub use chunks::ChunkStream;
-pub use client::WorkerClient;
+pub use client::{one_call_batch, WorkerClient};
 pub use error::CallError;
 pub use fold::TelemetryStats;
 pub use options::{

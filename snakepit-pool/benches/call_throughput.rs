@@ -355,6 +355,21 @@ fn main() {
         let added = median(hosts.iter().map(|h| h[i] - h[0]).collect());
         println!("| {name}: host CPU µs per call | {host:.1} | {host_off:.1} | {added:+.1} µs |");
     }
+    // Target: what every sink adds to the host's CPU per call, at most 1.3x
+    // what the floor of an exporter adds (per-round ratio of the two
+    // differences, both against telemetry off in that round).
+    let (every, floor_at) = (6, 3);
+    let added = |i: usize| median(hosts.iter().map(|h| h[i] - h[0]).collect());
+    let ratios: Vec<f64> = hosts
+        .iter()
+        .map(|h| (h[every] - h[0]) / (h[floor_at] - h[0]))
+        .collect();
+    let (lo, mid, hi) = quartiles(&ratios);
+    println!(
+        "| every sink on: host CPU added per call / the floor exporter's | {:+.1} µs | floor: {:+.1} µs (target <= 1.3x) | {mid:.2} [{lo:.2}, {hi:.2}] |",
+        added(every),
+        added(floor_at)
+    );
     println!("otel sink: {:?}", otel.stats());
     println!("otel sink, sample_ratio 0.1: {:?}", otel_sampled.stats());
     for o in [&otel, &otel_sampled, &otel4] {

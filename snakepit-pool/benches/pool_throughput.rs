@@ -5,11 +5,13 @@
 //!   event enabled, one counting handler on `snakepit.*`), many callers;
 //!   baselines: one raw `WorkerClient`, Python's ProcessPoolExecutor and
 //!   multiprocessing.Pool (`py_baselines.py`);
-//! * one call at a time, round trip p50, the caller a task on the runtime:
-//!   the median of `BENCH_P50_BLOCKS` blocks of 1,000 calls (default 8),
-//!   alternating with blocks of mp.Pool.apply (its baseline, measured in the
-//!   same minutes); also the raw client, a caller in `block_on`, and a pool
-//!   on a current-thread runtime;
+//! * one call at a time, round trip p50 and p99, the caller a task on the
+//!   runtime: the medians over `BENCH_P50_BLOCKS` blocks of 1,000 calls
+//!   (default 8) of the pool, the raw client, the floor (`floor/client.rs`
+//!   with `floor_peer.py`: the same request and reply bytes framed by hand
+//!   over a Unix socket) and mp.Pool.apply, one block of each in turn, so
+//!   that all four are measured in the same minutes; also a caller in
+//!   `block_on`, and a pool on a current-thread runtime;
 //! * throughput with telemetry off vs on;
 //! * time until a pool of 4 is ready.
 //!
@@ -21,6 +23,7 @@
 //! `BENCH_ROUND_SECONDS` (per pool per round, default 2),
 //! `BENCH_PROFILE=on|nohandler|off` (run that pool only, `BENCH_SECONDS`, for
 //! a profiler),
+//! `BENCH_LATENCY_ONLY=1` (only the one-call-at-a-time blocks),
 //! `BENCH_CALL_STREAMS` (per worker, default 1), `BENCH_CONCURRENCY` (per
 //! worker, default 256).
 
@@ -36,8 +39,11 @@ use snakepit_pool::{CallOptions, Pool, PoolConfig};
 use snakepit_telemetry::Telemetry;
 
 use snakepit_testkit::procfs::cpu_us;
-use snakepit_testkit::stats::{median, spread};
+use snakepit_testkit::stats::{median, percentile, spread};
 use snakepit_testkit::{env_num, python, WorkerProcess, SHOWCASE};
+
+#[path = "floor/client.rs"]
+mod floor;
 
 const TOOL: &str = "ping";
 
@@ -130,7 +136,19 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,
 {
-    tokio::spawn(p50_here(n, call)).await.expect("p50 task")
+    median(samples_us(n, call).await)
+}
+
+/// Round trips of `n` calls one at a time, µs each, measured by a task
+/// spawned on the runtime (see [`p50_us`]).
+async fn samples_us<F, Fut>(n: usize, call: F) -> Vec<f64>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    tokio::spawn(samples_here(n, call))
+        .await
+        .expect("latency task")
 }
 
 /// Median round trip of one call at a time, µs, measured where it is
@@ -142,6 +160,16 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    median(samples_here(n, call).await)
+}
+
+/// Round trips of `n` calls one at a time (after 200 unmeasured), µs each,
+/// measured where they are awaited.
+async fn samples_here<F, Fut>(n: usize, call: F) -> Vec<f64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     for _ in 0..200 {
         call().await;
     }
@@ -149,10 +177,57 @@ where
     for _ in 0..n {
         let t0 = Instant::now();
         call().await;
-        samples.push(t0.elapsed());
+        samples.push(t0.elapsed().as_secs_f64() * 1e6);
     }
-    samples.sort();
-    samples[n / 2].as_secs_f64() * 1e6
+    samples
+}
+
+/// p50 and p99 of each block of one-call-at-a-time round trips of one
+/// kind (pool, raw client, floor, mp.Pool.apply), µs.
+#[derive(Default)]
+struct Blocks {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    /// CPU µs per call of the host process and of the worker processes.
+    host_cpu: Vec<f64>,
+    worker_cpu: Vec<f64>,
+}
+
+impl Blocks {
+    fn push(&mut self, samples: &[f64]) {
+        self.p50.push(percentile(samples, 0.5));
+        self.p99.push(percentile(samples, 0.99));
+    }
+
+    /// Measures a block of `calls` calls one at a time (`block`) served by
+    /// the worker processes `pids`, with the CPU they and the host used.
+    async fn measure<F>(&mut self, pids: &[u32], calls: usize, block: F)
+    where
+        F: std::future::Future<Output = Vec<f64>>,
+    {
+        let workers = || pids.iter().map(|p| cpu_us(Some(*p))).sum::<f64>();
+        let (h0, w0) = (cpu_us(None), workers());
+        let samples = block.await;
+        // The block also ran 200 unmeasured calls first.
+        let n = (calls + 200) as f64;
+        self.host_cpu.push((cpu_us(None) - h0) / n);
+        self.worker_cpu.push((workers() - w0) / n);
+        self.push(&samples);
+    }
+
+    /// Median over blocks of the p50 and of the p99.
+    fn medians(&self) -> (f64, f64) {
+        (median(self.p50.clone()), median(self.p99.clone()))
+    }
+
+    /// Per-block ratios of this kind's p50 to `other`'s.
+    fn p50_ratios(&self, other: &Blocks) -> Vec<f64> {
+        self.p50
+            .iter()
+            .zip(&other.p50)
+            .map(|(a, b)| a / b)
+            .collect()
+    }
 }
 
 /// `py_baselines.py`, beside this file.
@@ -176,8 +251,8 @@ fn baselines() -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// `py_baselines.py serve-p50`: multiprocessing.Pool.apply, one call at a
-/// time, a block of calls per request.
+/// `py_baselines.py serve-latency`: multiprocessing.Pool.apply, one call at
+/// a time, a block of calls per request.
 struct MpApply {
     child: std::process::Child,
     out: std::io::BufReader<std::process::ChildStdout>,
@@ -188,7 +263,7 @@ impl MpApply {
         use std::io::BufRead;
         let mut child = Command::new(python())
             .arg(baselines_script())
-            .arg("serve-p50")
+            .arg("serve-latency")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -199,14 +274,15 @@ impl MpApply {
         (line.trim() == "ready").then_some(MpApply { child, out })
     }
 
-    /// The p50 of `n` calls, µs.
-    fn p50(&mut self, n: usize) -> Option<f64> {
+    /// The p50 and p99 of `n` calls, µs.
+    fn latency(&mut self, n: usize) -> Option<(f64, f64)> {
         use std::io::{BufRead, Write};
         let stdin = self.child.stdin.as_mut()?;
         writeln!(stdin, "{n}").ok()?;
         let mut line = String::new();
         self.out.read_line(&mut line).ok()?;
-        line.trim().parse().ok()
+        let mut figures = line.split_whitespace().map(str::parse::<f64>);
+        Some((figures.next()?.ok()?, figures.next()?.ok()?))
     }
 }
 
@@ -243,6 +319,126 @@ fn row(figure: &str, value: String, baseline: &str, ratio: String) {
     println!("| {figure:<48} | {value:>14} | {baseline:<40} | {ratio:>8} |");
 }
 
+/// The one-call-at-a-time rows: p50 and p99 of each kind (medians over
+/// blocks), and the pool's p50 against the floor (target <= 2x) and
+/// against mp.Pool.apply (target <= 0.6x), as per-block ratios.
+fn latency_rows(pool: &Blocks, raw: &Blocks, floor: &Blocks, mp: &Blocks) {
+    let kinds = [
+        ("pool", pool),
+        ("raw WorkerClient", raw),
+        ("floor (hand-framed, same bytes)", floor),
+        ("mp.Pool.apply", mp),
+    ];
+    for (name, blocks) in kinds {
+        if blocks.p50.is_empty() {
+            continue;
+        }
+        let (p50, p99) = blocks.medians();
+        row(
+            &format!("one at a time p50, {name}"),
+            format!("{p50:.1} µs"),
+            &format!("p99: {p99:.1} µs"),
+            format!("{:.2}", p99 / p50),
+        );
+        if !blocks.host_cpu.is_empty() {
+            // Where a round trip goes: CPU per call on either side (the
+            // mean, /proc's 10 ms ticks over the block), against the p50:
+            // below 1 the rest is waiting; above 1 the wake-ups themselves
+            // (switches, runtime threads searching for work) cost CPU.
+            let (host, worker) = (
+                median(blocks.host_cpu.clone()),
+                median(blocks.worker_cpu.clone()),
+            );
+            row(
+                &format!("one at a time CPU per call, {name}: host"),
+                format!("{host:.1} µs"),
+                &format!("worker: {worker:.1} µs; (host + worker) / p50:"),
+                format!("{:.2}", (host + worker) / p50),
+            );
+        }
+    }
+    let targets = [("floor", floor, 2.0), ("mp.Pool.apply", mp, 0.6)];
+    for (name, base, target) in targets {
+        if base.p50.is_empty() {
+            continue;
+        }
+        let (p50, p99) = base.medians();
+        row(
+            &format!("one at a time p50, pool / {name}"),
+            format!("{:.1} µs", pool.medians().0),
+            &format!("{name}: {p50:.1} µs, p99 {p99:.1} µs (target <= {target}x)"),
+            spread(&pool.p50_ratios(base)),
+        );
+    }
+}
+
+/// One call at a time in blocks of 1,000 (`BENCH_P50_BLOCKS`, default 8):
+/// a block of `pool`, of `raw`, of the floor and of mp.Pool.apply in turn.
+/// Returns the blocks of each, in that order (floor and mp.Pool.apply
+/// empty when they could not start).
+async fn one_at_a_time(pool: &Arc<Pool>, raw: &WorkerClient) -> [Blocks; 4] {
+    let mut mp = MpApply::start();
+    let mut floor = floor::Floor::start(&python(), TOOL);
+    let mut out = <[Blocks; 4]>::default();
+    let raw_pid: Vec<u32> = raw.python_pid().into_iter().collect();
+    for _ in 0..env_num("BENCH_P50_BLOCKS", 8).max(1) {
+        let p = pool.clone();
+        let block = samples_us(1000, move || {
+            let p = p.clone();
+            async move {
+                p.execute(TOOL, json!({}), CallOptions::default())
+                    .await
+                    .is_ok()
+            }
+        });
+        out[0].measure(&pool.worker_pids(), 1000, block).await;
+        let c = raw.clone();
+        let block = samples_us(1000, move || {
+            let c = c.clone();
+            async move {
+                c.execute(TOOL, json!({}), CallOptions::default())
+                    .await
+                    .is_ok()
+            }
+        });
+        out[1].measure(&raw_pid, 1000, block).await;
+        if let Some(f) = floor.as_mut() {
+            out[2].push(&f.samples_us(1000));
+        }
+        if let Some((p50, p99)) = mp.as_mut().and_then(|m| m.latency(1000)) {
+            out[3].p50.push(p50);
+            out[3].p99.push(p99);
+        }
+    }
+    out
+}
+
+/// `BENCH_LATENCY_ONLY=1`: only the one-call-at-a-time blocks and their
+/// rows (a pool of 2 with telemetry on, a raw client), for A/B runs.
+async fn latency_only() {
+    let (telemetry, _) = telemetry_on();
+    let pool = Arc::new(
+        Pool::start(telemetry, config("bench_latency", 2))
+            .await
+            .expect("pool"),
+    );
+    let worker = WorkerProcess::start(SHOWCASE, "raw_latency");
+    let address = WorkerAddress::Unix(worker.socket().expect("a private socket").to_path_buf());
+    let client = WorkerClient::connect(
+        Telemetry::new(),
+        ConnectOptions::new(address, "raw_latency"),
+    )
+    .await
+    .expect("connect raw");
+    let [ours, raw, floor, mp] = one_at_a_time(&pool, &client).await;
+    client.close().await;
+    if let Ok(pool) = Arc::try_unwrap(pool) {
+        pool.shutdown().await;
+    }
+    row("figure", "value".into(), "baseline", "ratio".into());
+    latency_rows(&ours, &raw, &floor, &mp);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -270,6 +466,10 @@ fn main() {
                 pool.shutdown().await;
             }
         });
+        return;
+    }
+    if std::env::var("BENCH_LATENCY_ONLY").is_ok_and(|v| v == "1") {
+        rt.block_on(latency_only());
         return;
     }
     let py = baselines();
@@ -305,8 +505,6 @@ fn main() {
             }
         })
         .await;
-        client.close().await;
-        drop(raw);
 
         // Pool of 1 worker with the raw client's telemetry: the pool's own cost.
         let pool = Arc::new(
@@ -398,23 +596,10 @@ fn main() {
         // One call at a time, in blocks alternating with blocks of
         // multiprocessing.Pool.apply, so that both are measured in the same
         // minutes (the machine's speed drifts by 2x over minutes).
-        let mut mp = MpApply::start();
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..env_num("BENCH_P50_BLOCKS", 8).max(1) {
-            let p = on_pool.clone();
-            ours.push(
-                p50_us(1000, move || {
-                    let p = p.clone();
-                    async move { p.execute(TOOL, json!({}), CallOptions::default()).await.is_ok() }
-                })
-                .await,
-            );
-            if let Some(p50) = mp.as_mut().and_then(|m| m.p50(1000)) {
-                theirs.push(p50);
-            }
-        }
-        drop(mp);
-        let pool_p50 = median(ours.clone());
+        let [ours, raw_blocks, floor_blocks, theirs] = one_at_a_time(&on_pool, &client).await;
+        client.close().await;
+        drop(raw);
+        let pool_p50 = median(ours.p50.clone());
         let pool_p50_block_on = p50_here(3000, || async {
             on_pool.execute(TOOL, json!({}), CallOptions::default()).await.is_ok()
         })
@@ -531,18 +716,10 @@ fn main() {
             &format!("raw WorkerClient, no timeout: {raw_p50:.1} µs"),
             format!("{:.2}", raw_p50_timeout / raw_p50),
         );
-        if !theirs.is_empty() {
-            let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
-            row(
-                "round trip p50 vs multiprocessing.Pool.apply",
-                format!("{pool_p50:.1} µs"),
-                &format!("mp.Pool.apply, same blocks: {:.1} µs", median(theirs.clone())),
-                spread(&ratios),
-            );
-        }
+        latency_rows(&ours, &raw_blocks, &floor_blocks, &theirs);
         let (lo, hi) = (
-            ours.iter().copied().fold(f64::INFINITY, f64::min),
-            ours.iter().copied().fold(0.0, f64::max),
+            ours.p50.iter().copied().fold(f64::INFINITY, f64::min),
+            ours.p50.iter().copied().fold(0.0, f64::max),
         );
         row(
             "round trip p50 vs target 120 µs",

@@ -19,6 +19,8 @@ to 1 ms and prints ``ready ITERATIONS``; then for each line ``K SECONDS``
 prints the calls/s of ``spin(ITERATIONS)`` called in-process in a loop by
 K processes at once (K <= P; K = 1 is this process), for that many seconds,
 and the CPU time per call in µs.
+
+``py_baselines.py serve-latency``: the same, each block printing ``p50 p99``.
 """
 import json
 import multiprocessing
@@ -34,13 +36,18 @@ def trivial(x):
     return x
 
 
-def p50_us(call, n):
+def samples_ns(call, n):
+    """The duration of each of ``n`` calls of ``call``, ns."""
     samples = []
     for i in range(n):
         t0 = time.perf_counter_ns()
         call(i)
         samples.append(time.perf_counter_ns() - t0)
-    return statistics.median(samples) / 1000.0
+    return samples
+
+
+def p50_us(call, n):
+    return statistics.median(samples_ns(call, n)) / 1000.0
 
 
 def bench_ppe(calls):
@@ -141,7 +148,26 @@ def serve_spin(processes):
             print(rate, cpu_us, flush=True)
 
 
+def latency_us(call, n):
+    """p50 and p99 of ``n`` calls of ``call``, µs (nearest rank)."""
+    samples = sorted(samples_ns(call, n))
+    return (samples[round((n - 1) * 0.5)] / 1000.0, samples[round((n - 1) * 0.99)] / 1000.0)
+
+
+def serve_latency():
+    """As ``serve_p50``, but each block prints ``p50 p99`` (µs)."""
+    with multiprocessing.Pool(WORKERS) as pool:
+        latency_us(lambda i: pool.apply(trivial, (i,)), 200)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            p50, p99 = latency_us(lambda i: pool.apply(trivial, (i,)), int(line))
+            print(f"{p50} {p99}", flush=True)
+
+
 def main():
+    if sys.argv[1:2] == ["serve-latency"]:
+        serve_latency()
+        return
     if sys.argv[1:2] == ["serve-p50"]:
         serve_p50()
         return

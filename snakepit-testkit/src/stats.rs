@@ -16,6 +16,16 @@ pub fn quartiles(v: &[f64]) -> (f64, f64, f64) {
     (q(0.25), q(0.5), q(0.75))
 }
 
+/// The `q` quantile (0.0..=1.0) of `v`, nearest rank as in [`quartiles`]:
+/// `percentile(v, 0.99)` is the p99 of one block of latencies. Panics on an
+/// empty list.
+pub fn percentile(v: &[f64], q: f64) -> f64 {
+    assert!(!v.is_empty(), "percentile of no figures");
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize]
+}
+
 /// `median [lower quartile, upper quartile]` of per-round ratios, three
 /// decimals.
 pub fn spread(v: &[f64]) -> String {
@@ -32,5 +42,8 @@ mod tests {
         assert_eq!(quartiles(&[5.0, 1.0, 3.0, 2.0, 4.0]), (2.0, 3.0, 4.0));
         assert_eq!(median(vec![1.0, 2.0]), 2.0);
         assert_eq!(spread(&[1.0]), "1.000 [1.000, 1.000]");
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 0.99), 99.0);
+        assert_eq!(percentile(&hundred, 0.5), 51.0);
     }
 }
