@@ -21,6 +21,8 @@ def _install_counters(counters: list) -> None:
         FILTERED: counters[2].__next__,
         SAMPLED_ALL: counters[1].__next__,
     }
+    # Dropped spans hold the old counters' methods: decide them afresh.
+    b._span_modes = {}
 
 
 def reset(capacity: Optional[int] = None) -> None:
