@@ -157,3 +157,25 @@ def test_a_dropped_span_counts_into_counters_installed_afterwards():
         pass
     assert tw.drop_counts_dict()["disabled"] == 102
 
+
+
+def test_a_dropped_span_counts_each_event_under_its_own_reason():
+    # start and exception sampled out (rate 0), stop filtered out.
+    tw.set_policy(tw.Policy(pattern_rates=[("python.mix.*", 0.0)], deny=["python.mix.stop"]))
+    with telemetry.span("mix"):
+        inside = tw.drop_counts_dict()
+    with pytest.raises(RuntimeError):
+        with telemetry.span("mix", {"k": "v"}):
+            raise RuntimeError("x")
+    assert drained() == []
+    assert (inside["sampled_out"], inside["filtered"]) == (1, 0)
+    counts = tw.drop_counts_dict()
+    assert (counts["sampled_out"], counts["filtered"]) == (3, 1)
+
+
+def test_a_span_dropped_for_one_reason_counts_both_events_when_entered():
+    tw.set_policy(tw.Policy(deny=["python.whole.*"]))
+    with telemetry.span("whole", {"k": "v"}):
+        inside = tw.drop_counts_dict()["filtered"]
+    assert inside == 2
+    assert tw.drop_counts_dict()["filtered"] == 2

@@ -77,6 +77,14 @@ _DROP_NEXT = {
     FILTERED: _counters[2].__next__,
     SAMPLED_ALL: _counters[1].__next__,
 }
+# Pair counters: a span the policy drops whole counts its start and its
+# stop (or exception) at once, when entered: one tick counts two events.
+_pair_counters = [itertools.count() for _ in DROP_REASONS]
+_PAIR_NEXT = {
+    DISABLED: _pair_counters[3].__next__,
+    FILTERED: _pair_counters[2].__next__,
+    SAMPLED_ALL: _pair_counters[1].__next__,
+}
 _policy_lock = threading.Lock()
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
@@ -333,7 +341,8 @@ class _Dropped:
     Entering and leaving it only count the dropped events, by reason, as
     the emit path would; it is not made current (what runs inside sees the
     enclosing span), and it has no ids. One shared instance per name serves
-    ``span(name)`` without metadata or correlation id.
+    ``span(name)`` without metadata or correlation id. ``_drops``: the
+    start, stop and exception events' drop counters (``__next__``).
     """
 
     __slots__ = ("name", "metadata", "correlation_id", "_drops")
@@ -350,6 +359,21 @@ class _Dropped:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._drops[1 if exc_type is None else 2]()
+        return False
+
+
+class _DroppedWhole(_Dropped):
+    """A ``_Dropped`` whose three events drop for one reason (the usual
+    case): entering it counts its two events at once, with one tick of
+    that reason's pair counter (``_drops``); leaving it does nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _DroppedWhole:
+        self._drops()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
         return False
 
     @property
@@ -375,10 +399,14 @@ def _span_mode(name: str):
     ds = [_decisions.get(n) for n in names]
     ds = [_decide(n) if d is None else d for n, d in zip(names, ds, strict=True)]
     if all(d < 0 for d in ds):
-        mode = _new(_Dropped)
+        if ds[0] == ds[1] == ds[2]:
+            mode = _new(_DroppedWhole)
+            mode._drops = _PAIR_NEXT[ds[0]]
+        else:
+            mode = _new(_Dropped)
+            mode._drops = tuple(_DROP_NEXT[d] for d in ds)
         mode.name = name
         mode.metadata = mode.correlation_id = None
-        mode._drops = tuple(_DROP_NEXT[d] for d in ds)
     else:
         mode = names
     if len(modes) > 4096:
@@ -401,8 +429,9 @@ def span(name: str, metadata: Optional[Mapping[str, Any]] = None,
 
     When the policy in force drops all three events (telemetry disabled, or
     the name filtered out), the span records nothing and costs almost
-    nothing: it only counts its dropped events, is not current inside, and
-    its ``span_id`` is 0. The policy is read when the span is made; a policy
+    nothing: it only counts its dropped events (both when it is entered, if
+    they drop for one reason), is not current inside, and its ``span_id``
+    is 0. The policy is read when the span is made; a policy
     change applies from the next span.
 
     A span is also a decorator (``@telemetry.span("load")``) of a function,
@@ -410,10 +439,11 @@ def span(name: str, metadata: Optional[Mapping[str, Any]] = None,
     call is one span (for a generator, from the first item to exhaustion or
     close, current only while the generator runs). See ``_decorate``.
     """
-    mode = _span_modes.get(name)
-    if mode is None:
+    try:
+        mode = _span_modes[name]
+    except KeyError:
         mode = _span_mode(name)
-    if mode.__class__ is tuple:
+    if type(mode) is tuple:
         s = _new(_Span)
         s.name = name
         s.metadata = metadata
@@ -422,7 +452,7 @@ def span(name: str, metadata: Optional[Mapping[str, Any]] = None,
         return s
     if metadata is None and correlation_id is None:
         return mode
-    s = _new(_Dropped)
+    s = _new(type(mode))
     s.name = name
     s.metadata = metadata
     s.correlation_id = correlation_id
@@ -512,7 +542,8 @@ def count_log_drop() -> None:
 
 def drop_counts() -> Tuple[int, ...]:
     """Cumulative (buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped)."""
-    return tuple(count_value(c) for c in _counters)
+    return tuple(count_value(c) + 2 * count_value(p)
+                 for c, p in zip(_counters, _pair_counters, strict=True))
 
 
 def drop_counts_dict() -> Dict[str, int]:
