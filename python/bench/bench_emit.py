@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snakepit_bridge import telemetry  # noqa: E402
 from snakepit_bridge._wire import BatchEncoder  # noqa: E402
-from snakepit_bridge.telemetry import _testing  # noqa: E402
+from snakepit_bridge.telemetry import _dropped, _testing  # noqa: E402
 from snakepit_bridge.telemetry import _worker_api as tw
 
 
@@ -212,6 +212,8 @@ def main() -> int:
     results["ratio_span_enabled_vs_call"] = results["span_enabled_ns"] / base
     results["ratio_span_disabled_vs_call"] = results["span_disabled_ns"] / base
     results["ratio_span_filtered_vs_call"] = results["span_filtered_ns"] / base
+    # Whether a dropped span entered and exited in C (the native module).
+    results["dropped_span_native"] = _dropped._NativeDroppedBase is not None
     results["drops_clean_runs"] = drops_clean
     results["drops_bg_drain_run"] = drops
     if args.json:

@@ -179,3 +179,45 @@ def test_a_span_dropped_for_one_reason_counts_both_events_when_entered():
         inside = tw.drop_counts_dict()["filtered"]
     assert inside == 2
     assert tw.drop_counts_dict()["filtered"] == 2
+
+
+FALLBACK_SCRIPT = """
+import sys
+sys.modules["snakepit_bridge._native"] = None  # as if installed without it
+from snakepit_bridge import telemetry
+from snakepit_bridge.telemetry import _dropped
+from snakepit_bridge.telemetry import _worker_api as tw
+assert _dropped._NativeDroppedBase is None
+tw.set_policy(tw.Policy(enabled=False))
+with telemetry.span("a") as s:
+    inside = telemetry.current_span()
+with telemetry.span("a", {"k": "v"}) as s2:
+    pass
+try:
+    with telemetry.span("a"):
+        raise KeyError("k")
+except KeyError:
+    pass
+print(tw.drop_counts_dict()["disabled"], s.span_id, s2.span_id, inside, len(tw.drain(10)))
+"""
+
+
+def test_without_the_native_module_a_dropped_span_behaves_the_same():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["6", "0", "0", "None", "0"]
+
+
+def test_with_the_native_module_a_dropped_span_enters_and_exits_in_c():
+    native = pytest.importorskip("snakepit_bridge._native")
+    if not hasattr(native, "DroppedSpanBase"):
+        pytest.fail("snakepit_bridge._native is older than this package: rerun `cargo xtask setup`")
+    disable()
+    s = telemetry.span("c")
+    assert isinstance(s, native.DroppedSpanBase)
+    with s as entered:
+        assert entered is s
+    assert tw.drop_counts_dict()["disabled"] == 2

@@ -27,6 +27,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ._context import cid_var, span_var
 from ._decorate import decorate
+from ._dropped import Tally as _Tally
+from ._dropped import dropped_whole as _dropped_whole
+from ._dropped import new_dropped as _new_dropped
 from ._policy import (
     DISABLED,
     DROP_REASONS,
@@ -77,14 +80,12 @@ _DROP_NEXT = {
     FILTERED: _counters[2].__next__,
     SAMPLED_ALL: _counters[1].__next__,
 }
-# Pair counters: a span the policy drops whole counts its start and its
-# stop (or exception) at once, when entered: one tick counts two events.
-_pair_counters = [itertools.count() for _ in DROP_REASONS]
-_PAIR_NEXT = {
-    DISABLED: _pair_counters[3].__next__,
-    FILTERED: _pair_counters[2].__next__,
-    SAMPLED_ALL: _pair_counters[1].__next__,
-}
+
+# Pair tallies, by reason: a span the policy drops whole counts its start
+# and its stop (or exception) at once, when entered: one tick, two events.
+_pair_tallies = [_Tally() for _ in DROP_REASONS]
+_PAIR = {DISABLED: _pair_tallies[3], FILTERED: _pair_tallies[2],
+         SAMPLED_ALL: _pair_tallies[1]}
 _policy_lock = threading.Lock()
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
@@ -334,59 +335,6 @@ class _Span:
         return self._ctx[2]
 
 
-class _Dropped:
-    """A span whose start, stop and exception events the policy all drops
-    (telemetry disabled, or the names filtered or sampled at rate 0).
-
-    Entering and leaving it only count the dropped events, by reason, as
-    the emit path would; it is not made current (what runs inside sees the
-    enclosing span), and it has no ids. One shared instance per name serves
-    ``span(name)`` without metadata or correlation id. ``_drops``: the
-    start, stop and exception events' drop counters (``__next__``).
-    """
-
-    __slots__ = ("name", "metadata", "correlation_id", "_drops")
-    # The span context a generator wrapper makes current: none (``_decorate``).
-    _ctx = None
-
-    def __call__(self, fn: Callable) -> Callable:
-        """Decorate ``fn``: each call runs in a new span of this name."""
-        return decorate(fn, span, self.name, self.metadata, self.correlation_id)
-
-    def __enter__(self) -> _Dropped:
-        self._drops[0]()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self._drops[1 if exc_type is None else 2]()
-        return False
-
-
-class _DroppedWhole(_Dropped):
-    """A ``_Dropped`` whose three events drop for one reason (the usual
-    case): entering it counts its two events at once, with one tick of
-    that reason's pair counter (``_drops``); leaving it does nothing."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> _DroppedWhole:
-        self._drops()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        return False
-
-    @property
-    def span_id(self) -> int:
-        """0: the span records nothing."""
-        return 0
-
-    @property
-    def trace_id(self) -> str:
-        """Empty: the span records nothing."""
-        return ""
-
-
 # Per span name, for the policy in force: the shared _Dropped instance when
 # the policy drops all of its events, else the names of its three events.
 # ``set_policy`` starts it afresh, as ``_decisions``.
@@ -400,11 +348,9 @@ def _span_mode(name: str):
     ds = [_decide(n) if d is None else d for n, d in zip(names, ds, strict=True)]
     if all(d < 0 for d in ds):
         if ds[0] == ds[1] == ds[2]:
-            mode = _new(_DroppedWhole)
-            mode._drops = _PAIR_NEXT[ds[0]]
+            mode = _dropped_whole(_PAIR[ds[0]])
         else:
-            mode = _new(_Dropped)
-            mode._drops = tuple(_DROP_NEXT[d] for d in ds)
+            mode = _new_dropped(tuple(_DROP_NEXT[d] for d in ds))
         mode.name = name
         mode.metadata = mode.correlation_id = None
     else:
@@ -452,11 +398,10 @@ def span(name: str, metadata: Optional[Mapping[str, Any]] = None,
         return s
     if metadata is None and correlation_id is None:
         return mode
-    s = _new(type(mode))
+    s = mode._again()
     s.name = name
     s.metadata = metadata
     s.correlation_id = correlation_id
-    s._drops = mode._drops
     return s
 
 
@@ -542,8 +487,8 @@ def count_log_drop() -> None:
 
 def drop_counts() -> Tuple[int, ...]:
     """Cumulative (buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped)."""
-    return tuple(count_value(c) + 2 * count_value(p)
-                 for c, p in zip(_counters, _pair_counters, strict=True))
+    return tuple(count_value(c) + 2 * p.value
+                 for c, p in zip(_counters, _pair_tallies, strict=True))
 
 
 def drop_counts_dict() -> Dict[str, int]:

@@ -15,9 +15,9 @@ def _install_counters(values: list) -> None:
     """Fresh drop counters reading ``values`` (in DROP_REASONS order)."""
     b = _buffer
     counters = [itertools.count(v) for v in values]
-    pairs = [itertools.count() for _ in values]
+    pairs = [b._Tally() for _ in values]
     b._counters = counters
-    b._pair_counters = pairs
+    b._pair_tallies = pairs
     b._next_full = counters[0].__next__
     b._next_sampled = counters[1].__next__
     b._DROP_NEXT = {
@@ -25,11 +25,7 @@ def _install_counters(values: list) -> None:
         FILTERED: counters[2].__next__,
         SAMPLED_ALL: counters[1].__next__,
     }
-    b._PAIR_NEXT = {
-        DISABLED: pairs[3].__next__,
-        FILTERED: pairs[2].__next__,
-        SAMPLED_ALL: pairs[1].__next__,
-    }
+    b._PAIR = {DISABLED: pairs[3], FILTERED: pairs[2], SAMPLED_ALL: pairs[1]}
     # Dropped spans hold the old counters' methods: decide them afresh.
     b._span_modes = {}
 
