@@ -32,6 +32,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::StreamingService;
 use tonic::{Status, Streaming};
 
+mod span;
+
 /// The method served here; every other path is answered `UNIMPLEMENTED`.
 const CALL_BATCH_STREAM: &str = "/snakepit.bridge.BridgeService/CallBatchStream";
 
@@ -389,5 +391,7 @@ impl CallServer {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CallServer>()?;
+    m.add_class::<span::SpanTally>()?;
+    m.add_class::<span::DroppedSpanBase>()?;
     Ok(())
 }

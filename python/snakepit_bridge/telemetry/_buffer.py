@@ -27,6 +27,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ._context import cid_var, span_var
 from ._decorate import decorate
+from ._dropped import Tally as _Tally
+from ._dropped import dropped_whole as _dropped_whole
+from ._dropped import new_dropped as _new_dropped
 from ._policy import (
     DISABLED,
     DROP_REASONS,
@@ -77,6 +80,12 @@ _DROP_NEXT = {
     FILTERED: _counters[2].__next__,
     SAMPLED_ALL: _counters[1].__next__,
 }
+
+# Pair tallies, by reason: a span the policy drops whole counts its start
+# and its stop (or exception) at once, when entered: one tick, two events.
+_pair_tallies = [_Tally() for _ in DROP_REASONS]
+_PAIR = {DISABLED: _pair_tallies[3], FILTERED: _pair_tallies[2],
+         SAMPLED_ALL: _pair_tallies[1]}
 _policy_lock = threading.Lock()
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
@@ -132,8 +141,10 @@ def _at_gate(ev) -> None:
 
 
 def _decide(name: str) -> int:
-    d = _policy.decide(name)
+    # The cache before the policy: ``set_policy`` replaces the policy, then
+    # the cache, so a decision never lands in a newer policy's cache.
     ds = _decisions
+    d = _policy.decide(name)
     if len(ds) > 4096:
         ds.clear()
     ds[name] = d
@@ -251,65 +262,35 @@ def _compute_all_kept() -> bool:
     return kept
 
 
-_span_names: Dict[str, Tuple[str, str, str]] = {}
-
-
-def _span_event_names(name: str) -> Tuple[str, str, str]:
-    names = (name + ".start", name + ".stop", name + ".exception")
-    if len(_span_names) > 4096:
-        _span_names.clear()
-    _span_names[name] = names
-    return names
-
-
 # Characters of a span's traceback kept (the host keeps 1024 bytes).
 _TRACEBACK_CHARS = 1000
+_new = object.__new__
+_span_reset = span_var.reset
+# Root trace ids: _TRACE_PREFIX as the high 64 bits of an int.
+_TRACE_HIGH = int(_TRACE_PREFIX, 16) << 64
 
 
-class span:  # noqa: N801 - the guide's API is telemetry.span(...)
-    """``with telemetry.span(name, metadata):`` — emits <name>.start/.stop/.exception.
+class _Span:
+    """A span that records its events (see ``span``)."""
 
-    start: measurement system_time (unix ns); stop: duration (monotonic ns);
-    exception: duration plus metadata error_type, error_message and traceback
-    (its last 1000 characters). Each span
-    has a random non-zero span_id, the enclosing span (or the host call span)
-    as parent, and the current trace id; the span is current inside the block.
-    ``correlation_id`` (the reference system's third argument) is the id its
-    three events carry; by default the current one.
-
-    A span is also a decorator (``@telemetry.span("load")``) of a function,
-    a coroutine function or a (sync or async) generator function: every
-    call is one span (for a generator, from the first item to exhaustion or
-    close, current only while the generator runs). See ``_decorate``.
-    """
-
-    __slots__ = ("name", "metadata", "correlation_id", "_ctx", "_token", "_t0", "_cid",
-                 "_names")
-
-    def __init__(self, name: str, metadata: Optional[Mapping[str, Any]] = None,
-                 correlation_id: Optional[str] = None) -> None:
-        self.name = name
-        self.metadata = metadata
-        self.correlation_id = correlation_id
+    __slots__ = ("name", "metadata", "correlation_id", "_names", "_ctx", "_token", "_t0",
+                 "_cid")
 
     def __call__(self, fn: Callable) -> Callable:
         """Decorate ``fn``: each call runs in a new span of this name."""
         return decorate(fn, span, self.name, self.metadata, self.correlation_id)
 
-    def __enter__(self) -> span:
-        name = self.name
-        names = _span_names.get(name) or _span_event_names(name)
-        self._names = names
+    def __enter__(self) -> _Span:
         parent = _span_get()
         sid = _getrandbits(64) or 1
         if parent is None:
-            ctx = (sid, 0, f"{_TRACE_PREFIX}{sid:016x}", name, None)
+            ctx = (sid, 0, (_TRACE_HIGH | sid).to_bytes(16, "big").hex(), self.name, None)
         else:
-            ctx = (sid, parent[0], parent[2], name, parent[4])
+            ctx = (sid, parent[0], parent[2], self.name, parent[4])
         self._ctx = ctx
         self._token = _span_set(ctx)
         self._cid = cid = self.correlation_id or _cid_get()
-        ev = names[0]
+        ev = self._names[0]
         if _decisions.get(ev) == 0 and len(_buf) < _gate:
             # Kept unconditionally (the common case): no calls on the way.
             now = _time_ns()
@@ -322,7 +303,7 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
     def __exit__(self, exc_type, exc, tb) -> bool:
         duration = _monotonic_ns() - self._t0
         try:
-            span_var.reset(self._token)
+            _span_reset(self._token)
         except ValueError:  # exited in another context (e.g. a generator); keep going
             pass
         if exc_type is None:
@@ -344,13 +325,84 @@ class span:  # noqa: N801 - the guide's API is telemetry.span(...)
 
     @property
     def span_id(self) -> int:
-        """This span's id (a random non-zero u64)."""
+        """This span's id (a random non-zero u64); set when the span is entered."""
         return self._ctx[0]
 
     @property
     def trace_id(self) -> str:
-        """The trace this span belongs to (32 lowercase hex digits)."""
+        """The trace this span belongs to (32 lowercase hex digits); set when
+        the span is entered."""
         return self._ctx[2]
+
+
+# Per span name, for the policy in force: the shared _Dropped instance when
+# the policy drops all of its events, else the names of its three events.
+# ``set_policy`` starts it afresh, as ``_decisions``.
+_span_modes: Dict[str, Any] = {}
+
+
+def _span_mode(name: str):
+    modes = _span_modes  # before the decisions: see _decide
+    names = (name + ".start", name + ".stop", name + ".exception")
+    ds = [_decisions.get(n) for n in names]
+    ds = [_decide(n) if d is None else d for n, d in zip(names, ds, strict=True)]
+    if all(d < 0 for d in ds):
+        if ds[0] == ds[1] == ds[2]:
+            mode = _dropped_whole(_PAIR[ds[0]])
+        else:
+            mode = _new_dropped(tuple(_DROP_NEXT[d] for d in ds))
+        mode.name = name
+        mode.metadata = mode.correlation_id = None
+    else:
+        mode = names
+    if len(modes) > 4096:
+        modes.clear()
+    modes[name] = mode
+    return mode
+
+
+def span(name: str, metadata: Optional[Mapping[str, Any]] = None,
+         correlation_id: Optional[str] = None):
+    """``with telemetry.span(name, metadata):`` — emits <name>.start/.stop/.exception.
+
+    start: measurement system_time (unix ns); stop: duration (monotonic ns);
+    exception: duration plus metadata error_type, error_message and traceback
+    (its last 1000 characters). Each span
+    has a random non-zero span_id, the enclosing span (or the host call span)
+    as parent, and the current trace id; the span is current inside the block.
+    ``correlation_id`` (the reference system's third argument) is the id its
+    three events carry; by default the current one.
+
+    When the policy in force drops all three events (telemetry disabled, or
+    the name filtered out), the span records nothing and costs almost
+    nothing: it only counts its dropped events (both when it is entered, if
+    they drop for one reason), is not current inside, and its ``span_id``
+    is 0. The policy is read when the span is made; a policy
+    change applies from the next span.
+
+    A span is also a decorator (``@telemetry.span("load")``) of a function,
+    a coroutine function or a (sync or async) generator function: every
+    call is one span (for a generator, from the first item to exhaustion or
+    close, current only while the generator runs). See ``_decorate``.
+    """
+    try:
+        mode = _span_modes[name]
+    except KeyError:
+        mode = _span_mode(name)
+    if type(mode) is tuple:
+        s = _new(_Span)
+        s.name = name
+        s.metadata = metadata
+        s.correlation_id = correlation_id
+        s._names = mode
+        return s
+    if metadata is None and correlation_id is None:
+        return mode
+    s = mode._again()
+    s.name = name
+    s.metadata = metadata
+    s.correlation_id = correlation_id
+    return s
 
 
 # --------------------------------------------------------------------------
@@ -365,10 +417,12 @@ def policy() -> Policy:
 
 def set_policy(p: Policy) -> None:
     """Install a policy (thread-safe); the per-name decision cache starts afresh."""
-    global _policy, _decisions
+    global _policy, _decisions, _span_modes
     with _policy_lock:
         _policy = p
+        # In this order: a reader that sees a new cache sees the new policy.
         _decisions = {}
+        _span_modes = {}
     for cb in list(_policy_listeners):
         try:
             cb(p)
@@ -433,7 +487,8 @@ def count_log_drop() -> None:
 
 def drop_counts() -> Tuple[int, ...]:
     """Cumulative (buffer_full, sampled_out, filtered, disabled, encode_error, logs_dropped)."""
-    return tuple(count_value(c) for c in _counters)
+    return tuple(count_value(c) + 2 * p.value
+                 for c, p in zip(_counters, _pair_tallies, strict=True))
 
 
 def drop_counts_dict() -> Dict[str, int]:

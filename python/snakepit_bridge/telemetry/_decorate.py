@@ -1,7 +1,9 @@
 """``telemetry.span`` as a decorator: one span per call of the function.
 
-Kept apart from the ``span`` class so the context-manager path (``__enter__``
-/ ``__exit__``) stays as it was: decorating only adds ``span.__call__``.
+Kept apart from the span classes so the context-manager path (``__enter__``
+/ ``__exit__``) stays as it was: decorating only adds their ``__call__``.
+``span_cls`` is ``telemetry.span``: a span that records nothing (its
+``_ctx`` is None) is never made current.
 
 A plain function or a coroutine function runs inside ``with span(...)``.
 A generator (sync or async) is one span from its first item to its end
@@ -21,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 from ._context import span_var
 
 
-def decorate(fn: Callable, span_cls: type, name: str,
+def decorate(fn: Callable, span_cls: Callable, name: str,
              metadata: Optional[Mapping[str, Any]],
              correlation_id: Optional[str]) -> Callable:
     """Wrap ``fn`` (function, coroutine function or generator function) so
@@ -38,11 +40,11 @@ def decorate(fn: Callable, span_cls: type, name: str,
             agen = fn(*args, **kwargs)
             try:
                 while True:
-                    token = span_var.set(s._ctx)
+                    token = _current(s)
                     try:
                         item = await agen.__anext__()
                     finally:
-                        span_var.reset(token)
+                        _restore(token)
                     yield item
             except StopAsyncIteration:
                 _close(s, None)
@@ -64,11 +66,11 @@ def decorate(fn: Callable, span_cls: type, name: str,
             gen = fn(*args, **kwargs)
             try:
                 while True:
-                    token = span_var.set(s._ctx)
+                    token = _current(s)
                     try:
                         item = next(gen)
                     finally:
-                        span_var.reset(token)
+                        _restore(token)
                     yield item
             except StopIteration:
                 _close(s, None)
@@ -102,14 +104,28 @@ def decorate(fn: Callable, span_cls: type, name: str,
 def _opened(s):
     """Emit the span's start without leaving it current."""
     s.__enter__()
-    span_var.reset(s._token)
+    if s._ctx is not None:
+        span_var.reset(s._token)
     return s
+
+
+def _current(s):
+    """Make the span current (a token for ``_restore``); None for a span
+    that records nothing, which is never current."""
+    ctx = s._ctx
+    return None if ctx is None else span_var.set(ctx)
+
+
+def _restore(token) -> None:
+    if token is not None:
+        span_var.reset(token)
 
 
 def _close(s, exc: Optional[BaseException]) -> None:
     """Emit the span's stop (``exc`` None) or exception event."""
     # __exit__ restores the context its token names: make it current again.
-    s._token = span_var.set(s._ctx)
+    if s._ctx is not None:
+        s._token = span_var.set(s._ctx)
     if exc is None:
         s.__exit__(None, None, None)
     else:
