@@ -312,6 +312,12 @@ fn tls(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, ("tls", "snakepit-pool", "tls_throughput", ""), rows)
 }
 
+/// Worker start-up: template against spawn and multiprocessing.Pool
+/// (pool ready, restart, memory per worker with a preload).
+fn startup(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, ("startup", "snakepit-pool", "startup", ""), rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -340,7 +346,7 @@ pub fn bench(args: &[String]) -> Result {
     crate::setup()?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let steps: [(&str, BenchStep); 9] = [
+    let steps: [(&str, BenchStep); 10] = [
         ("dispatch", dispatch),
         ("python", python_emit),
         ("prometheus", prometheus),
@@ -350,6 +356,7 @@ pub fn bench(args: &[String]) -> Result {
         ("sinks", sinks_calls),
         ("caller context", caller_context),
         ("tls", tls),
+        ("startup", startup),
     ];
     for (name, f) in steps {
         if let Err(e) = f(quick, &mut rows) {

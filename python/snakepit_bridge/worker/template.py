@@ -40,6 +40,7 @@ control socket closes; the children it forked watch their own stdin.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import select
@@ -199,6 +200,10 @@ def serve(adapter: str, control: str) -> int:
     if threads:
         _send(sock, {"error": thread_refusal(threads)})
         return 1
+    # What is loaded so far is never scanned by the children's collector:
+    # their collections neither copy these pages nor spend time on them.
+    gc.collect()
+    gc.freeze()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
