@@ -342,3 +342,32 @@ fn template_and_workers_exit_when_the_host_is_killed_with_sigkill() {
         "template or workers still alive 5 s after the host was killed: {pids:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_template_pool_stops_the_template_and_its_workers() {
+    let pool = Pool::start(Telemetry::new(), template_config("tpldrop", 2))
+        .await
+        .unwrap();
+    let mut pids = pool.worker_pids();
+    pids.push(pool.template_pid().await.unwrap());
+    drop(pool);
+    assert!(wait_gone(&pids, Duration::from_secs(5)), "left: {pids:?}");
+}
+
+#[test]
+fn start_method_is_read_from_toml_and_a_bad_one_is_named() {
+    let cfg =
+        PoolConfig::from_toml_str("adapter = \"a.b:C\"\nstart_method = \"template\"\n").unwrap();
+    assert_eq!(cfg.start_method, StartMethod::Template);
+    assert_eq!(
+        PoolConfig::from_toml_str("adapter = \"a.b:C\"\n")
+            .unwrap()
+            .start_method,
+        StartMethod::Spawn
+    );
+    let err = PoolConfig::from_toml_str("adapter = \"a.b:C\"\nstart_method = \"zygote\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("start_method"), "{err}");
+    assert!(err.contains("zygote") || err.contains("template"), "{err}");
+}
