@@ -371,3 +371,30 @@ fn start_method_is_read_from_toml_and_a_bad_one_is_named() {
     assert!(err.contains("start_method"), "{err}");
     assert!(err.contains("zygote") || err.contains("template"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycled_worker_is_replaced_by_a_fork_of_the_template() {
+    let telemetry = Telemetry::new();
+    let rec = Recorder::attach(&telemetry, "rec", "snakepit.pool.worker.*");
+    let cfg = template_config("tplrecycle", 1).max_calls_per_worker(2);
+    let pool = Pool::start(telemetry.clone(), cfg).await.unwrap();
+    let template = pool.template_pid().await.unwrap();
+    let first = pool.worker_pids()[0];
+    for _ in 0..3 {
+        pool.execute("ping", json!({}), CallOptions::default())
+            .await
+            .unwrap();
+    }
+    rec.wait_for("snakepit.pool.worker.recycled", 1, Duration::from_secs(20))
+        .await;
+    let after = wait_replaced(&pool, 1, first).await;
+    assert_eq!(ppid(after[0]), template);
+    let spawned = rec.named("snakepit.pool.worker.spawned");
+    assert!(spawned
+        .iter()
+        .all(|e| meta(e, "start_method") == "template"));
+    let mut all = after;
+    all.extend([first, template]);
+    pool.shutdown().await;
+    assert!(wait_gone(&all, Duration::from_secs(5)), "left: {all:?}");
+}
