@@ -1,6 +1,8 @@
-//! One local worker process: spawn, the `SNAKEPIT_READY` handshake, stderr
-//! into `tracing` plus a bounded tail, SIGTERM then SIGKILL. Both output
-//! streams are read as bytes in lines of at most [`MAX_LINE`] bytes.
+//! One local worker process: spawned, or forked by the pool's template
+//! (`template.rs`) with pipes the host made; then the same `SNAKEPIT_READY`
+//! handshake, stderr into `tracing` plus a bounded tail, SIGTERM then
+//! SIGKILL. Both output streams are read as bytes in lines of at most
+//! [`MAX_LINE`] bytes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
