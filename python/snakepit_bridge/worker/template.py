@@ -25,8 +25,9 @@ Fork-safety rules (docs/reliability.md, "Template workers"):
 
 * no thread may run in the template: it is checked after preload and before
   every fork (``/proc/self/task``), and a fork is refused naming the threads;
-* no gRPC server, event loop or native call server is alive in the template:
-  this module imports none of them; the child imports them after the fork;
+* no gRPC server, event loop or native call server is alive in the
+  template: their modules are imported (``SERVER_MODULES``, which start no
+  thread), and each child creates its own servers after the fork;
 * each child gets fresh state: ``random`` reseeds itself at fork, and
   ``_fresh_child_state`` clears the telemetry buffer, the trace id prefix
   and the correlation context inherited from the template;
@@ -100,6 +101,24 @@ def thread_refusal(names) -> str:
             + ", ".join(names)
             + ". Start threads in the worker (the adapter's __init__), not in "
               "preload() or at import, or use start_method = \"spawn\"")
+
+
+# Modules every worker imports when it starts serving: imported (never
+# started) in the template, so each fork skips them. Importing them starts
+# no thread (checked before every fork); creating their servers would, so
+# that happens in the child.
+SERVER_MODULES = ("grpc", "grpc.aio", "snakepit_bridge.generated.snakepit_bridge_pb2",
+                  "uvloop", "snakepit_bridge._native")
+
+
+def _preimport() -> None:
+    import importlib
+
+    for name in SERVER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # optional (uvloop, the native module): the child does without
 
 
 def _fresh_child_state() -> None:
@@ -196,6 +215,7 @@ def serve(adapter: str, control: str) -> int:
         _send(sock, {"error": f"SNAKEPIT_ADAPTER_ERROR: preload() of {adapter} raised {e!r}"})
         traceback.print_exc()
         return EXIT_ADAPTER_ERROR
+    _preimport()
     threads = other_threads()
     if threads:
         _send(sock, {"error": thread_refusal(threads)})
