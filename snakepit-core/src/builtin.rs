@@ -113,7 +113,12 @@ catalog! {
             m!("duration", Nanoseconds, "time from spawn to ready"),
             m!("python_pid", Count, "the worker's process id"),
         ],
-        metadata: [md!("pool_name", "the pool"), md!("worker_id", "the worker")];
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("worker_id", "the worker"),
+            md!("start_method", "how it started: spawn (a fresh interpreter), template \
+                (forked from the pool's template process) or external (connected)"),
+        ];
     /// A worker process failed to start.
     POOL_WORKER_SPAWN_FAILED = "snakepit.pool.worker.spawn_failed", Host,
         measurements: [m!("duration", Nanoseconds, "time from spawn to failure")],
@@ -141,6 +146,18 @@ catalog! {
             m!("downtime", Nanoseconds, "time from crash to ready again"),
         ],
         metadata: [md!("pool_name", "the pool"), md!("worker_id", "the worker")];
+    /// The pool's template process (`start_method = "template"`) ended
+    /// and was started again: it imported the adapter and ran `preload()`
+    /// anew; the workers it forked earlier keep serving.
+    POOL_TEMPLATE_RESTARTED = "snakepit.pool.template.restarted", Host,
+        measurements: [
+            m!("duration", Nanoseconds, "time from noticing the exit to the new template ready"),
+            m!("python_pid", Count, "the new template's process id"),
+        ],
+        metadata: [
+            md!("pool_name", "the pool"),
+            md!("reason", "how the previous template ended (exit status or signal)"),
+        ];
     /// A worker failed a health check: it gets no new calls and is killed
     /// and replaced (`terminated` and `restarted` follow); its calls in
     /// flight fail with an error that names the reason.

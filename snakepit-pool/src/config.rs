@@ -26,6 +26,7 @@
 //! | `session_affinity` | `"hint"` (default) or `"strict"` |
 //! | `session_ttl` | 1ms to 1day (default `30m`) |
 //! | `session_wait` | 0s to 1h (default `100ms`) |
+//! | `start_method` | `"spawn"` (default) or `"template"` (see [`StartMethod`](crate::StartMethod)) |
 //! | `external_workers[i].tls.ca`, `.cert`, `.key` | readable PEM files (a certificate, a private key); `cert` and `key` together |
 //! | `external_workers[i].tls.server_name` | a DNS name or an IP address |
 //!
@@ -191,6 +192,10 @@ pub struct PoolConfig {
     pub grace_period: Duration,
     /// Extra command-line arguments for `snakepit_bridge.worker`.
     pub worker_args: Vec<String>,
+    /// How local workers start: a fresh interpreter each (`"spawn"`, the
+    /// default) or forked from the pool's preloaded template process
+    /// (`"template"`).
+    pub start_method: crate::StartMethod,
     /// Workers already running elsewhere. When non-empty, the pool spawns no
     /// process and connects to these instead. An address `dns:<name>:<port>`
     /// stands for every address the name resolves to, resolved again every
@@ -336,6 +341,7 @@ impl Default for PoolConfig {
             working_dir: None,
             grace_period: Duration::from_secs(5),
             worker_args: Vec::new(),
+            start_method: crate::StartMethod::Spawn,
             external_workers: Vec::new(),
             discovery_interval: Duration::from_secs(10),
             resolver: crate::discovery::ResolverHandle::default(),
@@ -599,6 +605,11 @@ impl PoolConfig {
     /// Adds a command-line argument for `snakepit_bridge.worker`.
     pub fn worker_arg(mut self, arg: impl Into<String>) -> Self {
         self.worker_args.push(arg.into());
+        self
+    }
+    /// Sets [`PoolConfig::start_method`].
+    pub fn start_method(mut self, method: crate::StartMethod) -> Self {
+        self.start_method = method;
         self
     }
     /// Sets [`PoolConfig::max_message_bytes`].

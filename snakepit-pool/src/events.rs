@@ -135,11 +135,18 @@ impl PoolEvents {
     }
 
     /// `python_pid` is `None` for external workers (their pid is unknown).
-    pub fn spawned(&self, worker_id: &str, duration: Duration, python_pid: Option<u32>) {
+    pub fn spawned(
+        &self,
+        worker_id: &str,
+        duration: Duration,
+        python_pid: Option<u32>,
+        start_method: &str,
+    ) {
         let d = ("duration", ns(duration));
         let meta = [
             ("pool_name", (&*self.pool_name).into()),
             ("worker_id", worker_id.into()),
+            ("start_method", start_method.into()),
         ];
         match python_pid {
             Some(pid) => self.telemetry.execute(
@@ -151,6 +158,22 @@ impl PoolEvents {
                 .telemetry
                 .execute(builtin::POOL_WORKER_SPAWNED, &[d], &meta),
         }
+    }
+
+    /// The template process ended (`reason`) and a new one (`python_pid`)
+    /// is ready after `duration`.
+    pub fn template_restarted(&self, duration: Duration, python_pid: u32, reason: &str) {
+        self.telemetry.execute(
+            builtin::POOL_TEMPLATE_RESTARTED,
+            &[
+                ("duration", ns(duration)),
+                ("python_pid", python_pid.into()),
+            ],
+            &[
+                ("pool_name", (&*self.pool_name).into()),
+                ("reason", reason.into()),
+            ],
+        );
     }
 
     pub fn spawn_failed(&self, worker_id: &str, duration: Duration, reason: &str) {

@@ -70,6 +70,7 @@ pub mod discovery;
 mod dispatch;
 pub mod error;
 mod events;
+mod fd_pass;
 mod health;
 pub mod interpreter;
 mod lines;
@@ -81,6 +82,7 @@ mod size;
 mod socket_dir;
 mod stream;
 mod supervisor;
+mod template;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
@@ -94,6 +96,7 @@ pub use snakepit_grpc::{
     CallError, CallOptions, ToolOutput, TraceParent, TraceParentError, WorkerAddress, WorkerInfo,
 };
 pub use stream::PoolStream;
+pub use template::StartMethod;
 
 /// The observability guide (`docs/observability.md`). Its Rust snippets run
 /// as doc tests of this crate, against real Python workers.

@@ -18,6 +18,7 @@ use crate::session::{self, Sessions};
 use crate::socket_dir;
 use crate::stream::PoolStream;
 use crate::supervisor::{register, run_slot, Shared, Started};
+use crate::template::{StartMethod, Template, TemplateSpec};
 use crate::MAX_SESSIONS;
 use snakepit_grpc::{CallError, CallOptions, ToolOutput, WorkerInfo};
 
@@ -122,11 +123,15 @@ impl Pool {
             config.queue_timeout,
             events.clone(),
         ));
+        let socket_path = socket_dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        let template = (config.start_method == StartMethod::Template && !config.is_external())
+            .then(|| Template::new(TemplateSpec::of(&config, &socket_path), events.clone()));
         let shared = Arc::new(Shared {
-            socket_dir: socket_dir
-                .as_ref()
-                .map(|d| d.path().to_path_buf())
-                .unwrap_or_default(),
+            socket_dir: socket_path,
+            template,
             config,
             telemetry,
             sessions: Arc::new(Sessions::new(MAX_SESSIONS, events.clone())),
@@ -170,6 +175,9 @@ impl Pool {
         if let Some((slot, reason)) = failure {
             for (other, s) in started {
                 stop_now(&shared, other, s).await;
+            }
+            if let Some(template) = &shared.template {
+                template.shutdown().await;
             }
             return Err(PoolError::Startup {
                 worker_id: shared.worker_id(slot),
@@ -353,6 +361,16 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// The process id of the pool's template process
+    /// (`start_method = "template"`) while one runs; `None` for other
+    /// pools, and between a template's exit and its restart.
+    pub async fn template_pid(&self) -> Option<u32> {
+        match &self.inner.shared.template {
+            Some(template) => template.pid().await,
+            None => None,
+        }
+    }
+
     /// What each live worker reports about itself (`Describe`: id, pid,
     /// tools, and `call_address`, its native call socket or `""` when its
     /// calls go over grpc.aio), in slot order. A worker that does not answer
@@ -395,6 +413,9 @@ impl Pool {
         let mut tasks = self.inner.tasks.lock().await;
         for task in tasks.drain(..) {
             let _ = task.await;
+        }
+        if let Some(template) = &shared.template {
+            template.shutdown().await;
         }
         self.inner.finished.store(true, Ordering::Release);
     }

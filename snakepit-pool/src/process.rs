@@ -1,6 +1,8 @@
-//! One local worker process: spawn, the `SNAKEPIT_READY` handshake, stderr
-//! into `tracing` plus a bounded tail, SIGTERM then SIGKILL. Both output
-//! streams are read as bytes in lines of at most [`MAX_LINE`] bytes.
+//! One local worker process: spawned, or forked by the pool's template
+//! (`template.rs`) with pipes the host made; then the same `SNAKEPIT_READY`
+//! handshake, stderr into `tracing` plus a bounded tail, SIGTERM then
+//! SIGKILL. Both output streams are read as bytes in lines of at most
+//! [`MAX_LINE`] bytes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
@@ -12,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use snakepit_core::ready::{ReadyLine, ReadyLineError};
 use tokio::io::{AsyncRead, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::interpreter::{missing_package_hint, ResolvedPython};
 use crate::lines::{Line, LineReader, MAX_LINE};
+use crate::template::{Forked, Template};
 
 /// The stderr marker of an adapter that failed to load.
 const ADAPTER_ERROR: &str = "SNAKEPIT_ADAPTER_ERROR:";
@@ -102,12 +105,42 @@ impl StderrTail {
     }
 }
 
+/// The process behind a [`WorkerProcess`].
+#[derive(Debug)]
+pub(crate) enum Proc {
+    /// Spawned by the host (`start_method = "spawn"`): the host's child.
+    Spawned(Child),
+    /// Forked by the pool's template (`start_method = "template"`).
+    Forked(Forked),
+}
+
+impl Proc {
+    /// Waits until the process exits; how it ended (`exit status 0`,
+    /// `killed by signal 9 (SIGKILL)`).
+    pub(crate) async fn wait(&mut self) -> std::io::Result<String> {
+        match self {
+            Proc::Spawned(child) => child.wait().await.map(|s| describe_exit(&s)),
+            Proc::Forked(forked) => Ok(forked.wait().await),
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Proc::Spawned(child) => {
+                let _ = child.start_kill();
+            }
+            Proc::Forked(forked) => forked.kill(),
+        }
+    }
+}
+
 /// A running worker process that printed its ready line.
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
-    pub child: Child,
-    /// Held open: the worker runs with `--watch-stdin` and exits on EOF.
-    stdin: Option<ChildStdin>,
+    pub proc: Proc,
+    /// Held open (dropped to close): the worker runs with `--watch-stdin`
+    /// and exits on EOF.
+    stdin: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
     pub pid: u32,
     pub socket: PathBuf,
     pub tail: Arc<Mutex<StderrTail>>,
@@ -187,7 +220,8 @@ fn line_reader<R: AsyncRead + Unpin>(reader: R) -> LineReader<BufReader<R>> {
     LineReader::new(BufReader::with_capacity(READ_BUFFER, reader), MAX_LINE)
 }
 
-fn spawn_stderr_reader<R>(
+/// Copies a worker's (or the template's) stderr into `tracing` and `tail`.
+pub(crate) fn spawn_stderr_reader<R>(
     reader: R,
     worker_id: String,
     tail: Arc<Mutex<StderrTail>>,
@@ -233,6 +267,32 @@ pub(crate) struct SpawnFailure {
 }
 
 impl WorkerProcess {
+    /// The worker's command line after `python -m snakepit_bridge.worker`;
+    /// `--parent-pid` only for a spawned worker (a forked one's parent is
+    /// the template, which may be restarted while the worker serves).
+    fn argv(spec: &SpawnSpec, parent_pid: Option<u32>) -> Vec<String> {
+        let mut argv: Vec<String> = vec![
+            "--adapter".into(),
+            spec.adapter.clone(),
+            "--listen".into(),
+            format!("unix:{}", spec.socket.display()),
+            "--worker-id".into(),
+            spec.worker_id.clone(),
+            "--pool-name".into(),
+            spec.pool_name.clone(),
+            "--grace-s".into(),
+            format!("{}", spec.grace.as_secs_f64()),
+            "--watch-stdin".into(),
+            "--max-message-bytes".into(),
+            spec.max_message_bytes.to_string(),
+        ];
+        if let Some(pid) = parent_pid {
+            argv.extend(["--parent-pid".into(), pid.to_string()]);
+        }
+        argv.extend(spec.extra_args.iter().cloned());
+        argv
+    }
+
     /// Starts the worker and waits for its ready line, at most
     /// `spec.startup_timeout`.
     pub(crate) async fn spawn(spec: &SpawnSpec) -> Result<WorkerProcess, SpawnFailure> {
@@ -242,22 +302,7 @@ impl WorkerProcess {
         let mut cmd = Command::new(&spec.python.path);
         cmd.arg("-m")
             .arg("snakepit_bridge.worker")
-            .arg("--adapter")
-            .arg(&spec.adapter)
-            .arg("--listen")
-            .arg(format!("unix:{}", spec.socket.display()))
-            .arg("--worker-id")
-            .arg(&spec.worker_id)
-            .arg("--pool-name")
-            .arg(&spec.pool_name)
-            .arg("--grace-s")
-            .arg(format!("{}", spec.grace.as_secs_f64()))
-            .arg("--watch-stdin")
-            .arg("--parent-pid")
-            .arg(std::process::id().to_string())
-            .arg("--max-message-bytes")
-            .arg(spec.max_message_bytes.to_string())
-            .args(&spec.extra_args)
+            .args(Self::argv(spec, Some(std::process::id())))
             .envs(&spec.env)
             .env("SNAKEPIT_TOKEN", &spec.token)
             .stdin(Stdio::piped())
@@ -274,20 +319,60 @@ impl WorkerProcess {
             reason: format!("cannot run the interpreter {}: {e}", spec.python),
         })?;
         let pid = child.id().unwrap_or(0);
-        let tail = Arc::new(Mutex::new(StderrTail::default()));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr_task = match child.stderr.take() {
-            Some(err) => spawn_stderr_reader(err, spec.worker_id.clone(), tail.clone()),
-            None => tokio::spawn(async {}),
-        };
-        let Some(stdout) = stdout else {
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::fmt::Debug + Send + Sync>);
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(SpawnFailure {
-                reason: "stdout of the worker was not captured".to_string(),
+                reason: "stdout or stderr of the worker was not captured".to_string(),
             });
         };
+        Self::handshake(spec, Proc::Spawned(child), pid, stdin, stdout, stderr).await
+    }
+
+    /// Forks the worker from the pool's template process and waits for its
+    /// ready line, at most `spec.startup_timeout`. `spec.env` is the
+    /// template's already; the token goes in the request.
+    pub(crate) async fn fork(
+        spec: &SpawnSpec,
+        template: &Arc<Template>,
+    ) -> Result<WorkerProcess, SpawnFailure> {
+        remove_sockets(&spec.socket);
+        let env = BTreeMap::from([("SNAKEPIT_TOKEN".to_string(), spec.token.clone())]);
+        let io = template
+            .fork(&Self::argv(spec, None), &env)
+            .await
+            .map_err(|reason| SpawnFailure { reason })?;
+        let pipe_err = |e: std::io::Error| SpawnFailure {
+            reason: format!("cannot watch the forked worker's output: {e}"),
+        };
+        let stdout =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(io.stdout).map_err(pipe_err)?;
+        let stderr =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(io.stderr).map_err(pipe_err)?;
+        let pid = io.forked.pid;
+        let stdin = Some(Box::new(io.stdin) as Box<dyn std::fmt::Debug + Send + Sync>);
+        Self::handshake(spec, Proc::Forked(io.forked), pid, stdin, stdout, stderr).await
+    }
+
+    /// Reads stderr into the tail and waits for the ready line on stdout.
+    async fn handshake<O, E>(
+        spec: &SpawnSpec,
+        proc: Proc,
+        pid: u32,
+        stdin: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
+        stdout: O,
+        stderr: E,
+    ) -> Result<WorkerProcess, SpawnFailure>
+    where
+        O: AsyncRead + Unpin + Send + 'static,
+        E: AsyncRead + Unpin + Send + 'static,
+    {
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let stderr_task = spawn_stderr_reader(stderr, spec.worker_id.clone(), tail.clone());
         let mut process = WorkerProcess {
-            child,
+            proc,
             stdin,
             pid,
             socket: spec.socket.clone(),
@@ -333,11 +418,11 @@ impl WorkerProcess {
                 // stdout closed: the worker is exiting. Collect its status
                 // and the rest of stderr.
                 let status =
-                    tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
+                    tokio::time::timeout(Duration::from_secs(5), process.proc.wait()).await;
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), &mut process.stderr_task).await;
                 let how = match status {
-                    Ok(Ok(s)) => describe_exit(&s),
+                    Ok(Ok(how)) => how,
                     _ => {
                         process.kill_now().await;
                         "closed its stdout".to_string()
@@ -389,21 +474,21 @@ impl WorkerProcess {
 
     /// SIGKILL and reap.
     pub(crate) async fn kill_now(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        self.proc.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.proc.wait()).await;
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
     pub(crate) async fn terminate(&mut self, grace: Duration) -> String {
         // Closing stdin alone would also stop it; SIGTERM is immediate.
         signal(self.pid, libc::SIGTERM);
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => describe_exit(&status),
+        match tokio::time::timeout(grace, self.proc.wait()).await {
+            Ok(Ok(how)) => how,
             _ => {
                 self.stdin.take();
-                let _ = self.child.start_kill();
-                match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
-                    Ok(Ok(status)) => format!("{} after the grace period", describe_exit(&status)),
+                self.proc.start_kill();
+                match tokio::time::timeout(Duration::from_secs(5), self.proc.wait()).await {
+                    Ok(Ok(how)) => format!("{how} after the grace period"),
                     _ => "did not exit after SIGKILL".to_string(),
                 }
             }

@@ -15,8 +15,9 @@ use crate::config::{ExternalWorker, PoolConfig, WorkerTls};
 use crate::dispatch::{Dispatch, Exit, LiveWorker};
 use crate::events::PoolEvents;
 use crate::health::{self, Recycle, Unhealthy, Verdict, Watched};
-use crate::process::{describe_exit, SpawnSpec, WorkerProcess};
+use crate::process::{SpawnSpec, WorkerProcess};
 use crate::recycle;
+use crate::template::Template;
 use snakepit_grpc::{ConnectOptions, WorkerAddress, WorkerClient};
 
 /// How often an external worker's connection is checked.
@@ -43,6 +44,9 @@ pub(crate) struct Shared {
     /// Slots stopped because their address went away (`terminated` says
     /// `removed`).
     pub removed: Mutex<Vec<usize>>,
+    /// The template process local workers are forked from
+    /// (`start_method = "template"`).
+    pub template: Option<Arc<Template>>,
 }
 
 /// A started slot: a process (local) and a connected client.
@@ -109,7 +113,12 @@ impl Shared {
             Ok(started) => {
                 let pid = started.process.as_ref().map(|p| p.pid);
                 self.set_pid(slot, pid);
-                self.events.spawned(&worker_id, t0.elapsed(), pid);
+                let method = match (&started.process, &self.template) {
+                    (None, _) => "external",
+                    (Some(_), Some(_)) => "template",
+                    (Some(_), None) => "spawn",
+                };
+                self.events.spawned(&worker_id, t0.elapsed(), pid, method);
             }
             Err(reason) => self.events.spawn_failed(&worker_id, t0.elapsed(), reason),
         }
@@ -137,7 +146,11 @@ impl Shared {
             token: token.clone(),
             max_message_bytes: c.max_message_bytes,
         };
-        let mut process = WorkerProcess::spawn(&spec).await.map_err(|f| f.reason)?;
+        let mut process = match &self.template {
+            Some(template) => WorkerProcess::fork(&spec, template).await,
+            None => WorkerProcess::spawn(&spec).await,
+        }
+        .map_err(|f| f.reason)?;
         let mut options = ConnectOptions::new(
             WorkerAddress::Unix(process.socket().to_path_buf()),
             worker_id,
@@ -534,9 +547,9 @@ async fn stop_started(shared: &Shared, slot: usize, started: Started) {
 async fn serve(process: &mut Option<WorkerProcess>, client: &WorkerClient) -> (String, String) {
     match process {
         Some(p) => {
-            let status = p.child.wait().await;
+            let status = p.proc.wait().await;
             let how = match status {
-                Ok(s) => describe_exit(&s),
+                Ok(how) => how,
                 Err(e) => format!("lost track of the process: {e}"),
             };
             let reason = format!("crashed: {how}");

@@ -365,6 +365,12 @@ fn large_payloads(quick: bool, rows: &mut Vec<Row>) -> Result {
     table_bench(quick, bench, rows)
 }
 
+/// Worker start-up: template against spawn and multiprocessing.Pool
+/// (pool ready, restart, memory per worker with a preload).
+fn pool_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
+    table_bench(quick, ("startup", "snakepit-pool", "startup", ""), rows)
+}
+
 fn print_table(rows: &[Row]) {
     let w =
         |f: &dyn Fn(&Row) -> usize, title: usize| rows.iter().map(f).max().unwrap_or(0).max(title);
@@ -415,6 +421,7 @@ pub fn bench(args: &[String]) -> Result {
         ("tls", tls),
         ("curves", curves),
         ("large payloads", large_payloads),
+        ("pool startup", pool_startup),
     ];
     if let Some(only) = only.filter(|o| !steps.iter().any(|(name, _)| name == o)) {
         let names: Vec<&str> = steps.iter().map(|(name, _)| *name).collect();

@@ -12,11 +12,11 @@ class AdapterError(Exception):
     """The adapter cannot be loaded; the message says why (the worker exits 3)."""
 
 
-def load_adapter(path: str):
-    """Import ``package.module:Class`` and instantiate it (one instance per worker).
+def adapter_class(path: str) -> type:
+    """Import ``package.module:Class`` and return the class (not instantiated).
 
-    Returns ``(instance, tools)``: the tools by name. AdapterError if the
-    module or class is missing, the class cannot be created, or has no tools.
+    AdapterError if the path is malformed, the module does not import, or
+    the attribute is missing or not a class.
     """
     if ":" not in path:
         raise AdapterError(f"adapter path {path!r} must look like 'package.module:Class'")
@@ -32,6 +32,16 @@ def load_adapter(path: str):
             raise AdapterError(f"module {mod_name!r} has no attribute {cls_name!r}")
     if not isinstance(cls, type):
         raise AdapterError(f"{path!r} is not a class")
+    return cls
+
+
+def load_adapter(path: str):
+    """Import ``package.module:Class`` and instantiate it (one instance per worker).
+
+    Returns ``(instance, tools)``: the tools by name. AdapterError if the
+    module or class is missing, the class cannot be created, or has no tools.
+    """
+    cls = adapter_class(path)
     try:
         instance = cls()
     except Exception as e:
