@@ -105,6 +105,7 @@ fn static_level(name: &str) -> Option<Level> {
         "pool.queue.timeout"
         | "pool.saturated"
         | "pool.worker.restarted"
+        | "pool.template.restarted"
         | "pool.worker.unhealthy"
         | "grpc.connection.lost"
         | "telemetry.event.rejected"

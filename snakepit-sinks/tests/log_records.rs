@@ -121,6 +121,35 @@ fn lifecycle_events_are_info_records_with_structured_fields() {
 }
 
 #[test]
+fn a_template_restart_is_a_warning_of_the_pool() {
+    let t = setup();
+    let records = capture(&t, || {
+        t.execute(
+            builtin::POOL_TEMPLATE_RESTARTED,
+            &[
+                ("duration", Value::Int(40_000_000)),
+                ("python_pid", Value::Int(4242)),
+            ],
+            &[
+                ("pool_name", "models".into()),
+                ("reason", "killed by signal 9".into()),
+            ],
+        );
+    });
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].level, tracing::Level::WARN);
+    assert_eq!(
+        records[0].fields["event"],
+        "snakepit.pool.template.restarted"
+    );
+    assert!(
+        records[0].fields["fields"].contains("signal 9"),
+        "{:?}",
+        records[0]
+    );
+}
+
+#[test]
 fn categories_and_per_worker_levels_are_obeyed() {
     let t = setup();
     // Python category at debug: call stops appear, pool status does not.
