@@ -36,7 +36,7 @@ fn quick() -> bool {
 }
 
 fn config(name: &str, workers: usize, method: StartMethod) -> PoolConfig {
-    PoolConfig::new(PRELOADED)
+    let mut config = PoolConfig::new(PRELOADED)
         .python(python())
         .pool_name(name)
         .workers(workers)
@@ -44,7 +44,11 @@ fn config(name: &str, workers: usize, method: StartMethod) -> PoolConfig {
         .startup_timeout(Duration::from_secs(60))
         .grace_period(Duration::from_secs(2))
         // The restart figure is the start, not the backoff.
-        .restart_backoff(Duration::from_millis(1), Duration::from_millis(50), 100)
+        .restart_backoff(Duration::from_millis(1), Duration::from_millis(50), 100);
+    // Every kill is a first crash: a worker killed seconds after it started
+    // would otherwise count as a crash in a row, and its backoff double.
+    config.restart_stable_after = Duration::from_millis(1);
+    config
 }
 
 /// Every process of `pool`: its workers and its template.
