@@ -26,6 +26,8 @@
 //! | `session_affinity` | `"hint"` (default) or `"strict"` |
 //! | `session_ttl` | 1ms to 1day (default `30m`) |
 //! | `session_wait` | 0s to 1h (default `100ms`) |
+//! | `shm_threshold_bytes` | 0 (off) or up to `max_message_bytes` (default 64 KiB) |
+//! | `shm_max_bytes` | at least `shm_threshold_bytes` (default 1 GiB) |
 //! | `start_method` | `"spawn"` (default) or `"template"` (see [`StartMethod`](crate::StartMethod)) |
 //! | `external_workers[i].tls.ca`, `.cert`, `.key` | readable PEM files (a certificate, a private key); `cert` and `key` together |
 //! | `external_workers[i].tls.server_name` | a DNS name or an IP address |
@@ -801,6 +803,7 @@ impl PoolConfig {
             self.max_message_bytes,
             snakepit_grpc::MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES,
         )?;
+        self.validate_shm()?;
         let durations = [
             ("queue_timeout", self.queue_timeout, MS..=HOUR),
             ("call_timeout", self.call_timeout, MS..=DAY),
@@ -853,6 +856,38 @@ impl PoolConfig {
 
 impl PoolConfig {
     /// The health check and recycling keys.
+    /// Shared memory: a threshold above the message limit would leave the
+    /// payloads between the two no way to travel, and a cap below the
+    /// threshold would never let one in.
+    fn validate_shm(&self) -> Result<(), PoolError> {
+        let threshold = self.shm_threshold_bytes;
+        if threshold == 0 {
+            return Ok(());
+        }
+        if threshold > self.max_message_bytes {
+            return Err(bad(
+                "shm_threshold_bytes",
+                format!(
+                    "{threshold} is above max_message_bytes ({}): a payload between the two \
+                     could go neither inline nor by shared memory; allowed 0 (off) or up to \
+                     max_message_bytes",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if self.shm_max_bytes < threshold {
+            return Err(bad(
+                "shm_max_bytes",
+                format!(
+                    "{} is below shm_threshold_bytes ({threshold}): no payload would ever fit; \
+                     allowed shm_threshold_bytes or more",
+                    self.shm_max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_health(&self) -> Result<(), PoolError> {
         let positive = [
             ("heartbeat_interval", self.heartbeat_interval),

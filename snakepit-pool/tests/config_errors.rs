@@ -238,12 +238,30 @@ fn built_in_code_the_bounds_hold_too() {
             "max_message_bytes",
             "allowed 1024 to 1073741824",
         ),
+        (
+            good.clone()
+                .max_message_bytes(1 << 20)
+                .shm_threshold_bytes(2 << 20),
+            "shm_threshold_bytes",
+            "above max_message_bytes (1048576)",
+        ),
+        (
+            good.clone().shm_max_bytes(1000),
+            "shm_max_bytes",
+            "below shm_threshold_bytes (65536)",
+        ),
     ] {
         let (file, line, got, message) = parts(cfg.validate().unwrap_err());
         assert_eq!((file, line, got.as_str()), (None, None, key), "{message}");
         assert!(message.contains(range), "{message}");
     }
     good.clone().workers(1024).validate().unwrap();
+    // Shared memory off: the cap and the message limit do not matter.
+    good.clone()
+        .shm_threshold_bytes(0)
+        .shm_max_bytes(0)
+        .validate()
+        .unwrap();
     good.startup_timeout(Duration::from_millis(100))
         .validate()
         .unwrap();
