@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -48,32 +46,8 @@ fn workers_exit_when_the_host_is_killed_with_sigkill() {
     if std::env::var_os(HELPER_ENV).is_some() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let mut host = Command::new(exe)
-        .args([
-            "--exact",
-            "host_helper",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(HELPER_ENV, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = host.stdout.take().unwrap();
-    let mut pids = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some((_, rest)) = line.split_once("PIDS ") {
-            pids = rest
-                .split_whitespace()
-                .map(|p| p.parse::<u32>().unwrap())
-                .collect();
-            break;
-        }
-    }
+    let mut host = child_host("host_helper", HELPER_ENV);
+    let pids = pids_after(&mut host, "PIDS ");
     assert_eq!(pids.len(), 2, "the helper printed no pids");
     assert!(pids.iter().all(|&p| !gone(p)));
     let dir = socket_dir_of(pids[0]);

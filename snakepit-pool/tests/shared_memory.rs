@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -323,17 +322,10 @@ async fn shm_host_child() {
 
 #[test]
 fn the_host_killed_while_the_worker_holds_a_result_leaves_no_segment() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["shm_host_child", "--exact", "--ignored", "--nocapture"])
-        .env("SNAKEPIT_SHM_CHILD", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = child_host("shm_host_child", "SNAKEPIT_SHM_CHILD");
     let host = child.id();
-    let worker: u32 = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("WORKER ").map(|p| p.parse().unwrap()))
+    let worker = *pids_after(&mut child, "WORKER ")
+        .first()
         .expect("the child host printed its worker");
     // Stopped, the host never maps the result nor releases it: the worker
     // holds its segment once the tool returns.

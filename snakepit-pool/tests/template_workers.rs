@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -306,32 +304,8 @@ fn template_and_workers_exit_when_the_host_is_killed_with_sigkill() {
     if std::env::var_os(HELPER_ENV).is_some() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let mut host = Command::new(exe)
-        .args([
-            "--exact",
-            "template_host_helper",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(HELPER_ENV, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = host.stdout.take().unwrap();
-    let mut pids = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some((_, rest)) = line.split_once("PIDS ") {
-            pids = rest
-                .split_whitespace()
-                .map(|p| p.parse::<u32>().unwrap())
-                .collect();
-            break;
-        }
-    }
+    let mut host = child_host("template_host_helper", HELPER_ENV);
+    let pids = pids_after(&mut host, "PIDS ");
     assert_eq!(pids.len(), 3, "the helper printed no pids");
     assert!(pids.iter().all(|&p| !gone(p)));
 

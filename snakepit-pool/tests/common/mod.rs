@@ -2,6 +2,8 @@
 //! checks (snakepit-testkit), pool configs and a recorder of pool events.
 #![allow(dead_code, unused_imports)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,4 +96,43 @@ pub fn otel_sink_to(receiver: &OtlpReceiver, t: &Telemetry) -> Arc<OtelSink> {
     t.attach_sink("otel", &[], otel.clone())
         .expect("the OTel sink attaches");
     otel
+}
+
+/// This test binary re-run as a host process that a test can kill: only the
+/// test `test` (ignored or not), with the variable `switch` set so that it
+/// does its host's work instead of returning. Its stdout is piped for
+/// [`pids_after`].
+pub fn child_host(test: &str, switch: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(switch, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The pids a [`child_host`] printed after `tag` (e.g. `"PIDS "`) on the
+/// first stdout line that has it; empty if it printed none.
+pub fn pids_after(host: &mut Child, tag: &str) -> Vec<u32> {
+    let stdout = host.stdout.take().expect("a child_host's stdout");
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let (_, rest) = line.split_once(tag)?;
+            Some(
+                rest.split_whitespace()
+                    .map(|p| p.parse().unwrap())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
 }
