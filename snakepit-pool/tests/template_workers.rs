@@ -55,6 +55,15 @@ async fn identities(pool: &Pool, n: usize) -> Vec<Value> {
     out
 }
 
+/// The pids that answer `identity` from every worker at once, sorted.
+async fn serving_pids(pool: &Pool, n: usize) -> Vec<u32> {
+    identities(pool, n)
+        .await
+        .iter()
+        .map(|v| v["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
 /// Waits until the pool has `n` live workers other than `old`.
 async fn wait_replaced(pool: &Pool, n: usize, old: u32) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -94,15 +103,9 @@ async fn workers_are_forked_from_the_template_and_restarted_from_it() {
         assert_eq!(meta(e, "start_method"), "template");
     }
     // Every worker serves its own process.
-    let ids = identities(&pool, 2).await;
-    let mut seen: Vec<u32> = ids
-        .iter()
-        .map(|v| v["pid"].as_u64().unwrap() as u32)
-        .collect();
-    seen.sort();
     let mut expected = pids.clone();
     expected.sort();
-    assert_eq!(seen, expected);
+    assert_eq!(serving_pids(&pool, 2).await, expected);
 
     // A crashed worker is replaced by a fork of the same template.
     kill9(pids[0]);
@@ -157,15 +160,9 @@ async fn a_killed_template_is_restarted_and_the_workers_keep_serving() {
     assert!(gone(first));
 
     // The workers forked by the first template still serve.
-    let ids = identities(&pool, 2).await;
-    let mut seen: Vec<u32> = ids
-        .iter()
-        .map(|v| v["pid"].as_u64().unwrap() as u32)
-        .collect();
-    seen.sort();
     let mut expected = pids.clone();
     expected.sort();
-    assert_eq!(seen, expected);
+    assert_eq!(serving_pids(&pool, 2).await, expected);
 
     // A replacement comes from the new template.
     kill9(pids[1]);
