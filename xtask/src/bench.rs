@@ -103,22 +103,31 @@ fn dispatch(quick: bool, rows: &mut Vec<Row>) -> Result {
 fn python_emit(quick: bool, rows: &mut Vec<Row>) -> Result {
     step("Python telemetry.emit");
     let n = if quick { "50000" } else { "200000" };
+    let doc = python_bench_json("python/bench/bench_emit.py", &["--n", n])?;
+    python_emit_rows(&doc, rows);
+    Ok(())
+}
+
+/// Runs a Python bench script of the repository with `--json` and `args`
+/// in the venv, and reads the one JSON object it prints. The error names
+/// the script.
+pub(crate) fn python_bench_json(script: &str, args: &[&str]) -> Result<serde_json::Value> {
     let out = Command::new(venv_python())
-        .args(["python/bench/bench_emit.py", "--json", "--n", n])
+        .arg(script)
+        .arg("--json")
+        .args(args)
         .current_dir(root())
         .output()
-        .map_err(|e| format!("cannot run the Python bench: {e}"))?;
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "python bench failed: {}",
+            "{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("the Python bench printed no JSON object ({e}): {text}"))?;
-    python_emit_rows(&doc, rows);
-    Ok(())
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{script} printed no JSON object ({e}): {text}"))
 }
 
 /// The rows of `bench_emit.py`'s JSON: each figure beside its target, its

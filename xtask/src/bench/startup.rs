@@ -2,10 +2,8 @@
 //! JSON object (medians and ranges over interleaved rounds); each figure
 //! becomes a row beside its same-run baseline.
 
-use std::process::Command;
-
 use super::{json_number, ratio, Row};
-use crate::{root, step, venv_python, Result};
+use crate::{step, Result};
 
 /// A figure's median, min and max (`{"median": .., "min": .., "max": ..}`).
 fn spread(doc: &serde_json::Value, key: &str) -> Option<(f64, f64, f64)> {
@@ -31,25 +29,7 @@ fn shown(key: &str, (median, min, max): (f64, f64, f64)) -> String {
 pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
     step("Python worker start-up");
     let rounds = if quick { "3" } else { "9" };
-    let out = Command::new(venv_python())
-        .args([
-            "python/bench/bench_startup.py",
-            "--json",
-            "--rounds",
-            rounds,
-        ])
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run the start-up bench: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "start-up bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("the start-up bench printed no JSON object ({e}): {text}"))?;
+    let doc = super::python_bench_json("python/bench/bench_startup.py", &["--rounds", rounds])?;
     for (key, figure, base_key, base_name) in [
         (
             "worker_ready_ms",
