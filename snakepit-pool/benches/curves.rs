@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use snakepit_pool::{CallOptions, Pool, PoolConfig};
 use snakepit_telemetry::Telemetry;
 use snakepit_testkit::procfs::cpu_us;
-use snakepit_testkit::stats::{median, spread};
+use snakepit_testkit::stats::{median, percentile, spread};
 use snakepit_testkit::{env_num, python, SHOWCASE};
 
 /// The worker counts of the calls/s curve.
@@ -142,12 +142,18 @@ struct Block {
 }
 
 impl Block {
-    /// The `q` quantile of the latencies (nearest rank), ms.
+    /// The `q` quantile of the latencies (nearest rank), ms; NaN for a
+    /// block that completed no call.
     fn quantile_ms(&self, q: f64) -> f64 {
-        let mut v = self.latencies.clone();
-        v.sort();
-        let i = ((v.len().max(1) - 1) as f64 * q).round() as usize;
-        v.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let ms: Vec<f64> = self
+            .latencies
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        percentile(&ms, q)
     }
 }
 
