@@ -122,10 +122,11 @@ def _no_processes_left_behind():
 
 
 def calls_channel(address: str):
-    """A channel to a native call socket. grpc-core names a Unix socket's
-    path as the HTTP/2 authority, which the Rust server (hyper) refuses as a
-    malformed request (RST_STREAM PROTOCOL_ERROR): the tests name a plain
-    authority. The host (tonic) does the same."""
+    """A channel to a worker's socket served natively (the main socket and
+    the call socket of a worker on a Unix socket). grpc-core names a Unix
+    socket's path as the HTTP/2 authority, which the Rust server (hyper)
+    refuses as a malformed request (RST_STREAM PROTOCOL_ERROR): the tests
+    name a plain authority. The host (tonic) does the same."""
     import grpc
 
     return grpc.insecure_channel(address, options=[("grpc.default_authority", "localhost")])
@@ -202,7 +203,7 @@ class Worker:
         from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
 
         if self.channel is None:
-            self.channel = grpc.insecure_channel(self.listen)
+            self.channel = calls_channel(self.listen)
         return pbg.BridgeServiceStub(self.channel)
 
     def connect_calls(self):

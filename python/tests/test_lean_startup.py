@@ -16,9 +16,10 @@ from snakepit_bridge.telemetry import new_correlation_id
 
 DEBUG = ("--stderr-log-level", "debug", "--log-level", "debug")
 # Loaded by the worker only when needed: a token check (hmac, hashlib), a
-# TCP address (ipaddress), help text width (shutil, bz2, lzma), never uuid.
+# TCP address (ipaddress), help text width (shutil, bz2, lzma), never uuid;
+# grpc only where grpc.aio serves (TCP, or no native server).
 NOT_BEFORE_READY = {"hmac", "hashlib", "ipaddress", "shutil", "bz2", "lzma", "uuid",
-                    "platform"}
+                    "platform", "grpc"}
 
 
 def startup_line(w, timeout: float = 10.0) -> str:
@@ -44,12 +45,21 @@ def imported_before_ready(w) -> list:
     raise AssertionError("the startup line went missing")
 
 
-def test_a_worker_loads_neither_token_nor_tcp_helpers_before_it_is_ready(start_worker):
+def test_a_worker_loads_neither_grpc_nor_token_nor_tcp_helpers_before_it_is_ready(
+        start_worker):
     w = start_worker(*DEBUG, env={"PYTHONPROFILEIMPORTTIME": "1"})
     names = imported_before_ready(w)
-    # The list is the real one: the worker's own modules and grpc are in it.
-    assert {"snakepit_bridge.worker.cli", "grpc", "asyncio"} <= set(names), names
+    # The list is the real one: the worker's own modules and the native server are in it.
+    assert {"snakepit_bridge.worker.cli", "snakepit_bridge._native", "asyncio"} <= set(names), \
+        names
     assert not NOT_BEFORE_READY & set(names), sorted(NOT_BEFORE_READY & set(names))
+
+
+def test_a_worker_without_the_native_server_loads_grpc_and_serves_with_grpc_aio(start_worker):
+    w = start_worker(*DEBUG, env={"PYTHONPROFILEIMPORTTIME": "1", "SNAKEPIT_NATIVE_CALLS": "0"})
+    assert "grpc" in imported_before_ready(w)
+    assert "grpc.aio server " in startup_line(w)
+    assert w.connect().Ping(pb.PingRequest(message="x"), timeout=10).message == "pong: x"
 
 
 def test_a_worker_with_a_token_checks_it_at_the_first_rpc(start_worker):
@@ -71,8 +81,7 @@ def test_the_startup_steps_are_logged_at_debug_level_after_the_ready_line(start_
     w = start_worker(*DEBUG)
     line = startup_line(w)
     assert "DEBUG" in line and w.worker_id in line, line
-    steps = ["options+logs", "event loop", "grpc+stubs", "adapter", "grpc.aio server",
-             "native call server", "ready line"]
+    steps = ["options+logs", "event loop", "stubs", "adapter", "native server", "ready line"]
     at = [line.index(f"{s} ") for s in steps]
     assert at == sorted(at), line
     assert "process cpu" in line and "before main" in line, line

@@ -1,5 +1,6 @@
-"""The native call server (snakepit_bridge._native): CallBatchStream served
-from Rust inside the worker, on ``<socket>.calls``."""
+"""The native server (snakepit_bridge._native): CallBatchStream served from
+Rust inside the worker on ``<socket>.calls`` and, on a Unix socket, every
+RPC of the main socket too (no grpc.aio server, no grpc import)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import PYTHON_DIR, calls_channel
 
 from snakepit_bridge.generated import snakepit_bridge_pb2 as pb
+from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
 
 
 def req(rid, tool, args=None, **kw):
@@ -31,7 +33,7 @@ def test_the_ready_line_and_describe_name_the_call_socket(worker):
 
 def assert_said_once(w, why: str) -> None:
     """The worker's stderr has one "not started" warning, naming ``why``."""
-    lines = [ln for ln in w.stderr().splitlines() if "native call server not started" in ln]
+    lines = [ln for ln in w.stderr().splitlines() if "native server not started" in ln]
     assert len(lines) == 1 and why in lines[0] and "WARNING" in lines[0], w.stderr()
 
 
@@ -84,7 +86,6 @@ def test_an_undecodable_batch_is_dropped_and_the_stream_goes_on(worker):
 
 def test_close_returns_while_a_client_keeps_its_stream_open(tmp_path):
     from snakepit_bridge import _native
-    from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
 
     path = str(tmp_path / "c.sock")
     server = _native.CallServer(path)
@@ -115,7 +116,7 @@ def test_close_returns_while_a_client_keeps_its_stream_open(tmp_path):
         channel.close()
 
 
-def test_a_socket_path_too_long_for_the_call_socket_keeps_calls_on_grpc_aio(
+def test_a_socket_path_too_long_for_the_call_socket_sends_calls_to_the_main_socket(
         start_worker, stream_clients, tmp_path_factory):
     # A Unix socket path holds at most 107 bytes: the worker's own path fits,
     # its ".calls" sibling does not.
@@ -124,7 +125,11 @@ def test_a_socket_path_too_long_for_the_call_socket_keeps_calls_on_grpc_aio(
     assert len(sock) == 104
     w = start_worker(listen=f"unix:{sock}")
     assert w.ready["calls"] == ""
-    assert_said_once(w, f"the call socket path {sock}.calls is 110 bytes, over the 107")
+    said = [ln for ln in w.stderr().splitlines() if "no call socket" in ln]
+    assert len(said) == 1 and f"{sock}.calls is 110 bytes, over the 107" in said[0], said
+    assert "calls go to the main socket" in said[0] and "WARNING" in said[0]
+    # The main socket, served natively, takes the calls.
+    assert "native server not started" not in w.stderr()
     sc = stream_clients(w.connect().CallBatchStream)
     sc.send(pb.CallBatch(calls=[req(1, "add", {"a": 1, "b": 1})]))
     b = sc.get(timeout=10)
@@ -166,6 +171,128 @@ def test_on_tcp_no_native_calls_is_by_design_and_no_warning(start_worker):
     w = start_worker("--stderr-log-level", "info", listen="127.0.0.1:0")
     assert w.ready["calls"] == ""
     err = w.stderr()
-    assert "native call server not started" not in err, err
-    info = [ln for ln in err.splitlines() if "native calls serve Unix sockets only" in ln]
+    assert "native server not started" not in err, err
+    info = [ln for ln in err.splitlines() if "native server serves Unix sockets only" in ln]
     assert len(info) == 1 and "INFO" in info[0], err
+
+
+# --- the main socket, served natively ----------------------------------------
+
+
+def test_the_main_socket_answers_ping_and_describe_without_grpc_aio(worker):
+    stub = worker.connect()
+    assert stub.Ping(pb.PingRequest(message="hi"), timeout=10).message == "pong: hi"
+    info = stub.Describe(pb.DescribeRequest(), timeout=10)
+    assert info.worker_id == worker.worker_id and info.pid == worker.ready["pid"]
+    assert "add" in [t.name for t in info.tools]
+    assert "grpc.aio" not in worker.stderr()
+
+
+def test_the_main_socket_serves_the_compatibility_rpcs(worker):
+    stub = worker.connect()
+    r = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="add",
+                                                args_json=b'{"a": 2, "b": 5}'), timeout=10)
+    assert r.success and json.loads(r.result_json) == 7
+    chunks = list(stub.ExecuteStreamingTool(pb.ExecuteToolRequest(
+        tool_name="stream", args_json=b'{"n": 3}'), timeout=10))
+    assert chunks[-1].is_final and len(chunks) == 4, chunks
+
+
+def test_an_unknown_method_on_the_main_socket_is_unimplemented_and_named(worker):
+    channel = calls_channel(worker.listen)
+    try:
+        rpc = channel.unary_unary("/snakepit.bridge.BridgeService/NoSuchRpc",
+                                  request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as e:
+            rpc(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "NoSuchRpc" in e.value.details()
+        # The worker goes on serving.
+        assert worker.connect().Ping(pb.PingRequest(message="x"), timeout=10).message
+    finally:
+        channel.close()
+
+
+def test_an_undecodable_request_on_the_main_socket_is_an_internal_error_naming_it(worker):
+    channel = calls_channel(worker.listen)
+    try:
+        rpc = channel.unary_unary("/snakepit.bridge.BridgeService/Ping",
+                                  request_serializer=lambda b: b,
+                                  response_deserializer=pb.PingResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            rpc(b"\x0a\xff\xff\xff", timeout=10)
+        assert e.value.code() == grpc.StatusCode.INTERNAL
+        assert "PingRequest" in e.value.details()
+        assert rpc(pb.PingRequest(message="ok").SerializeToString(), timeout=10).message
+    finally:
+        channel.close()
+
+
+def test_many_metadata_entries_reach_the_tool_and_too_many_are_refused(worker):
+    stub = worker.connect()
+    # 100 entries before the correlation id, and a 7 kB value: every one
+    # reaches Python (the correlation id is the last).
+    metadata = [(f"x-junk-{i}", "v" * 20) for i in range(100)] + [("x-big", "b" * 7000)]
+    metadata.append(("x-snakepit-correlation-id", "cid-after-junk"))
+    r = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="whoami", args_json=b"{}"),
+                         metadata=metadata, timeout=10)
+    assert r.success and json.loads(r.result_json)["correlation_id"] == "cid-after-junk"
+    # Over HTTP/2's 16 KiB header list: refused before the RPC exists, and
+    # the worker goes on serving.
+    huge = [(f"x-junk-{i}", "v" * 100) for i in range(300)]
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Ping(pb.PingRequest(message="x"), metadata=huge, timeout=10)
+    assert e.value.code() != grpc.StatusCode.OK
+    channel = calls_channel(worker.listen)
+    try:
+        fresh = pbg.BridgeServiceStub(channel)
+        assert fresh.Ping(pb.PingRequest(message="x"), timeout=10).message == "pong: x"
+    finally:
+        channel.close()
+
+
+def test_a_correlation_id_in_metadata_reaches_the_tool_on_the_main_socket(worker):
+    stub = worker.connect()
+    r = stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="whoami", args_json=b"{}"),
+                         metadata=[("x-snakepit-correlation-id", "cid-native-1")], timeout=10)
+    assert r.success, r
+    assert json.loads(r.result_json)["correlation_id"] == "cid-native-1"
+
+
+def test_a_telemetry_stream_on_the_main_socket_carries_the_worker_events(worker):
+    stub = worker.connect()
+    controls: queue.Queue = queue.Queue()
+    stream = stub.TelemetryStream(iter(controls.get, None), timeout=20)
+    controls.put(pb.TelemetryControl())
+    stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="add", args_json=b'{"a": 1, "b": 2}'),
+                     timeout=10)
+    names = set()
+    try:
+        for batch in stream:
+            names.update(".".join(e.event_parts) for e in batch.events)
+            if any(n.startswith("tool.") for n in names):
+                break
+    finally:
+        controls.put(None)
+        stream.cancel()
+    assert any(n.startswith("tool.") for n in names), names
+
+
+def test_a_live_main_socket_is_not_taken_over(start_worker, tmp_path_factory):
+    first = start_worker()
+    second = start_worker(listen=first.listen, expect_ready=False)
+    assert second.wait(timeout=20) == 1
+    assert "SNAKEPIT_LISTEN_ERROR" in second.stderr() and first.listen in second.stderr()
+    assert first.connect().Ping(pb.PingRequest(message="x"), timeout=10).message
+
+
+def test_a_stale_main_socket_is_replaced(start_worker, tmp_path_factory):
+    import socket
+
+    sock = os.path.join(str(tmp_path_factory.mktemp("stalemain")), "w.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock)
+    stale.close()
+    w = start_worker(listen=f"unix:{sock}")
+    assert w.connect().Ping(pb.PingRequest(message="x"), timeout=10).message == "pong: x"

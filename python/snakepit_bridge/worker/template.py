@@ -25,9 +25,9 @@ Fork-safety rules (docs/reliability.md, "Template workers"):
 
 * no thread may run in the template: it is checked after preload and before
   every fork (``/proc/self/task``), and a fork is refused naming the threads;
-* no gRPC server, event loop or native call server is alive in the
-  template: their modules are imported (``SERVER_MODULES``, which start no
-  thread), and each child creates its own servers after the fork;
+* no gRPC server, event loop or native server is alive in the template:
+  their modules are imported (``SERVER_MODULES``, which start no thread),
+  and each child creates its own server after the fork;
 * each child gets fresh state: ``random`` reseeds itself at fork, and
   ``_fresh_child_state`` clears the telemetry buffer, the trace id prefix
   and the correlation context inherited from the template;
@@ -106,19 +106,26 @@ def thread_refusal(names) -> str:
 # Modules every worker imports when it starts serving: imported (never
 # started) in the template, so each fork skips them. Importing them starts
 # no thread (checked before every fork); creating their servers would, so
-# that happens in the child.
-SERVER_MODULES = ("grpc", "grpc.aio", "snakepit_bridge.generated.snakepit_bridge_pb2",
-                  "uvloop", "snakepit_bridge._native")
+# that happens in the child. The template's workers listen on Unix sockets,
+# where the native server serves every RPC: grpc is preimported only when
+# the native server cannot run (GRPC_MODULES).
+SERVER_MODULES = ("snakepit_bridge.generated.snakepit_bridge_pb2", "uvloop",
+                  "snakepit_bridge._native")
+GRPC_MODULES = ("grpc", "grpc.aio")
 
 
 def _preimport() -> None:
     import importlib
 
+    native = os.environ.get("SNAKEPIT_NATIVE_CALLS") != "0"
     for name in SERVER_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:
-            pass  # optional (uvloop, the native module): the child does without
+            native = native and name != "snakepit_bridge._native"
+    if not native:
+        for name in GRPC_MODULES:
+            importlib.import_module(name)
 
 
 def _fresh_child_state() -> None:

@@ -1,7 +1,9 @@
-"""The grpc.aio transport: the BridgeService servicer of the RPCs the host
-uses (Ping, Describe, CallBatchStream, TelemetryStream) and the
-generic handler that registers it, with the compatibility RPCs of
-``compat``. Every RPC checks the worker's token first."""
+"""The BridgeService servicer of the RPCs the host uses (Ping, Describe,
+CallBatchStream, TelemetryStream), with the compatibility RPCs of
+``compat``; its method table (``rpc_methods``), which the native server
+serves on a Unix socket, and the grpc.aio handler that serves it on TCP.
+Every RPC checks the worker's token first (the native server checks it
+before the RPC reaches Python)."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ BATCH_EVENTS = 1000
 
 
 class Servicer(CompatRpcs):
-    """BridgeService for grpc.aio; ``native`` serves CallBatchStream on its
-    own socket when it runs (see ``transport.native``)."""
+    """BridgeService, for grpc.aio and the native server (``native``, when it
+    runs: see ``transport.native``); the methods take grpc.aio's arguments
+    (a request, or an iterator of them, and a context)."""
 
     def __init__(self, pb, dispatcher: Dispatcher, opts, adapter_path: str) -> None:
         self.pb = pb
@@ -49,7 +52,7 @@ class Servicer(CompatRpcs):
         self.telemetry_done.set()
         self.encoder = _wire.BatchEncoder()
         self.batch_seq = 0
-        # The native CallBatchStream server, if one runs (see NativeCalls).
+        # The native server, if one runs (see transport.native.NativeServer).
         self.native = None
 
     @property
@@ -61,7 +64,7 @@ class Servicer(CompatRpcs):
     # --- helpers ---------------------------------------------------------
 
     async def _auth(self, context) -> bool:
-        if not self.token:
+        if not self.token or getattr(context, "authenticated", False):
             return True
         got = ""
         for k, v in context.invocation_metadata() or ():
@@ -423,28 +426,40 @@ def _ser(msg) -> bytes:
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
-def build_handler(servicer: Servicer, pb):
-    """The generic handler serving every BridgeService RPC of ``servicer``."""
-    import grpc
+def rpc_methods(s: Servicer, pb) -> dict:
+    """Every BridgeService RPC of ``s``: name -> ``(kind, method, request
+    class)``, ``kind`` one of ``unary``, ``server_stream`` and ``bidi``."""
 
     def uu(fn, req):
-        return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=req.FromString, response_serializer=_ser)
+        return "unary", fn, req
 
     def us(fn, req):
-        return grpc.unary_stream_rpc_method_handler(
-            fn, request_deserializer=req.FromString, response_serializer=_ser)
+        return "server_stream", fn, req
 
     def ss(fn, req):
-        return grpc.stream_stream_rpc_method_handler(
-            fn, request_deserializer=req.FromString, response_serializer=_ser)
+        return "bidi", fn, req
 
-    s = servicer
-    handlers = {
+    methods = {
         "Ping": uu(s.Ping, pb.PingRequest),
         "Describe": uu(s.Describe, pb.DescribeRequest),
         "CallBatchStream": ss(s.CallBatchStream, pb.CallBatch),
         "TelemetryStream": ss(s.TelemetryStream, pb.TelemetryControl),
     }
-    handlers.update(compat_handlers(s, pb, uu, us, ss))
+    methods.update(compat_handlers(s, pb, uu, us, ss))
+    return methods
+
+
+def build_handler(servicer: Servicer, pb):
+    """The grpc.aio generic handler serving every RPC of ``servicer``."""
+    import grpc
+
+    makers = {
+        "unary": grpc.unary_unary_rpc_method_handler,
+        "server_stream": grpc.unary_stream_rpc_method_handler,
+        "bidi": grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {
+        name: makers[kind](fn, request_deserializer=req.FromString, response_serializer=_ser)
+        for name, (kind, fn, req) in rpc_methods(servicer, pb).items()
+    }
     return grpc.method_handlers_generic_handler("snakepit.bridge.BridgeService", handlers)

@@ -1,10 +1,12 @@
-"""The native call transport: CallBatchStream served by
-``snakepit_bridge._native`` (python/native) on a Unix socket of its own,
-``<socket>.calls``, next to the grpc.aio server."""
+"""The native transport: ``snakepit_bridge._native`` (python/native), a
+gRPC server in Rust inside the worker. On a Unix socket it serves the
+main socket (every RPC) and ``<socket>.calls`` (CallBatchStream), so the
+worker neither imports grpc nor starts a grpc.aio server."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -17,10 +19,109 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("snakepit_bridge.worker")
 
+# The service every RPC path starts with.
+SERVICE_PREFIX = "/snakepit.bridge.BridgeService/"
+# gRPC status codes (the numbers of ``grpc.StatusCode``; grpc is not loaded).
+CANCELLED, UNKNOWN, UNIMPLEMENTED, INTERNAL = 1, 2, 12, 13
 
-class NativeCalls:
-    """CallBatchStream served by ``snakepit_bridge._native`` on a Unix socket
-    of its own (``<socket>.calls``), instead of by grpc.aio.
+
+class Aborted(Exception):
+    """``NativeContext.abort``: ends the RPC with ``code`` and ``details``."""
+
+    def __init__(self, code: int, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class NativeContext:
+    """The part of grpc.aio's ``ServicerContext`` the servicer's methods use,
+    for an RPC of the native main socket. The server checked the token
+    before the RPC reached Python (``authenticated``)."""
+
+    authenticated = True
+
+    def __init__(self, metadata) -> None:
+        self._metadata = tuple(metadata)
+
+    def invocation_metadata(self):
+        """The request's metadata: ``(name, value)`` pairs, as text."""
+        return self._metadata
+
+    async def abort(self, code, details: str = "") -> None:
+        """Ends the RPC with ``code`` (a ``grpc.StatusCode`` or its number)."""
+        number = code.value[0] if hasattr(code, "value") else int(code)
+        raise Aborted(number, details)
+
+
+class NativeRpc:
+    """One RPC of the main socket other than CallBatchStream: its request
+    messages as they arrive, and the servicer's method answering it."""
+
+    def __init__(self, server, rid: int, metadata) -> None:
+        self.server = server
+        self.rid = rid
+        self.context = NativeContext(metadata)
+        self.requests: asyncio.Queue = asyncio.Queue()
+
+    def feed(self, data) -> None:
+        """A request message (bytes), or None when the request side ended."""
+        self.requests.put_nowait(data)
+
+    @staticmethod
+    def _decode(cls, data: bytes):
+        try:
+            return cls.FromString(data)
+        except Exception as e:  # noqa: BLE001 - the caller's bug, named
+            raise Aborted(INTERNAL, f"cannot decode the {cls.__name__} request: {e}") from e
+
+    async def _one(self, cls):
+        data = await self.requests.get()
+        if data is None:
+            raise Aborted(INTERNAL, "the request side ended before its message")
+        return self._decode(cls, data)
+
+    async def _stream(self, cls):
+        while True:
+            data = await self.requests.get()
+            if data is None:
+                return
+            yield self._decode(cls, data)
+
+    async def run(self, kind: str, method, cls) -> None:
+        """Runs ``method`` (``kind`` ``unary``, ``server_stream`` or
+        ``bidi``, as in ``aio.rpc_methods``) and ends the RPC with its
+        outcome: OK, the status it aborted with, or UNKNOWN naming the
+        exception it raised."""
+        server, rid = self.server, self.rid
+        try:
+            if kind == "unary":
+                reply = await method(await self._one(cls), self.context)
+                if reply is not None:
+                    server.send(rid, reply.SerializeToString())
+            else:
+                source = self._stream(cls) if kind == "bidi" else await self._one(cls)
+                async with contextlib.aclosing(method(source, self.context)) as replies:
+                    async for reply in replies:
+                        data = reply if isinstance(reply, bytes) else reply.SerializeToString()
+                        if not server.send(rid, data):
+                            break  # the client went away
+            server.end(rid)
+        except Aborted as e:
+            server.fail(rid, e.code, e.details)
+        except asyncio.CancelledError:
+            server.fail(rid, CANCELLED, "the worker is stopping")
+            raise
+        except Exception as e:  # noqa: BLE001 - a servicer bug ends this RPC only
+            log.exception("RPC %d failed", rid)
+            server.fail(rid, UNKNOWN, f"{type(e).__name__}: {e}")
+
+
+class NativeServer:
+    """The worker's RPCs served by ``snakepit_bridge._native``: CallBatchStream
+    on a Unix socket of its own (``<socket>.calls``, when ``calls_path`` is
+    given) and, with ``main_path``, every RPC of the main socket (the other
+    RPCs run the servicer's methods as in grpc.aio, through ``NativeRpc``).
 
     The native server hands over request messages as bytes when a byte on
     its notification socket wakes the loop; each batch is taken at once
@@ -30,16 +131,22 @@ class NativeCalls:
     a loop wake-up; this needs one wake-up. Same messages, same rules.
     """
 
-    def __init__(self, servicer: Servicer, path: str) -> None:
+    def __init__(self, servicer: Servicer, calls_path, main_path=None) -> None:
         from ... import _native
+        from .aio import rpc_methods
 
         self.s = servicer
         self.pb = servicer.pb
-        # The call socket checks the worker's token exactly as the main socket
-        # does: every RPC must carry it.
-        self.server = _native.CallServer(path, servicer.token or None,
-                                         max_message_bytes() + MESSAGE_HEADROOM_BYTES)
-        self.address = "unix:" + path
+        # Both sockets check the worker's token: every RPC must carry it.
+        self.server = _native.CallServer(calls_path, servicer.token or None,
+                                         max_message_bytes() + MESSAGE_HEADROOM_BYTES,
+                                         main=main_path)
+        self.address = "unix:" + calls_path if calls_path else ""
+        self.serves_main = main_path is not None
+        # CallBatchStream never reaches these: the server hands its batches
+        # over through ``take``.
+        self.methods = rpc_methods(servicer, self.pb) if self.serves_main else {}
+        self.rpcs: dict = {}
         self.streams: dict = {}
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.server.fileno(), self._ready)
@@ -75,11 +182,34 @@ class NativeCalls:
         st.maybe_finish()
 
     def _ready(self) -> None:
-        for sid, data in self.server.take():
+        server = self.server
+        for sid, data in server.take():
             try:
                 self._take(sid, data)
             except Exception:  # noqa: BLE001 - the rest must still be taken
                 log.exception("native call stream %d: a message was not handled", sid)
+        for rid, item in server.take_rpcs():
+            try:
+                self._take_rpc(rid, item)
+            except Exception:  # noqa: BLE001 - the rest must still be taken
+                log.exception("native RPC %d: a message was not handled", rid)
+
+    def _take_rpc(self, rid: int, item) -> None:
+        if isinstance(item, tuple):
+            path, metadata = item
+            name = path[len(SERVICE_PREFIX):] if path.startswith(SERVICE_PREFIX) else None
+            method = self.methods.get(name)
+            if method is None:
+                self.server.fail(rid, UNIMPLEMENTED, f"Method not found: {path}")
+                return
+            rpc = NativeRpc(self.server, rid, metadata)
+            self.rpcs[rid] = rpc
+            task = self.s._track(rpc.run(*method))
+            task.add_done_callback(lambda _t: self.rpcs.pop(rid, None))
+            return
+        rpc = self.rpcs.get(rid)
+        if rpc is not None:  # else it has ended: nobody reads its requests
+            rpc.feed(item)
 
     def _take(self, sid: int, data) -> None:
         st, put = self.streams.get(sid) or self._open(sid)
@@ -111,35 +241,62 @@ class NativeCalls:
 MAX_UNIX_PATH = 107
 
 
-def start_native_calls(servicer: Servicer, listen: str):
-    """NativeCalls on ``<socket>.calls`` when the worker listens on a Unix
-    socket, else None: grpc.aio then serves every call, and the worker says
-    why, once: a warning (not built, disabled, path too long, cannot listen),
-    or at info on TCP, where it is by design. A stale ``<socket>.calls`` (a
-    socket nobody listens on, left by a worker that was killed) is removed
-    first."""
+def start_native(servicer: Servicer, listen: str):
+    """The NativeServer of a worker listening on ``listen``, or None.
+
+    On ``unix:PATH`` it serves the main socket ``PATH`` (every RPC) and the
+    call socket ``PATH.calls`` (CallBatchStream). It returns None, and
+    grpc.aio serves every RPC, on TCP (info: by design) and when it cannot
+    run (a warning, once: disabled, not built, older than this package).
+    The call socket alone is left out, with a warning, when its path is too
+    long or cannot be listened on: calls then go to the main socket, still
+    native. Stale sockets (nobody listens on them: left by a worker that was
+    killed) are removed first. Raises ``OSError`` naming ``listen`` when
+    the main socket cannot be listened on."""
     if not listen.startswith("unix:"):
-        log.info("native calls serve Unix sockets only: grpc.aio serves calls on %s", listen)
+        log.info("the native server serves Unix sockets only: grpc.aio serves %s", listen)
         return None
-    path = listen[len("unix:"):] + ".calls"
+    sock = listen[len("unix:"):]
+    why = None
     if os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
         why = "disabled by SNAKEPIT_NATIVE_CALLS=0"
-    elif len(os.fsencode(path)) > MAX_UNIX_PATH:
-        why = (f"the call socket path {path} is {len(os.fsencode(path))} bytes, over the "
-               f"{MAX_UNIX_PATH} of a Unix socket path: listen in a shorter directory")
     else:
         try:
-            remove_stale_socket(path)
-            return NativeCalls(servicer, path)
+            from ... import _native  # noqa: F401
         except ImportError as e:
             why = (f"snakepit_bridge._native is not built ({e}): install snakepit-bridge "
                    "from its wheel or sdist (pip install ./python), which builds it")
-        except TypeError as e:
+    if why is None:
+        calls = call_socket_path(sock)
+        remove_stale_socket(sock)
+        if calls is not None:
+            remove_stale_socket(calls)
+        try:
+            return NativeServer(servicer, calls, sock)
+        except (TypeError, AttributeError) as e:
             why = (f"snakepit_bridge._native is older than this package ({e}): reinstall "
                    "snakepit-bridge (pip install ./python)")
         except OSError as e:
-            why = f"cannot listen on {path}: {e}"
-    log.warning("native call server not started, %s; grpc.aio serves calls (slower)", why)
+            if calls is None or calls not in str(e):
+                raise OSError(f"cannot listen on {listen!r}: {e}") from e
+            log.warning("no call socket, cannot listen on %s (%s): calls go to the main "
+                        "socket", calls, e)
+            return NativeServer(servicer, None, sock)
+    log.warning("native server not started, %s; grpc.aio serves every RPC (slower start, "
+                "slower calls)", why)
+    return None
+
+
+def call_socket_path(sock: str):
+    """``sock.calls``, or None (with a warning) when that path is too long
+    for a Unix socket."""
+    path = sock + ".calls"
+    size = len(os.fsencode(path))
+    if size <= MAX_UNIX_PATH:
+        return path
+    log.warning("no call socket: its path %s is %d bytes, over the %d of a Unix socket "
+                "path (listen in a shorter directory); calls go to the main socket",
+                path, size, MAX_UNIX_PATH)
     return None
 
 
@@ -159,7 +316,7 @@ def remove_stale_socket(path: str) -> None:
         probe.connect(path)
     except ConnectionRefusedError:
         os.unlink(path)
-        log.info("removed the stale call socket %s", path)
+        log.info("removed the stale socket %s", path)
     except OSError:
         pass
     finally:
