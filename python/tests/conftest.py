@@ -198,7 +198,6 @@ class Worker:
             return f.read()
 
     def connect(self):
-        import grpc
 
         from snakepit_bridge.generated import snakepit_bridge_pb2_grpc as pbg
 
