@@ -18,7 +18,11 @@ Each round starts, interleaved, one process of each kind and times it from
   read after it has served one call (CallBatchStream on its native call
   socket);
 * ``worker_phases``: the same worker with debug logs, its start-up steps
-  (``cli.StartupPhases``) read from stderr.
+  (``cli.StartupPhases``) read from stderr;
+* ``aio_worker``: the same worker served by grpc.aio (``SNAKEPIT_NATIVE_CALLS=0``:
+  it imports grpc and starts a grpc.aio server, as every worker did before
+  the native server served the main socket), timed and measured as
+  ``worker``.
 
     .venv/bin/python python/bench/bench_startup.py [--rounds 5] [--json]
 
@@ -206,8 +210,8 @@ class Worker:
                     ADAPTER, "--listen", f"unix:{self.sock}", "--worker-id", f"w{n}",
                     "--watch-stdin", "--telemetry-interval-s", "0"]
 
-    def start(self, args=()):
-        env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    def start(self, args=(), env=None):
+        env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), **(env or {}))
         self.ms, self.ready_rss, self.p, self.t0, line = time_to_line(
             self.cmd + list(args), env)
         self.ready = json.loads(line.split(" ", 1)[1])
@@ -352,6 +356,13 @@ def main() -> None:
                 stop(w.p)
             add("worker", w.ms, rss)
             series.setdefault("worker_ready_rss_kb", []).append(w.ready_rss)
+            w = Worker(tmp, 2 * args.rounds + r + 1).start(env={"SNAKEPIT_NATIVE_CALLS": "0"})
+            try:
+                w.handshake()
+                rss = rss_kb(w.p.pid)
+            finally:
+                stop(w.p)
+            add("aio_worker", w.ms, rss)
             w = Worker(tmp, 2 * r + 2).start(DEBUG)
             time.sleep(0.2)  # the step line follows the ready line
             steps, cpu = phases_of(stop(w.p), w.t0)

@@ -44,6 +44,12 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
             "multiprocessing spawn child",
         ),
         (
+            "worker_ready_ms",
+            "worker spawn to ready line",
+            "aio_worker_ready_ms",
+            "served by grpc.aio",
+        ),
+        (
             "worker_ready_cpu_ms",
             "worker CPU time to ready line",
             "floor_ready_cpu_ms",
@@ -84,6 +90,12 @@ pub(super) fn python_startup(quick: bool, rows: &mut Vec<Row>) -> Result {
             "worker RSS, ready and one call served",
             "mp_spawn_rss_kb",
             "multiprocessing spawn child",
+        ),
+        (
+            "worker_rss_kb",
+            "worker RSS, ready and one call served",
+            "aio_worker_rss_kb",
+            "served by grpc.aio",
         ),
     ] {
         let (Some(v), Some(base)) = (spread(&doc, key), spread(&doc, base_key)) else {
