@@ -22,6 +22,7 @@ from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFail
 from ..dispatcher import Dispatcher
 from .call_state import CallStreamState, pop_reply_batch
 from .compat import CompatRpcs, compat_handlers
+from .native import NativeContext
 
 log = logging.getLogger("snakepit_bridge.worker")
 
@@ -64,7 +65,8 @@ class Servicer(CompatRpcs):
     # --- helpers ---------------------------------------------------------
 
     async def _auth(self, context) -> bool:
-        if not self.token or getattr(context, "authenticated", False):
+        # The native server checked the token before the RPC reached Python.
+        if not self.token or isinstance(context, NativeContext):
             return True
         got = ""
         for k, v in context.invocation_metadata() or ():

@@ -37,9 +37,7 @@ class Aborted(Exception):
 class NativeContext:
     """The part of grpc.aio's ``ServicerContext`` the servicer's methods use,
     for an RPC of the native main socket. The server checked the token
-    before the RPC reached Python (``authenticated``)."""
-
-    authenticated = True
+    before the RPC reached Python (``Servicer._auth`` knows this context)."""
 
     def __init__(self, metadata) -> None:
         self._metadata = tuple(metadata)
