@@ -178,6 +178,54 @@ async fn a_killed_template_is_restarted_and_the_workers_keep_serving() {
     );
 }
 
+/// Does `pid` have a shared object whose path contains `name` mapped
+/// (`/proc/<pid>/maps`)?
+fn maps_library(pid: u32, name: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_loads_grpc_only_for_workers_that_serve_with_grpc_aio() {
+    // Workers on the pool's Unix sockets serve every RPC natively: the
+    // template preloads the native module, not grpc.
+    let pool = Pool::start(Telemetry::new(), template_config("tplnat", 1))
+        .await
+        .unwrap();
+    let template = pool.template_pid().await.unwrap();
+    assert!(
+        maps_library(template, "_native"),
+        "native module not preloaded"
+    );
+    assert!(
+        !maps_library(template, "cygrpc"),
+        "grpc loaded in the template"
+    );
+    let worker = pool.worker_pids()[0];
+    assert!(!maps_library(worker, "cygrpc"), "grpc loaded in the worker");
+    assert_eq!(serving_pids(&pool, 1).await, vec![worker]);
+    let mut all = pool.worker_pids();
+    all.push(template);
+    pool.shutdown().await;
+    assert!(wait_gone(&all, Duration::from_secs(5)));
+
+    // With the native server off, grpc.aio serves: grpc is imported in the
+    // template (which still runs no thread) and shared by its forks.
+    let cfg = template_config("tplaio", 1).env("SNAKEPIT_NATIVE_CALLS", "0");
+    let pool = Pool::start(Telemetry::new(), cfg).await.unwrap();
+    let template = pool.template_pid().await.unwrap();
+    assert!(maps_library(template, "cygrpc"), "grpc not preloaded");
+    assert_eq!(threads(template), 1, "the template runs threads");
+    let worker = pool.worker_pids()[0];
+    assert_eq!(serving_pids(&pool, 1).await, vec![worker]);
+    let mut all = pool.worker_pids();
+    all.push(template);
+    pool.shutdown().await;
+    assert!(wait_gone(&all, Duration::from_secs(5)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_template_runs_one_thread_and_refuses_to_fork_with_another() {
     let pool = Pool::start(Telemetry::new(), template_config("tplthr", 1))
