@@ -296,3 +296,50 @@ def test_a_stale_main_socket_is_replaced(start_worker, tmp_path_factory):
     stale.close()
     w = start_worker(listen=f"unix:{sock}")
     assert w.connect().Ping(pb.PingRequest(message="x"), timeout=10).message == "pong: x"
+
+
+def vm_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_telemetry_client_that_stops_reading_bounds_the_worker_memory(worker):
+    # The host stops reading its telemetry stream (stalled): the worker's
+    # stream waits for it, as a grpc.aio write would, so events pile up in
+    # the bounded telemetry buffer, whose drops are counted, and not in
+    # the server's reply queue.
+    stub = worker.connect()
+    controls: queue.Queue = queue.Queue()
+    stream = stub.TelemetryStream(iter(controls.get, None), timeout=120)
+    controls.put(pb.TelemetryControl())
+    pid = worker.ready["pid"]
+    before = vm_rss_mib(pid)
+    calls = 0
+    try:
+        # About 60 MB of encoded events per round (events of alternating
+        # metadata do not fold into runs): 12 rounds are 700 MB that would
+        # wait in memory if nothing held the stream back.
+        for _ in range(12):
+            r = stub.ExecuteTool(pb.ExecuteToolRequest(
+                tool_name="emit_events",
+                args_json=b'{"count": 400000, "vary_duration": true, '
+                          b'"alternate_metadata": true}'), timeout=60)
+            assert r.success, r
+            calls += 1
+        grown = vm_rss_mib(pid) - before
+        assert grown < 200, f"the worker grew by {grown:.0f} MiB"
+        # Reading again: the stream goes on, and the events that did not
+        # fit in the buffer are counted as dropped.
+        dropped = 0
+        for batch in stream:
+            dropped = batch.drops.buffer_full
+            if dropped:
+                break
+        assert dropped > 0
+    finally:
+        controls.put(None)
+        stream.cancel()
+    assert calls == 12

@@ -177,11 +177,14 @@ pub(crate) fn explain_after_handshake(tls: &TlsOptions, chain: &str) -> Option<&
     if let Some(why) = explain(chain) {
         return Some(why);
     }
+    // hyper says "connection was not ready" when the connection closed
+    // between the handshake and the first request.
     const CLOSED: &[&str] = &[
         "connection closed",
         "close_notify",
         "broken pipe",
         "connection reset",
+        "connection was not ready",
     ];
     if !CLOSED.iter().any(|c| chain.contains(c)) {
         return None;

@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -108,6 +108,14 @@ enum RpcItem {
 /// A reply message, or the status that ends the RPC.
 type Reply = Result<Bytes, Status>;
 
+/// The reply side of a stream, and how many of its replies wait for the
+/// connection (sent by Python, not yet taken by HTTP/2, which takes them
+/// as the client's flow-control window allows).
+struct ReplySender {
+    tx: mpsc::UnboundedSender<Reply>,
+    backlog: Arc<AtomicUsize>,
+}
+
 /// What the server thread and the Python methods share.
 struct Shared {
     /// Arrived call batches (`None`: that stream's request side ended), in
@@ -119,7 +127,7 @@ struct Shared {
     /// watches the other end.
     wake: UnixStream,
     /// The reply side of each open stream and RPC.
-    streams: Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>,
+    streams: Mutex<HashMap<u64, ReplySender>>,
     next_id: AtomicU64,
 }
 
@@ -157,8 +165,15 @@ impl Shared {
     fn open(&self) -> (u64, Replies) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.streams).insert(id, tx);
-        (id, Replies(rx))
+        let backlog = Arc::new(AtomicUsize::new(0));
+        lock(&self.streams).insert(
+            id,
+            ReplySender {
+                tx,
+                backlog: backlog.clone(),
+            },
+        );
+        (id, Replies { rx, backlog })
     }
 
     fn is_open(&self, id: u64) -> bool {
@@ -167,13 +182,20 @@ impl Shared {
 }
 
 /// Replies of one stream, as tonic wants them.
-struct Replies(mpsc::UnboundedReceiver<Reply>);
+struct Replies {
+    rx: mpsc::UnboundedReceiver<Reply>,
+    backlog: Arc<AtomicUsize>,
+}
 
 impl tokio_stream::Stream for Replies {
     type Item = Reply;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        let next = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &next {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        next
     }
 }
 
@@ -553,6 +575,16 @@ impl CallServer {
         self.finish(id, Err(status), true)
     }
 
+    /// How many replies of stream `id` wait for its connection (sent, not
+    /// yet taken by HTTP/2: a client that does not read leaves them here),
+    /// or -1 when the stream is gone. A producer that can outrun its
+    /// client waits while this is high.
+    fn backlog(&self, id: u64) -> i64 {
+        lock(&self.shared.streams)
+            .get(&id)
+            .map_or(-1, |s| s.backlog.load(Ordering::Relaxed) as i64)
+    }
+
     /// Number of streams and RPCs open.
     fn open_streams(&self) -> usize {
         lock(&self.shared.streams).len()
@@ -582,10 +614,11 @@ impl CallServer {
     /// if its client went away; false if the reply has no stream to go to.
     fn finish(&self, id: u64, reply: Reply, last: bool) -> bool {
         let mut streams = lock(&self.shared.streams);
-        let Some(tx) = streams.get(&id) else {
+        let Some(stream) = streams.get(&id) else {
             return false;
         };
-        let sent = tx.send(reply).is_ok();
+        stream.backlog.fetch_add(1, Ordering::Relaxed);
+        let sent = stream.tx.send(reply).is_ok();
         if last || !sent {
             streams.remove(&id);
         }

@@ -23,6 +23,11 @@ log = logging.getLogger("snakepit_bridge.worker")
 SERVICE_PREFIX = "/snakepit.bridge.BridgeService/"
 # gRPC status codes (the numbers of ``grpc.StatusCode``; grpc is not loaded).
 CANCELLED, UNKNOWN, UNIMPLEMENTED, INTERNAL = 1, 2, 12, 13
+# Most replies of a streaming RPC that may wait for a client that does not
+# read (a telemetry batch is at most 4 MiB): past it the method's generator
+# waits, as grpc.aio's write would, so what it has not sent stays in its own
+# bounded buffers (the telemetry buffer counts what it drops).
+MAX_BACKLOG = 8
 
 
 class Aborted(Exception):
@@ -86,6 +91,19 @@ class NativeRpc:
                 return
             yield self._decode(cls, data)
 
+    async def _drained(self) -> bool:
+        """Waits while more than MAX_BACKLOG replies wait for the client;
+        False if the RPC went away meanwhile."""
+        delay = 0.0005
+        while True:
+            backlog = self.server.backlog(self.rid)
+            if backlog < 0:
+                return False
+            if backlog <= MAX_BACKLOG:
+                return True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
     async def run(self, kind: str, method, cls) -> None:
         """Runs ``method`` (``kind`` ``unary``, ``server_stream`` or
         ``bidi``, as in ``aio.rpc_methods``) and ends the RPC with its
@@ -102,7 +120,7 @@ class NativeRpc:
                 async with contextlib.aclosing(method(source, self.context)) as replies:
                     async for reply in replies:
                         data = reply if isinstance(reply, bytes) else reply.SerializeToString()
-                        if not server.send(rid, data):
+                        if not server.send(rid, data) or not await self._drained():
                             break  # the client went away
             server.end(rid)
         except Aborted as e:
