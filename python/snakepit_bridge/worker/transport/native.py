@@ -94,15 +94,16 @@ class NativeRpc:
     async def _drained(self) -> bool:
         """Waits while more than MAX_BACKLOG replies wait for the client;
         False if the RPC went away meanwhile."""
-        delay = 0.0005
+        delay = 0.0002
         while True:
             backlog = self.server.backlog(self.rid)
             if backlog < 0:
                 return False
             if backlog <= MAX_BACKLOG:
                 return True
+            # Short waits: a client that reads again is served at once.
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.002)
 
     async def run(self, kind: str, method, cls) -> None:
         """Runs ``method`` (``kind`` ``unary``, ``server_stream`` or
