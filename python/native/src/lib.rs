@@ -15,8 +15,10 @@
 //! `TelemetryStream`, the compatibility RPCs) reaches Python the same way,
 //! announced by its method path and metadata ([`CallServer::take_rpcs`]);
 //! Python runs the servicer's method and answers with `send`, then `end` or
-//! [`CallServer::fail`]. A worker on a Unix socket so loads and starts no
-//! grpc.aio server at all (docs/decisions/0023-native-main-socket.md).
+//! [`CallServer::fail`]; a streaming method waits while
+//! [`CallServer::backlog`] says its client is not reading. So a worker on a
+//! Unix socket neither imports grpc nor starts a grpc.aio server
+//! (docs/decisions/0023-native-main-socket.md).
 //!
 //! Python objects are touched only on the Python side of each method (with
 //! the GIL); the server thread sees bytes and locks only.
