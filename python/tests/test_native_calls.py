@@ -343,3 +343,55 @@ def test_a_telemetry_client_that_stops_reading_bounds_the_worker_memory(worker):
         controls.put(None)
         stream.cancel()
     assert calls == 12
+
+
+def telemetry_events(stub):
+    """A TelemetryStream read by a thread: (events seen so far, stop)."""
+    import threading
+
+    controls: queue.Queue = queue.Queue()
+    stream = stub.TelemetryStream(iter(controls.get, None), timeout=60)
+    controls.put(pb.TelemetryControl())
+    seen: list = []
+
+    def read():
+        try:
+            for batch in stream:
+                seen.extend(batch.events)
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def stop():
+        controls.put(None)
+        stream.cancel()
+
+    return seen, stop
+
+
+def test_a_cancelled_rpc_on_the_main_socket_cancels_its_call_in_the_worker(worker):
+    stub = worker.connect()
+    seen, stop = telemetry_events(stub)
+    try:
+        # An async tool that would sleep a minute; the client gives up.
+        future = stub.ExecuteTool.future(pb.ExecuteToolRequest(
+            tool_name="async_sleep", args_json=b'{"ms": 60000}'), timeout=60)
+        deadline = time.monotonic() + 10
+        while not any(".".join(e.event_parts) == "call.start" for e in seen):
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.02)
+        future.cancel()
+
+        def ended():
+            return [e for e in seen if ".".join(e.event_parts) in ("call.stop", "call.exception")
+                    and e.metadata.get("command") == "async_sleep"]
+
+        deadline = time.monotonic() + 10
+        while not ended():
+            assert time.monotonic() < deadline, "the call went on after the client left"
+            time.sleep(0.02)
+        # The worker goes on serving.
+        assert stub.Ping(pb.PingRequest(message="x"), timeout=10).message == "pong: x"
+    finally:
+        stop()

@@ -105,6 +105,9 @@ enum RpcItem {
     Message(Bytes),
     /// The request side ended (closed by the client, or broken).
     End,
+    /// The client went away (cancelled, or its connection closed) before
+    /// Python ended the RPC.
+    Gone,
 }
 
 /// A reply message, or the status that ends the RPC.
@@ -175,7 +178,14 @@ impl Shared {
                 backlog: backlog.clone(),
             },
         );
-        (id, Replies { rx, backlog })
+        (
+            id,
+            Replies {
+                rx,
+                backlog,
+                rpc: None,
+            },
+        )
     }
 
     fn is_open(&self, id: u64) -> bool {
@@ -187,6 +197,19 @@ impl Shared {
 struct Replies {
     rx: mpsc::UnboundedReceiver<Reply>,
     backlog: Arc<AtomicUsize>,
+    /// For an RPC of the main socket: its id, to tell Python when the
+    /// replies are dropped (the client went away) before it ended the RPC.
+    rpc: Option<(u64, Arc<Shared>)>,
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        if let Some((id, shared)) = self.rpc.take() {
+            if shared.is_open(id) {
+                shared.push_rpc(id, RpcItem::Gone);
+            }
+        }
+    }
 }
 
 impl tokio_stream::Stream for Replies {
@@ -242,7 +265,8 @@ impl StreamingService<Bytes> for RpcHandler {
 
     fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
         let shared = self.shared.clone();
-        let (id, replies) = shared.open();
+        let (id, mut replies) = shared.open();
+        replies.rpc = Some((id, shared.clone()));
         shared.push_rpc(
             id,
             RpcItem::Open(
@@ -540,7 +564,8 @@ impl CallServer {
     /// What arrived on the main socket's other RPCs since the last call, in
     /// order: a list of `(rpc id, item)`, the item `(method path, [(name,
     /// value), ...])` when the RPC starts, then the bytes of each request
-    /// message, then `None` when its request side ended. Call it right after
+    /// message, then `None` when its request side ended, and `"gone"` if
+    /// the client went away before the RPC ended. Call it right after
     /// [`take`](CallServer::take), in the same wake-up (which it does not
     /// drain).
     fn take_rpcs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -552,6 +577,7 @@ impl CallServer {
                 RpcItem::Open(path, metadata) => (path, metadata).into_pyobject(py)?.into_any(),
                 RpcItem::Message(m) => PyBytes::new(py, &m).into_any(),
                 RpcItem::End => py.None().into_bound(py),
+                RpcItem::Gone => "gone".into_pyobject(py)?.into_any(),
             };
             out.append(PyTuple::new(py, [id, item])?)?;
         }

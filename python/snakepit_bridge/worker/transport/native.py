@@ -66,6 +66,16 @@ class NativeRpc:
         self.rid = rid
         self.context = NativeContext(metadata)
         self.requests: asyncio.Queue = asyncio.Queue()
+        # The task running the method, and whether its client went away.
+        self.task = None
+        self.gone = False
+
+    def client_gone(self) -> None:
+        """The client cancelled the RPC or closed its connection: the method
+        is cancelled, as grpc.aio cancels a handler whose RPC ended."""
+        self.gone = True
+        if self.task is not None:
+            self.task.cancel()
 
     def feed(self, data) -> None:
         """A request message (bytes), or None when the request side ended."""
@@ -127,7 +137,8 @@ class NativeRpc:
         except Aborted as e:
             server.fail(rid, e.code, e.details)
         except asyncio.CancelledError:
-            server.fail(rid, CANCELLED, "the worker is stopping")
+            server.fail(rid, CANCELLED, "the client went away" if self.gone
+                        else "the worker is stopping")
             raise
         except Exception as e:  # noqa: BLE001 - a servicer bug ends this RPC only
             log.exception("RPC %d failed", rid)
@@ -221,11 +232,15 @@ class NativeServer:
                 return
             rpc = NativeRpc(self.server, rid, metadata)
             self.rpcs[rid] = rpc
-            task = self.s._track(rpc.run(*method))
-            task.add_done_callback(lambda _t: self.rpcs.pop(rid, None))
+            rpc.task = self.s._track(rpc.run(*method))
+            rpc.task.add_done_callback(lambda _t: self.rpcs.pop(rid, None))
             return
         rpc = self.rpcs.get(rid)
-        if rpc is not None:  # else it has ended: nobody reads its requests
+        if rpc is None:  # it has ended: nobody reads its requests
+            return
+        if item == "gone":
+            rpc.client_gone()
+        else:
             rpc.feed(item)
 
     def _take(self, sid: int, data) -> None:
