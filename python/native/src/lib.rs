@@ -182,6 +182,7 @@ impl Shared {
             id,
             Replies {
                 rx,
+                first: None,
                 backlog,
                 rpc: None,
             },
@@ -196,6 +197,8 @@ impl Shared {
 /// Replies of one stream, as tonic wants them.
 struct Replies {
     rx: mpsc::UnboundedReceiver<Reply>,
+    /// A reply taken before the response started (see [`RpcHandler`]).
+    first: Option<Bytes>,
     backlog: Arc<AtomicUsize>,
     /// For an RPC of the main socket: its id, to tell Python when the
     /// replies are dropped (the client went away) before it ended the RPC.
@@ -216,6 +219,9 @@ impl tokio_stream::Stream for Replies {
     type Item = Reply;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
         let next = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(_)) = &next {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -261,7 +267,7 @@ struct RpcHandler {
 impl StreamingService<Bytes> for RpcHandler {
     type Response = Bytes;
     type ResponseStream = Replies;
-    type Future = std::future::Ready<Result<tonic::Response<Replies>, Status>>;
+    type Future = BoxFuture<Result<tonic::Response<Replies>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
         let shared = self.shared.clone();
@@ -287,7 +293,21 @@ impl StreamingService<Bytes> for RpcHandler {
                 shared.push_rpc(id, RpcItem::End);
             }
         });
-        std::future::ready(Ok(tonic::Response::new(replies)))
+        // The response headers go with the first reply (or the status), as
+        // grpc.aio sends them: a client that counts an RPC open when its
+        // headers arrive (the host's telemetry stream) then knows that the
+        // method runs and has read what was sent before.
+        Box::pin(async move {
+            match replies.rx.recv().await {
+                Some(Ok(first)) => {
+                    replies.backlog.fetch_sub(1, Ordering::Relaxed);
+                    replies.first = Some(first);
+                    Ok(tonic::Response::new(replies))
+                }
+                Some(Err(status)) => Err(status),
+                None => Ok(tonic::Response::new(replies)),
+            }
+        })
     }
 }
 
