@@ -5,11 +5,12 @@
 //!
 //! * a pool of 4 ready (the preloaded adapter, no preload): template,
 //!   spawn, `multiprocessing.Pool(4)` with forkserver and spawn
-//!   (`py_startup.py`, a fresh interpreter each); target template <= 2x
-//!   forkserver;
+//!   (`py_startup.py`, a fresh interpreter each), and template with its
+//!   workers served by grpc.aio (`SNAKEPIT_NATIVE_CALLS=0`); target
+//!   template <= 2x forkserver;
 //! * worker restart: SIGKILL the worker of a 1-worker pool, until its
 //!   replacement serves (its pid is the pool's); target <= 50 ms with the
-//!   template, spawn beside it;
+//!   template, spawn and the grpc.aio-served template beside it;
 //! * memory per worker with a preloaded read-only table of
 //!   `BENCH_PRELOAD_MB` MiB (default 200): USS (`Private_*` of
 //!   `/proc/PID/smaps_rollup`) and PSS, template against spawn; target
@@ -64,13 +65,26 @@ async fn stop(pool: Pool) {
     wait_gone(&pids, Duration::from_secs(10));
 }
 
-/// Milliseconds until a pool of 4 has started every worker.
-async fn pool_ready_ms(round: usize, method: StartMethod) -> f64 {
-    let name = format!("ready{round}{}", method.as_str());
+/// `config`, with its workers served by grpc.aio (the native server off,
+/// as every worker was served before it took the main socket).
+fn aio(config: PoolConfig) -> PoolConfig {
+    config.env("SNAKEPIT_NATIVE_CALLS", "0")
+}
+
+/// Milliseconds until a pool of 4 has started every worker (`grpc_aio`:
+/// served by grpc.aio).
+async fn pool_ready_ms(round: usize, method: StartMethod, grpc_aio: bool) -> f64 {
+    let name = format!(
+        "ready{round}{}{}",
+        method.as_str(),
+        if grpc_aio { "a" } else { "" }
+    );
+    let mut cfg = config(&name, 4, method);
+    if grpc_aio {
+        cfg = aio(cfg);
+    }
     let t0 = Instant::now();
-    let pool = Pool::start(Telemetry::new(), config(&name, 4, method))
-        .await
-        .expect("pool of 4");
+    let pool = Pool::start(Telemetry::new(), cfg).await.expect("pool of 4");
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     stop(pool).await;
     ms
@@ -171,15 +185,17 @@ async fn main() {
     let rounds = env_num("ROUNDS", if quick() { 3 } else { 5 }) as usize;
     let mb = env_num("BENCH_PRELOAD_MB", if quick() { 50 } else { 200 });
     {
-        let (mut tpl, mut spawn, mut fs, mut mps) = (vec![], vec![], vec![], vec![]);
+        let (mut tpl, mut spawn, mut fs, mut mps, mut tpl_aio) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for round in 0..rounds {
-            // Each round starts with a different one of the four.
-            for k in 0..4 {
-                match (round + k) % 4 {
-                    0 => tpl.push(pool_ready_ms(round, StartMethod::Template).await),
-                    1 => spawn.push(pool_ready_ms(round, StartMethod::Spawn).await),
+            // Each round starts with a different one of the five.
+            for k in 0..5 {
+                match (round + k) % 5 {
+                    0 => tpl.push(pool_ready_ms(round, StartMethod::Template, false).await),
+                    1 => spawn.push(pool_ready_ms(round, StartMethod::Spawn, false).await),
                     2 => fs.push(mp_ready_ms("forkserver")),
-                    _ => mps.push(mp_ready_ms("spawn")),
+                    3 => mps.push(mp_ready_ms("spawn")),
+                    _ => tpl_aio.push(pool_ready_ms(round, StartMethod::Template, true).await),
                 }
             }
         }
@@ -189,18 +205,25 @@ async fn main() {
         let spawn_pool = Pool::start(Telemetry::new(), config("rspawn", 1, StartMethod::Spawn))
             .await
             .expect("spawn pool");
-        let (mut rt_tpl, mut rt_spawn) = (vec![], vec![]);
+        let aio_pool = Pool::start(
+            Telemetry::new(),
+            aio(config("rtplaio", 1, StartMethod::Template)),
+        )
+        .await
+        .expect("template pool served by grpc.aio");
+        let (mut rt_tpl, mut rt_spawn, mut rt_aio) = (vec![], vec![], vec![]);
         for round in 0..rounds {
-            if round % 2 == 0 {
-                rt_tpl.push(restart_ms(&tpl_pool).await);
-                rt_spawn.push(restart_ms(&spawn_pool).await);
-            } else {
-                rt_spawn.push(restart_ms(&spawn_pool).await);
-                rt_tpl.push(restart_ms(&tpl_pool).await);
+            for k in 0..3 {
+                match (round + k) % 3 {
+                    0 => rt_tpl.push(restart_ms(&tpl_pool).await),
+                    1 => rt_spawn.push(restart_ms(&spawn_pool).await),
+                    _ => rt_aio.push(restart_ms(&aio_pool).await),
+                }
             }
         }
         stop(tpl_pool).await;
         stop(spawn_pool).await;
+        stop(aio_pool).await;
         let (mut mem_tpl, mut mem_spawn) = (vec![], vec![]);
         for round in 0..rounds.min(3) {
             mem_tpl.push(memory_per_worker(round, StartMethod::Template, mb).await);
@@ -242,6 +265,12 @@ async fn main() {
             spread(&ratios(&tpl, &spawn)),
         );
         row(
+            "pool of 4 ready, template against grpc.aio-served",
+            format!("{:.0} ms", median(tpl.clone())),
+            &format!("served by grpc.aio: {:.0} ms", median(tpl_aio.clone())),
+            spread(&ratios(&tpl, &tpl_aio)),
+        );
+        row(
             "mp.Pool(4) ready, spawn",
             format!("{:.0} ms", median(mps.clone())),
             &format!("mp.Pool(4) forkserver: {fs_ms:.0} ms"),
@@ -259,6 +288,12 @@ async fn main() {
             format!("{:.1} ms", median(rt_tpl.clone())),
             &format!("spawn: {:.1} ms", median(rt_spawn.clone())),
             spread(&ratios(&rt_tpl, &rt_spawn)),
+        );
+        row(
+            "worker restart, template against grpc.aio-served",
+            format!("{:.1} ms", median(rt_tpl.clone())),
+            &format!("served by grpc.aio: {:.1} ms", median(rt_aio.clone())),
+            spread(&ratios(&rt_tpl, &rt_aio)),
         );
         let uss = |v: &[(f64, f64)]| v.iter().map(|m| m.0).collect::<Vec<_>>();
         let pss = |v: &[(f64, f64)]| v.iter().map(|m| m.1).collect::<Vec<_>>();

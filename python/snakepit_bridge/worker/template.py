@@ -126,6 +126,10 @@ def _preimport() -> None:
     if not native:
         for name in GRPC_MODULES:
             importlib.import_module(name)
+    # Tables the worker would otherwise build at its first telemetry batch.
+    from .._wire import batch
+
+    batch._ts_lo_table()
 
 
 def _fresh_child_state() -> None:

@@ -382,14 +382,21 @@ class Servicer(CompatRpcs):
         last_sent = 0.0
         last_version = -1
         leftover: list = []
+        # The first batch carries no events or logs: the host counts the
+        # stream open when it arrives, so it goes out at once, whatever
+        # waits in the buffer (encoding is for the batches after it).
+        first = True
         try:
             while gen == self.telemetry_gen:
                 stopping = self.telemetry_stop.is_set()
-                if leftover:
+                if first:
+                    events, logs, first = [], [], False
+                elif leftover:
                     events = leftover + tel.drain(BATCH_EVENTS - len(leftover))
+                    logs = handler.drain(1000) if handler else []
                 else:
                     events = tel.drain(BATCH_EVENTS)
-                logs = handler.drain(1000) if handler else []
+                    logs = handler.drain(1000) if handler else []
                 version = tel.policy().version
                 now = time.monotonic()
                 if events or logs or now - last_sent >= 1.0 or version != last_version:
