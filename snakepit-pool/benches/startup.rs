@@ -10,7 +10,9 @@
 //!   template <= 2x forkserver;
 //! * worker restart: SIGKILL the worker of a 1-worker pool, until its
 //!   replacement serves (its pid is the pool's); target <= 50 ms with the
-//!   template, spawn and the grpc.aio-served template beside it;
+//!   template, also scaled by this machine's speed (this run's forkserver
+//!   pool against the 77 ms it took where the target was set), spawn and
+//!   the grpc.aio-served template beside it;
 //! * memory per worker with a preloaded read-only table of
 //!   `BENCH_PRELOAD_MB` MiB (default 200): USS (`Private_*` of
 //!   `/proc/PID/smaps_rollup`) and PSS, template against spawn; target
@@ -31,6 +33,11 @@ use snakepit_testkit::stats::{median, spread};
 use snakepit_testkit::{env_num, python};
 
 const PRELOADED: &str = "snakepit_bridge.adapters.preloaded:PreloadedAdapter";
+
+/// `multiprocessing.Pool(4)` with forkserver, ready, on the machine where
+/// the 50 ms restart target was set (ms): the target scales with the ratio
+/// of this run's forkserver figure to it.
+const ISSUE_FORKSERVER_MS: f64 = 77.0;
 
 fn quick() -> bool {
     std::env::var_os("SNAKEPIT_BENCH_QUICK").is_some()
@@ -282,6 +289,17 @@ async fn main() {
             format!("{:.1} ms", median(rt_tpl.clone())),
             "target: 50 ms",
             against(&target, 1.0),
+        );
+        // The 50 ms target was set on a machine where mp.Pool(4) with
+        // forkserver was ready in 77 ms: scaled by this run's forkserver
+        // figure, it is the same target on this machine's speed.
+        let scaled = 50.0 * fs_ms / ISSUE_FORKSERVER_MS;
+        let scaled_target: Vec<f64> = rt_tpl.iter().map(|ms| ms / scaled).collect();
+        row(
+            "worker restart, template, against the scaled target",
+            format!("{:.1} ms", median(rt_tpl.clone())),
+            &format!("50 ms x forkserver {fs_ms:.0}/77 ms: {scaled:.0} ms"),
+            against(&scaled_target, 1.0),
         );
         row(
             "worker restart, template against spawn",
