@@ -80,6 +80,19 @@ async fn wait_replaced(pool: &Pool, n: usize, old: u32) -> Vec<u32> {
     }
 }
 
+/// Shuts `pool` down and checks that its workers, its template and the
+/// processes in `also` are all gone.
+async fn shutdown_leaving_nothing(pool: Pool, also: &[u32]) {
+    let mut all = pool.worker_pids();
+    all.extend(pool.template_pid().await);
+    all.extend_from_slice(also);
+    pool.shutdown().await;
+    assert!(
+        wait_gone(&all, Duration::from_secs(5)),
+        "processes left after shutdown: {all:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_forked_from_the_template_and_restarted_from_it() {
     let telemetry = Telemetry::new();
@@ -120,12 +133,9 @@ async fn workers_are_forked_from_the_template_and_restarted_from_it() {
         .iter()
         .any(|v| v["pid"].as_u64() == Some(u64::from(new))));
 
-    let all: Vec<u32> = after.iter().copied().chain([template]).collect();
-    pool.shutdown().await;
-    assert!(
-        wait_gone(&all, Duration::from_secs(5)),
-        "processes left after shutdown: {all:?}"
-    );
+    let mut all = after;
+    all.push(template);
+    shutdown_leaving_nothing(pool, &all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,12 +180,9 @@ async fn a_killed_template_is_restarted_and_the_workers_keep_serving() {
     let new = *after.iter().find(|p| !pids.contains(p)).unwrap();
     assert_eq!(ppid(new), second);
 
-    let all: Vec<u32> = after.iter().copied().chain([second]).collect();
-    pool.shutdown().await;
-    assert!(
-        wait_gone(&all, Duration::from_secs(5)),
-        "processes left after shutdown: {all:?}"
-    );
+    let mut all = after;
+    all.push(second);
+    shutdown_leaving_nothing(pool, &all).await;
 }
 
 /// Does `pid` have a shared object whose path contains `name` mapped
@@ -206,10 +213,7 @@ async fn the_template_loads_grpc_only_for_workers_that_serve_with_grpc_aio() {
     let worker = pool.worker_pids()[0];
     assert!(!maps_library(worker, "cygrpc"), "grpc loaded in the worker");
     assert_eq!(serving_pids(&pool, 1).await, vec![worker]);
-    let mut all = pool.worker_pids();
-    all.push(template);
-    pool.shutdown().await;
-    assert!(wait_gone(&all, Duration::from_secs(5)));
+    shutdown_leaving_nothing(pool, &[]).await;
 
     // With the native server off, grpc.aio serves: grpc is imported in the
     // template (which still runs no thread) and shared by its forks.
@@ -220,10 +224,7 @@ async fn the_template_loads_grpc_only_for_workers_that_serve_with_grpc_aio() {
     assert_eq!(threads(template), 1, "the template runs threads");
     let worker = pool.worker_pids()[0];
     assert_eq!(serving_pids(&pool, 1).await, vec![worker]);
-    let mut all = pool.worker_pids();
-    all.push(template);
-    pool.shutdown().await;
-    assert!(wait_gone(&all, Duration::from_secs(5)));
+    shutdown_leaving_nothing(pool, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,10 +234,7 @@ async fn the_template_runs_one_thread_and_refuses_to_fork_with_another() {
         .unwrap();
     let template = pool.template_pid().await.unwrap();
     assert_eq!(threads(template), 1, "the template runs threads");
-    let mut all = pool.worker_pids();
-    all.push(template);
-    pool.shutdown().await;
-    assert!(wait_gone(&all, Duration::from_secs(5)));
+    shutdown_leaving_nothing(pool, &[]).await;
 
     let cfg = template_config("tplthr2", 1).env("SNAKEPIT_PRELOAD_THREAD", "model-loader");
     let err = Pool::start(Telemetry::new(), cfg).await.unwrap_err();
@@ -317,10 +315,7 @@ async fn forked_workers_share_no_descriptor_socket_random_stream_or_ids() {
     // A random stream, not a repeated value.
     assert_ne!(a[0]["random"], b[0]["random"]);
 
-    let mut all = pids.clone();
-    all.push(template);
-    pool.shutdown().await;
-    assert!(wait_gone(&all, Duration::from_secs(5)));
+    shutdown_leaving_nothing(pool, &pids).await;
 }
 
 /// Only does something when run as the helper: a host with a template pool
@@ -412,8 +407,5 @@ async fn a_recycled_worker_is_replaced_by_a_fork_of_the_template() {
     assert!(spawned
         .iter()
         .all(|e| meta(e, "start_method") == "template"));
-    let mut all = after;
-    all.extend([first, template]);
-    pool.shutdown().await;
-    assert!(wait_gone(&all, Duration::from_secs(5)), "left: {all:?}");
+    shutdown_leaving_nothing(pool, &[after[0], first]).await;
 }
