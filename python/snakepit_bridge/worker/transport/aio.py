@@ -20,7 +20,7 @@ from ...telemetry import _worker_api as tel
 from .. import shm
 from ..codec import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_TRACEBACK_CHARS, ToolFailure, clip
 from ..dispatcher import Dispatcher
-from .call_state import CallStreamState, pop_reply_batch
+from .call_state import CallStreamState, pop_reply_batch, serialized
 from .compat import CompatRpcs, compat_handlers
 from .native import NativeContext
 
@@ -431,10 +431,6 @@ class Servicer(CompatRpcs):
                 self.telemetry_done.set()
 
 
-def _ser(msg) -> bytes:
-    return msg if isinstance(msg, bytes) else msg.SerializeToString()
-
-
 def rpc_methods(s: Servicer, pb) -> dict:
     """Every BridgeService RPC of ``s``: name -> ``(kind, method, request
     class)``, ``kind`` one of ``unary``, ``server_stream`` and ``bidi``."""
@@ -468,7 +464,7 @@ def build_handler(servicer: Servicer, pb):
         "bidi": grpc.stream_stream_rpc_method_handler,
     }
     handlers = {
-        name: makers[kind](fn, request_deserializer=req.FromString, response_serializer=_ser)
+        name: makers[kind](fn, request_deserializer=req.FromString, response_serializer=serialized)
         for name, (kind, fn, req) in rpc_methods(servicer, pb).items()
     }
     return grpc.method_handlers_generic_handler("snakepit.bridge.BridgeService", handlers)

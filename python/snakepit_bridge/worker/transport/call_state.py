@@ -1,5 +1,6 @@
-"""What both CallBatchStream transports (grpc.aio and native) share: the
-state of one call stream and the batching of its serialized replies."""
+"""What both transports (grpc.aio and native) share: the state of one call
+stream, the batching of its serialized replies, and how a reply becomes
+bytes (``serialized``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import asyncio
 
 from ... import _wire
 from ..codec import max_message_bytes
+
+
+def serialized(msg) -> bytes:
+    """A reply's bytes: a message serialized, or bytes (already encoded) as
+    they are."""
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
 
 # Ends a stream's reply queue (grpc.aio handlers wait on it).
 SENTINEL_END = object()

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..codec import MESSAGE_HEADROOM_BYTES, max_message_bytes
-from .call_state import CallStreamState, pop_reply_batch
+from .call_state import CallStreamState, pop_reply_batch, serialized
 
 if TYPE_CHECKING:
     from .aio import Servicer
@@ -125,13 +125,12 @@ class NativeRpc:
             if kind == "unary":
                 reply = await method(await self._one(cls), self.context)
                 if reply is not None:
-                    server.send(rid, reply.SerializeToString())
+                    server.send(rid, serialized(reply))
             else:
                 source = self._stream(cls) if kind == "bidi" else await self._one(cls)
                 async with contextlib.aclosing(method(source, self.context)) as replies:
                     async for reply in replies:
-                        data = reply if isinstance(reply, bytes) else reply.SerializeToString()
-                        if not server.send(rid, data) or not await self._drained():
+                        if not server.send(rid, serialized(reply)) or not await self._drained():
                             break  # the client went away
             server.end(rid)
         except Aborted as e:
