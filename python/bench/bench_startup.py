@@ -217,6 +217,15 @@ class Worker:
         self.ready = json.loads(line.split(" ", 1)[1])
         return self
 
+    def serve_one_call(self):
+        """The host's handshake and one call (``handshake``), then the
+        worker's RSS (kB), then the worker stopped: ``(steps, rss)``."""
+        try:
+            steps = self.handshake()
+            return steps, rss_kb(self.p.pid)
+        finally:
+            stop(self.p)
+
     def handshake(self) -> dict:
         """What the host does after the ready line, timed step by step (ms):
         connect and ``Describe`` on the main socket, open ``TelemetryStream``
@@ -348,21 +357,13 @@ def main() -> None:
                                ("after_imports", after)):
                 add(key, *first_line([sys.executable, "-c", IMPORTER, *names], env))
             w = Worker(tmp, 2 * r + 1).start()
-            try:
-                for k, v in w.handshake().items():
-                    phases.setdefault("host: " + k, []).append((v, None))
-                rss = rss_kb(w.p.pid)
-            finally:
-                stop(w.p)
+            steps, rss = w.serve_one_call()
+            for k, v in steps.items():
+                phases.setdefault("host: " + k, []).append((v, None))
             add("worker", w.ms, rss)
             series.setdefault("worker_ready_rss_kb", []).append(w.ready_rss)
             w = Worker(tmp, 2 * args.rounds + r + 1).start(env={"SNAKEPIT_NATIVE_CALLS": "0"})
-            try:
-                w.handshake()
-                rss = rss_kb(w.p.pid)
-            finally:
-                stop(w.p)
-            add("aio_worker", w.ms, rss)
+            add("aio_worker", w.ms, w.serve_one_call()[1])
             w = Worker(tmp, 2 * r + 2).start(DEBUG)
             time.sleep(0.2)  # the step line follows the ready line
             steps, cpu = phases_of(stop(w.p), w.t0)
