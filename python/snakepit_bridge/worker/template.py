@@ -107,23 +107,23 @@ def thread_refusal(names) -> str:
 # started) in the template, so each fork skips them. Importing them starts
 # no thread (checked before every fork); creating their servers would, so
 # that happens in the child. The template's workers listen on Unix sockets,
-# where the native server serves every RPC: grpc is preimported only when
-# the native server cannot run (GRPC_MODULES).
-SERVER_MODULES = ("snakepit_bridge.generated.snakepit_bridge_pb2", "uvloop",
-                  "snakepit_bridge._native")
+# where the native server serves every RPC: its module is imported when it
+# can run (``transport.native.unavailable``), else grpc (GRPC_MODULES).
+SERVER_MODULES = ("snakepit_bridge.generated.snakepit_bridge_pb2", "uvloop")
 GRPC_MODULES = ("grpc", "grpc.aio")
 
 
 def _preimport() -> None:
     import importlib
 
-    native = os.environ.get("SNAKEPIT_NATIVE_CALLS") != "0"
+    from .transport import native
+
     for name in SERVER_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:
-            native = native and name != "snakepit_bridge._native"
-    if not native:
+            pass  # optional (uvloop): the child does without
+    if native.unavailable() is not None:
         for name in GRPC_MODULES:
             importlib.import_module(name)
     # Tables the worker would otherwise build at its first telemetry batch.

@@ -288,15 +288,7 @@ def start_native(servicer: Servicer, listen: str):
         log.info("the native server serves Unix sockets only: grpc.aio serves %s", listen)
         return None
     sock = listen[len("unix:"):]
-    why = None
-    if os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
-        why = "disabled by SNAKEPIT_NATIVE_CALLS=0"
-    else:
-        try:
-            from ... import _native  # noqa: F401
-        except ImportError as e:
-            why = (f"snakepit_bridge._native is not built ({e}): install snakepit-bridge "
-                   "from its wheel or sdist (pip install ./python), which builds it")
+    why = unavailable()
     if why is None:
         calls = call_socket_path(sock)
         remove_stale_socket(sock)
@@ -315,6 +307,19 @@ def start_native(servicer: Servicer, listen: str):
             return NativeServer(servicer, None, sock)
     log.warning("native server not started, %s; grpc.aio serves every RPC (slower start, "
                 "slower calls)", why)
+    return None
+
+
+def unavailable():
+    """Why the native server cannot run in this process (disabled, or the
+    module not built), or None when it can. Imports the module."""
+    if os.environ.get("SNAKEPIT_NATIVE_CALLS") == "0":
+        return "disabled by SNAKEPIT_NATIVE_CALLS=0"
+    try:
+        from ... import _native  # noqa: F401
+    except ImportError as e:
+        return (f"snakepit_bridge._native is not built ({e}): install snakepit-bridge "
+                "from its wheel or sdist (pip install ./python), which builds it")
     return None
 
 
